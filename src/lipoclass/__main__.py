@@ -1,0 +1,5 @@
+import sys
+
+from lipoclass.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""Particle datasets: the folder layout, validation, image I/O and model-input preparation."""
+
+from lipoclass.data.dataset import (
+    KNOWN_COLUMNS,
+    DatasetWriter,
+    Particle,
+    ParticleDataset,
+    check_folds,
+    load_dataset,
+)
+from lipoclass.data.io import IMAGE_SUFFIXES, read_image, write_image
+from lipoclass.data.prepare import (
+    META_COLUMNS,
+    MODES,
+    PrepConfig,
+    Prepared,
+    auto_mask,
+    default_cache_dir,
+    prepare,
+)
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "KNOWN_COLUMNS",
+    "META_COLUMNS",
+    "MODES",
+    "DatasetWriter",
+    "Particle",
+    "ParticleDataset",
+    "PrepConfig",
+    "Prepared",
+    "auto_mask",
+    "check_folds",
+    "default_cache_dir",
+    "load_dataset",
+    "prepare",
+    "read_image",
+    "write_image",
+]

@@ -1,0 +1,90 @@
+"""Reading and writing particle images: PNG, BMP, JPEG, TIFF (8/16-bit, float32) and MRC."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lipoclass.errors import LipoclassError
+
+__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image"]
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".mrc", ".mrcs", ".map")
+
+
+def _to_grey(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Colour (H, W, 3|4) -> luminance (H, W), warning once per call."""
+    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        warnings.warn(f"{path}: colour image converted to greyscale", stacklevel=3)
+        rgb = arr[..., :3].astype(np.float32)
+        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        return arr[0]
+    if arr.ndim != 2:
+        raise LipoclassError(f"{path}: expected a 2-D greyscale image, got shape {arr.shape}")
+    return arr
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one particle image as a 2-D float32 array of its original values.
+
+    8- and 16-bit images keep their integer values (as float32); float TIFF/MRC keep theirs.
+    Colour images are converted to luminance with a warning. Any failure raises
+    ``LipoclassError`` naming the file.
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise LipoclassError(f"{p}: image file not found")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            arr = np.asarray(tifffile.imread(p))
+        elif suffix in (".mrc", ".mrcs", ".map"):
+            import mrcfile
+
+            with mrcfile.open(p, permissive=True) as m:
+                arr = np.asarray(m.data)
+            if arr.ndim == 3 and arr.shape[0] == 1:
+                arr = arr[0]
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                if im.mode in ("P", "PA"):
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                elif im.mode == "LA":
+                    im = im.convert("L")
+                arr = np.asarray(im)
+    except LipoclassError:
+        raise
+    except Exception as exc:  # decoder errors come in many types
+        raise LipoclassError(f"{p}: unreadable image ({type(exc).__name__}: {exc})") from None
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.size == 0:
+        raise LipoclassError(f"{p}: empty image")
+    return np.ascontiguousarray(_to_grey(arr, p), dtype=np.float32)
+
+
+def write_image(path: str | os.PathLike[str], arr: np.ndarray) -> None:
+    """Write a 2-D array: uint8 -> PNG/BMP/JPEG/TIFF, uint16 -> PNG/TIFF, float32 -> TIFF/MRC."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(p, arr)
+    elif suffix in (".mrc", ".mrcs", ".map"):
+        import mrcfile
+
+        with mrcfile.new(p, overwrite=True) as m:
+            m.set_data(np.asarray(arr, dtype=np.float32))
+    else:
+        from PIL import Image
+
+        Image.fromarray(arr).save(p)

@@ -1,0 +1,1 @@
+"""study stage (in progress)."""
