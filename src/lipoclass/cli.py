@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dataset", help="dataset folder (with particles.csv)")
     p.add_argument("--figure", default=None,
-                   help="size-distribution PNG (default: DATASET_info.png in the current folder)")  # fmt: skip
+                   help="size-distribution PNG (default: <name>_info.png here)")  # fmt: skip
 
     p = add(
         "import-export",
@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, help="folder holding the images the records name")
     p.add_argument("--out", required=True, help="output dataset folder (must not exist)")
     p.add_argument("--keep-going", action="store_true",
-                   help="write the dataset even if some records are bad (they are listed)")  # fmt: skip
+                   help="write the dataset even if some records are bad (listed)")  # fmt: skip
 
     p = add(
         "features",

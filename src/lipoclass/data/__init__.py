@@ -12,8 +12,8 @@ from lipoclass.data.io import IMAGE_SUFFIXES, read_image, write_image
 from lipoclass.data.prepare import (
     META_COLUMNS,
     MODES,
-    PrepConfig,
     Prepared,
+    PrepConfig,
     auto_mask,
     default_cache_dir,
     prepare,
