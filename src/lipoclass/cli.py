@@ -160,10 +160,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from lipoclass.data import load_dataset
-    from lipoclass.data.info import dataset_info
+    from lipoclass.data.info import dataset_info, default_figure_path
 
     ds = load_dataset(args.dataset)
-    info = dataset_info(ds, figure=Path(args.figure) if args.figure else None, check=True)
+    figure = Path(args.figure) if args.figure else default_figure_path(ds)
+    info = dataset_info(ds, figure=figure, check=True)
     print(info.text())
     return 0
 
@@ -171,7 +172,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from lipoclass.data.importer import import_export
 
-    result = import_export(Path(args.export), Path(args.images), Path(args.out))
+    result = import_export(
+        Path(args.export), Path(args.images), Path(args.out), keep_going=args.keep_going
+    )
     print(result.text())
     return 0 if not result.errors or args.keep_going else 1
 
@@ -184,9 +187,13 @@ def _cmd_features(args: argparse.Namespace) -> int:
     table = compute_features(ds)
     out = Path(args.out)
     table.to_csv(out)
+    for pid, reason in table.failed:
+        print(f"lipoclass: warning: particle {pid}: {reason}", file=sys.stderr)
     print(f"{len(table)} particles x {table.values.shape[1]} features -> {out}")
+    if table.auto_masked:
+        print(f"{table.auto_masked} particle(s) without a mask used an automatic mask")
     if table.failed:
-        print(f"{len(table.failed)} particle(s) without features (see above)")
+        print(f"{len(table.failed)} particle(s) without features (warnings above; empty rows)")
     return 0
 
 

@@ -8,7 +8,7 @@ from lipoclass.data.dataset import (
     check_folds,
     load_dataset,
 )
-from lipoclass.data.io import IMAGE_SUFFIXES, read_image, write_image
+from lipoclass.data.io import IMAGE_SUFFIXES, image_size, read_image, write_image
 from lipoclass.data.prepare import (
     META_COLUMNS,
     MODES,
@@ -32,6 +32,7 @@ __all__ = [
     "auto_mask",
     "check_folds",
     "default_cache_dir",
+    "image_size",
     "load_dataset",
     "prepare",
     "read_image",

@@ -164,9 +164,9 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> P
         except StopIteration:
             raise LipoclassError(f"{csv_path}: empty file") from None
         rows = list(reader)
-    for col in ("id", "image"):
-        if col not in header:
-            raise LipoclassError(f"{csv_path}: required column '{col}' is missing")
+    for req in ("id", "image"):
+        if req not in header:
+            raise LipoclassError(f"{csv_path}: required column '{req}' is missing")
     dup_cols = [c for c, n in Counter(header).items() if n > 1]
     if dup_cols:
         raise LipoclassError(f"{csv_path}: column '{dup_cols[0]}' appears twice in the header")

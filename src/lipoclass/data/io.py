@@ -10,7 +10,7 @@ import numpy as np
 
 from lipoclass.errors import LipoclassError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "write_image"]
+__all__ = ["IMAGE_SUFFIXES", "image_size", "read_image", "read_native", "write_image"]
 
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".mrc", ".mrcs", ".map")
 
@@ -35,6 +35,13 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Colour images are converted to luminance with a warning. Any failure raises
     ``LipoclassError`` naming the file.
     """
+    return np.ascontiguousarray(read_native(path), dtype=np.float32)
+
+
+def read_native(path: str | os.PathLike[str]) -> np.ndarray:
+    """Like ``read_image`` but in the file's own dtype (uint8, uint16, float32, ...), so callers
+    can crop or threshold before converting (faster for large images and masks). Colour
+    images come back as float32 luminance."""
     p = Path(path)
     suffix = p.suffix.lower()
     if not p.is_file():
@@ -54,7 +61,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             from PIL import Image
 
-            with Image.open(p) as im:
+            with Image.open(p) as opened:
+                im: Image.Image = opened
                 if im.mode in ("P", "PA"):
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
                 elif im.mode == "LA":
@@ -68,7 +76,37 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         arr = arr.astype(np.uint8)
     if arr.size == 0:
         raise LipoclassError(f"{p}: empty image")
-    return np.ascontiguousarray(_to_grey(arr, p), dtype=np.float32)
+    return _to_grey(arr, p)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of an image from its header, without decoding the pixels (fast, for
+    summaries). Raises ``LipoclassError`` naming the file when it cannot be read."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if not p.is_file():
+        raise LipoclassError(f"{p}: image file not found")
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(p) as tf:
+                shape = tf.pages[0].shape
+        elif suffix in (".mrc", ".mrcs", ".map"):
+            import mrcfile
+
+            with mrcfile.mmap(p, permissive=True) as m:
+                shape = m.data.shape
+        else:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                shape = (im.size[1], im.size[0])
+    except Exception as exc:
+        raise LipoclassError(f"{p}: unreadable image ({type(exc).__name__}: {exc})") from None
+    if len(shape) == 3 and shape[0] == 1:  # (1, H, W) stack
+        shape = shape[1:]
+    return int(shape[0]), int(shape[1])
 
 
 def write_image(path: str | os.PathLike[str], arr: np.ndarray) -> None:

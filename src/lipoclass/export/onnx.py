@@ -1,0 +1,248 @@
+"""ONNX export of a CNN model folder and an onnxruntime runner that reads it back.
+
+The exported graph maps prepared particles to *calibrated probabilities*: input ``input``
+(B,1,S,S) float32 [+ ``aux`` (B,K) size features for ``lipnet_hybrid``] -> output
+``probabilities`` (B,C) = softmax(logits / T) with the model folder's temperature T baked in.
+Everything another runtime needs to reproduce the pipeline travels in ``metadata_props``
+(JSON strings; see docs/deployment.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lipoclass.data import PrepConfig
+from lipoclass.errors import LipoclassError
+
+__all__ = [
+    "META_KEYS",
+    "OPSET",
+    "ExportConfig",
+    "OnnxModel",
+    "ProbabilityModel",
+    "export_onnx",
+    "load_onnx",
+]
+
+OPSET = 17
+#: metadata_props keys written by ``export_onnx`` (values are JSON)
+META_KEYS = ("classes", "prep", "lipoclass_version", "model", "temperature",
+             "review_threshold", "confusion", "inputs")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``tolerance``: max abs probability difference allowed between onnxruntime and PyTorch;
+    ``n_check``: particles compared; ``seed`` picks them (or draws random inputs)."""
+
+    tolerance: float = 1e-4
+    n_check: int = 64
+    seed: int = 0
+    opset: int = OPSET
+
+    def __post_init__(self) -> None:
+        if not self.tolerance > 0:
+            raise ValueError(f"tolerance must be positive, got {self.tolerance}")
+        if int(self.n_check) < 1:
+            raise ValueError(f"n_check must be at least 1, got {self.n_check}")
+        if int(self.opset) < 17:
+            raise ValueError(f"opset must be at least 17, got {self.opset}")
+
+
+class ProbabilityModel(nn.Module):
+    """A classifier plus its calibration: ``softmax(module(x[, aux]) / T)`` (B,C)."""
+
+    def __init__(self, module: nn.Module, temperature: float = 1.0) -> None:
+        super().__init__()
+        self.module = module
+        self.needs_aux = bool(getattr(module, "needs_aux", False))
+        self.register_buffer("inv_t", torch.tensor(1.0 / float(temperature)))
+
+    def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.module(x) if not self.needs_aux else self.module(x, aux)  # (B,C)
+        return torch.softmax(logits * self.inv_t, dim=1)  # (B,C)
+
+
+def _check_inputs(loaded: Any, cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """A small batch of prepared particles: from the training dataset named in model.json when
+    it can be read, else seeded random inputs. Returns (x (N,1,S,S), aux (N,K) | None, what)."""
+    from lipoclass.models import AUX_FEATURES, size_features
+
+    prep: PrepConfig = loaded.prep
+    rng = np.random.default_rng(cfg.seed)
+    info = loaded.info
+    path = info.get("dataset") or info.get("train_dataset")
+    if isinstance(path, dict):
+        path = path.get("path") or path.get("root")
+    if isinstance(path, str) and (Path(path) / "particles.csv").is_file():
+        from lipoclass.data import load_dataset, prepare
+
+        try:
+            ds = load_dataset(path)
+            pick = rng.choice(len(ds), size=min(cfg.n_check, len(ds)), replace=False)
+            p = prepare(ds.subset(np.sort(pick)), prep, cache=False, workers=1)
+            if len(p):
+                aux = size_features(p.meta) if loaded.needs_aux else None
+                return p.x, aux, f"{len(p)} particles of {path}"
+        except LipoclassError:
+            pass
+    x = rng.standard_normal((cfg.n_check, 1, prep.size, prep.size)).astype(np.float32)
+    aux = None
+    if loaded.needs_aux:
+        aux = rng.standard_normal((cfg.n_check, len(AUX_FEATURES))).astype(np.float32)
+    return x, aux, f"{cfg.n_check} random inputs (training dataset not available)"
+
+
+def export_onnx(
+    model_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    tolerance: float = 1e-4,
+    config: ExportConfig | None = None,
+) -> Path:
+    """Export a CNN model folder to ONNX (opset >= 17, dynamic batch axis, calibrated softmax
+    output, metadata), check it with ``onnx.checker`` and against PyTorch with onnxruntime.
+
+    Prints the max abs difference; raises ``LipoclassError`` (and leaves no file) when it
+    exceeds ``tolerance``. SVM folders are not supported."""
+    import onnx
+
+    from lipoclass import __version__
+    from lipoclass.train import load_model
+
+    cfg = config or ExportConfig(tolerance=tolerance)
+    loaded = load_model(model_dir)
+    if loaded.kind != "cnn" or loaded.module is None:
+        raise LipoclassError(
+            f"{model_dir}: ONNX export supports CNN model folders only (this one is "
+            f"'{loaded.kind}'); use 'lipoclass predict' with the model folder instead"
+        )
+    dest = Path(out)
+    if dest.is_dir():
+        raise LipoclassError(f"{dest}: is a folder; give a file name such as model.onnx")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ProbabilityModel(loaded.module, loaded.temperature).eval()
+    x, aux, what = _check_inputs(loaded, cfg)
+    size = loaded.prep.size
+    dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 1, size, size),)
+    names = ["input"]
+    if wrapper.needs_aux:
+        dummy += (torch.zeros(2, aux.shape[1] if aux is not None else 5),)
+        names.append("aux")
+    tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper, dummy, str(tmp), input_names=names, output_names=["probabilities"],
+                dynamic_axes={**{n: {0: "batch"} for n in names}, "probabilities": {0: "batch"}},
+                opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
+            )  # fmt: skip
+        proto = onnx.load(str(tmp))
+        meta = {
+            "classes": list(loaded.classes),
+            "prep": {k: getattr(loaded.prep, k) for k in ("mode", "size", "aspect", "normalize")},
+            "lipoclass_version": __version__,
+            "model": loaded.info.get("model"),
+            "temperature": loaded.temperature,
+            "review_threshold": loaded.info.get("review_threshold"),
+            "confusion": loaded.info.get("confusion"),
+            "inputs": names,
+        }
+        onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
+        proto.doc_string = f"lipoclass {__version__}: {loaded.info.get('model')} -> probabilities"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+        with torch.no_grad():
+            ref = wrapper(
+                torch.from_numpy(x), None if aux is None else torch.from_numpy(aux)
+            ).numpy()
+        got = load_onnx(tmp).predict_proba_arrays(x, aux)
+        diff = float(np.abs(got - ref).max())
+        print(f"onnxruntime vs PyTorch on {what}: max abs diff {diff:.2e}")
+        if not diff <= cfg.tolerance:
+            raise LipoclassError(
+                f"{dest}: onnxruntime differs from PyTorch by {diff:.2e} > --tolerance "
+                f"{cfg.tolerance:g}; nothing written"
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"ONNX model: {dest}")
+    return dest
+
+
+@dataclass
+class OnnxModel:
+    """An exported model under onnxruntime: classes, prep and the rest of the metadata."""
+
+    path: Path
+    session: Any
+    classes: tuple[str, ...]
+    prep: PrepConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_aux(self) -> bool:
+        return "aux" in self.meta.get("inputs", ["input"])
+
+    @property
+    def review_threshold(self) -> float | None:
+        v = self.meta.get("review_threshold")
+        return None if v is None else float(v)
+
+    @property
+    def confusion(self) -> list[list[float]] | None:
+        return self.meta.get("confusion")
+
+    def predict_proba_arrays(
+        self, x: np.ndarray, aux: np.ndarray | None = None, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Calibrated probabilities (N, C) for prepared x (N,1,S,S) [+ aux (N,K)]."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        outs = []
+        for b0 in range(0, len(x), batch_size):
+            feed = {"input": x[b0 : b0 + batch_size]}
+            if self.needs_aux:
+                if aux is None:
+                    raise LipoclassError(f"{self.path}: this model needs size features (aux)")
+                feed["aux"] = np.ascontiguousarray(aux[b0 : b0 + batch_size], dtype=np.float32)
+            outs.append(self.session.run(["probabilities"], feed)[0])
+        if not outs:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return np.concatenate(outs)
+
+
+def load_onnx(path: str | os.PathLike[str], threads: int | None = None) -> OnnxModel:
+    """Open an ONNX file written by ``export_onnx``; LipoclassError when it is unreadable or
+    lacks the lipoclass metadata."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise LipoclassError(f"{p}: ONNX file not found")
+    opts = ort.SessionOptions()
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    try:
+        sess = ort.InferenceSession(str(p), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise LipoclassError(f"{p}: not a readable ONNX model ({type(exc).__name__})") from None
+    props = sess.get_modelmeta().custom_metadata_map
+    missing = [k for k in ("classes", "prep") if k not in props]
+    if missing:
+        raise LipoclassError(
+            f"{p}: ONNX metadata lacks '{missing[0]}' (not exported by 'lipoclass export')"
+        )
+    try:
+        meta = {k: json.loads(v) for k, v in props.items() if k in META_KEYS}
+        prep = PrepConfig(**meta["prep"])
+    except (ValueError, TypeError) as exc:
+        raise LipoclassError(f"{p}: bad lipoclass metadata ({exc})") from None
+    return OnnxModel(p, sess, tuple(meta["classes"]), prep, meta)

@@ -1,0 +1,295 @@
+"""``predict``: classify the particles of a dataset or image folder with a model folder (CNN or
+SVM) or an exported ONNX file, flag uncertain predictions for review and estimate class shares
+per sample (raw and adjusted classify-and-count, bootstrap intervals)."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.errors import LipoclassError
+from lipoclass.predict.inputs import load_input
+from lipoclass.predict.shares import ShareConfig, ShareRow, class_shares, write_shares
+
+__all__ = ["PredictConfig", "PredictResult", "predict", "shares_table"]
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Batching, device (PyTorch only; onnxruntime runs on the CPU) and the bootstrap of the
+    class shares."""
+
+    batch_size: int = 512
+    device: str = "auto"
+    n_boot: int = 1000
+    level: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings
+
+
+@dataclass
+class PredictResult:
+    """What ``predict`` wrote and computed. ``probs`` (N, C) calibrated; ``pred`` (N,) class
+    index; ``review`` (N,) bool; ``labels`` (N,) true index or -1; ``skipped`` lists
+    (id, reason) for particles that could not be predicted."""
+
+    predictions: Path
+    shares: Path
+    classes: tuple[str, ...]
+    ids: list[str]
+    probs: np.ndarray
+    pred: np.ndarray
+    review: np.ndarray
+    labels: np.ndarray
+    share_rows: list[ShareRow]
+    review_threshold: float | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    metrics: dict[str, Any] | None = None
+
+
+class _Runner:
+    """The model behind one predict call: classes, prep, held-out info and a probability
+    function over a dataset (returns probs (n, C), positions in dataset.particles, skipped)."""
+
+    def __init__(self, model_dir: Path | None, onnx_path: Path | None, cfg: PredictConfig):
+        self.cfg = cfg
+        self.loaded: Any = None
+        self.onnx: Any = None
+        info: dict[str, Any] = {}
+        if model_dir is not None:
+            from lipoclass.train import load_model
+
+            self.loaded = load_model(model_dir)
+            info = self.loaded.info
+        if onnx_path is not None:
+            from lipoclass.export import load_onnx
+
+            self.onnx = load_onnx(onnx_path)
+            if self.loaded is not None and tuple(self.loaded.classes) != self.onnx.classes:
+                raise LipoclassError(
+                    f"{onnx_path}: classes {', '.join(self.onnx.classes)} differ from "
+                    f"{model_dir}'s {', '.join(self.loaded.classes)}"
+                )
+            info = {"review_threshold": self.onnx.review_threshold,
+                    "confusion": self.onnx.confusion, **info}  # fmt: skip
+        src = self.onnx if self.onnx is not None else self.loaded
+        self.classes: tuple[str, ...] = tuple(src.classes)
+        self.prep: PrepConfig = src.prep
+        thr = info.get("review_threshold")
+        self.review_threshold = None if thr is None else float(thr)
+        conf = info.get("confusion")
+        self.confusion = None if conf is None else np.asarray(conf, dtype=np.float64)
+        self.name = str(onnx_path if self.onnx is not None else model_dir)
+
+    def run(self, ds: ParticleDataset) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+        if self.onnx is None and self.loaded.kind == "svm":
+            probs, ids = self.loaded.predict_proba(ds)
+            pos = {p.id: i for i, p in enumerate(ds.particles)}
+            index = np.array([pos[i] for i in ids], dtype=np.int64)
+            got = set(ids)
+            skipped = [(p.id, "no usable features") for p in ds.particles if p.id not in got]
+            return np.asarray(probs, dtype=np.float64), index, skipped
+        prep = prepare(ds, self.prep, cache=False)
+        src = self.onnx if self.onnx is not None else self.loaded
+        aux = None
+        if src.needs_aux:
+            from lipoclass.models import size_features
+
+            aux = size_features(prep.meta)
+        if self.onnx is not None:
+            probs = self.onnx.predict_proba_arrays(prep.x, aux, self.cfg.batch_size)
+        else:
+            from lipoclass.train.trainer import resolve_device
+
+            dev = resolve_device(self.cfg.device)
+            probs = self.loaded.predict_proba_arrays(prep.x, aux, self.cfg.batch_size, dev)
+        return np.asarray(probs, dtype=np.float64), prep.index, list(prep.skipped)
+
+
+def _labels_for(ds: ParticleDataset, classes: tuple[str, ...], model: str) -> np.ndarray:
+    """True class index per particle in the *model's* class order (-1 unlabelled); the class
+    sets must agree."""
+    declared = ds.meta.get("classes") if ds.meta else None
+    if declared is not None and len(declared) != len(classes):
+        raise LipoclassError(
+            f"{ds.root / 'dataset.toml'}: declares {len(declared)} classes "
+            f"({', '.join(declared)}) but model {model} has {len(classes)} "
+            f"({', '.join(classes)})"
+        )
+    lookup = {c: i for i, c in enumerate(classes)}
+    out = np.full(len(ds), -1, dtype=np.int64)
+    for i, p in enumerate(ds.particles):
+        if p.label is None:
+            continue
+        if p.label not in lookup:
+            raise LipoclassError(
+                f"{ds.root / 'particles.csv'} row {p.row} (id {p.id}): label {p.label!r} is "
+                f"not a class of model {model} ({', '.join(classes)})"
+            )
+        out[i] = lookup[p.label]
+    return out
+
+
+def _write_predictions(
+    path: Path, ds: ParticleDataset, index: np.ndarray, classes: tuple[str, ...],
+    probs: np.ndarray, review: np.ndarray, labels: np.ndarray,
+) -> None:  # fmt: skip
+    parts = [ds.particles[int(i)] for i in index]
+    with_sample = any(p.sample for p in ds.particles)
+    with_label = bool((labels >= 0).any())
+    header = ["id", "pred", *(f"p_{c}" for c in classes), "review"]
+    header += ["sample"] * with_sample + ["label"] * with_label
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for p, pr, rv in zip(parts, probs, review):
+                row = [p.id, classes[int(pr.argmax())], *(f"{v:.6f}" for v in pr), int(rv)]
+                row += [p.sample or ""] * with_sample + [p.label or ""] * with_label
+                w.writerow(row)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def shares_table(rows: list[ShareRow], level: float = 0.95) -> str:
+    """Console table of class shares (percent) per sample."""
+    pct = f"{round(level * 100)}%"
+    with_true = any(not math.isnan(r.true_share) for r in rows)
+    head = f"{'sample':<12} {'class':<16} {'n':>6}  {'raw [' + pct + ' CI]':<24} "
+    head += f"{'adjusted [' + pct + ' CI]':<24}" + (" true" if with_true else "")
+    lines = [head]
+
+    def cell(v: float, lo: float, hi: float) -> str:
+        if math.isnan(v):
+            return "n/a"
+        return f"{100 * v:5.1f} [{100 * lo:5.1f}, {100 * hi:5.1f}]"
+
+    for r in rows:
+        line = f"{r.sample:<12} {r.cls:<16} {r.n:>6}  {cell(r.raw, r.raw_lo, r.raw_hi):<24} "
+        line += f"{cell(r.adjusted, r.adjusted_lo, r.adjusted_hi):<24}"
+        if with_true:
+            line += f" {100 * r.true_share:5.1f}" if not math.isnan(r.true_share) else "  n/a"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _metrics(labels: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
+    from lipoclass.evaluate.metrics import (
+        balanced_accuracy,
+        class_metrics,
+        confusion_matrix,
+        macro_f1,
+    )
+
+    keep = labels >= 0
+    cm = confusion_matrix(labels[keep], pred[keep], len(classes))
+    per = class_metrics(cm)
+    return {
+        "n": int(keep.sum()),
+        "confusion": cm.tolist(),
+        "balanced_accuracy": float(balanced_accuracy(cm)),
+        "macro_f1": float(macro_f1(cm)),
+        "per_class": {c: {k: float(v[i]) for k, v in per.items()} for i, c in enumerate(classes)},
+    }
+
+
+def _metrics_table(m: dict[str, Any]) -> str:
+    lines = [f"labelled particles: {m['n']}  balanced accuracy {m['balanced_accuracy']:.3f}  "
+             f"macro F1 {m['macro_f1']:.3f}",
+             f"{'class':<16} {'recall':>7} {'precision':>9} {'F1':>6} {'support':>8}"]  # fmt: skip
+    cm = np.asarray(m["confusion"])
+    for i, (c, v) in enumerate(m["per_class"].items()):
+        lines.append(
+            f"{c:<16} {v['tpr']:7.3f} {v['ppv']:9.3f} {v['f1']:6.3f} {int(cm[i].sum()):8d}"
+        )
+    return "\n".join(lines)
+
+
+def predict(
+    model_dir: str | os.PathLike[str] | None,
+    input: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str] | None = None,
+    shares_path: str | os.PathLike[str] | None = None,
+    batch_size: int = 512,
+    device: str = "auto",
+    config: PredictConfig | None = None,
+    verbose: bool = True,
+) -> PredictResult:
+    """Predict every particle of ``input`` (dataset folder or image folder) and write
+    ``predictions.csv`` (``out``) and ``shares.csv`` (``shares_path``, default beside ``out``).
+
+    Uses the model folder (PyTorch / scikit-learn) or, with ``onnx_path``, onnxruntime with the
+    classes and preparation stored in the ONNX metadata (review threshold and confusion matrix
+    come from the metadata too, or from ``model_dir`` when both are given). With labels in the
+    input, per-class metrics are printed (not training data unless you pass it)."""
+    cfg = config or PredictConfig(batch_size=batch_size, device=device)
+    if model_dir is None and onnx_path is None:
+        raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
+    runner = _Runner(
+        Path(model_dir) if model_dir is not None else None,
+        Path(onnx_path) if onnx_path is not None else None,
+        cfg,
+    )
+    ds = load_input(input)
+    all_labels = _labels_for(ds, runner.classes, runner.name)
+    out_path = Path(out)
+    if out_path.is_dir():
+        out_path = out_path / "predictions.csv"
+    shares_out = Path(shares_path) if shares_path is not None else out_path.with_name("shares.csv")
+    if shares_out.resolve() == out_path.resolve():
+        raise LipoclassError(f"--shares {shares_out}: same file as --out")
+    for p in (out_path, shares_out):
+        if not p.parent.is_dir():
+            raise LipoclassError(f"{p}: folder {p.parent} does not exist")
+
+    probs, index, skipped = runner.run(ds)
+    c = len(runner.classes)
+    if probs.ndim != 2 or (len(probs) and probs.shape[1] != c):
+        raise LipoclassError(
+            f"{runner.name}: model gives {probs.shape[-1]} outputs for {c} classes"
+        )
+    if len(index) == 0:
+        raise LipoclassError(
+            f"{input}: no particle could be prepared for mode '{runner.prep.mode}'"
+        )
+    pred = probs.argmax(axis=1)
+    thr = runner.review_threshold
+    review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
+    labels = all_labels[index]
+    _write_predictions(out_path, ds, index, runner.classes, probs, review, labels)
+
+    groups = [ds.particles[int(i)].sample or "all" for i in index]
+    share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
+    rows = class_shares(pred, groups, runner.classes, runner.confusion, share_cfg,
+                        labels=labels if (labels >= 0).any() else None)  # fmt: skip
+    write_shares(rows, shares_out)
+    metrics = _metrics(labels, pred, runner.classes) if (labels >= 0).any() else None
+    if verbose:
+        extra = f", {len(skipped)} skipped" if skipped else ""
+        print(f"{len(index)} particles predicted{extra}; {int(review.sum())} flagged for review"
+              + (f" (top probability < {thr:.3f})" if thr is not None else ""))  # fmt: skip
+        print(shares_table(rows, cfg.level))
+        if runner.confusion is None:
+            print("(no held-out confusion matrix in the model: adjusted shares not available)")
+        if metrics is not None:
+            print(_metrics_table(metrics))
+        print(f"predictions: {out_path}\nshares: {shares_out}")
+    ids = [ds.particles[int(i)].id for i in index]
+    return PredictResult(out_path, shares_out, runner.classes, ids, probs, pred, review, labels,
+                         rows, thr, skipped, metrics)  # fmt: skip

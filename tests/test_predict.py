@@ -1,0 +1,215 @@
+"""predict: reloaded model folders, class shares (adjusted classify-and-count), input forms
+and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipoclass.cli import main
+from lipoclass.data import PrepConfig, load_dataset, prepare
+from lipoclass.predict import ShareConfig, adjusted_shares, class_shares, predict
+
+CLASSES = ("unilamellar", "multilamellar", "uncertain")
+TEMPERATURE = 1.7
+CONFUSION = [[8, 1, 1], [1, 6, 1], [1, 1, 4]]
+
+
+def write_model_folder(
+    path: Path,
+    classes: Sequence[str] = CLASSES,
+    *,
+    size: int = 16,
+    seed: int = 0,
+    temperature: float = TEMPERATURE,
+    confusion: list[list[int]] | None = CONFUSION,
+    review_threshold: float = 0.5,
+    extra: dict | None = None,
+) -> torch.nn.Module:
+    """A CNN model folder in the documented layout (model.json + weights.pt) around a freshly
+    initialised ``tiny`` model; returns the in-memory module (eval mode)."""
+    from lipoclass import __version__
+    from lipoclass.models import create_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = create_model("tiny", len(classes), size).eval()
+    path.mkdir(parents=True, exist_ok=True)
+    kwargs = dict(module.lipo_config)
+    torch.save({"state_dict": module.state_dict(), "model_kwargs": kwargs}, path / "weights.pt")
+    info = {
+        "format_version": 1,
+        "kind": "cnn",
+        "model": "tiny",
+        "classes": list(classes),
+        "prep": {"mode": "masked", "size": size, "aspect": "pad", "normalize": "zscore"},
+        "model_kwargs": kwargs,
+        "versions": {"lipoclass": __version__},
+        "calibration": {"method": "temperature", "temperature": temperature},
+        "review_threshold": review_threshold,
+        "confusion": confusion,
+        **(extra or {}),
+    }
+    (path / "model.json").write_text(json.dumps(info))
+    return module
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_reloaded_model_predicts_like_the_original(tmp_path, tiny_dataset):
+    ds_dir = tiny_dataset(counts=(6, 5, 4))
+    module = write_model_folder(tmp_path / "m")
+    res = predict(tmp_path / "m", ds_dir, tmp_path / "pred.csv", device="cpu", verbose=False)
+
+    prep = prepare(load_dataset(ds_dir), PrepConfig(size=16), cache=False)
+    with torch.no_grad():
+        want = torch.softmax(module(torch.from_numpy(prep.x)) / TEMPERATURE, dim=1).numpy()
+    assert res.ids == prep.ids
+    np.testing.assert_allclose(res.probs, want, atol=1e-6)
+    rows = read_csv(tmp_path / "pred.csv")
+    assert [r["id"] for r in rows] == prep.ids
+    assert list(rows[0]) == ["id", "pred", *(f"p_{c}" for c in CLASSES), "review", "sample",
+                             "label"]  # fmt: skip
+    got = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert [r["pred"] for r in rows] == [CLASSES[k] for k in want.argmax(1)]
+    assert [r["review"] == "1" for r in rows] == list(want.max(1) < 0.5)
+    # labels present: per-class metrics computed on these (not training) particles
+    assert res.metrics is not None and res.metrics["n"] == len(prep.ids)
+
+
+def test_adjusted_shares_solve_exact_mixture():
+    cm = np.array([[70, 20, 10], [30, 60, 10], [10, 10, 80]], dtype=float)
+    rates = cm / cm.sum(1, keepdims=True)
+    q = np.array([0.7, 0.2, 0.1])
+    p_obs = rates.T @ q
+    np.testing.assert_allclose(adjusted_shares(p_obs, cm), q, atol=1e-6)
+    assert not np.allclose(p_obs, q, atol=0.05)  # raw shares are biased here
+
+
+def test_adjusted_shares_recover_known_shares_from_a_biased_classifier():
+    """Truth with known shares; predictions drawn through a fake confusion matrix (the
+    classifier's held-out error rates). Raw counts are biased, adjusted ones recover the
+    truth and their bootstrap interval covers it."""
+    rng = np.random.default_rng(1)
+    classes = ("a", "b", "c")
+    q = np.array([0.15, 0.25, 0.60])
+    cm = np.array([[600, 300, 100], [100, 700, 200], [50, 250, 700]])  # held-out counts
+    rates = cm / cm.sum(1, keepdims=True)
+    n = 20000
+    truth = rng.choice(3, size=n, p=q)
+    pred = np.array([rng.choice(3, p=rates[t]) for t in truth])
+    rows = class_shares(pred, ["all"] * n, classes, cm, ShareConfig(n_boot=200, seed=0),
+                        labels=truth)  # fmt: skip
+    raw = np.array([r.raw for r in rows])
+    adj = np.array([r.adjusted for r in rows])
+    assert np.abs(raw - q).max() > 0.08
+    assert np.abs(adj - q).max() < 0.03
+    for r, qk in zip(rows, q):
+        assert r.adjusted_lo <= qk <= r.adjusted_hi
+        assert r.raw_lo <= r.raw <= r.raw_hi
+        assert r.true_share == pytest.approx(float((truth == classes.index(r.cls)).mean()))
+    assert adj.sum() == pytest.approx(1.0)
+
+
+def test_shares_per_sample_and_cli_table(tmp_path, tiny_dataset, capsys):
+    ds_dir = tiny_dataset(counts=(6, 5, 4), samples=2)
+    write_model_folder(tmp_path / "m")
+    rc = main(["predict", str(tmp_path / "m"), str(ds_dir), "--out", str(tmp_path / "p.csv"),
+               "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "adjusted" in out and "recall" in out
+    rows = read_csv(tmp_path / "shares.csv")
+    assert {r["sample"] for r in rows} == {"s0", "s1"}
+    assert {r["class"] for r in rows} == set(CLASSES)
+    for s in ("s0", "s1"):
+        sub = [r for r in rows if r["sample"] == s]
+        assert sum(float(r["raw_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        assert sum(float(r["adjusted_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        assert sum(float(r["true_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_predict_plain_image_folder_with_masks(tmp_path, tiny_dataset):
+    ds = load_dataset(tiny_dataset(counts=(3, 2, 2)))
+    folder = tmp_path / "imgs"
+    (folder / "masks").mkdir(parents=True)
+    for i, p in enumerate(ds.particles):
+        (folder / p.image.name).write_bytes(p.image.read_bytes())
+        assert p.mask is not None
+        target = folder / "masks" / p.mask.name if i % 2 else folder / f"{p.id}_mask.png"
+        target.write_bytes(p.mask.read_bytes())
+    write_model_folder(tmp_path / "m")
+    res = predict(tmp_path / "m", folder, tmp_path / "p.csv", device="cpu", verbose=False)
+    ref = predict(tmp_path / "m", ds.root, tmp_path / "q.csv", shares_path=tmp_path / "qs.csv",
+                  device="cpu", verbose=False)  # fmt: skip
+    assert res.ids == ref.ids  # masks found under both names, ids = file stems
+    np.testing.assert_allclose(res.probs, ref.probs, atol=1e-6)
+    shares = read_csv(tmp_path / "shares.csv")
+    assert {r["sample"] for r in shares} == {"all"} and "true_share" not in shares[0]
+
+
+def test_real_vesicle_data(tmp_path, vesicle_dir):
+    write_model_folder(tmp_path / "m", ("CV", "DV", "DVH"))
+    res = predict(tmp_path / "m", vesicle_dir, tmp_path / "p.csv", device="cpu", verbose=False)
+    assert len(res.ids) + len(res.skipped) == 254
+    assert res.probs.shape == (len(res.ids), 3)
+    np.testing.assert_allclose(res.probs.sum(1), 1.0, atol=1e-5)
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lipoclass: error: ") and "\n" not in err
+    return err
+
+
+def test_cli_bad_model_folders(tmp_path, tiny_dataset, capsys):
+    ds_dir = str(tiny_dataset(counts=(3, 2, 2)))
+    write_model_folder(tmp_path / "m")
+    (tmp_path / "m" / "weights.pt").unlink()
+    assert main(["predict", str(tmp_path / "m"), ds_dir, "--out", str(tmp_path / "p.csv")]) == 2
+    assert "weights.pt is missing" in _err(capsys)
+    write_model_folder(tmp_path / "v", extra={"format_version": 99})
+    assert main(["predict", str(tmp_path / "v"), ds_dir, "--out", str(tmp_path / "p.csv")]) == 2
+    assert "format_version 99" in _err(capsys)
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_cli_bad_inputs(tmp_path, tiny_dataset, capsys):
+    write_model_folder(tmp_path / "m")
+    m, out = str(tmp_path / "m"), str(tmp_path / "p.csv")
+    # labels of other classes
+    other = tiny_dataset(counts=(3, 2), classes=("full", "empty"))
+    assert main(["predict", m, str(other), "--out", out]) == 2
+    assert "declares 2 classes" in _err(capsys)
+    # an empty folder, and a file that claims to be an image
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", m, str(tmp_path / "empty"), "--out", out]) == 2
+    assert "no image files" in _err(capsys)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_text("not an image")
+    assert main(["predict", m, str(tmp_path / "bad"), "--out", out]) == 2
+    assert "x.png: unreadable image" in _err(capsys)
+    assert main(["predict", m, str(tmp_path / "nowhere"), "--out", out]) == 2
+    assert "input not found" in _err(capsys)
+    assert not Path(out).exists()
+
+
+def test_label_outside_model_classes(tmp_path, tiny_dataset, capsys):
+    ds_dir = tiny_dataset(counts=(3, 2, 2))
+    (ds_dir / "dataset.toml").unlink()  # classes now come from the labels only
+    text = (ds_dir / "particles.csv").read_text().replace(",uncertain,", ",vesicle,")
+    (ds_dir / "particles.csv").write_text(text)
+    write_model_folder(tmp_path / "m")
+    rc = main(["predict", str(tmp_path / "m"), str(ds_dir), "--out", str(tmp_path / "p.csv")])
+    assert rc == 2
+    assert "label 'vesicle' is not a class of model" in _err(capsys)
