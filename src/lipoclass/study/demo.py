@@ -1,0 +1,79 @@
+"""``lipoclass demo``: synthesise the default lamellarity set, run the ``benchmark`` study
+(LipNet-4 vs SVM, identical 5 folds) and print the thesis' Figure 22 numbers as a table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lipoclass.study.config import load_study
+from lipoclass.study.runner import run_study
+
+__all__ = ["DEMO_N_QUICK", "benchmark_table", "run_demo"]
+
+DEMO_N_QUICK = 1000  # synthetic particles for the quick demo (thesis class shares kept)
+DEMO_QUICK_EPOCHS = 3
+_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
+
+
+def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
+    """Per-class TPR/TNR/PPV/NPV/F1 of every finished run and the baselines, as text."""
+    study_dir = Path(study_dir)
+    meta = json.loads((study_dir / "study.json").read_text())
+    rows: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for entry in meta["runs"]:
+        mpath = study_dir / "runs" / entry["key"] / "metrics.json"
+        if entry["key"] in seen or not mpath.is_file():
+            continue
+        seen.add(entry["key"])
+        m = json.loads(mpath.read_text())
+        rows.append((entry["label"], m))
+    if not rows:
+        return "no finished runs"
+    base = rows[0][1].get("baselines", {})
+    for name in ("majority", "stratified_random"):
+        if name in base:
+            rows.append((f"baseline: {name}", base[name]))
+    classes = list(rows[0][1].get("classes", []))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':{width}}  {'class':<14}" + "".join(f"{m.upper():>7}" for m in _METRICS)]
+    for label, m in rows:
+        for c in classes:
+            pc = m.get("per_class", {}).get(c, {})
+            vals = "".join(
+                f"{pc[k]:7.3f}" if isinstance(pc.get(k), int | float) else f"{'-':>7}"
+                for k in _METRICS
+            )
+            lines.append(f"{label:{width}}  {c:<14}{vals}")
+        extra = ", ".join(
+            f"{k} {m[k]:.3f}"
+            for k in ("balanced_accuracy", "macro_f1", "mcc")
+            if isinstance(m.get(k), int | float)
+        )
+        if extra:
+            lines.append(f"{label:{width}}  {extra}")
+    return "\n".join(lines)
+
+
+def run_demo(out: str | os.PathLike[str], quick: bool = True, seed: int = 0) -> Path:
+    """Synthesise (or reuse) ``out/data``, run the benchmark study into ``out`` and print
+    the per-class comparison; returns the report path. Quick: 1000 particles with the
+    thesis' class shares, at most 4 CNN epochs (a few minutes on 2 CPU cores)."""
+    out = Path(out)
+    data = out / "data"
+    if not (data / "particles.csv").is_file():
+        from lipoclass.synth import synthesize
+
+        n = DEMO_N_QUICK if quick else None
+        print(f"synthesising the lamellarity set ({n or 'thesis size'} particles) -> {data}")
+        synthesize("lamellarity", data, n=n, seed=seed)
+    study = dataclasses.replace(load_study("benchmark"), seed=int(seed))
+    report = run_study(
+        study, [data], out, quick=quick, quick_n=DEMO_N_QUICK, quick_epochs=DEMO_QUICK_EPOCHS
+    )
+    print(benchmark_table(out))
+    return report

@@ -1,0 +1,496 @@
+"""Run a study: validate everything, then one ``cross_validate`` per (run, dataset) into
+``DIR/runs/<key>/``, reusing finished runs, on a local or a Ray executor; then the report.
+
+A run works in ``runs/.<key>.tmp`` and is renamed to ``runs/<key>`` when it ends (finished:
+``metrics.json`` + ``status`` "done"; crashed: ``error.txt`` + ``status`` "failed"), so an
+interrupted study leaves only whole runs behind and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipoclass.data import ParticleDataset, check_folds, load_dataset
+from lipoclass.errors import LipoclassError
+from lipoclass.study.config import RunSettings, Study, load_study, resolve_spec
+
+__all__ = [
+    "EXECUTORS",
+    "RunJob",
+    "dataset_fingerprint",
+    "execute_job",
+    "quick_subset",
+    "run_key",
+    "run_study",
+    "write_json",
+]
+
+EXECUTORS = ("local", "ray")
+QUICK_N = 1500  # at most this many labelled particles with --quick
+QUICK_EPOCHS = 3  # CNN epochs with --quick
+RunFn = Callable[..., Any]  # run_fn(dataset, spec, cv, out=folder) writes metrics.json
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temporary name, then ``os.replace``)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded with every study (python, numpy, torch, sklearn, lipoclass)."""
+    import sklearn
+
+    from lipoclass import __version__
+
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    out["scikit-learn"] = sklearn.__version__
+    try:
+        import torch
+
+        out["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    out["lipoclass"] = __version__
+    return out
+
+
+def dataset_fingerprint(ds: ParticleDataset) -> str:
+    """Short hash of particles.csv and dataset.toml (what defines the dataset's content)."""
+    h = hashlib.sha256()
+    for name in ("particles.csv", "dataset.toml"):
+        p = ds.root / name
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def quick_subset(ds: ParticleDataset, n_max: int, folds: int, seed: int) -> np.ndarray | None:
+    """Seeded stratified subset of the labelled particles with at most ~``n_max`` members,
+    keeping every class (at least ``2 * folds`` members or all it has). ``None`` when the
+    labelled set is already small enough."""
+    labels = ds.labels  # (N,)
+    labelled = np.flatnonzero(labels >= 0)
+    if len(labelled) <= n_max:
+        return None
+    rng = np.random.default_rng(seed)
+    share = n_max / len(labelled)
+    keep: list[np.ndarray] = []
+    for c in range(len(ds.classes)):
+        members = np.flatnonzero(labels == c)
+        if len(members) == 0:
+            continue
+        take = min(len(members), max(2 * folds, round(len(members) * share)))
+        keep.append(rng.choice(members, size=take, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+def run_key(
+    spec: Any, fingerprint: str, subset: np.ndarray | None, study: Study, extra: str = ""
+) -> str:
+    """Short hash of everything that determines a run's result."""
+    sub = None if subset is None else hashlib.sha256(subset.tobytes()).hexdigest()[:16]
+    blob = json.dumps(
+        {
+            "spec": spec.to_dict(),
+            "dataset": fingerprint,
+            "subset": sub,
+            "folds": study.folds,
+            "seed": study.seed,
+            "group_by": study.group_by,
+            "extra": extra,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """Everything a worker needs to perform one run (picklable for processes and Ray)."""
+
+    key: str
+    label: str
+    dataset: str  # dataset folder
+    subset: tuple[int, ...] | None  # positions into the loaded dataset (quick mode)
+    spec: Any  # ModelSpec
+    folds: int
+    seed: int
+    group_by: str | None
+    runs_dir: str
+
+
+def _default_run_fn(dataset: ParticleDataset, spec: Any, cv: Any, out: Path) -> Any:
+    from lipoclass.evaluate import cross_validate
+
+    return cross_validate(dataset, spec, cv, out=out, progress=False)
+
+
+def execute_job(job: RunJob, run_fn: RunFn | None = None) -> dict[str, Any]:
+    """Perform one run in ``runs/.<key>.tmp`` and rename it to ``runs/<key>``.
+
+    Returns {key, label, status ("done"|"failed"|"reused"), wall_time_s, error}. Exceptions
+    of the run are caught and stored in ``error.txt``; KeyboardInterrupt is not."""
+    runs = Path(job.runs_dir)
+    final = runs / job.key
+    if (final / "metrics.json").is_file():
+        return {"key": job.key, "label": job.label, "status": "reused", "wall_time_s": 0.0}
+    tmp = runs / f".{job.key}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    info: dict[str, Any] = {
+        "key": job.key,
+        "label": job.label,
+        "dataset": job.dataset,
+        "spec": job.spec.to_dict(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }
+    write_json(tmp / "run.json", info)
+    t0 = time.perf_counter()
+    error = ""
+    try:
+        from lipoclass.evaluate import CVConfig
+
+        ds = load_dataset(job.dataset)
+        if job.subset is not None:
+            ds = ds.subset(list(job.subset))
+        cv = CVConfig(folds=job.folds, seed=job.seed, group_by=job.group_by)
+        (run_fn or _default_run_fn)(ds, job.spec, cv, out=tmp)
+        if not (tmp / "metrics.json").is_file():
+            raise RuntimeError("the run finished without writing metrics.json")
+        status = "done"
+    except Exception as exc:  # a crashed run must not stop the study
+        status = "failed"
+        error = f"{type(exc).__name__}: {exc}"
+        (tmp / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        (tmp / "metrics.json").unlink(missing_ok=True)
+    info.update(
+        status=status,
+        wall_time_s=round(time.perf_counter() - t0, 3),
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_json(tmp / "run.json", info)
+    (tmp / "status").write_text(status + "\n")
+    if final.exists():  # an earlier failed attempt
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return {
+        "key": job.key,
+        "label": job.label,
+        "status": status,
+        "wall_time_s": info["wall_time_s"],
+        "error": error,
+    }
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _set_threads(n: int) -> None:
+    """Worker-process initializer: bound torch's CPU threads so workers do not oversubscribe."""
+    import torch
+
+    torch.set_num_threads(max(1, n))
+
+
+def _run_local(
+    jobs: list[RunJob], run_fn: RunFn | None, workers: int, report: Callable[[dict[str, Any]], None]
+) -> None:
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            report(execute_job(job, run_fn))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=mp.get_context("spawn"),
+        initializer=_set_threads,
+        initargs=(threads,),
+    )
+    try:
+        futures = [pool.submit(execute_job, job, run_fn) for job in jobs]
+        for fut in as_completed(futures):
+            report(fut.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_ray(
+    jobs: list[RunJob],
+    run_fn: RunFn | None,
+    address: str | None,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise LipoclassError("--executor ray needs Ray: pip install 'lipoclass[ray]'") from None
+    started = False
+    if not ray.is_initialized():
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = f"--address {address}" if address else "local Ray"
+            raise LipoclassError(f"{where}: cannot start or reach Ray ({exc})") from None
+        started = True
+    try:
+        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
+        task = ray.remote(execute_job)
+        pending = []
+        for job in jobs:
+            cpu_only = job.spec.kind == "svm" or getattr(job.spec.train, "device", "auto") == "cpu"
+            opts = {"num_cpus": 1, "num_gpus": 1 if has_gpu and not cpu_only else 0}
+            pending.append(task.options(**opts).remote(job, run_fn))
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            report(ray.get(done[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- study
+
+
+def _image_sizes(ds: ParticleDataset, seed: int, limit: int = 3000) -> dict[str, list[list[int]]]:
+    """(width, height) of up to ``limit`` labelled images per class, for the report."""
+    from PIL import Image
+
+    from lipoclass.data import read_image
+
+    rng = np.random.default_rng(seed)
+    idx = np.flatnonzero(ds.labels >= 0)
+    if len(idx) > limit:
+        idx = np.sort(rng.choice(idx, size=limit, replace=False))
+    out: dict[str, list[list[int]]] = {c: [] for c in ds.classes}
+    for i in idx:
+        p = ds.particles[int(i)]
+        try:
+            with Image.open(p.image) as im:
+                w, h = im.size
+        except Exception:
+            try:
+                h, w = read_image(p.image).shape
+            except LipoclassError:
+                continue
+        out[str(p.label)].append([int(w), int(h)])
+    return out
+
+
+def _check_groups(ds: ParticleDataset, folds: int) -> None:
+    lab = [p for p in ds.particles if p.label is not None]
+    missing = [p for p in lab if not p.sample]
+    if missing:
+        raise LipoclassError(
+            f"{ds.root / 'particles.csv'} row {missing[0].row}: group_by = 'sample' needs a "
+            f"sample for every labelled particle"
+        )
+    n = len({p.sample for p in lab})
+    if n < folds:
+        raise LipoclassError(f"{ds.root}: {n} samples, fewer than the {folds} folds (group_by)")
+
+
+def _synthetic_for(ds: ParticleDataset, out: Path, seed: int, n: int) -> str:
+    """Folder of a balanced synthetic set with the dataset's classes (made once, reused)."""
+    from lipoclass.synth import PROBLEMS
+
+    classes = set(ds.classes)
+    problem = next((p for p, (c, _) in PROBLEMS.items() if set(c) == classes), None)
+    if problem is None:
+        raise LipoclassError(
+            f"{ds.root}: synthetic = 'auto' needs the lamellarity or encapsulation classes, "
+            f"the dataset has {', '.join(ds.classes)}"
+        )
+    folder = out / "synthetic" / f"{problem}-n{n}-seed{seed}"
+    if not (folder / "particles.csv").is_file():
+        from lipoclass.synth import parse_ratios, synthesize
+
+        print(f"synthesising {n} {problem} particles for synthetic training data -> {folder}")
+        synthesize(problem, folder, n=n, seed=seed, ratios=parse_ratios("balanced"))
+    return str(folder.resolve())
+
+
+def run_study(
+    study: Study | str | os.PathLike[str],
+    datasets: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    quick: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+    workers: int = 1,
+    *,
+    run_fn: RunFn | None = None,
+    quick_n: int = QUICK_N,
+    quick_epochs: int = QUICK_EPOCHS,
+    report: bool = True,
+) -> Path:
+    """Run every (run, dataset) pair of ``study`` into ``out/runs/<key>/`` and build
+    ``out/report.html``; returns the report path (or ``out`` when ``report=False``).
+
+    The study, datasets, folds and every run's settings are validated before the first run.
+    ``run_fn(dataset, spec, cv, out=folder)`` defaults to ``lipoclass.evaluate.cross_validate``
+    (injectable for tests). ``quick``: CNN epochs capped at ``quick_epochs`` and a seeded
+    stratified subset of at most ~``quick_n`` labelled particles."""
+    if executor not in EXECUTORS:
+        raise LipoclassError(f"--executor {executor!r} is unknown; choose from local, ray")
+    if int(workers) < 1:
+        raise LipoclassError(f"--workers must be at least 1, got {workers}")
+    if not isinstance(study, Study):
+        study = load_study(study)
+    paths = [Path(d) for d in datasets] or [Path(d) for d in study.datasets]
+    if not paths:
+        raise LipoclassError(
+            f"{study.source}: no dataset given (name one on the command line or in "
+            f"[study] datasets)"
+        )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LipoclassError(f"--out {out}: exists and is not a folder")
+
+    # ---- validate everything before the first run
+    loaded: list[tuple[ParticleDataset, np.ndarray | None]] = []
+    for p in paths:
+        ds = load_dataset(p)
+        subset = quick_subset(ds, quick_n, study.folds, study.seed) if quick else None
+        used = ds.subset(subset) if subset is not None else ds
+        check_folds(used, study.folds)
+        if study.group_by == "sample":
+            _check_groups(used, study.folds)
+        loaded.append((ds, subset))
+    specs = [
+        resolve_spec(r, where=study.source, quick_epochs=quick_epochs if quick else None)
+        for r in study.runs
+    ]
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    for stale in runs_dir.glob(".*.tmp"):  # left by an interrupted study
+        shutil.rmtree(stale, ignore_errors=True)
+
+    entries: list[dict[str, Any]] = []
+    jobs: dict[str, RunJob] = {}
+    ds_info: list[dict[str, Any]] = []
+    for d, (ds, subset) in enumerate(loaded):
+        used = ds.subset(subset) if subset is not None else ds
+        fp = dataset_fingerprint(ds)
+        ds_info.append(
+            {
+                "path": str(ds.root.resolve()),
+                "name": ds.name,
+                "fingerprint": fp,
+                "classes": list(ds.classes),
+                "n_particles": len(ds),
+                "n_used": len(used),
+                "subset": subset is not None,
+                "class_counts": used.class_counts(),
+                "image_sizes": _image_sizes(used, study.seed),
+            }
+        )
+        for run, spec in zip(study.runs, specs):
+            extra = ""
+            if spec.train is not None and spec.train.synthetic == "auto":
+                import dataclasses
+
+                n_syn = min(len(used), quick_n if quick else 3000)
+                folder = _synthetic_for(ds, out, study.seed, n_syn)
+                extra = dataset_fingerprint(load_dataset(folder))
+                spec = dataclasses.replace(
+                    spec, train=dataclasses.replace(spec.train, synthetic=folder)
+                )
+            key = run_key(spec, fp, subset, study, extra)
+            entries.append(
+                {
+                    "key": key,
+                    "label": run.label,
+                    "dataset": d,
+                    "settings": _settings_json(run),
+                    "spec": spec.to_dict(),
+                }
+            )
+            if key not in jobs:
+                jobs[key] = RunJob(
+                    key,
+                    run.label if len(loaded) == 1 else f"{run.label} [{ds.name}]",
+                    str(ds.root.resolve()),
+                    None if subset is None else tuple(int(i) for i in subset),
+                    spec,
+                    study.folds,
+                    study.seed,
+                    study.group_by,
+                    str(runs_dir),
+                )
+
+    meta = {
+        "format_version": 1,
+        "study": study.to_dict(),
+        "quick": bool(quick),
+        "quick_n": quick_n if quick else None,
+        "quick_epochs": quick_epochs if quick else None,
+        "executor": executor,
+        "workers": int(workers),
+        "datasets": ds_info,
+        "runs": entries,
+        "versions": versions(),
+        "command": " ".join(sys.argv),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(out / "study.json", meta)
+
+    todo = [j for j in jobs.values() if not (runs_dir / j.key / "metrics.json").is_file()]
+    reused = len(jobs) - len(todo)
+    print(
+        f"study {study.name}: {len(jobs)} run(s), {reused} reused, {len(todo)} to do "
+        f"({executor}{f', {workers} workers' if executor == 'local' and workers > 1 else ''})"
+    )
+    count = [0]
+
+    def progress(res: dict[str, Any]) -> None:
+        count[0] += 1
+        msg = (
+            f"[{count[0]}/{len(todo)}] {res['label']}: {res['status']} ({res['wall_time_s']:.1f} s)"
+        )
+        if res.get("error"):
+            msg += f" - {res['error'].splitlines()[0] if res['error'] else ''}"
+        print(msg, flush=True)
+
+    if todo:
+        if executor == "ray":
+            _run_ray(todo, run_fn, address, progress)
+        else:
+            _run_local(todo, run_fn, int(workers), progress)
+    if not report:
+        return out
+    from lipoclass.report import build_report
+
+    return build_report(out)
+
+
+def _settings_json(run: RunSettings) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in run.as_dict().items()}
