@@ -1,0 +1,139 @@
+"""``TrainConfig``: every knob of CNN training (thesis sections 4.5, 4.8, 5, 8.1)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["AUGMENTS", "BALANCES", "TrainConfig"]
+
+AUGMENTS = ("rotate", "shift", "flip", "shear", "zoom")
+BALANCES = ("none", "oversample", "undersample", "smote", "weights", "focal")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """CNN training settings. Defaults follow the thesis (Adam, batch 32, oversampling,
+    all augmentations, label smoothing, dense-only weight decay, dropout, early stopping).
+
+    ``lr=None`` means 1e-3 for Adam and 1e-2 for SGD. ``dropout=None`` keeps each model's own
+    rates (0.25 conv / 0.5 dense); a number sets the dense dropout and half of it in the conv
+    blocks. ``zoom`` is the visible field fraction as in Keras (0.8 = zoom in by up to 20%).
+    ``synthetic`` names a dataset folder whose labelled particles are added to the training
+    part only (never to validation or test). ``threads`` bounds torch CPU threads while
+    training (``None``: torch's default). ``channels_last`` runs convolutions in NHWC layout,
+    measurably faster with oneDNN on CPU (see benchmarks/bench_train.py). On CPU each batch
+    is computed in micro-batches of at most ``micro_batch`` images whose gradients are summed
+    before the optimizer step: the same update as one pass (the loss is normalised over the
+    whole batch), but activations stay cache-sized (batch 128 as 4 x 32 trains ~20% faster);
+    ``None`` or CUDA: whole batches."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    schedule: Literal["cosine", "none", "step"] = "cosine"
+    balance: Literal["none", "oversample", "undersample", "smote", "weights", "focal"] = (
+        "oversample"
+    )
+    undersample_drop: float = 0.2
+    focal_gamma: float = 2.0
+    synthetic: str | None = None
+    augment: tuple[str, ...] = AUGMENTS
+    zoom: tuple[float, float] = (0.8, 1.0)
+    label_smoothing: float = 0.1
+    weight_decay: float = 1e-4
+    noise_std: float = 0.05
+    dropout: float | None = None
+    patience: int = 5
+    val_fraction: float = 0.1
+    early_stopping: bool = True
+    val_metric: Literal["balanced_accuracy", "macro_f1"] = "balanced_accuracy"
+    augment_chunk: int = 1024
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    threads: int | None = None
+    channels_last: bool = True
+    micro_batch: int | None = 32
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "zoom", tuple(float(z) for z in self.zoom))
+        if int(self.epochs) < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.schedule not in ("cosine", "none", "step"):
+            raise ValueError(f"schedule must be cosine, none or step, got {self.schedule!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
+        if not 0 <= self.undersample_drop < 1:
+            raise ValueError(f"undersample_drop must be in [0, 1), got {self.undersample_drop}")
+        if self.focal_gamma < 0:
+            raise ValueError(f"focal_gamma must be >= 0, got {self.focal_gamma}")
+        bad = [a for a in self.augment if a not in AUGMENTS]
+        if bad:
+            raise ValueError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTS)}")
+        if len(self.zoom) != 2 or not 0 < self.zoom[0] <= self.zoom[1] <= 1:
+            raise ValueError(f"zoom must be (lo, hi) with 0 < lo <= hi <= 1, got {self.zoom}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.noise_std < 0:
+            raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if int(self.patience) < 1:
+            raise ValueError(f"patience must be at least 1, got {self.patience}")
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        if self.val_metric not in ("balanced_accuracy", "macro_f1"):
+            raise ValueError(
+                f"val_metric must be balanced_accuracy or macro_f1, got {self.val_metric!r}"
+            )
+        if int(self.augment_chunk) < 1:
+            raise ValueError(f"augment_chunk must be at least 1, got {self.augment_chunk}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.micro_batch is not None and int(self.micro_batch) < 1:
+            raise ValueError(f"micro_batch must be at least 1, got {self.micro_batch}")
+        if self.threads is not None and int(self.threads) < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+    @property
+    def learning_rate(self) -> float:
+        """``lr`` or the optimizer's default (1e-3 Adam, 1e-2 SGD)."""
+        if self.lr is not None:
+            return float(self.lr)
+        return 1e-3 if self.optimizer == "adam" else 1e-2
+
+    def model_kwargs(self) -> dict[str, float]:
+        """Dropout overrides for ``create_model`` (empty: the model's own rates)."""
+        if self.dropout is None:
+            return {}
+        return {"drop_dense": float(self.dropout), "drop_conv": float(self.dropout) / 2}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = list(self.augment)
+        d["zoom"] = list(self.zoom)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        if "augment" in d:
+            d["augment"] = tuple(d["augment"])
+        if "zoom" in d:
+            d["zoom"] = tuple(d["zoom"])
+        return cls(**d)

@@ -1,0 +1,359 @@
+"""The CNN ``Trainer``: architecture-agnostic training loop with early stopping.
+
+Speed on CPU: the prepared images stay in memory (on the GPU: on the device); each epoch's
+index order comes from the sampler, and augmentation runs on whole chunks of
+``augment_chunk`` images (one kornia call per 1024 images instead of per 32-batch) before the
+chunk is sliced into batches. Evaluation runs under ``torch.inference_mode`` in large batches.
+
+Reproducibility: all torch randomness (weight init, dropout, kornia's parameter sampling,
+input noise) comes from torch's default generator, which ``seeded_torch`` forks, seeds and
+restores afterwards, so the caller's global RNG state is left untouched and one seed gives
+one result on one device. Numpy randomness (sampling, splits) uses ``default_rng(seed)``.
+On CUDA some kernels (max-pool / grid-sample backward, atomic adds) are nondeterministic."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lipoclass.errors import LipoclassError
+from lipoclass.train.config import TrainConfig
+from lipoclass.train.strategies import SmoteSampler, build_augmentation, make_loss, make_sampler
+
+__all__ = [
+    "History",
+    "Trainer",
+    "resolve_device",
+    "seeded_torch",
+    "stratified_split",
+    "torch_threads",
+]
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise LipoclassError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run a block with torch's default generator(s) seeded to ``seed``, restoring the previous
+    global state on exit (``torch.random.fork_rng``), so library code never changes the
+    caller's RNG state while layers that only use the default generator (dropout, init,
+    kornia) are still reproducible."""
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(int(seed))
+        for d in devices:
+            torch.cuda.default_generators[d].manual_seed(int(seed))
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``None``: leave it)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def stratified_split(
+    y: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (train, val): ``round(fraction * n_c)`` but at least 1 per class go to
+    validation, for every class with at least 2 members (a single member stays in training)."""
+    train, val = [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        k = max(1, round(fraction * len(members))) if len(members) >= 2 else 0
+        val.append(members[:k])
+        train.append(members[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _metric(y: np.ndarray, pred: np.ndarray, name: str) -> float:
+    """Balanced accuracy (mean recall over the classes present in ``y``) or macro F1 over
+    those classes; numpy only, as it runs every epoch."""
+    classes = np.unique(y)
+    recall = np.array([np.mean(pred[y == c] == c) for c in classes])
+    if name == "balanced_accuracy":
+        return float(recall.mean())
+    npred = np.array([np.sum(pred == c) for c in classes])
+    tp = recall * np.array([np.sum(y == c) for c in classes])
+    precision = np.divide(tp, npred, out=np.zeros_like(tp), where=npred > 0)
+    den = precision + recall
+    f1 = np.divide(2 * precision * recall, den, out=np.zeros_like(den), where=den > 0)
+    return float(f1.mean())
+
+
+@dataclass
+class History:
+    """Per-epoch records (``epoch, train_loss, val_loss, val_metric, lr, seconds``) and the
+    epoch whose weights were kept (``best_epoch``, 1-based)."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    metric: str = "balanced_accuracy"
+    stopped_early: bool = False
+    images_per_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
+            "metric": self.metric,
+            "stopped_early": self.stopped_early,
+            "images_per_s": self.images_per_s,
+        }
+
+
+def _dense_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(weights of nn.Linear layers, everything else): weight decay goes to dense layers only
+    (thesis 5.1: decay on convolutions produced dead filters)."""
+    dense_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    dense = [p for p in model.parameters() if id(p) in dense_ids and p.requires_grad]
+    other = [p for p in model.parameters() if id(p) not in dense_ids and p.requires_grad]
+    return dense, other
+
+
+class Trainer:
+    """Trains any ``nn.Module`` mapping (B,1,S,S) [+ aux (B,K)] to logits (B,C).
+
+    The imbalance sampler, loss and augmentation are strategy objects built from the config;
+    the trainer knows nothing about architectures."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.sampler = make_sampler(config)
+        self.augment = build_augmentation(config.augment, config.zoom)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        dense, other = _dense_params(model)
+        groups = [
+            {"params": dense, "weight_decay": cfg.weight_decay},
+            {"params": other, "weight_decay": 0.0},
+        ]
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(
+                groups, lr=cfg.learning_rate, momentum=cfg.momentum, nesterov=cfg.nesterov
+            )
+        return torch.optim.Adam(groups, lr=cfg.learning_rate)
+
+    def _scheduler(self, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
+        cfg = self.config
+        if cfg.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+        if cfg.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(
+                opt, step_size=max(1, cfg.epochs // 3), gamma=0.1
+            )
+        return None
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda" and self.config.amp:
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast("cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def predict_logits(
+        self,
+        model: nn.Module,
+        x: torch.Tensor | np.ndarray,
+        aux: torch.Tensor | np.ndarray | None = None,
+        batch_size: int = 1024,
+    ) -> np.ndarray:
+        """Logits (N, C) float32 in eval mode, batched."""
+        return predict_logits(model, x, aux, self.device, batch_size, self._autocast)
+
+    def fit(
+        self,
+        model: nn.Module,
+        x: np.ndarray,
+        y: np.ndarray,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        *,
+        aux: np.ndarray | None = None,
+        aux_val: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> History:
+        """Train ``model`` in place on x (N,1,S,S) float32 / y (N,) int64 (and optional aux
+        (N,K)); with validation data and ``early_stopping`` keep the best epoch's weights
+        (by ``val_metric``, ties broken by lower validation loss) and stop after ``patience``
+        epochs without improvement. Returns the history."""
+        cfg = self.config
+        rng = np.random.default_rng(seed)
+        num_classes = int(getattr(model, "lipo_config", {}).get("num_classes", 0)) or int(
+            max(y.max(), -1 if y_val is None or len(y_val) == 0 else y_val.max()) + 1
+        )
+        with seeded_torch(int(rng.integers(2**31 - 1)), self.device), torch_threads(cfg.threads):
+            return self._fit(model, x, y, x_val, y_val, aux, aux_val, rng, num_classes)
+
+    def _fit(self, model, x, y, x_val, y_val, aux, aux_val, rng, num_classes) -> History:
+        cfg, dev = self.config, self.device
+        if aux is not None and isinstance(self.sampler, SmoteSampler):
+            raise LipoclassError("balance 'smote' cannot be combined with size features (aux)")
+        xs, ys = self.sampler.setup(x, y, rng)  # SMOTE adds rows here; others return x, y
+        sampler = self.sampler
+        loss_fn = make_loss(cfg, ys, num_classes, reduction="none").to(dev)  # per sample (B,)
+        class_w = getattr(loss_fn, "weight", None)  # (C,) or None
+        val_loss_fn = nn.CrossEntropyLoss()
+        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        model.to(dev, memory_format=fmt)
+        augment = self.augment.to(dev)
+        xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=torch.float32, device=dev)
+        yt = torch.as_tensor(ys, dtype=torch.int64, device=dev)
+        at = None if aux is None else torch.as_tensor(aux, dtype=torch.float32, device=dev)
+        has_val = x_val is not None and y_val is not None and len(y_val) > 0
+        xv = torch.as_tensor(x_val, dtype=torch.float32, device=dev) if has_val else None
+        av = None if aux_val is None else torch.as_tensor(aux_val, dtype=torch.float32, device=dev)
+        opt = self._optimizer(model)
+        sched = self._scheduler(opt)
+        use_scaler = dev.type == "cuda" and cfg.amp and not torch.cuda.is_bf16_supported()
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        bs = cfg.batch_size
+        micro = bs if dev.type == "cuda" or cfg.micro_batch is None else min(bs, cfg.micro_batch)
+        chunk = max(bs, (cfg.augment_chunk // bs) * bs)
+        hist = History(metric=cfg.val_metric)
+        best_key: tuple[float, float] | None = None
+        best_state: dict[str, torch.Tensor] | None = None
+        bad_epochs = 0
+        seen, train_time = 0, 0.0
+        bar = _progress(cfg.epochs, cfg.progress)
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            idx = torch.as_tensor(sampler.epoch_indices(ys, rng), device=dev)
+            total, count = torch.zeros((), device=dev), 0
+            for c0 in range(0, len(idx), chunk):
+                ci = idx[c0 : c0 + chunk]
+                with torch.no_grad():
+                    xc = augment(xt[ci])  # (n,1,S,S), one kornia call per chunk
+                    if cfg.noise_std > 0:
+                        xc = xc + cfg.noise_std * torch.randn_like(xc)
+                    xc = xc.contiguous(memory_format=fmt)
+                yc = yt[ci]
+                ac = None if at is None else at[ci]
+                for b0 in range(0, len(ci), bs):
+                    yb = yc[b0 : b0 + bs]
+                    # normaliser of the batch mean: sum of class weights (weighted CE) or B
+                    denom = class_w[yb].sum() if class_w is not None else float(len(yb))
+                    opt.zero_grad(set_to_none=True)
+                    for m0 in range(b0, b0 + len(yb), micro):  # micro-batches, summed grads
+                        xm, ym = xc[m0 : m0 + micro], yc[m0 : min(m0 + micro, b0 + bs)]
+                        xm = xm[: len(ym)]
+                        with self._autocast():
+                            out = model(xm) if ac is None else model(xm, ac[m0 : m0 + len(ym)])
+                            loss = loss_fn(out.float(), ym).sum() / denom
+                        scaler.scale(loss).backward()
+                        total += loss.detach() * len(yb)  # no host sync per batch
+                    scaler.step(opt)
+                    scaler.update()
+                    count += len(yb)
+            lr = opt.param_groups[0]["lr"]
+            if sched is not None:
+                sched.step()
+            dt = time.perf_counter() - t0
+            seen, train_time = seen + count, train_time + dt
+            rec = {
+                "epoch": epoch,
+                "train_loss": float(total) / max(count, 1),
+                "lr": lr,
+                "seconds": dt,
+            }
+            if has_val:
+                assert xv is not None and y_val is not None
+                logits = torch.as_tensor(predict_logits(model, xv, av, dev, 1024, self._autocast))
+                rec["val_loss"] = float(val_loss_fn(logits, torch.as_tensor(y_val)))
+                rec["val_metric"] = _metric(y_val, logits.argmax(1).numpy(), cfg.val_metric)
+                key = (rec["val_metric"], -rec["val_loss"])
+                if best_key is None or key > best_key:
+                    best_key, bad_epochs, hist.best_epoch = key, 0, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_epochs += 1
+            else:
+                hist.best_epoch = epoch
+            hist.epochs.append(rec)
+            bar.update(1)
+            bar.set_postfix_str(
+                f"loss {rec['train_loss']:.3f}"
+                + (f" val {rec['val_metric']:.3f}" if "val_metric" in rec else "")
+            )
+            if has_val and cfg.early_stopping and bad_epochs >= cfg.patience:
+                hist.stopped_early = True
+                break
+        bar.close()
+        if cfg.early_stopping and best_state is not None:
+            model.load_state_dict(best_state)
+        elif has_val:
+            hist.best_epoch = len(hist.epochs)
+        model.to(memory_format=torch.contiguous_format).eval()
+        hist.images_per_s = seen / train_time if train_time > 0 else math.nan
+        return hist
+
+
+def predict_logits(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    aux: torch.Tensor | np.ndarray | None,
+    device: torch.device,
+    batch_size: int = 1024,
+    autocast: Any = None,
+) -> np.ndarray:
+    """Eval-mode logits (N, C) float32 for x (N,1,S,S) [+ aux (N,K)], batched, no autograd."""
+    was_training = model.training
+    model.eval()
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    at = None if aux is None else torch.as_tensor(aux, dtype=torch.float32)
+    outs = []
+    with torch.inference_mode():
+        for b0 in range(0, len(xt), batch_size):
+            xb = xt[b0 : b0 + batch_size].to(device)
+            ctx = autocast() if autocast is not None else contextlib.nullcontext()
+            with ctx:
+                out = model(xb) if at is None else model(xb, at[b0 : b0 + batch_size].to(device))
+            outs.append(out.float().cpu())
+    model.train(was_training)
+    if not outs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return torch.cat(outs).numpy()
+
+
+class _NoBar:
+    def update(self, n: int) -> None: ...
+    def set_postfix_str(self, s: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="train", unit="epoch", file=sys.stderr, leave=False)

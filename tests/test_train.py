@@ -1,0 +1,405 @@
+"""CNN training: config validation, imbalance samplers, losses, augmentation, the trainer's
+seeding, the estimator, calibration and model folders, and the CLI commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lipoclass.data import PrepConfig, load_dataset
+from lipoclass.errors import LipoclassError
+from lipoclass.models import create_model
+from lipoclass.train import (
+    CNNEstimator,
+    FocalLoss,
+    NoSampler,
+    OversampleSampler,
+    SmoteSampler,
+    TrainConfig,
+    Trainer,
+    UndersampleSampler,
+    build_augmentation,
+    load_model,
+    make_loss,
+    seeded_torch,
+    stratified_split,
+    train_model,
+)
+from lipoclass.train.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    review_threshold,
+    softmax,
+)
+
+FAST = {"epochs": 2, "progress": False, "batch_size": 16}
+Y = np.array([0] * 20 + [1] * 6 + [2] * 3)
+
+
+# ------------------------------------------------------------------ config
+
+
+def test_config_defaults_and_lr() -> None:
+    c = TrainConfig()
+    assert c.balance == "oversample" and c.augment == ("rotate", "shift", "flip", "shear", "zoom")
+    assert c.learning_rate == 1e-3 and TrainConfig(optimizer="sgd").learning_rate == 1e-2
+    assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [{"epochs": 0}, {"balance": "magic"}, {"augment": ("warp",)}, {"optimizer": "lbfgs"},
+     {"val_fraction": 0.7}, {"label_smoothing": 1.0}, {"lr": -1.0}, {"device": "tpu"},
+     {"zoom": (1.2, 1.0)}, {"schedule": "exp"}],
+)  # fmt: skip
+def test_config_rejects_bad_values(kw: dict) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**kw)
+
+
+# ------------------------------------------------------------------ samplers
+
+
+def test_oversample_balances_to_majority() -> None:
+    idx = OversampleSampler().epoch_indices(Y, np.random.default_rng(0))
+    assert np.bincount(Y[idx]).tolist() == [20, 20, 20]
+    assert set(np.flatnonzero(Y == 2)) <= set(idx)  # every minority member is used
+
+
+def test_undersample_drops_20_percent_of_majority_each_epoch() -> None:
+    rng = np.random.default_rng(0)
+    s = UndersampleSampler(0.2)
+    a, b = s.epoch_indices(Y, rng), s.epoch_indices(Y, rng)
+    assert np.bincount(Y[a]).tolist() == [16, 6, 3]
+    assert len(set(a.tolist())) == len(a)  # no repeats
+    assert set(a[Y[a] == 0]) != set(b[Y[b] == 0])  # fresh draw per epoch
+
+
+def test_no_sampler_is_a_permutation() -> None:
+    idx = NoSampler().epoch_indices(Y, np.random.default_rng(0))
+    assert sorted(idx.tolist()) == list(range(len(Y)))
+
+
+def test_smote_balances_in_pixel_space() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((len(Y), 1, 6, 6), dtype=np.float32)
+    xs, ys = SmoteSampler().setup(x, Y, rng)
+    assert xs.shape[1:] == (1, 6, 6) and xs.dtype == np.float32
+    assert np.bincount(ys).tolist() == [20, 20, 20]
+    np.testing.assert_array_equal(xs[: len(Y)], x)  # originals kept, synthetic appended
+    new = xs[len(Y) :][ys[len(Y) :] == 2]
+    lo, hi = x[Y == 2].min(0), x[Y == 2].max(0)
+    assert np.all(new >= lo - 1e-6) and np.all(new <= hi + 1e-6)  # interpolations
+
+
+def test_smote_single_member_class_is_repeated() -> None:
+    y = np.array([0] * 6 + [1])
+    x = np.arange(7 * 4, dtype=np.float32).reshape(7, 1, 2, 2)
+    with pytest.warns(UserWarning, match="one training example"):
+        xs, ys = SmoteSampler().setup(x, y, np.random.default_rng(0))
+    assert np.bincount(ys).tolist() == [6, 6]
+    np.testing.assert_array_equal(xs[ys == 1], np.repeat(x[6:], 6, axis=0))
+
+
+# ------------------------------------------------------------------ losses
+
+
+def test_losses() -> None:
+    logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 0, 0, 0, 0, 1, 1, 2])
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    torch.testing.assert_close(FocalLoss(gamma=0.0)(logits, y), ce)
+    assert FocalLoss(gamma=2.0)(logits, y) < ce  # down-weights easy examples
+    wl = make_loss(TrainConfig(balance="weights", label_smoothing=0.0), y.numpy(), 3)
+    w = torch.tensor([8 / 15, 8 / 6, 8 / 3])
+    torch.testing.assert_close(
+        wl(logits, y), torch.nn.functional.cross_entropy(logits, y, weight=w)
+    )
+    plain = make_loss(TrainConfig(label_smoothing=0.1), y.numpy(), 3)
+    assert plain.label_smoothing == 0.1 and plain.weight is None
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def test_augmentation_keeps_shape_and_dtype() -> None:
+    x = torch.rand(64, 1, 28, 28)
+    out = build_augmentation(("rotate", "shift", "flip", "shear", "zoom"))(x)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert not torch.allclose(out, x)
+
+
+def test_augmentation_off_is_identity() -> None:
+    x = torch.rand(4, 1, 16, 16)
+    assert torch.equal(build_augmentation(())(x), x)
+
+
+def test_flip_only_gives_flips() -> None:
+    x = torch.rand(32, 1, 9, 9)
+    out = build_augmentation(("flip",))(x)
+    for a, b in zip(x, out):
+        cands = [a, a.flip(-1), a.flip(-2), a.flip(-1).flip(-2)]
+        assert any(torch.allclose(b, c) for c in cands)
+
+
+def test_rotation_keeps_a_centred_disk() -> None:
+    yy, xx = torch.meshgrid(torch.arange(21.0), torch.arange(21.0), indexing="ij")
+    disk = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 36).float()[None, None].repeat(8, 1, 1, 1)
+    out = build_augmentation(("rotate",))(disk)
+    assert (out - disk).abs().mean() < 0.05  # rotation-invariant image barely changes
+
+
+# ------------------------------------------------------------------ trainer
+
+
+def _toy(n: int = 48, size: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(0, 0.3, (n, 1, size, size)).astype(np.float32)
+    x[:, 0, : size // 2] += y[:, None, None].astype(np.float32)  # class shows in the top half
+    return x, y
+
+
+def test_stratified_split_keeps_every_class() -> None:
+    tr, va = stratified_split(Y, 0.1, np.random.default_rng(0))
+    assert np.bincount(Y[va]).tolist() == [2, 1, 1]
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(len(Y)))
+
+
+def test_trainer_same_seed_same_weights_and_global_rng_untouched() -> None:
+    x, y = _toy()
+    state = torch.get_rng_state()
+    np_state = np.random.get_state()[1].copy()  # noqa: NPY002 (checking it is untouched)
+
+    def run(seed: int) -> torch.Tensor:
+        with seeded_torch(0):  # identical initial weights
+            m = create_model("tiny", 3, 12)
+        Trainer(TrainConfig(**FAST)).fit(m, x[:40], y[:40], x[40:], y[40:], seed=seed)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], np_state)  # noqa: NPY002
+
+
+@pytest.mark.parametrize("balance", ["weights", "focal", "none"])
+def test_micro_batches_give_the_same_update(balance: str) -> None:
+    x, y = _toy(40)
+    y[:20] = 0  # imbalanced, so class weights matter
+
+    def run(micro: int | None) -> torch.Tensor:
+        with seeded_torch(0):
+            m = create_model("tiny", 3, 12)
+        cfg = TrainConfig(
+            epochs=2, batch_size=16, micro_batch=micro, balance=balance, augment=(),
+            noise_std=0.0, progress=False, early_stopping=False,
+        )  # fmt: skip
+        Trainer(cfg).fit(m, x, y, seed=0)
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    with seeded_torch(0):
+        init = torch.cat([p.detach().flatten() for p in create_model("tiny", 3, 12).parameters()])
+    whole, micro = run(None), run(5)
+    assert (whole - init).abs().max() > 1e-3  # it trained
+    torch.testing.assert_close(micro, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_trainer_learns_and_reports_history() -> None:
+    x, y = _toy(96)
+    m = create_model("tiny", 3, 12)
+    cfg = TrainConfig(epochs=8, lr=0.03, progress=False, augment=(), noise_std=0.0, patience=10)
+    hist = Trainer(cfg).fit(m, x[:72], y[:72], x[72:], y[72:], seed=0)
+    assert len(hist.epochs) == 8 and {"train_loss", "val_loss", "val_metric"} <= set(hist.epochs[0])
+    assert hist.epochs[-1]["train_loss"] < hist.epochs[0]["train_loss"]
+    assert max(r["val_metric"] for r in hist.epochs) > 0.6  # chance is 1/3
+    assert not m.training
+
+
+def test_early_stopping_restores_best_epoch() -> None:
+    x, y = _toy()
+    m = create_model("tiny", 3, 12)
+    cfg = TrainConfig(epochs=30, patience=2, lr=0.5, progress=False)  # unstable on purpose
+    hist = Trainer(cfg).fit(m, x[:40], y[:40], x[40:], y[40:], seed=0)
+    best = hist.epochs[hist.best_epoch - 1]
+    from lipoclass.train.trainer import predict_logits
+
+    logits = predict_logits(m, x[40:], None, torch.device("cpu"))
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert balanced_accuracy_score(y[40:], logits.argmax(1)) == pytest.approx(best["val_metric"])
+    if hist.stopped_early:
+        assert len(hist.epochs) == hist.best_epoch + 2
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def test_temperature_recovers_scaling() -> None:
+    rng = np.random.default_rng(0)
+    true = rng.normal(0, 2, (2000, 3))
+    y = np.array([rng.choice(3, p=p) for p in softmax(true)])
+    t = fit_temperature(true * 3.0, y)  # overconfident logits: T close to 3
+    assert 2.5 < t < 3.6
+    over = softmax(true * 3.0)
+    assert expected_calibration_error(softmax(true * 3.0, t), y) < expected_calibration_error(
+        over, y
+    )
+
+
+def test_review_threshold() -> None:
+    probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
+    y = np.array([0, 0, 0, 1, 1])  # the two least confident are wrong
+    assert review_threshold(probs, y) == pytest.approx(0.8)
+    assert review_threshold(probs, np.array([1, 1, 1, 1, 1])) == 1.0
+
+
+# ------------------------------------------------------------------ estimator + folders
+
+
+@pytest.fixture
+def ds_dir(tiny_dataset) -> Path:
+    return tiny_dataset((10, 8, 6), size=(20, 30))
+
+
+def _spec(model: str = "tiny", size: int = 16, **kw):
+    from lipoclass.evaluate import ModelSpec
+
+    return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}), None)
+
+
+def test_cnn_estimator_protocol(ds_dir: Path) -> None:
+    ds = load_dataset(ds_dir)
+    est = CNNEstimator("tiny", PrepConfig(size=16), TrainConfig(**FAST), seed=0)
+    ok = est.usable(ds)
+    assert ok.shape == (len(ds),) and ok.all()
+    est.fit(ds, np.arange(0, len(ds), 2))
+    assert est.classes == ds.classes
+    p = est.predict_proba(ds, np.arange(1, len(ds), 2))
+    assert p.shape == (len(ds) // 2, 3)
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-6)
+
+
+def test_cnn_estimator_rejects_unusable(tiny_dataset) -> None:
+    ds = load_dataset(tiny_dataset((6, 4, 4), empty_masks=1, size=(20, 24)))
+    est = CNNEstimator("tiny", PrepConfig(size=16), TrainConfig(**FAST), seed=0)
+    with pytest.warns(UserWarning):
+        ok = est.usable(ds)
+    assert ok.sum() == len(ds) - 1
+    with pytest.raises(LipoclassError, match="cannot be used"):
+        est.fit(ds, np.arange(len(ds)))
+
+
+def test_hybrid_with_synthetic_training_data(tiny_dataset) -> None:
+    ds = load_dataset(tiny_dataset((8, 6, 4), size=(20, 28)))
+    syn = tiny_dataset((4, 4, 4), size=(20, 28), seed=5, name="syn")
+    cfg = TrainConfig(**FAST, synthetic=str(syn))
+    est = CNNEstimator("lipnet_hybrid", PrepConfig(size=16), cfg, seed=0).fit(ds, np.arange(18))
+    assert est.model is not None
+    assert float(est.model.aux_std[0]) != 1.0  # size statistics were fitted
+    assert est.predict_proba(ds, np.arange(18)).shape == (18, 3)
+
+
+def test_model_folder_roundtrip(ds_dir: Path, tmp_path: Path) -> None:
+    ds = load_dataset(ds_dir)
+    out = train_model(ds, _spec("lipnet_hybrid", 16), tmp_path / "m", seed=3)
+    names = {p.name for p in out.iterdir()}
+    assert {"model.json", "weights.pt", "training_curve.png", "reliability.png"} <= names
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    info = json.loads((out / "model.json").read_text())
+    assert info["format_version"] == 1 and info["kind"] == "cnn" and info["seed"] == 3
+    assert info["classes"] == list(ds.classes) and info["prep"]["size"] == 16
+    assert info["calibration"]["method"] == "temperature" and info["calibration"]["temperature"] > 0
+    cm = np.array(info["confusion"])
+    assert cm.shape == (3, 3) and cm.sum() == info["held_out"]["n"] == 3
+    assert 0 <= info["ece_after"] <= 1 and 0 < info["review_threshold"] <= 1
+    lm = load_model(out)
+    assert lm.kind == "cnn" and lm.classes == ds.classes and not lm.module.training
+    p1, ids1 = lm.predict_proba(ds)
+    p2, ids2 = load_model(out).predict_proba(ds)
+    assert ids1 == ids2 == ds.ids
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_allclose(p1.sum(1), 1, atol=1e-6)
+    sub, sub_ids = lm.predict_proba(ds, np.array([2, 0]))
+    assert sub_ids == [ds.ids[2], ds.ids[0]]
+    np.testing.assert_allclose(sub, p1[[2, 0]], atol=1e-6)
+
+
+def test_same_seed_same_model_folder_predictions(ds_dir: Path, tmp_path: Path) -> None:
+    ds = load_dataset(ds_dir)
+    a = load_model(train_model(ds, _spec(), tmp_path / "a", seed=7)).predict_proba(ds)[0]
+    b = load_model(train_model(ds, _spec(), tmp_path / "b", seed=7)).predict_proba(ds)[0]
+    np.testing.assert_array_equal(a, b)
+
+
+def test_load_model_errors(ds_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(LipoclassError, match=r"no model\.json"):
+        load_model(tmp_path)
+    out = train_model(load_dataset(ds_dir), _spec(epochs=1), tmp_path / "m")
+    info = json.loads((out / "model.json").read_text())
+    (out / "model.json").write_text(json.dumps({**info, "format_version": 99}))
+    with pytest.raises(LipoclassError, match="format_version 99"):
+        load_model(out)
+    (out / "model.json").write_text(json.dumps(info))
+    (out / "weights.pt").unlink()
+    with pytest.raises(LipoclassError, match=r"weights\.pt is missing"):
+        load_model(out)
+
+
+def test_train_model_refuses_foreign_folder(ds_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(LipoclassError, match="not a model folder"):
+        train_model(load_dataset(ds_dir), _spec(), tmp_path / "x")
+    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_train(ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipoclass.cli import main
+
+    out = tmp_path / "model"
+    rc = main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert "model folder" in capsys.readouterr().out
+    assert load_model(out).info["model"] == "tiny"
+
+
+def test_cli_train_bad_model(
+    ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lipoclass.cli import main
+
+    rc = main(["train", str(ds_dir), "--model", "nope", "--out", str(tmp_path / "m")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "nope" in err and "lipnet4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_cv(ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lipoclass.cli import main
+
+    run = tmp_path / "run"
+    rc = main(["cv", str(ds_dir), "--model", "tiny", "--epochs", "1", "--folds", "3",
+               "--out", str(run)])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics
+    assert (run / "oof.csv").is_file()
+
+
+@pytest.mark.shared
+def test_real_vesicles_train_and_reload(vesicle_dir: Path, tmp_path: Path) -> None:
+    ds = load_dataset(vesicle_dir)
+    spec = _spec("tiny", 16, epochs=1)
+    out = train_model(ds, spec, tmp_path / "m", seed=0)
+    probs, ids = load_model(out).predict_proba(ds)
+    assert probs.shape == (len(ids), len(ds.classes)) and len(ids) > 200
+    info = json.loads((out / "model.json").read_text())
+    assert info["classes"] == list(ds.classes) and sum(map(sum, info["confusion"])) >= 3
