@@ -9,8 +9,8 @@ Per particle, all vectorised with NumPy / SciPy (no per-pixel Python loops):
 2. work on a window around the particle big enough for every profile (faster on large crops);
 3. intensities standardised per particle (mean 0, std 1 over the particle pixels) so that
    exposure / contrast differences between micrographs do not dominate;
-4. signed distance to the mask boundary ``s`` (px, negative inside, 0 on the boundary) from two
-   Euclidean distance transforms, used by the edge profile, membrane thickness, SNR and the
+4. signed distance to the mask boundary ``s`` (px, negative inside, 0 on the boundary) from one
+   Euclidean distance transform, used by the edge profile, membrane thickness, SNR and the
    internal segmentation variance.
 """
 
@@ -38,7 +38,7 @@ from lipoclass.features.table import FeatureTable
 
 __all__ = ["FeatureConfig", "compute_features", "feature_names", "particle_features"]
 
-_FEATURES_VERSION = 2  # bump when the values produced change (invalidates caches)
+_FEATURES_VERSION = 3  # bump when the values produced change (invalidates caches)
 # the cache key also covers this module's source, so an edited formula never reads stale values
 _CODE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
@@ -99,6 +99,9 @@ def feature_names(config: FeatureConfig | None = None) -> list[str]:
 # --------------------------------------------------------------------------- one particle
 
 
+_CROSS = ndi.generate_binary_structure(2, 1)  # (3, 3) 4-connectivity, label's default
+
+
 def _clean_mask(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, tuple[int, int]] | str:
     """Largest component of ``mask`` (H, W) with holes filled, as (bbox crop (h, w) bool,
     (row0, col0) of the crop); a reason string when the mask is degenerate."""
@@ -111,7 +114,7 @@ def _clean_mask(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, tuple[int,
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     m = mask[r0:r1, c0:c1]  # (h', w') bool
-    lab, n = ndi.label(m)
+    lab, n = ndi.label(m, structure=_CROSS)
     if n > 1:
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
@@ -132,60 +135,93 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
     (one labelling, cheaper than ``ndi.binary_fill_holes``' iterated dilation)."""
     bg = np.ones((m.shape[0] + 2, m.shape[1] + 2), dtype=bool)  # (h+2, w+2)
     bg[1:-1, 1:-1] = ~m  # the frame joins everything outside into one component
-    lab, n = ndi.label(bg)
+    lab, n = ndi.label(bg, structure=_CROSS)
     if n <= 1:
         return m
     return (lab[1:-1, 1:-1] != lab[0, 0]).copy()
 
 
-def _binned_mean(b: np.ndarray, v: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of ``v`` per bin ``b`` (ints, any outside [0, nbins) ignored); empty bins are
-    linearly interpolated from their neighbours. Returns (means (nbins,), counts (nbins,))."""
-    ok = (b >= 0) & (b < nbins)
-    b, v = b[ok], v[ok]
-    cnt = np.bincount(b, minlength=nbins).astype(np.float64)
-    sm = np.bincount(b, weights=v, minlength=nbins)
+_FERET_DIRS = np.linspace(0.0, np.pi, 90, endpoint=False)  # (90,) 2 degree steps
+_FERET_CS = np.stack([np.cos(_FERET_DIRS), np.sin(_FERET_DIRS)])  # (2, 90): x, y weights
+
+# Crofton perimeter (4 directions), the look-up table of scikit-image's ``perimeter_crofton``
+# indexed by the 2x2 configuration code pixel + 2 up + 4 left + 8 up-left
+_S2 = math.sqrt(2.0)
+_CROFTON = np.array(
+    [0, np.pi / 4 * (1 + 1 / _S2), np.pi / (4 * _S2), np.pi / (2 * _S2), 0,
+     np.pi / 4 * (1 + 1 / _S2), 0, np.pi / (4 * _S2), np.pi / 4, np.pi / 2,
+     np.pi / (4 * _S2), np.pi / (4 * _S2), np.pi / 4, np.pi / 2, 0, 0]
+)  # fmt: skip
+
+
+def _perimeter_crofton(mp: np.ndarray) -> float:
+    """Crofton perimeter (4 directions) of mask ``mp`` (h+2, w+2) uint8 padded by one zero
+    pixel: the same counts, hence the same value, as ``skimage.measure.perimeter_crofton``."""
+    a, up, left, ul = mp[1:, 1:], mp[:-1, 1:], mp[1:, :-1], mp[:-1, :-1]  # (h+1, w+1) each
+    code = a + 2 * up + 4 * left + 8 * ul  # (h+1, w+1) uint8
+    return float(_CROFTON @ np.bincount(code.ravel(), minlength=16))
+
+
+def _binned_mean(t: np.ndarray, v: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``v`` per bin ``floor(t)`` (bins outside [0, nbins) ignored; ``t`` is used as
+    scratch); empty bins are linearly interpolated from their neighbours. Returns (means
+    (nbins,), bin + 1 per element clipped to [0, nbins + 1] (same shape as ``t``))."""
+    np.floor(t, out=t)
+    np.clip(t, -1.0, float(nbins), out=t)
+    t += 1.0
+    b = t.astype(np.intp).ravel()  # 0: below, nbins + 1: above
+    cnt = np.bincount(b, minlength=nbins + 2)[1:-1]
+    sm = np.bincount(b, weights=v, minlength=nbins + 2)[1:-1]
     full = cnt > 0
     mean = np.zeros(nbins)
     mean[full] = sm[full] / cnt[full]
     if not full.all() and full.any():
         x = np.arange(nbins, dtype=np.float64)
         mean[~full] = np.interp(x[~full], x[full], mean[full])
-    return mean, cnt
+    return mean, b
 
 
-_FERET_DIRS = np.linspace(0.0, np.pi, 90, endpoint=False)  # (90,) 2 degree steps
-_FERET_COS, _FERET_SIN = np.cos(_FERET_DIRS), np.sin(_FERET_DIRS)
-
-
-def _feret_px(m: np.ndarray, rim: np.ndarray) -> float:
-    """Max Feret diameter (px, edge to edge = centre distance + 1) of mask ``m`` (h, w): the
-    largest extent of its boundary pixels ``rim`` (plus mask pixels on the window's border)
-    over 90 directions (2 degree steps: at most 0.015% short of the exact caliper)."""
-    edge = rim.copy()
-    edge[0] |= m[0]
-    edge[-1] |= m[-1]
-    edge[:, 0] |= m[:, 0]
-    edge[:, -1] |= m[:, -1]
-    ys, xs = np.nonzero(edge)
-    proj = xs[:, None] * _FERET_COS + ys[:, None] * _FERET_SIN  # (k, 90)
+def _feret_px(mbox: np.ndarray) -> float:
+    """Max Feret diameter (px, edge to edge = centre distance + 1) of mask ``mbox`` (h, w):
+    the largest extent over 90 directions (2 degree steps: at most 0.015% short of the exact
+    caliper) of its pixels, of which only the first and last of each row can be extreme."""
+    h, w = mbox.shape
+    first = np.argmax(mbox, axis=1)  # (h,) every row of the bounding box has a pixel
+    last = (w - 1) - np.argmax(mbox[:, ::-1], axis=1)  # (h,)
+    rows = np.arange(h, dtype=np.float64)
+    pts = np.empty((2 * h, 2))  # (2h, 2) x, y
+    pts[:h, 0], pts[h:, 0] = first, last
+    pts[:h, 1] = pts[h:, 1] = rows
+    proj = pts @ _FERET_CS  # (2h, 90)
     return float((proj.max(axis=0) - proj.min(axis=0)).max()) + 1.0
 
 
-def _max_width_px(m: np.ndarray, pad: np.ndarray, d_b: np.ndarray) -> float:
+def _max_width_px(mp: np.ndarray, d_box: np.ndarray, valid: tuple[slice, slice]) -> float:
     """2 x (max over mask pixels of the distance to the nearest outside pixel - 0.5 px), i.e.
-    twice the classic distance-transform maximum measured to the boundary. Exact distances are
-    computed for the few pixels near the maximum of the rim distance ``d_b`` only."""
-    outer = ~m & (pad[:-2, 1:-1] | pad[2:, 1:-1] | pad[1:-1, :-2] | pad[1:-1, 2:])  # (h, w)
-    oy, ox = np.nonzero(outer)
-    inside = d_b[m]
+    twice the classic distance-transform maximum measured to the boundary. ``mp`` (h+2, w+2)
+    bool is the bounding-box mask padded by one pixel, ``d_box`` (h, w) the rim distance on
+    the box and ``valid`` the part of ``mp`` inside the image. Exact distances are computed for
+    the few pixels near the maximum of the rim distance only."""
+    m = mp[1:-1, 1:-1]
+    outer = np.zeros_like(mp)  # (h+2, w+2) outside pixels with a 4-neighbour in the mask
+    outer[1:] |= mp[:-1]
+    outer[:-1] |= mp[1:]
+    outer[:, 1:] |= mp[:, :-1]
+    outer[:, :-1] |= mp[:, 1:]
+    outer &= ~mp
+    oy, ox = np.nonzero(outer[valid])
+    oy += valid[0].start
+    ox += valid[1].start
+    top_d = float(np.max(d_box, where=m, initial=0.0))
     if oy.size == 0:
-        return 2.0 * (float(inside.max()) + 0.5)
-    cand = m & (d_b >= float(inside.max()) - 1.5)
+        return 2.0 * (top_d + 0.5)
+    cand = m & (d_box >= top_d - 1.5)
     cy, cx = np.nonzero(cand)
     if cy.size > 512:  # long ridges: the 512 deepest candidates
-        top = np.argpartition(-d_b[cy, cx], 511)[:512]
+        top = np.argpartition(-d_box[cy, cx], 511)[:512]
         cy, cx = cy[top], cx[top]
+    cy += 1
+    cx += 1
     d2 = (cy[:, None] - oy[None, :]) ** 2 + (cx[:, None] - ox[None, :]) ** 2  # (c, o)
     return 2.0 * (math.sqrt(float(d2.min(axis=1).max())) - 0.5)
 
@@ -200,7 +236,7 @@ def particle_features(
 
     Returns (F,) float64 in ``feature_names(config)`` order, or the reason why the particle
     has no features (degenerate mask)."""
-    from skimage.measure import moments_hu, perimeter_crofton
+    from skimage.measure import moments_hu
 
     cfg = config or FeatureConfig()
     px = float(pixel_size_nm) if pixel_size_nm else cfg.default_pixel_size_nm
@@ -211,10 +247,21 @@ def particle_features(
         return res
     mbox, (br0, bc0) = res
     H, W = img.shape
-    area = float(np.count_nonzero(mbox))
+    bh, bw = mbox.shape
+    ys, xs = np.nonzero(mbox)  # (A,) each, box coordinates
+    area = float(ys.size)
     R = math.sqrt(area / math.pi)  # equivalent radius, px
-    ys, xs = np.nonzero(mbox)
-    cy, cx = br0 + ys.mean(), bc0 + xs.mean()  # centroid in image coordinates
+    ycb, xcb = ys.mean(), xs.mean()  # centroid in box coordinates
+    cy, cx = br0 + ycb, bc0 + xcb  # centroid in image coordinates
+
+    # shape, on the bounding box padded by one pixel
+    mp = np.zeros((bh + 2, bw + 2), dtype=bool)  # (bh+2, bw+2)
+    mp[1:-1, 1:-1] = mbox
+    core = mp[:-2, 1:-1] & mp[2:, 1:-1] & mp[1:-1, :-2] & mp[1:-1, 2:]  # (bh, bw)
+    rim = mbox & ~core  # (bh, bw) B: mask pixels with a 4-neighbour outside
+    perim = _perimeter_crofton(mp.view(np.uint8))
+    circ = 4.0 * math.pi * area / perim**2 if perim > 0 else 0.0
+    diam = _feret_px(mbox)
 
     # window: bounding box + edge margin, and the radial disk of radius extent * R
     if cfg.edge_units == "radius":
@@ -224,47 +271,60 @@ def particle_features(
     f_lo, f_hi = -max(0.5 * R, 2.0), max(0.25 * R, 1.0)  # fine profile for thickness / SNR
     margin = math.ceil(max(e_hi, f_hi, 0.0)) + 3
     rad = math.ceil(cfg.radial_extent * R) + 1
-    bh, bw = mbox.shape
     r0 = max(0, min(br0 - margin, int(cy) - rad))
     r1 = min(H, max(br0 + bh + margin, int(cy) + rad + 2))
     c0 = max(0, min(bc0 - margin, int(cx) - rad))
     c1 = min(W, max(bc0 + bw + margin, int(cx) + rad + 2))
-    m = np.zeros((r1 - r0, c1 - c0), dtype=bool)  # (h, w) window mask
-    m[br0 - r0 : br0 - r0 + bh, bc0 - c0 : bc0 - c0 + bw] = mbox
-    win = img[r0:r1, c0:c1].astype(np.float64)  # (h, w)
+    h, w = r1 - r0, c1 - c0
+    box = (slice(br0 - r0, br0 - r0 + bh), slice(bc0 - c0, bc0 - c0 + bw))  # box in window
+    m = np.zeros((h, w), dtype=bool)  # (h, w) window mask
+    m[box] = mbox
     cy, cx = cy - r0, cx - c0
 
-    # per-particle standardisation over the particle pixels
-    inside = win[m]
-    mu, sd = float(inside.mean()), float(inside.std())
-    z = (win - mu) / (sd if sd > 1e-12 else 1.0)  # (h, w)
-
     # signed distance to the boundary (px): negative inside, 0 on the boundary
-    # one EDT to the inner boundary pixels B (mask pixels with a 4-neighbour outside): exact
-    # for outside pixels (the nearest mask pixel is in B), inside it is the distance to the
-    # nearest outside pixel minus ~1 px; the boundary itself lies half a pixel out of B
-    pad = np.zeros((m.shape[0] + 2, m.shape[1] + 2), dtype=bool)  # (h+2, w+2)
-    pad[1:-1, 1:-1] = m
-    core = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]  # (h, w)
-    rim = m & ~core  # (h, w) B
-    d_b = ndi.distance_transform_edt(~rim)  # (h, w) px to the nearest B pixel
-    s = np.where(m, -0.5 - d_b, d_b - 0.5)  # (h, w)
+    # one EDT to the inner boundary pixels B: exact for outside pixels (the nearest mask pixel
+    # is in B), inside it is the distance to the nearest outside pixel minus ~1 px; the
+    # boundary itself lies half a pixel out of B. Distances from the feature transform in
+    # integers (same values as distance_transform_edt's, fewer float passes).
+    notrim = np.ones((h, w), dtype=bool)
+    notrim[box] = ~rim
+    ft = ndi.distance_transform_edt(notrim, return_distances=False, return_indices=True)
+    dyi = ft[0] - np.arange(h, dtype=np.int32)[:, None]  # (h, w) int32
+    dxi = ft[1] - np.arange(w, dtype=np.int32)
+    dyi *= dyi
+    dxi *= dxi
+    dyi += dxi
+    d_b = np.sqrt(dyi, dtype=np.float64)  # (h, w) px to the nearest B pixel
 
-    # shape
-    perim = float(perimeter_crofton(m, directions=4))
-    circ = 4.0 * math.pi * area / perim**2 if perim > 0 else 0.0
-    max_width_px = _max_width_px(m, pad, d_b)
-    diam = _feret_px(m, rim)
+    # maximum width: padded-box rows / columns that lie inside the image
+    valid = (
+        slice(0 if br0 > 0 else 1, bh + 2 if br0 + bh < H else bh + 1),
+        slice(0 if bc0 > 0 else 1, bw + 2 if bc0 + bw < W else bw + 1),
+    )
+    max_width_px = _max_width_px(mp, d_b[box], valid)
+    np.negative(d_b, out=d_b, where=m)
+    d_b -= 0.5
+    s = d_b  # (h, w) signed distance (d_b is not used any more)
+
+    # per-particle standardisation over the particle pixels
+    z = img[r0:r1, c0:c1].astype(np.float64)  # (h, w)
+    zin = z[m]  # (A,)
+    mu, sd = float(zin.mean()), float(zin.std())
+    sd = sd if sd > 1e-12 else 1.0
+    z -= mu
+    z /= sd
+    zin -= mu
+    zin /= sd
+    zf = z.ravel()  # (h*w,)
 
     # histogram of standardised particle intensities (fractions; end bins take the outliers)
-    zin = z[m]
     hlo, hhi = cfg.hist_range
-    hb = np.floor((zin - hlo) * (cfg.hist_bins / (hhi - hlo))).astype(np.int64)
-    hist = np.bincount(np.clip(hb, 0, cfg.hist_bins - 1), minlength=cfg.hist_bins) / zin.size
+    hb = np.floor((zin - hlo) * (cfg.hist_bins / (hhi - hlo)))
+    np.clip(hb, 0, cfg.hist_bins - 1, out=hb)
+    hist = np.bincount(hb.astype(np.intp), minlength=cfg.hist_bins) / zin.size
 
     # normalised central moments of the mask (x = column, y = row), scale invariant
-    wy, wx = np.nonzero(m)
-    dx, dy = wx - cx, wy - cy
+    dx, dy = xs - xcb, ys - ycb
     dx2, dy2 = dx * dx, dy * dy  # (A,) each; explicit products (integer ** is slow)
     nu = np.zeros((4, 4))  # nu[i, j]: row power i, column power j (skimage convention)
     a2, a25 = area**2, area**2.5
@@ -275,21 +335,23 @@ def particle_features(
     mom = [nu[0, 2], nu[2, 0], nu[0, 3], nu[3, 0]]  # mu20, mu02, mu30, mu03
 
     # radial density profile on rings from the centroid over [0, extent * R]
-    yy, xx = np.indices(m.shape)
-    rr = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)  # (h, w) float64
-    rb = np.floor(rr * (cfg.profile_bins / (cfg.radial_extent * R))).astype(np.int64)
-    radial, _ = _binned_mean(rb.ravel(), z.ravel(), cfg.profile_bins)
+    ry = (np.arange(h) - cy) ** 2  # (h,)
+    rx = (np.arange(w) - cx) ** 2  # (w,)
+    rr = np.sqrt(ry[:, None] + rx)  # (h, w)
+    rr *= cfg.profile_bins / (cfg.radial_extent * R)
+    radial, _ = _binned_mean(rr, zf, cfg.profile_bins)
 
     # edge density profile against signed distance in [e_lo, e_hi]
-    eb = np.floor((s - e_lo) * (cfg.edge_bins / (e_hi - e_lo))).astype(np.int64)
-    edge, _ = _binned_mean(eb.ravel(), z.ravel(), cfg.edge_bins)
+    t = s - e_lo
+    t *= cfg.edge_bins / (e_hi - e_lo)
+    edge, _ = _binned_mean(t, zf, cfg.edge_bins)
 
     # membrane: extremum of a fine (0.5 px) edge profile, full width at half its depth
     step = 0.5
     nf = math.ceil((f_hi - f_lo) / step)
-    fb = np.floor((s.ravel() - f_lo) / step).astype(np.int64)
-    zf = z.ravel()
-    prof, _ = _binned_mean(fb, zf, nf)
+    t = s - f_lo
+    t /= step
+    prof, fb1 = _binned_mean(t, zf, nf)  # fb1: fine bin + 1, clipped
     dev = prof - np.median(prof)
     k = int(np.argmax(np.abs(dev)))
     depth = float(dev[k])
@@ -307,8 +369,8 @@ def particle_features(
     # variance along it (between ~4 px arcs of the band, about the centroid)
     flank = b - a + 1
     var_across = float(np.var(prof[max(0, a - flank) : min(nf, b + flank + 1)]))
-    band = (fb >= a) & (fb <= b)  # (h*w,) pixels of the membrane band
-    by, bx = np.divmod(np.flatnonzero(band), m.shape[1])
+    band = np.flatnonzero((fb1 > a) & (fb1 <= b + 1))  # (nb,) pixels of the membrane band
+    by, bx = np.divmod(band, w)
     n_sec = int(min(64, max(8, round(perim / 4.0))))
     theta = np.arctan2(by - cy, bx - cx)  # (nb,) in [-pi, pi]
     sec = np.minimum(((theta + math.pi) * (n_sec / (2 * math.pi))).astype(np.int64), n_sec - 1)
@@ -320,10 +382,10 @@ def particle_features(
 
     # internal segmentation variance: interior away from the membrane vs background
     s_inner, s_outer = f_lo + a * step, f_lo + (b + 1) * step
-    interior = m & (s < min(s_inner, 0.0) - 1.0)
+    interior = s < min(s_inner, 0.0) - 1.0  # inside the mask only (s < -1)
     if np.count_nonzero(interior) < 5:
         interior = m & (s <= 0.5 * float(s.min()))
-    bg = ~m & (s > max(s_outer, 0.0) + 1.0)
+    bg = s > max(s_outer, 0.0) + 1.0  # outside the mask only (s > 1)
     if np.count_nonzero(bg) < 5:
         bg = ~m
     var_bg = float(z[bg].var()) if np.count_nonzero(bg) >= 5 else 1.0

@@ -5,12 +5,13 @@ back for predict / export / explain."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,10 @@ from lipoclass.train.trainer import predict_logits, stratified_split
 __all__ = ["FORMAT_VERSION", "LoadedModel", "load_model", "train_model"]
 
 FORMAT_VERSION = 1
+# CPU inference runs in chunks of about this many input pixels (128 particles at 28 px) so a
+# chunk's activations stay in cache: on the 2-core reference machine LipNet-4 runs ~1.8x
+# faster than in chunks of 512 (docs/deployment.md, Speed).
+_CPU_CHUNK_PIXELS = 128 * 28 * 28
 _REQUIRED = {"cnn": ("model.json", "weights.pt"), "svm": ("model.json", "svm.joblib")}
 
 
@@ -176,6 +181,10 @@ class LoadedModel:
     kind: str
     module: nn.Module | None = None
     estimator: Any = None
+    # channels_last eval copy of ``module`` for CPU inference, with the key it was built for
+    _cpu_module: tuple[tuple[int, int], nn.Module] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def temperature(self) -> float:
@@ -198,11 +207,30 @@ class LoadedModel:
             raise LipoclassError(
                 f"{self.path}: model {self.info['model']} needs size features (aux)"
             )
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)))
         dev = torch.device(device)
-        self.module.to(dev)
-        logits = predict_logits(self.module, x, aux if self.needs_aux else None, dev, batch_size)
-        self.module.cpu()
+        aux = aux if self.needs_aux else None
+        if dev.type == "cpu":
+            logits = _cpu_logits(self._cpu_copy(), x, aux, batch_size)
+        else:
+            self.module.to(dev)
+            logits = predict_logits(self.module, x, aux, dev, batch_size)
+            self.module.cpu()
         return softmax(logits, self.temperature)
+
+    def _cpu_copy(self) -> nn.Module:
+        """The module in eval mode with channels_last weights (oneDNN then keeps activations
+        in its blocked layout: ~1.7x faster on CPU), rebuilt when ``module`` or its weights
+        change (in-place updates bump the parameters' version counters)."""
+        assert self.module is not None
+        params = list(self.module.parameters()) + list(self.module.buffers())
+        key = (id(self.module), sum(int(t._version) for t in params))
+        if self._cpu_module is None or self._cpu_module[0] != key:
+            m = copy.deepcopy(self.module).cpu().eval()
+            m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self._cpu_module = (key, m)
+        return self._cpu_module[1]
 
     def predict_proba(
         self, dataset: ParticleDataset, idx: np.ndarray | None = None, batch_size: int = 1024,
@@ -224,6 +252,32 @@ class LoadedModel:
         aux = size_features(prep.meta[rows]) if self.needs_aux else None
         probs = self.predict_proba_arrays(prep.x[rows], aux, batch_size, device)
         return probs, [prep.ids[int(r)] for r in rows]
+
+
+def _cpu_logits(
+    model: nn.Module, x: np.ndarray, aux: np.ndarray | None, batch_size: int
+) -> np.ndarray:
+    """Logits (N, C) float32 on CPU: x (N,1,S,S) is viewed (not copied) as a float32 tensor,
+    fed in cache-sized chunks (at most ``batch_size``) as channels_last, and each chunk's
+    logits are written into one preallocated output."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    at = None if aux is None else torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32))
+    n = len(xt)
+    pixels = int(np.prod(xt.shape[2:])) if xt.ndim > 2 else 1
+    chunk = max(1, min(int(batch_size), _CPU_CHUNK_PIXELS // max(pixels, 1)))
+    out: torch.Tensor | None = None
+    with torch.inference_mode():
+        for b0 in range(0, n, chunk):
+            xb = xt[b0 : b0 + chunk]
+            if xb.ndim == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)  # a view when 1 channel
+            yb = model(xb) if at is None else model(xb, at[b0 : b0 + chunk])
+            if out is None:
+                out = torch.empty((n, *yb.shape[1:]), dtype=torch.float32)
+            out[b0 : b0 + len(yb)] = yb
+    if out is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    return out.numpy()
 
 
 def _rows_keep(index: np.ndarray, idx: np.ndarray) -> np.ndarray:

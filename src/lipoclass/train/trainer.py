@@ -352,7 +352,8 @@ class _NoBar:
 
 
 def _progress(total: int, enabled: bool) -> Any:
-    if not enabled:
+    # A bar only on a terminal: redirected to a log file it would be one endless line.
+    if not enabled or not sys.stderr.isatty():
         return _NoBar()
     from tqdm import tqdm
 
