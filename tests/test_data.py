@@ -300,3 +300,19 @@ def test_real_vesicle_set_loads_and_prepares(vesicle_dir: Path) -> None:
     assert prep.auto_masked == 207
     assert np.isfinite(prep.x).all()
     np.testing.assert_array_equal(prep.meta_column("image_width"), 31)
+
+
+def test_auto_mode_resolves_from_masks(tiny_dataset: Callable[..., Path]) -> None:
+    """auto -> masked when every particle has a mask, surround when any lacks one; concrete
+    modes are kept, and an unresolved auto never reaches the pixel code."""
+    from lipoclass.data.prepare import prepare_arrays
+
+    with_masks = load_dataset(tiny_dataset((3, 3, 3), size=(12, 14)))
+    without = load_dataset(tiny_dataset((3, 3, 3), size=(12, 14), masks=False))
+    auto = PrepConfig(mode="auto", size=8)
+    assert auto.resolve(with_masks).mode == "masked"
+    assert auto.resolve(without).mode == "surround"
+    assert PrepConfig(mode="crop").resolve(without).mode == "crop"
+    assert prepare(without, auto, cache=False).config.mode == "surround"
+    with pytest.raises(ValueError, match="resolved"):
+        prepare_arrays(np.zeros((5, 5)), None, auto)

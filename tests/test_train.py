@@ -313,6 +313,8 @@ def test_model_folder_roundtrip(ds_dir: Path, tmp_path: Path) -> None:
     info = json.loads((out / "model.json").read_text())
     assert info["format_version"] == 1 and info["kind"] == "cnn" and info["seed"] == 3
     assert info["classes"] == list(ds.classes) and info["prep"]["size"] == 16
+    assert info["dataset"]["path"] == str(ds_dir.resolve())
+    assert len(info["dataset"]["fingerprint"]) == 64  # sha256 of the data layer
     assert info["calibration"]["method"] == "temperature" and info["calibration"]["temperature"] > 0
     cm = np.array(info["confusion"])
     assert cm.shape == (3, 3) and cm.sum() == info["held_out"]["n"] == 3
@@ -403,3 +405,22 @@ def test_real_vesicles_train_and_reload(vesicle_dir: Path, tmp_path: Path) -> No
     assert probs.shape == (len(ids), len(ds.classes)) and len(ids) > 200
     info = json.loads((out / "model.json").read_text())
     assert info["classes"] == list(ds.classes) and sum(map(sum, info["confusion"])) >= 3
+
+
+def test_cli_default_mode_follows_masks(
+    tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without masks the default input mode is surround, and the model folder and run
+    folder record the resolved mode, not 'auto'."""
+    from lipoclass.cli import main
+
+    ds = tiny_dataset((6, 6, 6), size=(20, 24), masks=False)
+    out = tmp_path / "model"
+    assert main(["train", str(ds), "--model", "tiny", "--epochs", "1", "--out", str(out)]) == 0
+    assert load_model(out).info["prep"]["mode"] == "surround"
+    run = tmp_path / "run"
+    rc = main(["cv", str(ds), "--model", "tiny", "--epochs", "1", "--folds", "3",
+               "--out", str(run)])  # fmt: skip
+    assert rc == 0
+    assert "input mode: surround" in capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["spec"]["prep"]["mode"] == "surround"

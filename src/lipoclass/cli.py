@@ -74,10 +74,11 @@ def _add_model_options(p: argparse.ArgumentParser, *, default_model: str | None)
     g = p.add_argument_group("input preparation")
     g.add_argument(
         "--mode",
-        choices=("surround", "crop", "masked"),
-        default="masked",
+        choices=("auto", "surround", "crop", "masked"),
+        default="auto",
         help="surround: whole image; crop: mask bounding box; masked: crop and zero outside "
-        "the mask (default: %(default)s, best in the thesis)",
+        "the mask (best in the thesis); auto (default): masked when every particle has a "
+        "mask, else surround",
     )
     g.add_argument("--size", type=_positive_int, default=None, help="input side in pixels "
                    "(default: the model's own, 28 for LipNet-4, 32 for LipNet-6)")  # fmt: skip

@@ -42,6 +42,7 @@ from lipoclass.data.io import read_native
 from lipoclass.errors import LipoclassError
 
 __all__ = [
+    "INPUT_MODES",
     "META_COLUMNS",
     "MODES",
     "PrepConfig",
@@ -53,6 +54,8 @@ __all__ = [
 ]
 
 MODES = ("surround", "crop", "masked")
+#: what a user may ask for: a concrete mode, or ``auto`` (see ``PrepConfig.resolve``)
+INPUT_MODES = ("auto", *MODES)
 META_COLUMNS = (
     "image_width",
     "image_height",
@@ -66,16 +69,20 @@ _PREP_VERSION = 2  # bump when the pixels produced change (invalidates caches)
 
 @dataclass(frozen=True)
 class PrepConfig:
-    """How particle images become model inputs."""
+    """How particle images become model inputs.
 
-    mode: Literal["surround", "crop", "masked"] = "masked"
+    ``mode="auto"`` is resolved against a dataset by ``resolve``: ``masked`` (the thesis'
+    best input, section 8.5) when every particle has a mask, else ``surround``, because an
+    automatic threshold mask is a poor stand-in for a curated one (docs/data.md)."""
+
+    mode: Literal["auto", "surround", "crop", "masked"] = "masked"
     size: int = 28
     aspect: Literal["pad", "stretch"] = "pad"
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in INPUT_MODES:
+            raise ValueError(f"mode must be one of {', '.join(INPUT_MODES)}, got {self.mode!r}")
         if not 4 <= int(self.size) <= 1024:
             raise ValueError(f"size must be between 4 and 1024, got {self.size}")
         if self.aspect not in ("pad", "stretch"):
@@ -84,6 +91,16 @@ class PrepConfig:
             raise ValueError(
                 f"normalize must be 'zscore', 'minmax' or 'none', got {self.normalize!r}"
             )
+
+    def resolve(self, dataset: ParticleDataset) -> PrepConfig:
+        """This config with ``mode="auto"`` replaced by the mode for ``dataset``: ``masked``
+        when every particle names a mask file, else ``surround``. Concrete modes are kept."""
+        if self.mode != "auto":
+            return self
+        from dataclasses import replace
+
+        all_masked = all(p.mask is not None for p in dataset.particles)
+        return replace(self, mode="masked" if all_masked else "surround")
 
 
 @dataclass
@@ -197,6 +214,8 @@ def prepare_arrays(
 
     ``img`` may be any numeric dtype; only the part the mode needs is converted to float32.
     Returns a reason string instead when the particle must be skipped."""
+    if cfg.mode == "auto":
+        raise ValueError("mode 'auto' must be resolved first (PrepConfig.resolve(dataset))")
     h, w = img.shape
     if mask is not None:
         box = _bbox(mask)
@@ -306,7 +325,7 @@ def prepare(
     Particles whose empty mask makes ``crop``/``masked`` impossible are skipped with a warning
     and listed in ``Prepared.skipped``; unreadable images and masks of the wrong size raise
     ``LipoclassError``. ``workers`` defaults to the CPU count (processes, for large sets)."""
-    cfg = config or PrepConfig()
+    cfg = (config or PrepConfig()).resolve(dataset)
     key = ""
     cache_file: Path | None = None
     if cache:

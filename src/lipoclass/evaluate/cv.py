@@ -342,6 +342,9 @@ def cross_validate(
         raise LipoclassError(
             f"{dataset.root}: cross-validation needs at least 2 classes, found {n_classes}"
         )
+    spec = spec.for_dataset(dataset)  # input mode "auto" -> the mode actually used
+    if spec.kind == "cnn":
+        _log(progress, f"input mode: {spec.prep.mode}, {spec.prep.size} px")
     fold_of = make_folds(dataset, cv)  # validates labels and class sizes
     y_all = dataset.labels
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lipoclass.data import PrepConfig
+from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
 
 if TYPE_CHECKING:
@@ -61,6 +61,16 @@ class ModelSpec:
     def kind(self) -> str:
         return "svm" if self.model == "svm" else "cnn"
 
+    def for_dataset(self, dataset: ParticleDataset) -> ModelSpec:
+        """This spec with input mode ``auto`` resolved for ``dataset`` (``PrepConfig.resolve``),
+        so run folders and model folders record the mode that was actually used."""
+        prep = self.prep.resolve(dataset)
+        if prep is self.prep:
+            return self
+        from dataclasses import replace
+
+        return replace(self, prep=prep)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (inverse: ``from_dict``)."""
         from dataclasses import asdict
@@ -108,7 +118,7 @@ def _cnn_names() -> list[str]:
 def build_spec(
     model: str,
     *,
-    mode: str = "masked",
+    mode: str = "auto",
     size: int | None = None,
     epochs: int = 30,
     batch_size: int = 32,

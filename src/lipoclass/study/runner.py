@@ -414,6 +414,7 @@ def run_study(
             }
         )
         for run, spec in zip(study.runs, specs):
+            spec = spec.for_dataset(used)  # input mode "auto" -> masked or surround
             extra = ""
             if spec.train is not None and spec.train.synthetic == "auto":
                 import dataclasses

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.data.prepare import dataset_fingerprint
 from lipoclass.errors import LipoclassError
 from lipoclass.models import create_model, size_features
 from lipoclass.train.calibration import (
@@ -82,6 +83,7 @@ def train_model(
     ):
         raise LipoclassError(f"{out}: exists and is not a model folder; choose another --out")
     dataset.require_labels()
+    spec = spec.for_dataset(dataset)  # input mode "auto" -> the concrete mode, stored below
     kind = "svm" if spec.model == "svm" else "cnn"
     classes = tuple(dataset.classes)
     c = len(classes)
@@ -95,6 +97,9 @@ def train_model(
             "classes": list(classes), "prep": asdict(spec.prep), "seed": int(seed),
             "versions": _versions(),
         }  # fmt: skip
+        # the training set, so export can check onnxruntime on real particles (docs/deployment.md)
+        info["dataset"] = {"path": str(dataset.root.resolve()),
+                           "fingerprint": dataset_fingerprint(dataset)}  # fmt: skip
         if kind == "cnn":
             tcfg: TrainConfig = spec.train or TrainConfig()
             est = CNNEstimator(spec.model, spec.prep, tcfg, seed=seed)
