@@ -223,7 +223,7 @@ def test_trainer_learns_and_reports_history() -> None:
 def test_early_stopping_restores_best_epoch() -> None:
     x, y = _toy()
     m = create_model("tiny", 3, 12)
-    cfg = TrainConfig(epochs=30, patience=2, lr=0.5, progress=False)  # unstable on purpose
+    cfg = TrainConfig(epochs=30, patience=2, min_epochs=1, lr=0.5, progress=False)  # unstable
     hist = Trainer(cfg).fit(m, x[:40], y[:40], x[40:], y[40:], seed=0)
     best = hist.epochs[hist.best_epoch - 1]
     from lipoclass.train.trainer import predict_logits
@@ -234,6 +234,14 @@ def test_early_stopping_restores_best_epoch() -> None:
     assert balanced_accuracy_score(y[40:], logits.argmax(1)) == pytest.approx(best["val_metric"])
     if hist.stopped_early:
         assert len(hist.epochs) == hist.best_epoch + 2
+
+
+def test_early_stopping_waits_for_min_epochs() -> None:
+    """A noisy validation split cannot end training before min_epochs."""
+    x, y = _toy()
+    cfg = TrainConfig(epochs=12, patience=1, min_epochs=9, lr=0.5, progress=False)
+    hist = Trainer(cfg).fit(create_model("tiny", 3, 12), x[:40], y[:40], x[40:], y[40:], seed=0)
+    assert len(hist.epochs) >= 9
 
 
 # ------------------------------------------------------------------ calibration

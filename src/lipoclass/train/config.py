@@ -48,6 +48,7 @@ class TrainConfig:
     noise_std: float = 0.05
     dropout: float | None = None
     patience: int = 5
+    min_epochs: int = 10  # early stopping never ends a run before this epoch
     val_fraction: float = 0.1
     early_stopping: bool = True
     val_metric: Literal["balanced_accuracy", "macro_f1"] = "balanced_accuracy"
@@ -95,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if int(self.patience) < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
+        if int(self.min_epochs) < 1:
+            raise ValueError(f"min_epochs must be at least 1, got {self.min_epochs}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         if self.val_metric not in ("balanced_accuracy", "macro_f1"):

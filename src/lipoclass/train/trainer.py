@@ -305,7 +305,8 @@ class Trainer:
                 f"loss {rec['train_loss']:.3f}"
                 + (f" val {rec['val_metric']:.3f}" if "val_metric" in rec else "")
             )
-            if has_val and cfg.early_stopping and bad_epochs >= cfg.patience:
+            if (has_val and cfg.early_stopping and bad_epochs >= cfg.patience
+                    and epoch >= cfg.min_epochs):  # fmt: skip
                 hist.stopped_early = True
                 break
         bar.close()
