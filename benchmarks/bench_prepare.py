@@ -16,36 +16,15 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from lipoclass.data import DatasetWriter, PrepConfig, load_dataset, prepare
-
-
-def draw(rng: np.random.Generator, h: int, w: int, rings: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image (H, W) uint8 and mask (H, W) bool of one ring-shaped particle."""
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    r = np.hypot((yy - h / 2) / (0.3 * h), (xx - w / 2) / (0.3 * w))  # 1 on the membrane
-    img = 160 + rng.normal(0, 12, (h, w)).astype(np.float32)
-    for k in range(rings):
-        img[np.abs(r - 1 + 0.2 * k) < 0.04] -= 80
-    return np.clip(img, 0, 255).astype(np.uint8), r <= 1.05
-
-
-def make_dataset(out: Path, n: int, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    with DatasetWriter(out, name="bench", classes=["uni", "multi"], pixel_size_nm=0.5) as wr:
-        for i in range(n):
-            h, w = (int(v) for v in rng.integers(80, 251, size=2))
-            rings = 1 + int(rng.random() < 0.2)
-            img, mask = draw(rng, h, w, rings)
-            wr.add(f"{i:06d}", image=img, mask=mask, label="uni" if rings == 1 else "multi")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported from elsewhere
+from _common import cpu_seconds, make_dataset
+from lipoclass.data import PrepConfig, load_dataset, prepare
 
 
 def make_big(src: Path, out: Path, n: int) -> None:
@@ -65,16 +44,6 @@ def make_big(src: Path, out: Path, n: int) -> None:
             wr.writerow(row)
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its finished children (the worker processes), so the
-    figure is meaningful on a shared, busy machine where wall time is not."""
-    me, kids = (
-        resource.getrusage(resource.RUSAGE_SELF),
-        resource.getrusage(resource.RUSAGE_CHILDREN),
-    )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=3000)
@@ -92,11 +61,11 @@ def main() -> int:
         ds = load_dataset(tmp / "ds")
         cfg = PrepConfig(mode="masked", size=28)
         for workers in dict.fromkeys((args.workers, 1)):
-            c0 = _cpu()
+            c0 = cpu_seconds()
             t = time.perf_counter()
             prep = prepare(ds, cfg, cache=False, workers=workers)
             dt = time.perf_counter() - t
-            cpu = _cpu() - c0
+            cpu = cpu_seconds() - c0
             print(
                 f"prepare masked, cache off, {workers} worker(s): {len(prep)} particles in "
                 f"{dt:.2f} s = {len(prep) / dt:.0f} particles/s (goal >= 2000); CPU "

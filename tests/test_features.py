@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 from lipoclass.cli import main
 from lipoclass.data import load_dataset
+from lipoclass.data.parallel import parallel_map, warn_collected
 from lipoclass.errors import LipoclassError
 from lipoclass.features import (
     FEATURE_SETS,
@@ -120,6 +122,53 @@ def test_internal_variance_sees_texture() -> None:
     textured = _feats(base + 80 * rng.random(r.shape) * (r < 24), r <= 30)["internal_variance"]
     assert empty == pytest.approx(1.0, abs=0.5)
     assert textured > 5 * empty
+
+
+def _ring_particle(radius: int, thick: int, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, n) image with a dark membrane of ``thick`` px at ``radius`` and its disk mask."""
+    r = _grid(n)
+    noise = np.random.default_rng(seed).normal(0, 5, r.shape)
+    return 200 - 120.0 * ((r <= radius) & (r > radius - thick)) + noise, r <= radius
+
+
+@pytest.mark.parametrize("n", [300, 259])  # 259: odd image side, window cut to a multiple of k
+def test_working_resolution_keeps_meaning(n: int) -> None:
+    """Particles larger than work_size px get their window terms on k x k blocks: the shape
+    features and histogram stay exact, the profiles and membrane terms stay close."""
+    img, mask = _ring_particle(110, 6, n, seed=4)  # bbox 221 px: k = 2 by default
+    fast = _feats(img, mask, px=0.5)
+    exact = _feats(img, mask, px=0.5, work_size=100_000)
+    for name in ["area", "perimeter", "circularity", "max_width_nm", "diameter_px", "mu20", "hu1"]:
+        assert fast[name] == exact[name], name
+    np.testing.assert_array_equal(_cols(fast, "hist_"), _cols(exact, "hist_"))
+    assert not np.array_equal(_cols(fast, "edge_"), _cols(exact, "edge_"))  # k = 2 was used
+    np.testing.assert_allclose(_cols(fast, "radial_"), _cols(exact, "radial_"), atol=0.05)
+    np.testing.assert_allclose(_cols(fast, "edge_"), _cols(exact, "edge_"), atol=0.3)
+    assert fast["membrane_thickness_nm"] == pytest.approx(3.0, abs=1.0)  # 6 px x 0.5 nm
+    assert fast["internal_variance"] == pytest.approx(exact["internal_variance"], rel=0.25)
+    with pytest.raises(ValueError, match="work_size"):
+        FeatureConfig(work_size=8)
+
+
+def test_mask_cleaning_paths_agree() -> None:
+    """Row-convex masks skip the labelling; masks with holes, specks or concave rows do not:
+    filled, largest component, same features either way."""
+    r = _grid(80)
+    img = np.where(r <= 25, 90.0, 180.0) + np.random.default_rng(5).normal(0, 3, r.shape)
+    disk = r <= 25
+    holed = disk & ~((r > 10) & (r < 14))  # a ring-shaped hole: filled back
+    specked = disk.copy()
+    specked[2:4, 2:4] = True  # a separate speck: dropped
+    base = particle_features(img, disk)
+    assert not isinstance(base, str)
+    for m in (holed, specked):
+        v = particle_features(img, m)
+        assert not isinstance(v, str)
+        np.testing.assert_allclose(v, base, rtol=1e-12, atol=1e-12)
+    yy, xx = np.mgrid[:80, :80]
+    cshape = disk & ~((np.abs(yy - 40) < 6) & (xx > 40))  # concave rows: two runs
+    f = _feats(img, cshape)
+    assert f["area"] == np.count_nonzero(cshape)
 
 
 def test_degenerate_masks_give_reasons() -> None:
@@ -258,6 +307,33 @@ def test_cli_features(tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert len(back) == 6 and len(back.failed) == 1
     assert main(["features", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "dataset folder not found" in capsys.readouterr().err
+
+
+def _square_warn(x: int) -> int:
+    if x % 50 == 0:
+        warnings.warn(f"item {x} is a multiple of 50", stacklevel=2)
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_parallel_map_order_and_warnings(workers: int) -> None:
+    items = list(range(230))
+    res, msgs = parallel_map(_square_warn, items, workers, min_items=100, min_chunk=16)
+    assert res == [x * x for x in items]
+    assert msgs == [f"item {x} is a multiple of 50" for x in range(0, 230, 50)]
+    with pytest.warns(UserWarning, match=r"item 0 is a multiple of 50 \(and 4 more warning"):
+        warn_collected(msgs)
+    with pytest.raises(ValueError, match="workers"):
+        parallel_map(_square_warn, items, 0)
+
+
+def test_compute_features_workers_agree(tiny_dataset) -> None:
+    """The process pool (used from 400 particles) gives the serial values in order."""
+    ds = load_dataset(tiny_dataset(counts=(150, 140, 120), size=(24, 32), samples=0))
+    one = compute_features(ds, cache=False, workers=1)
+    two = compute_features(ds, cache=False, workers=2)
+    assert two.ids == one.ids and len(one) == len(ds) == 410
+    np.testing.assert_array_equal(two.values, one.values)
 
 
 @pytest.mark.shared

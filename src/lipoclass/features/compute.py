@@ -11,7 +11,10 @@ Per particle, all vectorised with NumPy / SciPy (no per-pixel Python loops):
    exposure / contrast differences between micrographs do not dominate;
 4. signed distance to the mask boundary ``s`` (px, negative inside, 0 on the boundary) from one
    Euclidean distance transform, used by the edge profile, membrane thickness, SNR and the
-   internal segmentation variance.
+   internal segmentation variance;
+5. shape terms (area, perimeter, Feret, maximum width, moments) and the histogram always at
+   full resolution; the window terms (profiles, membrane, SNR, internal variance) of particles
+   larger than ``FeatureConfig.work_size`` (128 px) on k x k pixel blocks, for speed.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import hashlib
 import json
 import math
 import os
-import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -32,13 +34,14 @@ from scipy import ndimage as ndi
 
 from lipoclass.data.dataset import Particle, ParticleDataset
 from lipoclass.data.io import read_native
+from lipoclass.data.parallel import parallel_map, warn_collected
 from lipoclass.data.prepare import auto_mask, dataset_fingerprint, default_cache_dir
 from lipoclass.errors import LipoclassError
 from lipoclass.features.table import FeatureTable
 
 __all__ = ["FeatureConfig", "compute_features", "feature_names", "particle_features"]
 
-_FEATURES_VERSION = 3  # bump when the values produced change (invalidates caches)
+_FEATURES_VERSION = 4  # bump when the values produced change (invalidates caches)
 # the cache key also covers this module's source, so an edited formula never reads stale values
 _CODE_HASH = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
@@ -51,7 +54,9 @@ class FeatureConfig:
     fall in the end bins); ``radial_extent`` is the radial profile's reach in equivalent radii
     R = sqrt(area / pi); ``edge_range`` is the edge profile's signed-distance window, in R
     (``edge_units="radius"``) or in nm; ``default_pixel_size_nm`` is used when a particle has
-    no pixel size."""
+    no pixel size. Particles whose bounding box is larger than ``work_size`` px get their
+    window terms (profiles, membrane, SNR, internal variance) on k x k pixel blocks,
+    k = ceil(side / work_size), for speed; a very large ``work_size`` turns this off."""
 
     hist_bins: int = 32
     hist_range: tuple[float, float] = (-3.0, 3.0)
@@ -62,6 +67,7 @@ class FeatureConfig:
     edge_units: Literal["radius", "nm"] = "radius"
     min_area: int = 10
     default_pixel_size_nm: float = 1.0
+    work_size: int = 128
 
     def __post_init__(self) -> None:
         for name in ("hist_bins", "profile_bins", "edge_bins"):
@@ -78,6 +84,8 @@ class FeatureConfig:
             raise ValueError(f"edge_units must be 'radius' or 'nm', got {self.edge_units!r}")
         if not isinstance(self.min_area, int) or self.min_area < 3:
             raise ValueError(f"min_area must be an integer >= 3, got {self.min_area!r}")
+        if not isinstance(self.work_size, int) or self.work_size < 16:
+            raise ValueError(f"work_size must be an integer >= 16, got {self.work_size!r}")
         if not (math.isfinite(self.default_pixel_size_nm) and self.default_pixel_size_nm > 0):
             raise ValueError(
                 f"default_pixel_size_nm must be positive, got {self.default_pixel_size_nm}"
@@ -101,10 +109,36 @@ def feature_names(config: FeatureConfig | None = None) -> list[str]:
 
 _CROSS = ndi.generate_binary_structure(2, 1)  # (3, 3) 4-connectivity, label's default
 
+# 2x2 configuration codes (pixel + 2 up + 4 left + 8 up-left) for the Euler number with
+# 8-connected objects / 4-connected holes: (n1 - n3 - 2 n_diagonal) / 4
+_EULER8 = np.array([0, 1, 1, 0, 1, 0, -2, -1, 1, -2, 0, -1, 0, -1, -1, 0]) / 4.0
 
-def _clean_mask(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, tuple[int, int]] | str:
+# Crofton perimeter (4 directions), the look-up table of scikit-image's ``perimeter_crofton``
+# indexed by the same 2x2 configuration code
+_S2 = math.sqrt(2.0)
+_CROFTON = np.array(
+    [0, np.pi / 4 * (1 + 1 / _S2), np.pi / (4 * _S2), np.pi / (2 * _S2), 0,
+     np.pi / 4 * (1 + 1 / _S2), 0, np.pi / (4 * _S2), np.pi / 4, np.pi / 2,
+     np.pi / (4 * _S2), np.pi / (4 * _S2), np.pi / 4, np.pi / 2, 0, 0]
+)  # fmt: skip
+
+
+def _pad_codes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mask ``m`` (h, w) bool padded by one zero pixel (h+2, w+2) and the counts (16,) of its
+    2x2 configuration codes (for the Crofton perimeter and the Euler number)."""
+    mp = np.zeros((m.shape[0] + 2, m.shape[1] + 2), dtype=bool)  # (h+2, w+2)
+    mp[1:-1, 1:-1] = m
+    u = mp.view(np.uint8)
+    code = u[1:, 1:] + 2 * u[:-1, 1:] + 4 * u[1:, :-1] + 8 * u[:-1, :-1]  # (h+1, w+1)
+    return mp, np.bincount(code.ravel(), minlength=16)
+
+
+def _clean_mask(
+    mask: np.ndarray, min_area: int
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray, np.ndarray] | str:
     """Largest component of ``mask`` (H, W) with holes filled, as (bbox crop (h, w) bool,
-    (row0, col0) of the crop); a reason string when the mask is degenerate."""
+    (row0, col0) of the crop, the crop padded by one pixel (h+2, w+2), its 2x2 code counts
+    (16,)); a reason string when the mask is degenerate."""
     h, _w = mask.shape
     rows = np.flatnonzero(mask.any(axis=1))
     if rows.size == 0:
@@ -114,20 +148,34 @@ def _clean_mask(mask: np.ndarray, min_area: int) -> tuple[np.ndarray, tuple[int,
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     m = mask[r0:r1, c0:c1]  # (h', w') bool
-    lab, n = ndi.label(m, structure=_CROSS)
-    if n > 1:
-        sizes = np.bincount(lab.ravel())
-        sizes[0] = 0
-        m = lab == int(np.argmax(sizes))
-        rr = np.flatnonzero(m.any(axis=1))
-        cc = np.flatnonzero(m.any(axis=0))
-        m = m[rr[0] : rr[-1] + 1, cc[0] : cc[-1] + 1]
-        r0, c0 = r0 + int(rr[0]), c0 + int(cc[0])
-    m = _fill_holes(m)
+    # fast path: one run per row, runs of consecutive rows overlapping (most particle
+    # masks) -> one 4-connected component without holes, nothing to label
+    first = np.argmax(m, axis=1)  # (h',)
+    last = (c1 - c0 - 1) - np.argmax(m[:, ::-1], axis=1)  # (h',)
+    simple = bool(
+        (np.count_nonzero(m, axis=1) == last - first + 1).all()
+        and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
+    )
+    if not simple:
+        lab, n = ndi.label(m, structure=_CROSS)
+        if n > 1:
+            sizes = np.bincount(lab.ravel())
+            sizes[0] = 0
+            m = lab == int(np.argmax(sizes))
+            rr = np.flatnonzero(m.any(axis=1))
+            cc = np.flatnonzero(m.any(axis=0))
+            m = m[rr[0] : rr[-1] + 1, cc[0] : cc[-1] + 1]
+            r0, c0 = r0 + int(rr[0]), c0 + int(cc[0])
+    mp, counts = _pad_codes(m)
+    # one 4-connected component is one 8-connected object: Euler number 1 - holes, so the
+    # hole-filling labelling is needed only when it is not 1
+    if not simple and round(float(_EULER8 @ counts)) != 1:
+        m = _fill_holes(m)
+        mp, counts = _pad_codes(m)
     area = int(np.count_nonzero(m))
     if area < min_area:
         return f"mask has only {area} particle pixel(s), fewer than {min_area}"
-    return m, (r0, c0)
+    return m, (r0, c0), mp, counts
 
 
 def _fill_holes(m: np.ndarray) -> np.ndarray:
@@ -144,32 +192,14 @@ def _fill_holes(m: np.ndarray) -> np.ndarray:
 _FERET_DIRS = np.linspace(0.0, np.pi, 90, endpoint=False)  # (90,) 2 degree steps
 _FERET_CS = np.stack([np.cos(_FERET_DIRS), np.sin(_FERET_DIRS)])  # (2, 90): x, y weights
 
-# Crofton perimeter (4 directions), the look-up table of scikit-image's ``perimeter_crofton``
-# indexed by the 2x2 configuration code pixel + 2 up + 4 left + 8 up-left
-_S2 = math.sqrt(2.0)
-_CROFTON = np.array(
-    [0, np.pi / 4 * (1 + 1 / _S2), np.pi / (4 * _S2), np.pi / (2 * _S2), 0,
-     np.pi / 4 * (1 + 1 / _S2), 0, np.pi / (4 * _S2), np.pi / 4, np.pi / 2,
-     np.pi / (4 * _S2), np.pi / (4 * _S2), np.pi / 4, np.pi / 2, 0, 0]
-)  # fmt: skip
-
-
-def _perimeter_crofton(mp: np.ndarray) -> float:
-    """Crofton perimeter (4 directions) of mask ``mp`` (h+2, w+2) uint8 padded by one zero
-    pixel: the same counts, hence the same value, as ``skimage.measure.perimeter_crofton``."""
-    a, up, left, ul = mp[1:, 1:], mp[:-1, 1:], mp[1:, :-1], mp[:-1, :-1]  # (h+1, w+1) each
-    code = a + 2 * up + 4 * left + 8 * ul  # (h+1, w+1) uint8
-    return float(_CROFTON @ np.bincount(code.ravel(), minlength=16))
-
 
 def _binned_mean(t: np.ndarray, v: np.ndarray, nbins: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean of ``v`` per bin ``floor(t)`` (bins outside [0, nbins) ignored; ``t`` is used as
     scratch); empty bins are linearly interpolated from their neighbours. Returns (means
     (nbins,), bin + 1 per element clipped to [0, nbins + 1] (same shape as ``t``))."""
-    np.floor(t, out=t)
-    np.clip(t, -1.0, float(nbins), out=t)
     t += 1.0
-    b = t.astype(np.intp).ravel()  # 0: below, nbins + 1: above
+    np.clip(t, 0.0, float(nbins + 1), out=t)
+    b = t.astype(np.intp).ravel()  # truncation = floor here; 0: below, nbins + 1: above
     cnt = np.bincount(b, minlength=nbins + 2)[1:-1]
     sm = np.bincount(b, weights=v, minlength=nbins + 2)[1:-1]
     full = cnt > 0
@@ -196,13 +226,14 @@ def _feret_px(mbox: np.ndarray) -> float:
     return float((proj.max(axis=0) - proj.min(axis=0)).max()) + 1.0
 
 
-def _max_width_px(mp: np.ndarray, d_box: np.ndarray, valid: tuple[slice, slice]) -> float:
+def _max_width_px(
+    mp: np.ndarray, cy: np.ndarray, cx: np.ndarray, valid: tuple[slice, slice]
+) -> float:
     """2 x (max over mask pixels of the distance to the nearest outside pixel - 0.5 px), i.e.
     twice the classic distance-transform maximum measured to the boundary. ``mp`` (h+2, w+2)
-    bool is the bounding-box mask padded by one pixel, ``d_box`` (h, w) the rim distance on
-    the box and ``valid`` the part of ``mp`` inside the image. Exact distances are computed for
-    the few pixels near the maximum of the rim distance only."""
-    m = mp[1:-1, 1:-1]
+    bool is the bounding-box mask padded by one pixel, (``cy``, ``cx``) (c,) the box
+    coordinates of the candidate pixels (those near the maximum of a depth estimate; exact
+    distances are computed for them only) and ``valid`` the part of ``mp`` inside the image."""
     outer = np.zeros_like(mp)  # (h+2, w+2) outside pixels with a 4-neighbour in the mask
     outer[1:] |= mp[:-1]
     outer[:-1] |= mp[1:]
@@ -210,20 +241,103 @@ def _max_width_px(mp: np.ndarray, d_box: np.ndarray, valid: tuple[slice, slice])
     outer[:, :-1] |= mp[:, 1:]
     outer &= ~mp
     oy, ox = np.nonzero(outer[valid])
-    oy += valid[0].start
-    ox += valid[1].start
-    top_d = float(np.max(d_box, where=m, initial=0.0))
-    if oy.size == 0:
-        return 2.0 * (top_d + 0.5)
-    cand = m & (d_box >= top_d - 1.5)
-    cy, cx = np.nonzero(cand)
-    if cy.size > 512:  # long ridges: the 512 deepest candidates
-        top = np.argpartition(-d_box[cy, cx], 511)[:512]
-        cy, cx = cy[top], cx[top]
-    cy += 1
-    cx += 1
+    if oy.size == 0:  # pragma: no cover - a mask touching all four borders is refused earlier
+        return float(2 * max(mp.shape))
+    oy = oy.astype(np.int32) + valid[0].start
+    ox = ox.astype(np.int32) + valid[1].start
+    cy, cx = cy.astype(np.int32) + 1, cx.astype(np.int32) + 1
     d2 = (cy[:, None] - oy[None, :]) ** 2 + (cx[:, None] - ox[None, :]) ** 2  # (c, o)
     return 2.0 * (math.sqrt(float(d2.min(axis=1).max())) - 0.5)
+
+
+def _deepest(depth: np.ndarray, sel: np.ndarray, tol: float, cap: int = 512) -> np.ndarray:
+    """Flat indices of the pixels of ``sel`` whose ``depth`` is within ``tol`` of the maximum
+    over ``sel`` (at most the ``cap`` deepest: long ridges)."""
+    top = float(np.max(depth, where=sel, initial=0.0))
+    idx = np.flatnonzero(sel & (depth >= top - tol))
+    if idx.size > cap:
+        idx = idx[np.argpartition(-depth.ravel()[idx], cap - 1)[:cap]]
+    return idx
+
+
+def _fit_axis(lo: int, hi: int, n: int, k: int, blo: int, bhi: int) -> tuple[int, int]:
+    """Window [lo, hi) on an image axis of length ``n`` grown to a multiple of ``k`` pixels
+    (or, when the image is too short, cut at the end farther from the particle [blo, bhi))."""
+    extra = -(hi - lo) % k
+    up = min(extra, n - hi)
+    hi, extra = hi + up, extra - up
+    down = min(extra, lo)
+    lo, extra = lo - down, extra - down
+    if extra:  # lo == 0 and hi == n: drop n % k rows / columns instead
+        cut = (hi - lo) % k
+        from_hi = min(cut, hi - bhi) if hi - bhi >= blo - lo else max(0, cut - (blo - lo))
+        hi, lo = hi - from_hi, lo + (cut - from_hi)
+    return lo, hi
+
+
+def _blocks(a: np.ndarray, k: int) -> np.ndarray:
+    """Sum over k x k blocks: (h, w) -> (h / k, w / k) (h and w multiples of k), as k^2
+    strided additions (much faster than a reduction over two strided axes)."""
+    out: np.ndarray = a[::k, ::k].astype(np.float64 if a.dtype.kind == "f" else np.int32)
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                out += a[i::k, j::k]
+    return out
+
+
+def _signed_distance(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distance s (h, w) float32 to the boundary of mask ``m`` (h, w) (px, negative
+    inside, 0 on the boundary) and d_b, the distance to the nearest inner boundary pixel.
+
+    One EDT to the inner boundary pixels B (mask pixels with a 4-neighbour outside or on the
+    window's edge): exact for outside pixels (the nearest mask pixel is in B), inside it is
+    the distance to the nearest outside pixel minus ~1 px; the boundary itself lies half a
+    pixel out of B. Distances from the feature transform in integers (same values as
+    distance_transform_edt's, fewer float passes)."""
+    h, w = m.shape
+    core = np.zeros_like(m)  # (h, w) mask pixels whose 4 neighbours are all in the mask
+    core[1:-1, 1:-1] = m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    notrim = ~m | core  # (h, w) False on B
+    ft = ndi.distance_transform_edt(notrim, return_distances=False, return_indices=True)
+    dyi = ft[0] - np.arange(h, dtype=np.int32)[:, None]  # (h, w) int32
+    dxi = ft[1] - np.arange(w, dtype=np.int32)
+    dyi *= dyi
+    dxi *= dxi
+    dyi += dxi
+    d_b = np.sqrt(dyi, dtype=np.float32)  # (h, w) px to the nearest B pixel
+    s = np.negative(d_b, where=m, out=d_b.copy())
+    s -= 0.5
+    return s, d_b
+
+
+def _intensity_hist(vals: np.ndarray, cfg: FeatureConfig) -> tuple[float, float, np.ndarray]:
+    """Mean, std and the histogram (hist_bins,) fractions of the standardised values of the
+    particle pixels ``vals`` (A,). 8/16-bit images go through the counts of their distinct
+    values (one bincount over the pixels, the rest over <= 65536 values)."""
+    hlo, hhi = cfg.hist_range
+    scale = cfg.hist_bins / (hhi - hlo)
+    if vals.dtype in (np.uint8, np.uint16):
+        cnt = np.bincount(vals)  # (max + 1,)
+        v = np.flatnonzero(cnt)  # distinct values
+        c = cnt[v].astype(np.float64)
+        n = float(c.sum())
+        vf = v.astype(np.float64)
+        mu = float(c @ vf) / n
+        d = vf - mu
+        sd = math.sqrt(float(c @ (d * d)) / n)
+        sd = sd if sd > 1e-12 else 1.0
+        hb = np.floor((d / sd - hlo) * scale)
+        np.clip(hb, 0, cfg.hist_bins - 1, out=hb)
+        return mu, sd, np.bincount(hb.astype(np.intp), weights=c, minlength=cfg.hist_bins) / n
+    zin = vals.astype(np.float64)  # (A,)
+    mu, sd = float(zin.mean()), float(zin.std())
+    sd = sd if sd > 1e-12 else 1.0
+    zin -= mu
+    zin /= sd
+    hb = np.floor((zin - hlo) * scale)
+    np.clip(hb, 0, cfg.hist_bins - 1, out=hb)
+    return mu, sd, np.bincount(hb.astype(np.intp), minlength=cfg.hist_bins) / zin.size
 
 
 def particle_features(
@@ -245,151 +359,52 @@ def particle_features(
     res = _clean_mask(mask, cfg.min_area)
     if isinstance(res, str):
         return res
-    mbox, (br0, bc0) = res
+    mbox, (br0, bc0), mp, codes = res
     H, W = img.shape
     bh, bw = mbox.shape
-    ys, xs = np.nonzero(mbox)  # (A,) each, box coordinates
-    area = float(ys.size)
+    # mask moments from one small matrix product over the box, no per-pixel coordinate lists
+    mf = mbox.astype(np.float64)  # (bh, bw)
+    yv, xv = np.arange(bh, dtype=np.float64), np.arange(bw, dtype=np.float64)
+    rows, cols = mf.sum(axis=1), mf.sum(axis=0)  # (bh,), (bw,) pixels per row / column
+    area = float(rows.sum())
     R = math.sqrt(area / math.pi)  # equivalent radius, px
-    ycb, xcb = ys.mean(), xs.mean()  # centroid in box coordinates
-    cy, cx = br0 + ycb, bc0 + xcb  # centroid in image coordinates
+    ycb, xcb = float(rows @ yv) / area, float(cols @ xv) / area  # centroid, box coordinates
+    dy, dx = yv - ycb, xv - xcb  # (bh,), (bw,)
+    dy2, dx2 = dy * dy, dx * dx
+    px_row = mf @ np.stack([dx, dx2], axis=1)  # (bh, 2): per row, sum of dx and of dx^2
 
-    # shape, on the bounding box padded by one pixel
-    mp = np.zeros((bh + 2, bw + 2), dtype=bool)  # (bh+2, bw+2)
-    mp[1:-1, 1:-1] = mbox
-    core = mp[:-2, 1:-1] & mp[2:, 1:-1] & mp[1:-1, :-2] & mp[1:-1, 2:]  # (bh, bw)
-    rim = mbox & ~core  # (bh, bw) B: mask pixels with a 4-neighbour outside
-    perim = _perimeter_crofton(mp.view(np.uint8))
+    # shape, exact, on the bounding box (padded by one pixel)
+    perim = float(_CROFTON @ codes)  # same value as skimage.measure.perimeter_crofton
     circ = 4.0 * math.pi * area / perim**2 if perim > 0 else 0.0
     diam = _feret_px(mbox)
 
-    # window: bounding box + edge margin, and the radial disk of radius extent * R
-    if cfg.edge_units == "radius":
-        e_lo, e_hi = cfg.edge_range[0] * R, cfg.edge_range[1] * R
-    else:
-        e_lo, e_hi = cfg.edge_range[0] / px, cfg.edge_range[1] / px
-    f_lo, f_hi = -max(0.5 * R, 2.0), max(0.25 * R, 1.0)  # fine profile for thickness / SNR
-    margin = math.ceil(max(e_hi, f_hi, 0.0)) + 3
-    rad = math.ceil(cfg.radial_extent * R) + 1
-    r0 = max(0, min(br0 - margin, int(cy) - rad))
-    r1 = min(H, max(br0 + bh + margin, int(cy) + rad + 2))
-    c0 = max(0, min(bc0 - margin, int(cx) - rad))
-    c1 = min(W, max(bc0 + bw + margin, int(cx) + rad + 2))
-    h, w = r1 - r0, c1 - c0
-    box = (slice(br0 - r0, br0 - r0 + bh), slice(bc0 - c0, bc0 - c0 + bw))  # box in window
-    m = np.zeros((h, w), dtype=bool)  # (h, w) window mask
-    m[box] = mbox
-    cy, cx = cy - r0, cx - c0
+    # normalised central moments of the mask (x = column, y = row), scale invariant
+    nu = np.zeros((4, 4))  # nu[i, j]: row power i, column power j (skimage convention)
+    a2, a25 = area**2, area**2.5
+    nu[2, 0], nu[1, 1], nu[0, 2] = rows @ dy2 / a2, px_row[:, 0] @ dy / a2, cols @ dx2 / a2
+    nu[3, 0], nu[0, 3] = rows @ (dy2 * dy) / a25, cols @ (dx2 * dx) / a25
+    nu[2, 1], nu[1, 2] = px_row[:, 0] @ dy2 / a25, px_row[:, 1] @ dy / a25
+    hu = moments_hu(nu)
+    mom = [nu[0, 2], nu[2, 0], nu[0, 3], nu[3, 0]]  # mu20, mu02, mu30, mu03
 
-    # signed distance to the boundary (px): negative inside, 0 on the boundary
-    # one EDT to the inner boundary pixels B: exact for outside pixels (the nearest mask pixel
-    # is in B), inside it is the distance to the nearest outside pixel minus ~1 px; the
-    # boundary itself lies half a pixel out of B. Distances from the feature transform in
-    # integers (same values as distance_transform_edt's, fewer float passes).
-    notrim = np.ones((h, w), dtype=bool)
-    notrim[box] = ~rim
-    ft = ndi.distance_transform_edt(notrim, return_distances=False, return_indices=True)
-    dyi = ft[0] - np.arange(h, dtype=np.int32)[:, None]  # (h, w) int32
-    dxi = ft[1] - np.arange(w, dtype=np.int32)
-    dyi *= dyi
-    dxi *= dxi
-    dyi += dxi
-    d_b = np.sqrt(dyi, dtype=np.float64)  # (h, w) px to the nearest B pixel
+    # per-particle standardisation over all particle pixels; histogram of the standardised
+    # intensities (fractions; end bins take the outliers)
+    mu, sd, hist = _intensity_hist(img[br0 : br0 + bh, bc0 : bc0 + bw][mbox], cfg)
 
-    # maximum width: padded-box rows / columns that lie inside the image
+    # working resolution: particles larger than work_size px are binned k x k (window terms)
+    side = max(bh, bw)
+    k = 1 if side <= cfg.work_size else math.ceil(side / cfg.work_size)
+    win = _window_terms(img, mbox, (br0, bc0), (ycb, xcb), R, perim, px, mu, sd, k, cfg)
+    if win is None:  # the binned mask lost the particle (very thin shapes): full resolution
+        k = 1
+        win = _window_terms(img, mbox, (br0, bc0), (ycb, xcb), R, perim, px, mu, sd, 1, cfg)
+        assert win is not None
+    radial, edge, width_px, snr_db, internal_var, (cand_y, cand_x) = win
     valid = (
         slice(0 if br0 > 0 else 1, bh + 2 if br0 + bh < H else bh + 1),
         slice(0 if bc0 > 0 else 1, bw + 2 if bc0 + bw < W else bw + 1),
     )
-    max_width_px = _max_width_px(mp, d_b[box], valid)
-    np.negative(d_b, out=d_b, where=m)
-    d_b -= 0.5
-    s = d_b  # (h, w) signed distance (d_b is not used any more)
-
-    # per-particle standardisation over the particle pixels
-    z = img[r0:r1, c0:c1].astype(np.float64)  # (h, w)
-    zin = z[m]  # (A,)
-    mu, sd = float(zin.mean()), float(zin.std())
-    sd = sd if sd > 1e-12 else 1.0
-    z -= mu
-    z /= sd
-    zin -= mu
-    zin /= sd
-    zf = z.ravel()  # (h*w,)
-
-    # histogram of standardised particle intensities (fractions; end bins take the outliers)
-    hlo, hhi = cfg.hist_range
-    hb = np.floor((zin - hlo) * (cfg.hist_bins / (hhi - hlo)))
-    np.clip(hb, 0, cfg.hist_bins - 1, out=hb)
-    hist = np.bincount(hb.astype(np.intp), minlength=cfg.hist_bins) / zin.size
-
-    # normalised central moments of the mask (x = column, y = row), scale invariant
-    dx, dy = xs - xcb, ys - ycb
-    dx2, dy2 = dx * dx, dy * dy  # (A,) each; explicit products (integer ** is slow)
-    nu = np.zeros((4, 4))  # nu[i, j]: row power i, column power j (skimage convention)
-    a2, a25 = area**2, area**2.5
-    nu[2, 0], nu[1, 1], nu[0, 2] = dy2.sum() / a2, (dy * dx).sum() / a2, dx2.sum() / a2
-    nu[3, 0], nu[0, 3] = (dy2 * dy).sum() / a25, (dx2 * dx).sum() / a25
-    nu[2, 1], nu[1, 2] = (dy2 * dx).sum() / a25, (dy * dx2).sum() / a25
-    hu = moments_hu(nu)
-    mom = [nu[0, 2], nu[2, 0], nu[0, 3], nu[3, 0]]  # mu20, mu02, mu30, mu03
-
-    # radial density profile on rings from the centroid over [0, extent * R]
-    ry = (np.arange(h) - cy) ** 2  # (h,)
-    rx = (np.arange(w) - cx) ** 2  # (w,)
-    rr = np.sqrt(ry[:, None] + rx)  # (h, w)
-    rr *= cfg.profile_bins / (cfg.radial_extent * R)
-    radial, _ = _binned_mean(rr, zf, cfg.profile_bins)
-
-    # edge density profile against signed distance in [e_lo, e_hi]
-    t = s - e_lo
-    t *= cfg.edge_bins / (e_hi - e_lo)
-    edge, _ = _binned_mean(t, zf, cfg.edge_bins)
-
-    # membrane: extremum of a fine (0.5 px) edge profile, full width at half its depth
-    step = 0.5
-    nf = math.ceil((f_hi - f_lo) / step)
-    t = s - f_lo
-    t /= step
-    prof, fb1 = _binned_mean(t, zf, nf)  # fb1: fine bin + 1, clipped
-    dev = prof - np.median(prof)
-    k = int(np.argmax(np.abs(dev)))
-    depth = float(dev[k])
-    a = b = k
-    if abs(depth) > 1e-9:
-        deep = np.sign(depth) * dev >= abs(depth) / 2
-        while a > 0 and deep[a - 1]:
-            a -= 1
-        while b < nf - 1 and deep[b + 1]:
-            b += 1
-        width_px = (b - a + 1) * step
-    else:
-        width_px = 0.0
-    # SNR: variance across the membrane (fine profile over the band and equal flanks) vs
-    # variance along it (between ~4 px arcs of the band, about the centroid)
-    flank = b - a + 1
-    var_across = float(np.var(prof[max(0, a - flank) : min(nf, b + flank + 1)]))
-    band = np.flatnonzero((fb1 > a) & (fb1 <= b + 1))  # (nb,) pixels of the membrane band
-    by, bx = np.divmod(band, w)
-    n_sec = int(min(64, max(8, round(perim / 4.0))))
-    theta = np.arctan2(by - cy, bx - cx)  # (nb,) in [-pi, pi]
-    sec = np.minimum(((theta + math.pi) * (n_sec / (2 * math.pi))).astype(np.int64), n_sec - 1)
-    sc = np.bincount(sec, minlength=n_sec)
-    sm = np.bincount(sec, weights=zf[band], minlength=n_sec)
-    var_along = float(np.var(sm[sc > 0] / sc[sc > 0])) if (sc > 0).sum() > 1 else 0.0
-    eps = 1e-3
-    snr_db = 10.0 * math.log10((var_across + eps) / (var_along + eps))
-
-    # internal segmentation variance: interior away from the membrane vs background
-    s_inner, s_outer = f_lo + a * step, f_lo + (b + 1) * step
-    interior = s < min(s_inner, 0.0) - 1.0  # inside the mask only (s < -1)
-    if np.count_nonzero(interior) < 5:
-        interior = m & (s <= 0.5 * float(s.min()))
-    bg = s > max(s_outer, 0.0) + 1.0  # outside the mask only (s > 1)
-    if np.count_nonzero(bg) < 5:
-        bg = ~m
-    var_bg = float(z[bg].var()) if np.count_nonzero(bg) >= 5 else 1.0
-    internal_var = float(z[interior].var()) / max(var_bg, 1e-6)
+    max_width_px = _max_width_px(mp, cand_y, cand_x, valid)
 
     out = np.concatenate(
         [
@@ -406,6 +421,162 @@ def particle_features(
         bad = feature_names(cfg)[int(np.flatnonzero(~np.isfinite(out))[0])]
         return f"feature {bad} is not finite"
     return out
+
+
+def _window_terms(
+    img: np.ndarray,
+    mbox: np.ndarray,
+    corner: tuple[int, int],
+    centroid: tuple[float, float],
+    R: float,
+    perim: float,
+    px: float,
+    mu: float,
+    sd: float,
+    k: int,
+    cfg: FeatureConfig,
+) -> tuple[np.ndarray, np.ndarray, float, float, float, tuple[np.ndarray, np.ndarray]] | None:
+    """The terms computed on a window around the particle, at 1 / ``k`` resolution: radial
+    and edge profiles, membrane thickness (px), SNR (dB), internal variance, and the depth
+    estimate (bh, bw) px of the box pixels with its tolerance (for ``_max_width_px``).
+    None when the k x k binned mask has too few pixels."""
+    H, W = img.shape
+    br0, bc0 = corner
+    bh, bw = mbox.shape
+    cy, cx = br0 + centroid[0], bc0 + centroid[1]  # centroid, image coordinates
+
+    # window: bounding box + edge margin, and the radial disk of radius extent * R (px)
+    if cfg.edge_units == "radius":
+        e_lo, e_hi = cfg.edge_range[0] * R, cfg.edge_range[1] * R
+    else:
+        e_lo, e_hi = cfg.edge_range[0] / px, cfg.edge_range[1] / px
+    Rk = R / k  # equivalent radius in working pixels
+    f_lo, f_hi = -max(0.5 * Rk, 2.0), max(0.25 * Rk, 1.0)  # fine profile, working px
+    margin = math.ceil(max(e_hi, f_hi * k, 0.0)) + 3 * k
+    rad = math.ceil(cfg.radial_extent * R) + k
+    r0 = max(0, min(br0 - margin, int(cy) - rad))
+    r1 = min(H, max(br0 + bh + margin, int(cy) + rad + 2))
+    c0 = max(0, min(bc0 - margin, int(cx) - rad))
+    c1 = min(W, max(bc0 + bw + margin, int(cx) + rad + 2))
+    if k > 1:
+        r0, r1 = _fit_axis(r0, r1, H, k, br0, br0 + bh)
+        c0, c1 = _fit_axis(c0, c1, W, k, bc0, bc0 + bw)
+    h, w = r1 - r0, c1 - c0
+    # the box inside the window (the whole box unless a window was cut to a multiple of k)
+    y0, y1, x0, x1 = max(br0, r0), min(br0 + bh, r1), max(bc0, c0), min(bc0 + bw, c1)
+    m = np.zeros((h, w), dtype=bool)  # (h, w) window mask, full resolution
+    m[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0] = mbox[y0 - br0 : y1 - br0, x0 - bc0 : x1 - bc0]
+    if k > 1:  # (h/k, w/k): block sums of the centred intensities and their squares
+        d = img[r0:r1, c0:c1].astype(np.float64)  # (h, w)
+        d -= mu
+        sum1 = _blocks(d, k)  # (hk, wk)
+        d *= d
+        sum2 = _blocks(d, k)
+        zk = sum1 * (1.0 / (k * k * sd))  # block means of z
+        mk = _blocks(m.view(np.uint8), k) * 2 >= k * k  # blocks at least half in the mask
+        if np.count_nonzero(mk) < cfg.min_area:
+            return None
+    else:
+        z = img[r0:r1, c0:c1].astype(np.float64)  # (h, w) standardised intensities
+        z -= mu
+        z /= sd
+        zk, mk = z, m
+    hk, wk = zk.shape
+    cyk, cxk = (cy - r0 - (k - 1) / 2) / k, (cx - c0 - (k - 1) / 2) / k  # centroid, working
+    s, d_b = _signed_distance(mk)  # (hk, wk) working px
+    zf = zk.ravel()  # (hk*wk,)
+
+    # maximum-width candidates (box coordinates): the pixels near the deepest distance to B;
+    # binned, all pixels of the blocks within 1 + k px of the deepest block (the deepest
+    # pixel's block is within 0.5-0.7 k px of it on varied test shapes)
+    if k == 1:
+        idx = _deepest(d_b[y0 - r0 : y1 - r0, x0 - c0 : x1 - c0], mbox, 1.5)
+        cand_y, cand_x = np.divmod(idx, bw)
+    else:
+        by, bx = np.divmod(_deepest(d_b * k, mk, 1.0 + k, cap=max(1, 512 // (k * k))), wk)
+        off = np.arange(k)
+        py = (by[:, None, None] * k + off[:, None] + (r0 - br0)).repeat(k, axis=2).ravel()
+        px_ = (bx[:, None, None] * k + off[None, :] + (c0 - bc0)).repeat(k, axis=1).ravel()
+        ok = (py >= 0) & (py < bh) & (px_ >= 0) & (px_ < bw)
+        py, px_ = py[ok], px_[ok]
+        ok = mbox[py, px_]
+        cand_y, cand_x = py[ok], px_[ok]
+        if cand_y.size == 0:  # pragma: no cover - a half-filled block has a mask pixel
+            cand_y, cand_x = np.nonzero(mbox)
+
+    # radial density profile on rings from the centroid over [0, extent * R]
+    ry = ((np.arange(hk) - cyk) ** 2).astype(np.float32)  # (hk,)
+    rx = ((np.arange(wk) - cxk) ** 2).astype(np.float32)  # (wk,)
+    rr = np.sqrt(ry[:, None] + rx)  # (hk, wk) float32
+    rr *= cfg.profile_bins / (cfg.radial_extent * Rk)
+    radial, _ = _binned_mean(rr, zf, cfg.profile_bins)
+
+    # edge density profile against signed distance in [e_lo, e_hi]
+    t = s - e_lo / k
+    t *= cfg.edge_bins * k / (e_hi - e_lo)
+    edge, _ = _binned_mean(t, zf, cfg.edge_bins)
+
+    # membrane: extremum of a fine (0.5 working px) edge profile, full width at half its depth
+    step = 0.5
+    nf = math.ceil((f_hi - f_lo) / step)
+    t = s - f_lo
+    t /= step
+    prof, fb1 = _binned_mean(t, zf, nf)  # fb1: fine bin + 1, clipped
+    dev = prof - np.median(prof)
+    j = int(np.argmax(np.abs(dev)))
+    dep = float(dev[j])
+    a = b = j
+    if abs(dep) > 1e-9:
+        deep = np.sign(dep) * dev >= abs(dep) / 2
+        while a > 0 and deep[a - 1]:
+            a -= 1
+        while b < nf - 1 and deep[b + 1]:
+            b += 1
+        width_px = (b - a + 1) * step * k
+    else:
+        width_px = 0.0
+    # SNR: variance across the membrane (fine profile over the band and equal flanks) vs
+    # variance along it (between ~4 px arcs of the band, about the centroid)
+    flank = b - a + 1
+    var_across = float(np.var(prof[max(0, a - flank) : min(nf, b + flank + 1)]))
+    band = np.flatnonzero((fb1 > a) & (fb1 <= b + 1))  # (nb,) pixels of the membrane band
+    by, bx = np.divmod(band, wk)
+    n_sec = int(min(64, max(8, round(perim / 4.0))))
+    theta = np.arctan2(by - cyk, bx - cxk)  # (nb,) in [-pi, pi]
+    sec = np.minimum(((theta + math.pi) * (n_sec / (2 * math.pi))).astype(np.int64), n_sec - 1)
+    sc = np.bincount(sec, minlength=n_sec)
+    sm = np.bincount(sec, weights=zf[band], minlength=n_sec)
+    var_along = float(np.var(sm[sc > 0] / sc[sc > 0])) if (sc > 0).sum() > 1 else 0.0
+    eps = 1e-3
+    snr_db = 10.0 * math.log10((var_across + eps) / (var_along + eps))
+
+    # internal segmentation variance: interior away from the membrane vs background, over
+    # the full-resolution pixels of the selected (working) pixels
+    s_inner, s_outer = f_lo + a * step, f_lo + (b + 1) * step
+    interior = s < min(s_inner, 0.0) - 1.0  # inside the mask only (s < -1)
+    if np.count_nonzero(interior) < 5:
+        interior = mk & (s <= 0.5 * float(s.min()))
+    bg = s > max(s_outer, 0.0) + 1.0  # outside the mask only (s > 1)
+    if np.count_nonzero(bg) < 5:
+        bg = ~mk
+    if k > 1:  # variances of z over the full-resolution pixels of the selected blocks
+        var_in, var_bg = (_block_var(sum1, sum2, sel, k) / (sd * sd) for sel in (interior, bg))
+    else:
+        var_in, var_bg = float(z[interior].var()), float(z[bg].var())
+    if np.count_nonzero(bg) < 5:
+        var_bg = 1.0
+    internal_var = var_in / max(var_bg, 1e-6)
+    return radial, edge, width_px, snr_db, internal_var, (cand_y, cand_x)
+
+
+def _block_var(sum1: np.ndarray, sum2: np.ndarray, sel: np.ndarray, k: int) -> float:
+    """Variance of the pixels of the blocks ``sel`` (hk, wk) bool from the block sums of
+    (centred) values ``sum1`` and of their squares ``sum2``."""
+    n = float(np.count_nonzero(sel)) * k * k
+    if n == 0:
+        return 0.0
+    m1 = float(sum1[sel].sum()) / n
+    return max(float(sum2[sel].sum()) / n - m1 * m1, 0.0)
 
 
 # --------------------------------------------------------------------------- dataset
@@ -437,14 +608,6 @@ def _one(p: Particle, cfg: FeatureConfig) -> _Result:
     return res, auto
 
 
-def _chunk(args: tuple[list[Particle], FeatureConfig]) -> tuple[list[_Result], list[str]]:
-    parts, cfg = args
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        results = [_one(p, cfg) for p in parts]
-    return results, [str(w.message) for w in caught]
-
-
 def _cache_path(dataset: ParticleDataset, cfg: FeatureConfig, cache_dir: Path | None) -> Path:
     key = hashlib.sha256(
         (dataset_fingerprint(dataset) + json.dumps(asdict(cfg), sort_keys=True)).encode()
@@ -452,14 +615,6 @@ def _cache_path(dataset: ParticleDataset, cfg: FeatureConfig, cache_dir: Path | 
         + _CODE_HASH.encode()
     ).hexdigest()[:24]
     return Path(cache_dir or default_cache_dir()) / "features" / f"{key}.npz"
-
-
-def _progress(total: int):  # pragma: no cover - cosmetic
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total, desc="features", unit="img", disable=total < 2000 or not sys.stderr.isatty()
-    )
 
 
 def compute_features(
@@ -498,25 +653,8 @@ def compute_features(
             pass
 
     parts = list(dataset.particles)
-    n = len(parts)
-    nw = workers if workers is not None else (os.cpu_count() or 1)
-    results: list[_Result] = []
-    messages: list[str] = []
-    if nw > 1 and n >= 400:
-        size = max(32, n // (nw * 8))
-        chunks = [(parts[i : i + size], cfg) for i in range(0, n, size)]
-        bar = _progress(n)
-        with ProcessPoolExecutor(max_workers=nw) as ex:
-            for res, msgs in ex.map(_chunk, chunks):
-                results.extend(res)
-                messages.extend(msgs)
-                bar.update(len(res))
-        bar.close()
-    else:
-        results, messages = _chunk((parts, cfg))
-    if messages:
-        more = f" (and {len(messages) - 1} more warning(s))" if len(messages) > 1 else ""
-        warnings.warn(f"{messages[0]}{more}", stacklevel=2)
+    results, messages = parallel_map(partial(_one, cfg=cfg), parts, workers, desc="features")
+    warn_collected(messages)  # worker warnings, summarised, pointing at the caller
 
     keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
     failed = [(parts[i].id, r) for i, r in enumerate(results) if isinstance(r, str)]
