@@ -30,7 +30,7 @@ def fabricate_study(root: Path) -> Path:
     rows = ["id,fold,label,pred," + ",".join(f"p_{c}" for c in classes)]
     for i, p in enumerate(dset.particles):
         wrong = i % 7 == 0
-        pred = classes[(classes.index(p.label) + 1) % 3] if wrong else p.label
+        pred = classes[(classes.index(str(p.label)) + 1) % 3] if wrong else p.label
         probs = [0.9 if c == pred else 0.05 for c in classes]
         if i % 5 == 0 and not wrong:
             probs = [0.4 if c == pred else 0.3 for c in classes]
@@ -115,3 +115,30 @@ def test_figures_render() -> None:
         png = fn(["x", "y"], [m, None], ["a"], "t")
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert np.isnan(F._get(None, "a", "tpr"))
+
+
+def test_grouped_bars_helper_places_runs_side_by_side() -> None:
+    """The one bar helper behind the F1 and comparison figures: run j of n sits at
+    x + (j - (n-1)/2) * 0.8/n, NaN values and errors become 0, (2, M) errors are asymmetric."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from lipoclass.report import figures as F
+
+    fig, ax = plt.subplots()
+    x = np.arange(3)
+    for j in range(2):
+        y = np.array([0.2, np.nan, 0.9]) + j * 0.05
+        err = np.array([[0.1, 0.1, 0.1], [0.0, np.nan, 0.05]])  # (2, 3) below / above
+        F._run_bars(ax, x, j, 2, y, err, label=f"run{j}", color=f"C{j}")
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(bars) == len(ax.patches) == 6
+    centres = [b.get_x() + b.get_width() / 2 for b in bars]
+    np.testing.assert_allclose(centres, [-0.2, 0.8, 1.8, 0.2, 1.2, 2.2])
+    np.testing.assert_allclose([b.get_width() for b in bars], 0.4)
+    np.testing.assert_allclose([b.get_height() for b in bars], [0.2, 0.0, 0.9, 0.25, 0.0, 0.95])
+    assert ax.get_legend_handles_labels()[1] == ["run0", "run1"]
+    plt.close(fig)

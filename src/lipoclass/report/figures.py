@@ -43,6 +43,39 @@ def _get(m: Mapping[str, Any] | None, cls: str, key: str) -> float:
     return float(v) if isinstance(v, int | float) else float("nan")
 
 
+def _mean_std(
+    pairs: Sequence[tuple[Mapping[str, Any] | None, str]], key: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold mean ``key`` and its fold std ``key_std`` for each (metrics, class) pair; (P,) each,
+    NaN where a run has no value."""
+    y = np.array([_get(m, c, key) for m, c in pairs])
+    e = np.array([_get(m, c, f"{key}_std") for m, c in pairs])
+    return y, e
+
+
+def _run_bars(
+    ax: Any,
+    x: np.ndarray,
+    j: int,
+    n: int,
+    y: np.ndarray,
+    yerr: np.ndarray,
+    **style: Any,
+) -> None:
+    """Bars of run ``j`` of ``n`` in a grouped bar plot: one group per x position, the runs
+    side by side in 0.8 of the group width. ``y`` (M,) values, ``yerr`` (M,) symmetric or
+    (2, M) below/above error bars; NaN (metric not available) is drawn as 0 without error."""
+    width = 0.8 / n
+    ax.bar(
+        x + (j - (n - 1) / 2) * width,
+        np.nan_to_num(y),
+        width,
+        yerr=np.nan_to_num(yerr),
+        capsize=2,
+        **style,
+    )
+
+
 def dataset_figure(
     name: str, counts: Mapping[str, int], sizes: Mapping[str, Sequence[Sequence[int]]]
 ) -> bytes:
@@ -84,8 +117,7 @@ def steps_figure(
     fig, ax = plt.subplots(figsize=(7.5, 4))
     x = np.arange(len(labels))
     for i, c in enumerate(classes):
-        y = np.array([_get(m, c, "tpr") for m in metrics])
-        e = np.array([_get(m, c, "tpr_std") for m in metrics])
+        y, e = _mean_std([(m, c) for m in metrics], "tpr")  # (R,) each
         ax.errorbar(x, y, yerr=np.nan_to_num(e), marker="o", capsize=3, color=f"C{i}", label=c)
     ax.set_xticks(x, labels, rotation=20)
     ax.set_ylim(-0.05, 1.05)
@@ -107,20 +139,10 @@ def f1_figure(
     plt = _plt()
     n = max(1, len(labels))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + len(classes) * n * 0.45), 4))
-    width = 0.8 / n
     x = np.arange(len(classes))
     for j, (lab, m) in enumerate(zip(labels, metrics)):
-        y = np.array([_get(m, c, "f1") for c in classes])
-        e = np.array([_get(m, c, "f1_std") for c in classes])
-        ax.bar(
-            x + (j - (n - 1) / 2) * width,
-            np.nan_to_num(y),
-            width,
-            yerr=np.nan_to_num(e),
-            capsize=2,
-            label=lab,
-            color=f"C{j % 10}",
-        )
+        y, e = _mean_std([(m, c) for c in classes], "f1")  # (C,) each
+        _run_bars(ax, x, j, n, y, e, label=lab, color=f"C{j % 10}")
     ax.set_xticks(x, list(classes))
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("F1 (fold mean ± std)")
@@ -143,7 +165,6 @@ def compare_figure(
     fig, axes = plt.subplots(1, len(classes), figsize=(4.6 * len(classes), 3.8), sharey=True)
     axes = np.atleast_1d(axes)
     n = max(1, len(labels))
-    width = 0.8 / n
     x = np.arange(len(_METRICS))
     greys = iter(("0.55", "0.8", "0.7", "0.9"))
     colours = []
@@ -161,17 +182,9 @@ def compare_figure(
             ci = [pc.get(f"{key}_ci") for key in _METRICS]
             lo = np.array([v[0] if isinstance(v, list) and len(v) == 2 else np.nan for v in ci])
             hi = np.array([v[1] if isinstance(v, list) and len(v) == 2 else np.nan for v in ci])
-            yerr = np.nan_to_num(np.stack([y - lo, hi - y]).clip(min=0))
-            ax.bar(
-                x + (j - (n - 1) / 2) * width,
-                np.nan_to_num(y),
-                width,
-                yerr=yerr,
-                capsize=2,
-                label=lab,
-                color=colours[j],
-                edgecolor="0.3",
-                linewidth=0.3,
+            yerr = np.stack([y - lo, hi - y]).clip(min=0)  # (2, M) below / above
+            _run_bars(
+                ax, x, j, n, y, yerr, label=lab, color=colours[j], edgecolor="0.3", linewidth=0.3
             )
         ax.set_xticks(x, [key.upper() for key in _METRICS])
         ax.set_title(c)
