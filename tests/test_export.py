@@ -11,7 +11,7 @@ import pytest
 from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset, prepare
 from lipoclass.errors import LipoclassError
-from lipoclass.export import export_onnx, load_onnx
+from lipoclass.export import ExportConfig, export_onnx, load_onnx
 from lipoclass.predict import predict
 from test_predict import CLASSES, TEMPERATURE, read_csv, write_model_folder
 
@@ -94,8 +94,9 @@ def test_export_cli_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_train_export_predict_end_to_end(tmp_path, tiny_dataset):
-    """A really trained model folder (train_model) through export and predict --onnx."""
+def test_train_export_predict_end_to_end(tmp_path, tiny_dataset, capsys):
+    """A really trained model folder (train_model) through export, checked on the training
+    set it records, and predict --onnx."""
     from lipoclass.data import load_dataset
     from lipoclass.evaluate.spec import ModelSpec
     from lipoclass.train import TrainConfig, train_model
@@ -105,8 +106,80 @@ def test_train_export_predict_end_to_end(tmp_path, tiny_dataset):
     spec = ModelSpec("tiny", PrepConfig(size=16), cfg)
     train_model(load_dataset(ds_dir), spec, tmp_path / "m", seed=0)
     export_onnx(tmp_path / "m", tmp_path / "m.onnx")
+    assert f"on 30 prepared particles of training dataset {ds_dir.resolve()}" in (
+        capsys.readouterr().out
+    )
     a = predict(tmp_path / "m", ds_dir, tmp_path / "a.csv", device="cpu", verbose=False)
     b = predict(None, ds_dir, tmp_path / "b.csv", onnx_path=tmp_path / "m.onnx", verbose=False)
     assert a.ids == b.ids
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
     assert a.review_threshold == b.review_threshold
+
+
+def test_export_checks_on_recorded_training_dataset(tmp_path, tiny_dataset, capsys):
+    """model.json's ``dataset`` record (as train_model writes it) names the check particles;
+    a changed fingerprint is reported, not refused."""
+    from lipoclass.data.prepare import dataset_fingerprint
+
+    ds_dir = tiny_dataset(counts=(6, 5, 4), empty_masks=2)
+    fp = dataset_fingerprint(load_dataset(ds_dir))
+    write_model_folder(tmp_path / "m", extra={"dataset": {"path": str(ds_dir), "fingerprint": fp}})
+    assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "a.onnx")]) == 0
+    out = capsys.readouterr().out
+    # 15 particles, 2 with empty masks skipped in masked mode: 13 real ones compared
+    assert f"on 13 prepared particles of training dataset {ds_dir}: max abs diff" in out
+    assert "changed since training" not in out and "random" not in out
+    write_model_folder(tmp_path / "m", extra={"dataset": {"path": str(ds_dir), "fingerprint": "0"}})
+    assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "b.onnx")]) == 0
+    assert "(changed since training)" in capsys.readouterr().out
+
+
+def test_export_falls_back_to_random_inputs_with_a_note(tmp_path, capsys):
+    gone = tmp_path / "moved-away"
+    write_model_folder(tmp_path / "m", extra={"dataset": {"path": str(gone), "fingerprint": "0"}})
+    assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert f"note: training dataset {gone} not found" in out and "--dataset" in out
+    assert "on 256 seeded random inputs: max abs diff" in out
+    assert (tmp_path / "m.onnx").is_file()
+    write_model_folder(tmp_path / "n")  # no record at all (older model folders)
+    assert main(["export", str(tmp_path / "n"), "--out", str(tmp_path / "n.onnx")]) == 0
+    assert "note: model.json records no training dataset" in capsys.readouterr().out
+
+
+def test_export_dataset_option(tmp_path, tiny_dataset, capsys):
+    ds_dir = tiny_dataset(counts=(6, 5, 4))
+    write_model_folder(tmp_path / "m", extra={"dataset": {"path": str(tmp_path / "gone")}})
+    rc = main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx"),
+               "--dataset", str(ds_dir)])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert f"on 15 prepared particles of --dataset {ds_dir}: max abs diff" in out
+    assert "note:" not in out
+    # a --dataset that cannot be read is bad input: one line, exit 2, no file
+    rc = main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "x.onnx"),
+               "--dataset", str(tmp_path / "nowhere")])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lipoclass: error: --dataset {tmp_path / 'nowhere'}: ")
+    assert "\n" not in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_check_uses_real_vesicle_particles(tmp_path, vesicle_dir, capsys):
+    """On the real EM set (254 particles, 207 masks empty: auto-masked) the check compares
+    real particles exactly as prepare() makes them."""
+    from lipoclass.export.onnx import _check_inputs
+    from lipoclass.train import load_model
+
+    write_model_folder(tmp_path / "m", ("CV", "DV", "DVH"),
+                       extra={"dataset": {"path": str(vesicle_dir)}})  # fmt: skip
+    full = prepare(load_dataset(vesicle_dir), PrepConfig(size=16), cache=False)
+    x, aux, what = _check_inputs(load_model(tmp_path / "m"), ExportConfig(n_check=100))
+    assert aux is None and len(x) == 100 and len(full.x) == 254
+    assert what.startswith(f"{len(x)} prepared particles of training dataset")
+    flat = {row.tobytes() for row in full.x}
+    assert all(row.tobytes() in flat for row in x)  # real prepared particles, not noise
+    assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "v.onnx"),
+                 "--dataset", str(vesicle_dir)]) == 0  # fmt: skip
+    assert "on 254 prepared particles of --dataset" in capsys.readouterr().out

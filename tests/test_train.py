@@ -324,8 +324,10 @@ def test_model_folder_roundtrip(ds_dir: Path, tmp_path: Path) -> None:
     assert info["dataset"]["path"] == str(ds_dir.resolve())
     assert len(info["dataset"]["fingerprint"]) == 64  # sha256 of the data layer
     assert info["calibration"]["method"] == "temperature" and info["calibration"]["temperature"] > 0
-    cm = np.array(info["confusion"])
-    assert cm.shape == (3, 3) and cm.sum() == info["held_out"]["n"] == 3
+    cm = np.array(info["confusion"])  # cross-validated over all 24 labelled particles
+    assert cm.shape == (3, 3) and cm.sum() == len(ds) and info["held_out"]["n"] == 3
+    assert info["confusion_source"] == {"source": "cross-validation", "folds": 5, "seed": 3,
+                                        "n": len(ds)}  # fmt: skip
     assert 0 <= info["ece_after"] <= 1 and 0 < info["review_threshold"] <= 1
     lm = load_model(out)
     assert lm.kind == "cnn" and lm.classes == ds.classes and not lm.module.training
@@ -432,3 +434,37 @@ def test_cli_default_mode_follows_masks(
     assert rc == 0
     assert "input mode: surround" in capsys.readouterr().err
     assert json.loads((run / "config.json").read_text())["spec"]["prep"]["mode"] == "surround"
+
+
+def test_confusion_for_shares_is_cross_validated(
+    ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The model folder's confusion matrix comes from k-fold CV over every labelled particle
+    (or from a finished cv run of the same settings, checked), not from the thin validation
+    split; a run with other settings is refused with one line."""
+    from lipoclass.cli import main
+
+    ds = load_dataset(ds_dir)
+    m1 = tmp_path / "m1"
+    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
+                 "--confusion-folds", "3", "--out", str(m1)]) == 0  # fmt: skip
+    info = load_model(m1).info
+    assert info["confusion_source"]["source"] == "cross-validation"
+    assert np.asarray(info["confusion"]).sum() == int((ds.labels >= 0).sum())
+    run = tmp_path / "run"
+    assert main(["cv", str(ds_dir), "--model", "tiny", "--epochs", "1", "--folds", "3",
+                 "--out", str(run)]) == 0  # fmt: skip
+    m2 = tmp_path / "m2"
+    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
+                 "--confusion-from", str(run), "--out", str(m2)]) == 0  # fmt: skip
+    cv_conf = json.loads((run / "metrics.json").read_text())["confusion"]
+    assert load_model(m2).info["confusion"] == cv_conf
+    capsys.readouterr()
+    rc = main(["train", str(ds_dir), "--model", "tiny", "--epochs", "2",
+               "--confusion-from", str(run), "--out", str(tmp_path / "m3")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "'train' settings differ" in err and len(err.strip().splitlines()) == 1
+    m4 = tmp_path / "m4"
+    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
+                 "--confusion-folds", "0", "--out", str(m4)]) == 0  # fmt: skip
+    assert load_model(m4).info["confusion_source"]["source"] == "validation split"

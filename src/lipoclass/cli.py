@@ -216,7 +216,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from lipoclass.train import train_model
 
     ds = load_dataset(args.dataset)
-    out = train_model(ds, _spec_from_args(args), Path(args.out), seed=args.seed)
+    if args.confusion_folds < 0 or args.confusion_folds == 1:
+        raise LipoclassError(
+            f"--confusion-folds must be 0 or at least 2, got {args.confusion_folds}"
+        )
+    out = train_model(ds, _spec_from_args(args), Path(args.out), seed=args.seed,
+                      confusion_folds=args.confusion_folds,
+                      confusion_from=args.confusion_from)  # fmt: skip
     print(f"model folder: {out}")
     return 0
 
@@ -264,7 +270,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from lipoclass.export import export_onnx
 
-    export_onnx(Path(args.model_dir), Path(args.out), tolerance=args.tolerance)
+    dataset = Path(args.dataset) if args.dataset else None
+    export_onnx(Path(args.model_dir), Path(args.out), tolerance=args.tolerance, dataset=dataset)
     return 0
 
 
@@ -384,12 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         _cmd_train,
         "train one model on a whole dataset and save a model folder",
-        "Trains on all labelled particles (a validation split is held out for early stopping, "
-        "calibration and the confusion estimate) and saves weights, config and class names.",
+        "Trains on all labelled particles (a validation split is held out for early stopping "
+        "and calibration) and saves weights, config and class names. The confusion matrix "
+        "behind predict's adjusted class shares is cross-validated: by default 5 more "
+        "trainings on the same folds as 'lipoclass cv', or reused from a finished cv run.",
     )
     p.add_argument("dataset")
     _add_model_options(p, default_model="lipnet4")
     p.add_argument("--out", required=True, help="model folder")
+    p.add_argument(
+        "--confusion-folds",
+        type=int,
+        default=5,
+        metavar="K",
+        help="folds of the cross-validation behind adjusted shares; 0 uses the "
+        "validation split instead (fast, thin for rare classes) (default: 5)",
+    )
+    p.add_argument("--confusion-from", default=None, metavar="RUN",
+                   help="reuse the out-of-fold confusion of a finished 'lipoclass cv' run "
+                   "(same dataset and settings) instead of cross-validating again")  # fmt: skip
 
     p = add(
         "study",
@@ -428,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="model.onnx", help="default: %(default)s")
     p.add_argument("--tolerance", type=_positive_float, default=1e-4,
                    help="max abs difference allowed vs PyTorch (default: %(default)s)")  # fmt: skip
+    p.add_argument("--dataset", default=None, help="check on up to 256 prepared particles "
+                   "of this dataset (default: the training set model.json records)")  # fmt: skip
 
     p = add(
         "explain",

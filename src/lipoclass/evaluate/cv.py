@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from lipoclass.data import ParticleDataset, check_folds
+from lipoclass.data.prepare import dataset_fingerprint
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate import metrics as M
 from lipoclass.evaluate.spec import ModelSpec
@@ -483,6 +484,7 @@ def _write_outputs(
         "cv": asdict(cv),
         "seed": int(cv.seed),
         "dataset": {"root": str(dataset.root), "name": dataset.name,
+                    "fingerprint": dataset_fingerprint(dataset),
                     "n_particles": len(dataset), "n_labelled": int((dataset.labels >= 0).sum())},
         "versions": _versions(),
         "fold_info": [{k: (None if isinstance(v, float) and math.isnan(v) else v)

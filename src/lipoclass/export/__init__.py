@@ -1,22 +1,6 @@
 """ONNX export of CNN model folders (``export_onnx``) and an onnxruntime runner
-(``load_onnx``) used by ``lipoclass predict --onnx``."""
+(``load_onnx``) used by ``lipoclass predict --onnx``. The public names are those of
+``lipoclass.export.onnx`` (listed once, in its ``__all__``)."""
 
-from lipoclass.export.onnx import (
-    META_KEYS,
-    OPSET,
-    ExportConfig,
-    OnnxModel,
-    ProbabilityModel,
-    export_onnx,
-    load_onnx,
-)
-
-__all__ = [
-    "META_KEYS",
-    "OPSET",
-    "ExportConfig",
-    "OnnxModel",
-    "ProbabilityModel",
-    "export_onnx",
-    "load_onnx",
-]
+from lipoclass.export.onnx import *  # noqa: F403
+from lipoclass.export.onnx import __all__ as __all__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ class ExportConfig:
     ``n_check``: particles compared; ``seed`` picks them (or draws random inputs)."""
 
     tolerance: float = 1e-4
-    n_check: int = 64
+    n_check: int = 256
     seed: int = 0
     opset: int = OPSET
 
@@ -71,34 +72,90 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(logits * self.inv_t, dim=1)  # (B,C)
 
 
-def _check_inputs(loaded: Any, cfg: ExportConfig) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """A small batch of prepared particles: from the training dataset named in model.json when
-    it can be read, else seeded random inputs. Returns (x (N,1,S,S), aux (N,K) | None, what)."""
+def _recorded_dataset(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(path, fingerprint) of the training dataset that model.json records under ``dataset``
+    (a dict written by ``train_model``, or a plain path string)."""
+    rec = info.get("dataset") or info.get("train_dataset")
+    if isinstance(rec, dict):
+        path, fp = rec.get("path") or rec.get("root"), rec.get("fingerprint")
+        return (str(path) if path else None), (str(fp) if fp else None)
+    return (str(rec) if isinstance(rec, str | os.PathLike) else None), None
+
+
+def _real_particles(
+    ds: Any, prep: PrepConfig, n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``n`` prepared particles of ``ds`` drawn at random (particles ``prepare`` skips,
+    e.g. empty masks, are replaced by others). Returns (x (n',1,S,S), meta (n',6))."""
+    from lipoclass.data import prepare
+
+    order = rng.permutation(len(ds))  # (N,)
+    xs: list[np.ndarray] = []
+    metas: list[np.ndarray] = []
+    got = 0
+    for b0 in range(0, len(order), n):
+        if got >= n:
+            break
+        with warnings.catch_warnings():  # skipped particles are replaced, not reported
+            warnings.simplefilter("ignore")
+            p = prepare(ds.subset(np.sort(order[b0 : b0 + n])), prep, cache=False, workers=1)
+        xs.append(p.x[: n - got])
+        metas.append(p.meta[: n - got])
+        got += len(xs[-1])
+    if not got:
+        return np.zeros((0, 1, prep.size, prep.size), np.float32), np.zeros((0, 6), np.float32)
+    return np.concatenate(xs), np.concatenate(metas)
+
+
+def _check_inputs(
+    loaded: Any, cfg: ExportConfig, dataset: str | os.PathLike[str] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Inputs for the onnxruntime-vs-PyTorch check: up to ``cfg.n_check`` real prepared
+    particles of ``dataset`` (``--dataset``; LipoclassError when unusable) or else of the
+    training dataset model.json records, when it still exists; otherwise seeded random inputs
+    with a printed note. Returns (x (N,1,S,S), aux (N,K) | None, description)."""
+    from lipoclass.data import load_dataset
+    from lipoclass.data.prepare import dataset_fingerprint
     from lipoclass.models import AUX_FEATURES, size_features
 
     prep: PrepConfig = loaded.prep
     rng = np.random.default_rng(cfg.seed)
-    info = loaded.info
-    path = info.get("dataset") or info.get("train_dataset")
-    if isinstance(path, dict):
-        path = path.get("path") or path.get("root")
-    if isinstance(path, str) and (Path(path) / "particles.csv").is_file():
-        from lipoclass.data import load_dataset, prepare
-
+    if dataset is not None:
+        try:
+            ds = load_dataset(dataset)
+        except LipoclassError as exc:  # "<folder>: what is wrong" -> name the option too
+            raise LipoclassError(f"--dataset {exc}") from None
+        x, meta = _real_particles(ds, prep, cfg.n_check, rng)
+        if not len(x):
+            raise LipoclassError(
+                f"--dataset {dataset}: no particle can be prepared in mode '{prep.mode}'"
+            )
+        aux = size_features(meta) if loaded.needs_aux else None
+        return x, aux, f"{len(x)} prepared particles of --dataset {ds.root}"
+    path, fingerprint = _recorded_dataset(loaded.info)
+    if path is None:
+        note = "model.json records no training dataset"
+    elif not (Path(path) / "particles.csv").is_file():
+        note = f"training dataset {path} not found"
+    else:
         try:
             ds = load_dataset(path)
-            pick = rng.choice(len(ds), size=min(cfg.n_check, len(ds)), replace=False)
-            p = prepare(ds.subset(np.sort(pick)), prep, cache=False, workers=1)
-            if len(p):
-                aux = size_features(p.meta) if loaded.needs_aux else None
-                return p.x, aux, f"{len(p)} particles of {path}"
-        except LipoclassError:
-            pass
+            x, meta = _real_particles(ds, prep, cfg.n_check, rng)
+            changed = fingerprint is not None and dataset_fingerprint(ds) != fingerprint
+        except LipoclassError as exc:
+            note = f"training dataset {path} unreadable ({exc})"
+        else:
+            if len(x):
+                aux = size_features(meta) if loaded.needs_aux else None
+                what = f"{len(x)} prepared particles of training dataset {path}"
+                return x, aux, what + (" (changed since training)" if changed else "")
+            note = f"no particle of training dataset {path} can be prepared"
+    print(f"note: {note}; checking on random inputs instead (--dataset DATASET names real ones)")
     x = rng.standard_normal((cfg.n_check, 1, prep.size, prep.size)).astype(np.float32)
     aux = None
     if loaded.needs_aux:
         aux = rng.standard_normal((cfg.n_check, len(AUX_FEATURES))).astype(np.float32)
-    return x, aux, f"{cfg.n_check} random inputs (training dataset not available)"
+    return x, aux, f"{cfg.n_check} seeded random inputs"
 
 
 def export_onnx(
@@ -106,12 +163,15 @@ def export_onnx(
     out: str | os.PathLike[str],
     tolerance: float = 1e-4,
     config: ExportConfig | None = None,
+    dataset: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Export a CNN model folder to ONNX (opset >= 17, dynamic batch axis, calibrated softmax
-    output, metadata), check it with ``onnx.checker`` and against PyTorch with onnxruntime.
+    output, metadata), check it with ``onnx.checker`` and against PyTorch with onnxruntime on
+    real prepared particles (of ``dataset``, else of the training dataset model.json records,
+    else random inputs with a printed note).
 
-    Prints the max abs difference; raises ``LipoclassError`` (and leaves no file) when it
-    exceeds ``tolerance``. SVM folders are not supported."""
+    Prints which inputs were used and the max abs difference; raises ``LipoclassError`` (and
+    leaves no file) when it exceeds ``tolerance``. SVM folders are not supported."""
     import onnx
 
     from lipoclass import __version__
@@ -129,7 +189,7 @@ def export_onnx(
         raise LipoclassError(f"{dest}: is a folder; give a file name such as model.onnx")
     dest.parent.mkdir(parents=True, exist_ok=True)
     wrapper = ProbabilityModel(loaded.module, loaded.temperature).eval()
-    x, aux, what = _check_inputs(loaded, cfg)
+    x, aux, what = _check_inputs(loaded, cfg, dataset)
     size = loaded.prep.size
     dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 1, size, size),)
     names = ["input"]

@@ -2,6 +2,7 @@
 sample (raw and adjusted classify-and-count with bootstrap intervals)."""
 
 from lipoclass.predict.core import PredictConfig, PredictResult, predict, shares_table
+from lipoclass.predict.engine import CPUEngine, EngineConfig, usable_cores
 from lipoclass.predict.inputs import MASK_SUFFIX, image_folder_dataset, load_input
 from lipoclass.predict.shares import (
     ShareConfig,
@@ -13,6 +14,8 @@ from lipoclass.predict.shares import (
 
 __all__ = [
     "MASK_SUFFIX",
+    "CPUEngine",
+    "EngineConfig",
     "PredictConfig",
     "PredictResult",
     "ShareConfig",
@@ -23,5 +26,6 @@ __all__ = [
     "load_input",
     "predict",
     "shares_table",
+    "usable_cores",
     "write_shares",
 ]

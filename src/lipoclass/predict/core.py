@@ -15,6 +15,7 @@ import numpy as np
 
 from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.errors import LipoclassError
+from lipoclass.predict.engine import CPUEngine, EngineConfig
 from lipoclass.predict.inputs import load_input
 from lipoclass.predict.shares import ShareConfig, ShareRow, class_shares, write_shares
 
@@ -68,6 +69,7 @@ class _Runner:
         self.cfg = cfg
         self.loaded: Any = None
         self.onnx: Any = None
+        self._engine: CPUEngine | None = None
         info: dict[str, Any] = {}
         if model_dir is not None:
             from lipoclass.train import load_model
@@ -94,6 +96,13 @@ class _Runner:
         self.confusion = None if conf is None else np.asarray(conf, dtype=np.float64)
         self.name = str(onnx_path if self.onnx is not None else model_dir)
 
+    def cpu_engine(self) -> CPUEngine:
+        """The model folder's CNN under the fast CPU engine (built once per runner)."""
+        if self._engine is None:
+            self._engine = CPUEngine(self.loaded.module, self.loaded.temperature,
+                                     EngineConfig(batch_size=self.cfg.batch_size))  # fmt: skip
+        return self._engine
+
     def run(self, ds: ParticleDataset) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         if self.onnx is None and self.loaded.kind == "svm":
             probs, ids = self.loaded.predict_proba(ds)
@@ -115,7 +124,10 @@ class _Runner:
             from lipoclass.train.trainer import resolve_device
 
             dev = resolve_device(self.cfg.device)
-            probs = self.loaded.predict_proba_arrays(prep.x, aux, self.cfg.batch_size, dev)
+            if dev.type == "cpu":
+                probs = self.cpu_engine().predict_proba(prep.x, aux)
+            else:
+                probs = self.loaded.predict_proba_arrays(prep.x, aux, self.cfg.batch_size, dev)
         return np.asarray(probs, dtype=np.float64), prep.index, list(prep.skipped)
 
 

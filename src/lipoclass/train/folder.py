@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,11 +73,23 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def train_model(
-    dataset: ParticleDataset, spec: Any, out_dir: str | os.PathLike[str], seed: int = 0
+    dataset: ParticleDataset,
+    spec: Any,
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    *,
+    confusion_folds: int = 5,
+    confusion_from: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Train ``spec`` (a ``lipoclass.evaluate.ModelSpec``) on all labelled usable particles of
     ``dataset`` minus a stratified validation split, calibrate on that split and write the
-    model folder ``out_dir`` (see docs/architecture.md). Returns ``out_dir``."""
+    model folder ``out_dir`` (see docs/architecture.md). Returns ``out_dir``.
+
+    The confusion matrix behind the adjusted class shares of ``predict`` is cross-validated:
+    taken from a finished ``lipoclass cv`` run of the same spec on the same dataset
+    (``confusion_from``), else computed here with ``confusion_folds``-fold cross-validation
+    (the folds ``lipoclass cv --seed`` uses). ``confusion_folds=0`` (or a class with fewer
+    members than folds) falls back to the validation split, which is thin for rare classes."""
     out = Path(out_dir)
     if out.exists() and (
         not out.is_dir() or (any(out.iterdir()) and not (out / "model.json").is_file())
@@ -148,7 +161,9 @@ def train_model(
             joblib.dump(svm, staging / "svm.joblib")
         pred = after.argmax(1) if len(yv) else np.zeros(0, dtype=np.int64)
         info["review_threshold"] = review_threshold(after, yv)
-        info["confusion"] = _confusion(yv, pred, c)
+        info["confusion"], info["confusion_source"] = _shares_confusion(
+            dataset, spec, seed, confusion_folds, confusion_from, _confusion(yv, pred, c)
+        )
         info["held_out"] = {
             "n": len(yv),
             "ids": [dataset.particles[int(i)].id for i in val_idx],
@@ -163,6 +178,88 @@ def train_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _shares_confusion(
+    dataset: ParticleDataset,
+    spec: Any,
+    seed: int,
+    folds: int,
+    run: str | os.PathLike[str] | None,
+    val_confusion: list[list[int]],
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """Confusion matrix (C, C) of counts, rows = true, for adjusted class shares, and where
+    it came from (see ``train_model``)."""
+    if run is not None:
+        return _confusion_from_run(Path(run), dataset, spec)
+    n_val = int(np.sum(val_confusion))
+    fallback = {"source": "validation split", "n": n_val}
+    if folds < 2:
+        return val_confusion, fallback
+    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=len(dataset.classes))
+    if counts.min() < folds:
+        print(
+            f"[train] a class has {int(counts.min())} member(s), fewer than {folds} folds: "
+            f"adjusted shares use the validation split ({n_val} particles)",
+            file=sys.stderr,
+        )
+        return val_confusion, fallback
+    from lipoclass.evaluate import CVConfig, cross_validate
+
+    print(
+        f"[train] {folds}-fold cross-validation for the confusion matrix behind adjusted "
+        "class shares (--confusion-from RUN reuses a 'lipoclass cv' run)",
+        file=sys.stderr,
+    )
+    try:
+        res = cross_validate(dataset, spec, CVConfig(folds=folds, seed=seed), progress=True)
+    except LipoclassError as exc:
+        print(f"[train] cross-validation not possible ({exc}): adjusted shares use the "
+              f"validation split ({n_val} particles)", file=sys.stderr)  # fmt: skip
+        return val_confusion, fallback
+    cm = [[int(v) for v in row] for row in res.metrics["confusion"]]
+    return cm, {"source": "cross-validation", "folds": folds, "seed": seed,
+                "n": int(np.sum(cm))}  # fmt: skip
+
+
+def _confusion_from_run(
+    run: Path, dataset: ParticleDataset, spec: Any
+) -> tuple[list[list[int]], dict[str, Any]]:
+    """The summed out-of-fold confusion of a finished ``lipoclass cv`` run, after checking
+    that it evaluated the same spec on the same dataset."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        config = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise LipoclassError(f"--confusion-from {run}: not a finished 'lipoclass cv' run "
+                             f"({exc})") from None  # fmt: skip
+    if list(metrics.get("classes", [])) != list(dataset.classes):
+        raise LipoclassError(f"--confusion-from {run}: classes {metrics.get('classes')} differ "
+                             f"from the dataset's {list(dataset.classes)}")  # fmt: skip
+    fp = config.get("dataset", {}).get("fingerprint")
+    if fp != dataset_fingerprint(dataset):
+        raise LipoclassError(
+            f"--confusion-from {run}: was run on another dataset (or one that "
+            f"changed since): {config.get('dataset', {}).get('root')}"
+        )
+    mine = spec.to_dict()
+    theirs = config.get("spec", {})
+    for key in ("model", "prep", "train", "svm"):
+        a, b = (
+            json.dumps(mine.get(key), sort_keys=True),
+            json.dumps(theirs.get(key), sort_keys=True),
+        )
+        if a != b:
+            raise LipoclassError(f"--confusion-from {run}: its '{key}' settings differ from "
+                                 f"this training's ({b} vs {a})")  # fmt: skip
+    cm = [[int(v) for v in row] for row in metrics["confusion"]]
+    return cm, {
+        "source": "cross-validation",
+        "run": str(run.resolve()),
+        "folds": metrics.get("folds"),
+        "seed": metrics.get("seed"),
+        "n": int(np.sum(cm)),
+    }
 
 
 def _json_default(o: Any) -> Any:
