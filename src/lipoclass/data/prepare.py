@@ -51,6 +51,7 @@ __all__ = [
     "default_cache_dir",
     "prepare",
     "prepare_arrays",
+    "read_particle",
 ]
 
 MODES = ("surround", "crop", "masked")
@@ -244,18 +245,25 @@ def prepare_arrays(
 _Result = tuple[np.ndarray, np.ndarray, bool] | str
 
 
+def read_particle(p: Particle) -> tuple[np.ndarray, np.ndarray | None]:
+    """Image (H, W) in the file's dtype and mask (H, W) bool or None of one particle; a mask
+    of another size raises ``LipoclassError`` naming both files, the row and the id."""
+    img = read_native(p.image)  # (H, W) file dtype; callers crop before float conversion
+    if p.mask is None:
+        return img, None
+    mask = read_native(p.mask) > 0  # (H, W) bool
+    if mask.shape != img.shape:
+        raise LipoclassError(
+            f"{p.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {p.image.name} is "
+            f"{img.shape[1]}x{img.shape[0]} (particles.csv row {p.row}, id {p.id})"
+        )
+    return img, mask
+
+
 def _prepare_one(p: Particle, cfg: PrepConfig) -> _Result:
-    img = read_native(p.image)  # (H, W) file dtype; cropped before float conversion
-    mask = None
+    img, mask = read_particle(p)
     auto = False
-    if p.mask is not None:
-        mask = read_native(p.mask) > 0  # (H, W) bool
-        if mask.shape != img.shape:
-            raise LipoclassError(
-                f"{p.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {p.image.name} is "
-                f"{img.shape[1]}x{img.shape[0]} (particles.csv row {p.row}, id {p.id})"
-            )
-    elif cfg.mode != "surround":
+    if mask is None and cfg.mode != "surround":
         mask, auto = auto_mask(img.astype(np.float32)), True
     res = prepare_arrays(img, mask, cfg)
     if isinstance(res, str):

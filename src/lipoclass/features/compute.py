@@ -33,10 +33,13 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from lipoclass.data.dataset import Particle, ParticleDataset
-from lipoclass.data.io import read_native
 from lipoclass.data.parallel import parallel_map, warn_collected
-from lipoclass.data.prepare import auto_mask, dataset_fingerprint, default_cache_dir
-from lipoclass.errors import LipoclassError
+from lipoclass.data.prepare import (
+    auto_mask,
+    dataset_fingerprint,
+    default_cache_dir,
+    read_particle,
+)
 from lipoclass.features.table import FeatureTable
 
 __all__ = ["FeatureConfig", "compute_features", "feature_names", "particle_features"]
@@ -585,15 +588,10 @@ _Result = tuple[np.ndarray, int] | str  # (values, 0 own mask / 1 auto / 2 disk)
 
 
 def _one(p: Particle, cfg: FeatureConfig) -> _Result:
-    img = read_native(p.image)  # (H, W) file dtype
+    img, own = read_particle(p)  # (H, W) file dtype, (H, W) bool or None
     auto = 0
-    if p.mask is not None:
-        mask = read_native(p.mask) > 0  # (H, W) bool
-        if mask.shape != img.shape:
-            raise LipoclassError(
-                f"{p.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but image {p.image.name} is "
-                f"{img.shape[1]}x{img.shape[0]} (particles.csv row {p.row}, id {p.id})"
-            )
+    if own is not None:
+        mask = own
     else:
         mask, auto = auto_mask(img.astype(np.float32)), 1
     res = particle_features(img, mask, p.pixel_size_nm, cfg)
