@@ -316,3 +316,15 @@ def test_auto_mode_resolves_from_masks(tiny_dataset: Callable[..., Path]) -> Non
     assert prepare(without, auto, cache=False).config.mode == "surround"
     with pytest.raises(ValueError, match="resolved"):
         prepare_arrays(np.zeros((5, 5)), None, auto)
+
+
+def test_image_with_misleading_suffix_still_reads(tmp_path: Path) -> None:
+    """The suffix only picks the decoder tried first: a PNG saved as .bmp still reads."""
+    from PIL import Image
+
+    from lipoclass.data.io import read_native
+
+    arr = np.arange(120, dtype=np.uint8).reshape(10, 12)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    (tmp_path / "b.bmp").write_bytes((tmp_path / "a.png").read_bytes())
+    assert np.array_equal(read_native(tmp_path / "b.bmp"), arr)

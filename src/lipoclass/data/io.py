@@ -38,6 +38,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     return np.ascontiguousarray(read_native(path), dtype=np.float32)
 
 
+_PIL_FORMATS = {".png": ["PNG"], ".bmp": ["BMP"], ".jpg": ["JPEG"], ".jpeg": ["JPEG"]}
+
+
 def read_native(path: str | os.PathLike[str]) -> np.ndarray:
     """Like ``read_image`` but in the file's own dtype (uint8, uint16, float32, ...), so callers
     can crop or threshold before converting (faster for large images and masks). Colour
@@ -61,7 +64,13 @@ def read_native(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             from PIL import Image
 
-            with Image.open(p) as opened:
+            # the suffix names the decoder first (skips PIL's probing of every registered
+            # format); a file whose content does not match its suffix is probed as before
+            try:
+                opened = Image.open(p, formats=_PIL_FORMATS.get(suffix))
+            except Image.UnidentifiedImageError:
+                opened = Image.open(p)
+            with opened:
                 im: Image.Image = opened
                 if im.mode in ("P", "PA"):
                     im = im.convert("RGBA" if "transparency" in im.info else "RGB")
