@@ -7,6 +7,7 @@ from lipoclass.data.dataset import (
     ParticleDataset,
     check_folds,
     load_dataset,
+    publish_folder,
 )
 from lipoclass.data.io import IMAGE_SUFFIXES, image_size, read_image, write_image
 from lipoclass.data.prepare import (
@@ -35,6 +36,7 @@ __all__ = [
     "image_size",
     "load_dataset",
     "prepare",
+    "publish_folder",
     "read_image",
     "write_image",
 ]

@@ -28,6 +28,7 @@ __all__ = [
     "ParticleDataset",
     "check_folds",
     "load_dataset",
+    "publish_folder",
 ]
 
 KNOWN_COLUMNS = ("id", "image", "mask", "label", "pixel_size_nm", "sample")
@@ -270,6 +271,19 @@ def _toml_value(v: Any) -> str:
     return f'"{s}"'
 
 
+def publish_folder(staging: Path, out: Path) -> None:
+    """Move a finished ``staging`` folder to ``out`` (same parent folder), replacing an earlier
+    ``out``: the old one is renamed aside first and removed last, so ``out`` is never half
+    written and an earlier result is only lost once the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 class DatasetWriter:
     """Write a particle dataset atomically: everything goes to a staging folder beside
     ``out`` that is renamed to ``out`` only when the ``with`` block succeeds.
@@ -374,9 +388,7 @@ class DatasetWriter:
                 w.writerows(self.rows)
             lines = [f"{k} = {_toml_value(v)}" for k, v in self.meta.items()]
             (self.staging / "dataset.toml").write_text("\n".join(lines) + "\n")
-            if self.out.exists():
-                shutil.rmtree(self.out)
-            os.replace(self.staging, self.out)
+            publish_folder(self.staging, self.out)
         except BaseException:
             shutil.rmtree(self.staging, ignore_errors=True)
             raise

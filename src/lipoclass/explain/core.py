@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lipoclass.data import publish_folder
 from lipoclass.errors import LipoclassError
 
 __all__ = ["ExplainConfig", "explain"]
@@ -309,13 +310,7 @@ def explain(
             f"lipoclass explain: {loaded.info.get('model')} ({Path(model_dir).name}) on {ds.name}"
         )
         (stage / "index.html").write_text(_page(title, sections), encoding="utf-8")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(dest, old)
-        os.replace(stage, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        publish_folder(stage, dest)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dest / "index.html"

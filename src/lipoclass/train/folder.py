@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.data import ParticleDataset, PrepConfig, prepare, publish_folder
 from lipoclass.data.prepare import dataset_fingerprint
 from lipoclass.errors import LipoclassError
 from lipoclass.models import create_model, size_features
@@ -59,17 +59,6 @@ def _confusion(y: np.ndarray, pred: np.ndarray, c: int) -> list[list[int]]:
     m = np.zeros((c, c), dtype=np.int64)
     np.add.at(m, (y, pred), 1)
     return m.tolist()
-
-
-def _publish(staging: Path, out: Path) -> None:
-    """Move a finished staging folder to ``out``, replacing an earlier model folder."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def train_model(
@@ -173,7 +162,7 @@ def train_model(
         if len(yv):
             plot_reliability(before, after, yv, staging / "reliability.png")
         (staging / "model.json").write_text(json.dumps(info, indent=2, default=_json_default))
-        _publish(staging, out)
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
