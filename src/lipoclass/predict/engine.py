@@ -14,13 +14,12 @@ Why each step (docs/deployment.md, Speed; LipNet-4 at 28 px on 2 shared cores):
   to trace fall back to eager, which gives the same numbers;
 - inputs are fed as zero-copy views in cache-sized chunks (about 128 particles at 28 px; 256
   or more spill the activations out of the caches and run ~1.5x slower), torch uses as many
-  threads as the process has cores, and the tempered softmax is done per chunk in float32
-  into one preallocated output."""
+  threads as the process has cores (the chunked loop is ``lipoclass.train.folder.cpu_logits``,
+  shared with ``LoadedModel``), and the tempered softmax is done on the logits in float32."""
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from lipoclass.train.folder import cpu_chunk, cpu_eval_copy, cpu_logits
 
 __all__ = ["CPUEngine", "EngineConfig", "usable_cores"]
 
@@ -104,8 +105,7 @@ class CPUEngine:
         self.cfg = config or EngineConfig()
         self.needs_aux = bool(getattr(module, "needs_aux", False))
         self.temperature = float(temperature)
-        self.eager = copy.deepcopy(module).cpu().eval()
-        self.eager = self.eager.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.eager = cpu_eval_copy(module)
         self.traced: torch.jit.ScriptModule | None = None
         self._traced_shape: tuple[int, ...] | None = None  # (1, S, S) the trace was made for
         self.reason = ""
@@ -121,15 +121,11 @@ class CPUEngine:
     def mode(self) -> str:
         return "traced" if self.traced is not None else "eager"
 
-    def _chunk(self, x: torch.Tensor) -> int:
-        pixels = int(np.prod(x.shape[2:])) if x.ndim > 2 else 1
-        return max(1, min(int(self.cfg.batch_size), int(self.cfg.chunk_pixels) // pixels))
-
     def _try_trace(self, xt: torch.Tensor) -> None:
         """Trace, freeze and optimise on the first chunk of ``xt``; keep the graph only if it
         matches eager on a probe batch of another size (the batch axis must stay free)."""
         self._tried = True
-        chunk = self._chunk(xt)
+        chunk = cpu_chunk(tuple(xt.shape), self.cfg.batch_size, self.cfg.chunk_pixels)
         example = xt[:chunk].contiguous(memory_format=torch.channels_last)  # (B,1,S,S)
         gen = torch.Generator().manual_seed(0)
         probe = torch.randn((chunk + 3, *xt.shape[1:]), generator=gen)  # (B+3,1,S,S)
@@ -161,33 +157,21 @@ class CPUEngine:
 
     def _run(self, x: np.ndarray, aux: np.ndarray | None, calibrate: bool) -> np.ndarray:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # (N,1,S,S), no copy
-        at = None
-        if self.needs_aux:
-            if aux is None:
-                raise ValueError("this model needs size features (aux)")
-            at = torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32))  # (N,K)
-        n = len(xt)
+        if self.needs_aux and aux is None:
+            raise ValueError("this model needs size features (aux)")
         threads = self.cfg.threads or usable_cores()
         with _torch_threads(threads), torch.inference_mode():
-            if not self._tried and n >= self.cfg.min_trace and xt.ndim == 4:
+            if not self._tried and len(xt) >= self.cfg.min_trace and xt.ndim == 4:
                 self._try_trace(xt)
             model = self.eager
             if self.traced is not None and tuple(xt.shape[1:]) == self._traced_shape:
                 model = self.traced
-            chunk = self._chunk(xt)
-            inv_t = 1.0 / self.temperature
-            out: torch.Tensor | None = None
             with torch.jit.optimized_execution(False):
-                for b0 in range(0, n, chunk):
-                    xb = xt[b0 : b0 + chunk]
-                    if xb.ndim == 4:
-                        xb = xb.contiguous(memory_format=torch.channels_last)  # a view (1 channel)
-                    yb = model(xb) if at is None else model(xb, at[b0 : b0 + chunk])  # (B,C)
-                    if calibrate:
-                        yb = torch.softmax(yb.float() * inv_t, dim=1)  # (B,C) float32
-                    if out is None:
-                        out = torch.empty((n, yb.shape[1]), dtype=torch.float32)
-                    out[b0 : b0 + len(yb)] = yb
-        if out is None:
-            return np.zeros((0, 0), dtype=np.float32)
-        return out.numpy()
+                logits = cpu_logits(
+                    model, x, aux if self.needs_aux else None,
+                    self.cfg.batch_size, self.cfg.chunk_pixels,
+                )  # fmt: skip
+            if calibrate and logits.size:
+                t = torch.from_numpy(logits) * (1.0 / self.temperature)  # (N,C) float32
+                logits = torch.softmax(t, dim=1).numpy()
+        return logits

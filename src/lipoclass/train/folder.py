@@ -42,7 +42,7 @@ FORMAT_VERSION = 1
 # CPU inference runs in chunks of about this many input pixels (128 particles at 28 px) so a
 # chunk's activations stay in cache: on the 2-core reference machine LipNet-4 runs ~1.8x
 # faster than in chunks of 512 (docs/deployment.md, Speed).
-_CPU_CHUNK_PIXELS = 128 * 28 * 28
+CPU_CHUNK_PIXELS = 128 * 28 * 28
 _REQUIRED = {"cnn": ("model.json", "weights.pt"), "svm": ("model.json", "svm.joblib")}
 
 
@@ -303,7 +303,7 @@ class LoadedModel:
         dev = torch.device(device)
         aux = aux if self.needs_aux else None
         if dev.type == "cpu":
-            logits = _cpu_logits(self._cpu_copy(), x, aux, batch_size)
+            logits = cpu_logits(self._cpu_copy(), x, aux, batch_size)
         else:
             self.module.to(dev)
             logits = predict_logits(self.module, x, aux, dev, batch_size)
@@ -318,9 +318,7 @@ class LoadedModel:
         params = list(self.module.parameters()) + list(self.module.buffers())
         key = (id(self.module), sum(int(t._version) for t in params))
         if self._cpu_module is None or self._cpu_module[0] != key:
-            m = copy.deepcopy(self.module).cpu().eval()
-            m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            self._cpu_module = (key, m)
+            self._cpu_module = (key, cpu_eval_copy(self.module))
         return self._cpu_module[1]
 
     def predict_proba(
@@ -345,17 +343,35 @@ class LoadedModel:
         return probs, [prep.ids[int(r)] for r in rows]
 
 
-def _cpu_logits(
-    model: nn.Module, x: np.ndarray, aux: np.ndarray | None, batch_size: int
+def cpu_eval_copy(module: nn.Module) -> nn.Module:
+    """An eval-mode CPU copy of ``module`` with channels_last weights (oneDNN then keeps
+    activations in its blocked layout: ~1.7x faster on CPU); ``module`` is not changed."""
+    m = copy.deepcopy(module).cpu().eval()
+    return m.to(memory_format=torch.channels_last)  # type: ignore[call-overload,no-any-return]
+
+
+def cpu_chunk(shape: tuple[int, ...], batch_size: int, chunk_pixels: int = CPU_CHUNK_PIXELS) -> int:
+    """Particles per CPU inference chunk for inputs of ``shape`` (N,1,S,S): about
+    ``chunk_pixels`` input pixels, so a chunk's activations stay in cache, at most
+    ``batch_size``."""
+    pixels = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return max(1, min(int(batch_size), int(chunk_pixels) // max(pixels, 1)))
+
+
+def cpu_logits(
+    model: nn.Module,
+    x: np.ndarray,
+    aux: np.ndarray | None,
+    batch_size: int,
+    chunk_pixels: int = CPU_CHUNK_PIXELS,
 ) -> np.ndarray:
     """Logits (N, C) float32 on CPU: x (N,1,S,S) is viewed (not copied) as a float32 tensor,
-    fed in cache-sized chunks (at most ``batch_size``) as channels_last, and each chunk's
-    logits are written into one preallocated output."""
+    fed in cache-sized chunks (``cpu_chunk``) as channels_last, and each chunk's logits are
+    written into one preallocated output."""
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     at = None if aux is None else torch.from_numpy(np.ascontiguousarray(aux, dtype=np.float32))
     n = len(xt)
-    pixels = int(np.prod(xt.shape[2:])) if xt.ndim > 2 else 1
-    chunk = max(1, min(int(batch_size), _CPU_CHUNK_PIXELS // max(pixels, 1)))
+    chunk = cpu_chunk(tuple(xt.shape), batch_size, chunk_pixels)
     out: torch.Tensor | None = None
     with torch.inference_mode():
         for b0 in range(0, n, chunk):
