@@ -151,8 +151,9 @@ def train_model(
         pred = after.argmax(1) if len(yv) else np.zeros(0, dtype=np.int64)
         info["review_threshold"] = review_threshold(after, yv)
         info["confusion"], info["confusion_source"] = _shares_confusion(
-            dataset, spec, seed, confusion_folds, confusion_from, _confusion(yv, pred, c)
-        )
+            dataset, spec, seed, confusion_folds, confusion_from, _confusion(yv, pred, c),
+            info["dataset"]["fingerprint"],
+        )  # fmt: skip
         info["held_out"] = {
             "n": len(yv),
             "ids": [dataset.particles[int(i)].id for i in val_idx],
@@ -176,22 +177,15 @@ def _shares_confusion(
     folds: int,
     run: str | os.PathLike[str] | None,
     val_confusion: list[list[int]],
+    fingerprint: str,
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """Confusion matrix (C, C) of counts, rows = true, for adjusted class shares, and where
-    it came from (see ``train_model``)."""
+    it came from (see ``train_model``). ``fingerprint``: ``dataset_fingerprint(dataset)``."""
     if run is not None:
-        return _confusion_from_run(Path(run), dataset, spec)
+        return _confusion_from_run(Path(run), dataset, spec, fingerprint)
     n_val = int(np.sum(val_confusion))
     fallback = {"source": "validation split", "n": n_val}
     if folds < 2:
-        return val_confusion, fallback
-    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=len(dataset.classes))
-    if counts.min() < folds:
-        print(
-            f"[train] a class has {int(counts.min())} member(s), fewer than {folds} folds: "
-            f"adjusted shares use the validation split ({n_val} particles)",
-            file=sys.stderr,
-        )
         return val_confusion, fallback
     from lipoclass.evaluate import CVConfig, cross_validate
 
@@ -200,7 +194,7 @@ def _shares_confusion(
         "class shares (--confusion-from RUN reuses a 'lipoclass cv' run)",
         file=sys.stderr,
     )
-    try:
+    try:  # cross_validate's fold check refuses a class with fewer members than folds
         res = cross_validate(dataset, spec, CVConfig(folds=folds, seed=seed), progress=True)
     except LipoclassError as exc:
         print(f"[train] cross-validation not possible ({exc}): adjusted shares use the "
@@ -212,7 +206,7 @@ def _shares_confusion(
 
 
 def _confusion_from_run(
-    run: Path, dataset: ParticleDataset, spec: Any
+    run: Path, dataset: ParticleDataset, spec: Any, fingerprint: str
 ) -> tuple[list[list[int]], dict[str, Any]]:
     """The summed out-of-fold confusion of a finished ``lipoclass cv`` run, after checking
     that it evaluated the same spec on the same dataset."""
@@ -226,7 +220,7 @@ def _confusion_from_run(
         raise LipoclassError(f"--confusion-from {run}: classes {metrics.get('classes')} differ "
                              f"from the dataset's {list(dataset.classes)}")  # fmt: skip
     fp = config.get("dataset", {}).get("fingerprint")
-    if fp != dataset_fingerprint(dataset):
+    if fp != fingerprint:
         raise LipoclassError(
             f"--confusion-from {run}: was run on another dataset (or one that "
             f"changed since): {config.get('dataset', {}).get('root')}"
