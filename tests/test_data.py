@@ -328,3 +328,45 @@ def test_image_with_misleading_suffix_still_reads(tmp_path: Path) -> None:
     Image.fromarray(arr).save(tmp_path / "a.png")
     (tmp_path / "b.bmp").write_bytes((tmp_path / "a.png").read_bytes())
     assert np.array_equal(read_native(tmp_path / "b.bmp"), arr)
+
+
+def test_grey_png_fast_path_matches_pillow(tmp_path: Path) -> None:
+    """8/16-bit greyscale PNGs are decoded by imagecodecs, every other PNG by Pillow; both
+    give Pillow's values and dtype. A truncated greyscale PNG is one clear error."""
+    from PIL import Image
+
+    from lipoclass.data.io import _decode_grey_png, read_native
+
+    rng = np.random.default_rng(2)
+    u8 = rng.integers(0, 256, (23, 31), dtype=np.uint8)
+    u16 = rng.integers(0, 65536, (17, 13), dtype=np.uint16)
+    Image.fromarray(u8).save(tmp_path / "u8.png")
+    Image.fromarray(u8).save(tmp_path / "il.png", interlace=1)
+    Image.fromarray(u16).save(tmp_path / "u16.png")
+    for name in ("u8", "il", "u16"):
+        data = (tmp_path / f"{name}.png").read_bytes()
+        assert _decode_grey_png(data) is not None, name  # the fast path was taken
+        with Image.open(tmp_path / f"{name}.png") as im:
+            want = np.asarray(im)
+        got = read_native(tmp_path / f"{name}.png")
+        assert got.dtype == want.dtype and np.array_equal(got, want), name
+    Image.fromarray(u8).convert("LA").save(tmp_path / "la.png")
+    Image.fromarray(u8 > 127).save(tmp_path / "bits.png")  # 1-bit
+    for name in ("la", "bits"):
+        assert _decode_grey_png((tmp_path / f"{name}.png").read_bytes()) is None, name
+    assert np.array_equal(read_native(tmp_path / "la.png"), u8)
+    assert np.array_equal(read_native(tmp_path / "bits.png") > 0, u8 > 127)
+    data = (tmp_path / "u8.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LipoclassError, match=r"cut\.png: unreadable image \("):
+        read_native(tmp_path / "cut.png")
+
+
+def test_compressed_tiff_reads(tmp_path: Path) -> None:
+    """LZW- and deflate-compressed TIFFs (common microscope exports; LZW needs imagecodecs)."""
+    import tifffile
+
+    arr = np.random.default_rng(3).integers(0, 65536, (19, 21), dtype=np.uint16)
+    for comp in ("lzw", "zlib"):
+        tifffile.imwrite(tmp_path / f"{comp}.tif", arr, compression=comp)
+        assert np.array_equal(read_image(tmp_path / f"{comp}.tif"), arr.astype(np.float32))

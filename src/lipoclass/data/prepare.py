@@ -140,7 +140,9 @@ def auto_mask(img: np.ndarray) -> np.ndarray:
 
     h, w = img.shape
     smooth = ndi.gaussian_filter(img.astype(np.float32), sigma=max(1.0, min(h, w) / 40))
-    yy, xx = np.mgrid[:h, :w]
+    # pixel coordinates, flat (h*w,) float64: the weights of the centroid bincounts
+    yy = np.repeat(np.arange(h, dtype=np.float64), w)
+    xx = np.tile(np.arange(w, dtype=np.float64), h)
     cy, cx = (h - 1) / 2, (w - 1) / 2
     best: np.ndarray | None = None
     best_d = np.inf
@@ -157,10 +159,10 @@ def auto_mask(img: np.ndarray) -> np.ndarray:
             if n == 0:
                 continue
             # every component's area and centroid from three bincounts (not one pass each)
-            flat = lab.ravel()
+            flat = lab.ravel().astype(np.intp)  # (h*w,) cast once, not in every bincount
             cnt = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)  # (n,)
-            my = np.bincount(flat, weights=yy.ravel(), minlength=n + 1)[1:] / np.maximum(cnt, 1)
-            mx = np.bincount(flat, weights=xx.ravel(), minlength=n + 1)[1:] / np.maximum(cnt, 1)
+            my = np.bincount(flat, weights=yy, minlength=n + 1)[1:] / np.maximum(cnt, 1)
+            mx = np.bincount(flat, weights=xx, minlength=n + 1)[1:] / np.maximum(cnt, 1)
             d_all = np.hypot(my - cy, mx - cx)  # (n,)
             frac = cnt / (h * w)
             ok = (frac >= 0.02) & (frac <= 0.9) & (d_all < 0.25 * min(h, w))
@@ -169,7 +171,8 @@ def auto_mask(img: np.ndarray) -> np.ndarray:
                 if d_all[k] < best_d:
                     best, best_d = lab == k + 1, float(d_all[k])
     if best is None:
-        best = np.hypot(yy - cy, xx - cx) <= 0.35 * min(h, w)
+        yo, xo = np.ogrid[:h, :w]
+        best = np.hypot(yo - cy, xo - cx) <= 0.35 * min(h, w)
     return best
 
 
