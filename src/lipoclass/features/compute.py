@@ -132,8 +132,16 @@ def _pad_codes(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mp = np.zeros((m.shape[0] + 2, m.shape[1] + 2), dtype=bool)  # (h+2, w+2)
     mp[1:-1, 1:-1] = m
     u = mp.view(np.uint8)
-    code = u[1:, 1:] + 2 * u[:-1, 1:] + 4 * u[1:, :-1] + 8 * u[:-1, :-1]  # (h+1, w+1)
+    code = u[:-1, :-1] << 1  # (h+1, w+1), Horner: ((8 ul + 4 l) + 2 up) + pixel, in place
+    code += u[1:, :-1]
+    code <<= 1
+    code += u[:-1, 1:]
+    code <<= 1
+    code += u[1:, 1:]
     return mp, np.bincount(code.ravel(), minlength=16)
+
+
+_RUN_STARTS = [1, 3, 9, 11]  # 2x2 codes whose pixel is set and its left neighbour is not
 
 
 def _clean_mask(
@@ -151,12 +159,15 @@ def _clean_mask(
     cols = np.flatnonzero(mask.any(axis=0))
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     m = mask[r0:r1, c0:c1]  # (h', w') bool
-    # fast path: one run per row, runs of consecutive rows overlapping (most particle
-    # masks) -> one 4-connected component without holes, nothing to label
+    mp, counts = _pad_codes(m)
+    # fast path: one run per row (as many run starts as rows, none empty), runs of
+    # consecutive rows overlapping (most particle masks) -> one 4-connected component
+    # without holes, nothing to label
     first = np.argmax(m, axis=1)  # (h',)
     last = (c1 - c0 - 1) - np.argmax(m[:, ::-1], axis=1)  # (h',)
     simple = bool(
-        (np.count_nonzero(m, axis=1) == last - first + 1).all()
+        counts[_RUN_STARTS].sum() == r1 - r0
+        and m[np.arange(r1 - r0), first].all()
         and (np.maximum(first[1:], first[:-1]) <= np.minimum(last[1:], last[:-1])).all()
     )
     if not simple:
@@ -169,7 +180,7 @@ def _clean_mask(
             cc = np.flatnonzero(m.any(axis=0))
             m = m[rr[0] : rr[-1] + 1, cc[0] : cc[-1] + 1]
             r0, c0 = r0 + int(rr[0]), c0 + int(cc[0])
-    mp, counts = _pad_codes(m)
+            mp, counts = _pad_codes(m)
     # one 4-connected component is one 8-connected object: Euler number 1 - holes, so the
     # hole-filling labelling is needed only when it is not 1
     if not simple and round(float(_EULER8 @ counts)) != 1:
