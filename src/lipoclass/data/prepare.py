@@ -132,9 +132,10 @@ class Prepared:
 
 
 def auto_mask(img: np.ndarray) -> np.ndarray:
-    """Fallback particle mask for a particle without one: Otsu threshold of the smoothed
-    image, either polarity, keeping the filled component nearest the centre whose area is a
-    plausible particle (2-90% of the image); else a centred disk of 0.35 * min(H, W)."""
+    """Fallback particle mask for a particle without one, from its image (H, W) of any
+    numeric dtype: Otsu threshold of the smoothed (float32) image, either polarity, keeping
+    the filled component nearest the centre whose area is a plausible particle (2-90% of the
+    image); else a centred disk of 0.35 * min(H, W)."""
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
@@ -273,7 +274,7 @@ def _prepare_one(p: Particle, cfg: PrepConfig) -> _Result:
     img, mask = read_particle(p)
     auto = False
     if mask is None and cfg.mode != "surround":
-        mask, auto = auto_mask(img.astype(np.float32)), True
+        mask, auto = auto_mask(img), True  # converts to float32 itself
     res = prepare_arrays(img, mask, cfg)
     if isinstance(res, str):
         if cfg.mode == "surround":  # empty mask does not matter when the mask is unused

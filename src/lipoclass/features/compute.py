@@ -615,7 +615,7 @@ def _one(p: Particle, cfg: FeatureConfig) -> _Result:
     if own is not None:
         mask = own
     else:
-        mask, auto = auto_mask(img.astype(np.float32)), 1
+        mask, auto = auto_mask(img), 1  # converts to float32 itself
     res = particle_features(img, mask, p.pixel_size_nm, cfg)
     if isinstance(res, str) and auto and "four image borders" in res:
         # automatic mask covering the crop: auto_mask's own fallback, a centred disk
