@@ -45,16 +45,14 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _decode_grey_png(data: bytes) -> np.ndarray | None:
     """8/16-bit greyscale PNG ``data`` (the usual particle crop and mask) decoded with
     imagecodecs' libpng binding, about a third faster than Pillow per file; None for any
-    other PNG (palette, colour, alpha, 1-4 bit) or without imagecodecs, so Pillow reads it."""
+    other PNG (palette, colour, alpha, 1-4 bit), which Pillow reads."""
     # IHDR is the first chunk: bytes 24 and 25 are the bit depth and the colour type (0: grey)
     if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
         return None
     if data[25] != 0 or data[24] not in (8, 16):
         return None
-    try:
-        import imagecodecs
-    except ImportError:  # pragma: no cover - a dependency; Pillow still reads every PNG
-        return None
+    import imagecodecs
+
     arr: np.ndarray = imagecodecs.png_decode(data)
     return arr
 

@@ -452,8 +452,8 @@ def _window_terms(
     cfg: FeatureConfig,
 ) -> tuple[np.ndarray, np.ndarray, float, float, float, tuple[np.ndarray, np.ndarray]] | None:
     """The terms computed on a window around the particle, at 1 / ``k`` resolution: radial
-    and edge profiles, membrane thickness (px), SNR (dB), internal variance, and the depth
-    estimate (bh, bw) px of the box pixels with its tolerance (for ``_max_width_px``).
+    and edge profiles, membrane thickness (px), SNR (dB), internal variance, and the box
+    coordinates (rows, columns) of the maximum-width candidates (for ``_max_width_px``).
     None when the k x k binned mask has too few pixels."""
     H, W = img.shape
     br0, bc0 = corner
@@ -587,8 +587,8 @@ def _window_terms(
 
 
 def _var(x: np.ndarray) -> float:
-    """``np.var(x)`` of a short 1-d float64 array (same operations, a fraction of the
-    overhead: this runs twice per particle)."""
+    """``np.var(x)`` of a 1-d float64 array: the same operations without ``np.var``'s
+    per-call overhead (it runs up to four times per particle)."""
     d = x - x.sum() / x.size
     d *= d
     return float(d.sum()) / x.size
