@@ -98,7 +98,7 @@ def test_train_export_predict_end_to_end(tmp_path, tiny_dataset, capsys):
     """A really trained model folder (train_model) through export, checked on the training
     set it records, and predict --onnx."""
     from lipoclass.data import load_dataset
-    from lipoclass.evaluate.spec import ModelSpec
+    from lipoclass.spec import ModelSpec
     from lipoclass.train import TrainConfig, train_model
 
     ds_dir = tiny_dataset(counts=(12, 10, 8))

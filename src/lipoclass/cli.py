@@ -10,13 +10,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lipoclass.choices import (
+    AUGMENTS,
+    BALANCES_CNN,
+    BALANCES_SVM,
+    DEVICES,
+    EXECUTORS,
+    FEATURE_SETS,
+    INPUT_MODES,
+    OPTIMIZERS,
+    SEED_MAX,
+)
 from lipoclass.errors import LipoclassError
 
 __all__ = ["main"]
-
-AUGMENTS = ("rotate", "shift", "flip", "shear", "zoom")
-BALANCES_CNN = ("none", "oversample", "undersample", "smote", "weights", "focal")
-BALANCES_SVM = ("weights", "none", "oversample", "undersample", "smote")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -24,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
     noise spread over many lines."""
 
     def error(self, message: str) -> Any:  # type: ignore[override]
-        self.exit(2, f"lipoclass {self.prog.split(' ', 1)[-1]}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n")  # prog: "lipoclass [command]"
 
 
 def _augment_list(text: str) -> tuple[str, ...]:
@@ -52,6 +59,36 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use 0 to {SEED_MAX}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.95")
+    return v
+
+
+def _folds(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: cross-validation needs at least 2 folds")
+    return v
+
+
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -68,48 +105,68 @@ def _add_model_options(p: argparse.ArgumentParser, *, default_model: str | None)
         "--model",
         default=default_model,
         required=default_model is None,
-        help="'svm' (handcrafted features) or a CNN: lipnet1, lipnet2, lipnet4, lipnet4c, "
-        "lipnet6, lipnet_fcn, lipnet_hybrid, tiny (default: %(default)s)",
+        help="'svm': a support-vector machine on measured particle features (size, shape, "
+        "grey-level profile); or a neural network (CNN) that looks at the pixels: lipnet4 "
+        "(recommended), lipnet1, lipnet2, lipnet4c, lipnet6, lipnet_fcn, lipnet_hybrid (also "
+        "gets the particle size), tiny (for tests)"
+        + (f" (default: {default_model})" if default_model else ""),
     )
-    g = p.add_argument_group("input preparation")
+    g = p.add_argument_group("input preparation (CNN)")
     g.add_argument(
         "--mode",
-        choices=("auto", "surround", "crop", "masked"),
+        choices=INPUT_MODES,
         default="auto",
-        help="surround: whole image; crop: mask bounding box; masked: crop and zero outside "
-        "the mask (best in the thesis); auto (default): masked when every particle has a "
-        "mask, else surround",
+        help="what the network sees: surround = the whole particle image with its "
+        "surroundings; crop = cut to the particle's mask outline (bounding box); masked = "
+        "cropped and everything outside the mask set to zero (usually best); auto (default): "
+        "masked when every particle has a mask, else surround",
     )
-    g.add_argument("--size", type=_positive_int, default=None, help="input side in pixels "
-                   "(default: the model's own, 28 for LipNet-4, 32 for LipNet-6)")  # fmt: skip
+    g.add_argument("--size", type=_positive_int, default=None, help="images are resized to "
+                   "SIZE x SIZE pixels (default: the model's own, 28 for LipNet-4, 32 for "
+                   "LipNet-6)")  # fmt: skip
     g = p.add_argument_group("training (CNN)")
-    g.add_argument("--epochs", type=_positive_int, default=30, help="epochs (default: 30)")
-    g.add_argument("--batch-size", type=_positive_int, default=32, help="default: 32")
-    g.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    g.add_argument("--epochs", type=_positive_int, default=30, help="passes over the training "
+                   "particles; training may stop earlier when the held-out score stops "
+                   "improving (default: 30)")  # fmt: skip
+    g.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="particles per training step (default: 32)")  # fmt: skip
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="training algorithm (default: adam)")  # fmt: skip
     g.add_argument("--lr", type=_positive_float, default=None,
-                   help="learning rate (default: 1e-3 adam, 1e-2 sgd)")  # fmt: skip
+                   help="learning rate: step size of training; lower it if training "
+                   "diverges (default: 1e-3 adam, 1e-2 sgd)")  # fmt: skip
     g.add_argument(
         "--balance",
         default=None,
-        help="imbalance handling. CNN: none, oversample (default), undersample, smote, weights, "
-        "focal. SVM: weights (default), none, oversample, undersample, smote",
+        help="how to handle rare classes. oversample: show rare-class particles more often "
+        "(CNN default); undersample: use fewer particles of common classes; weights: count "
+        "errors on rare classes more (SVM default); smote: add synthetic in-between examples "
+        "of rare classes; focal: a loss that focuses on hard particles (CNN only); none. "
+        f"CNN: {', '.join(BALANCES_CNN)}; SVM: {', '.join(BALANCES_SVM)}",
     )
     g.add_argument(
         "--augment",
         type=_augment_list,
         default=AUGMENTS,
-        help="comma list of rotate,shift,flip,shear,zoom, or all / none (default: all)",
+        help="random changes applied to training images so the network does not depend on "
+        f"orientation or position: comma list of {','.join(AUGMENTS)}, or all / none "
+        "(default: all)",
     )
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to compute: cuda = NVIDIA GPU, cpu, or auto (GPU when "
+                   "present) (default: auto)")  # fmt: skip
     g = p.add_argument_group("SVM")
     g.add_argument(
         "--features",
-        choices=("vironova", "all", "precomputed"),
+        choices=FEATURE_SETS,
         default="vironova",
-        help="SVM feature set: the thesis' Vironova set, all computed features, or the "
-        "numeric columns of particles.csv (default: %(default)s)",
+        help="measurements the SVM uses: vironova = area, circularity, shape moments, edge "
+        "profile, grey-level histogram and internal texture (the set of the Vironova "
+        "analysis software); all = every computed measurement; precomputed = the numeric "
+        "columns of particles.csv (default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed: the same seed gives "
+                   f"the same folds and results (0 to {SEED_MAX}, default: 0)")  # fmt: skip
 
 
 def _spec_from_args(args: argparse.Namespace) -> Any:
@@ -142,8 +199,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
+    from lipoclass.outputs import check_output_folder
     from lipoclass.synth import parse_ratios, synthesize
 
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another output folder)")
+    check_output_folder(args.out)
     ds = synthesize(
         args.problem,
         Path(args.out),
@@ -162,11 +223,15 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from lipoclass.data import load_dataset
     from lipoclass.data.info import dataset_info, default_figure_path
+    from lipoclass.outputs import check_output_file
 
-    ds = load_dataset(args.dataset)
-    figure = Path(args.figure) if args.figure else default_figure_path(ds)
+    ds = load_dataset(args.dataset, allow_outside=args.allow_outside_paths)
+    figure = check_output_file(Path(args.figure) if args.figure else default_figure_path(ds))
     info = dataset_info(ds, figure=figure, check=True)
     print(info.text())
+    if info.problems:
+        print(f"lipoclass: {len(info.problems)} problem(s) found (exit status 1)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -183,10 +248,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_features(args: argparse.Namespace) -> int:
     from lipoclass.data import load_dataset
     from lipoclass.features import compute_features
+    from lipoclass.outputs import check_output_file
 
+    out = check_output_file(args.out)  # before minutes of feature computation
     ds = load_dataset(args.dataset)
     table = compute_features(ds)
-    out = Path(args.out)
     table.to_csv(out)
     for pid, reason in table.failed:
         print(f"lipoclass: warning: particle {pid}: {reason}", file=sys.stderr)
@@ -198,37 +264,42 @@ def _cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_cv(args: argparse.Namespace) -> int:
+def _fit(args: argparse.Namespace, what: str) -> int:
+    """``cv`` and ``train``: one computation (``lipoclass.crossfit.fit_model``)."""
+    from lipoclass.crossfit import check_model_out, fit_model
     from lipoclass.data import load_dataset
-    from lipoclass.evaluate import CVConfig, cross_validate
+    from lipoclass.evaluate import CVConfig, ExecutorConfig
 
+    out = Path(args.out)
+    check_model_out(out)  # before any work: a wrong --out must not cost the folds
+    try:
+        exe = ExecutorConfig(args.executor, args.workers, args.address)
+    except ValueError as exc:
+        raise LipoclassError(f"--executor/--workers/--address: {exc}") from None
     ds = load_dataset(args.dataset)
     spec = _spec_from_args(args)
     cv = CVConfig(folds=args.folds, seed=args.seed, group_by=args.group_by)
-    result = cross_validate(ds, spec, cv, out=Path(args.out), features_csv=args.features_csv)
+    epochs = f" x {spec.train.epochs} epochs" if spec.train is not None else ""
+    print(f"[{what}] {spec.model}: {cv.folds} folds{epochs} on {int((ds.labels >= 0).sum())} "
+          "labelled particles; the fold models are kept as the model", file=sys.stderr)  # fmt: skip
+    _, result = fit_model(ds, spec, cv, out, features_csv=args.features_csv, executor=exe,
+                          review_target=args.review_target, tta=args.tta)  # fmt: skip
     print(result.table())
-    print(f"results: {args.out}")
+    print(f"model folder (cross-validation results and {result.metrics['folds']} fold models): "
+          f"{out}")  # fmt: skip
     return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    return _fit(args, "cv")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from lipoclass.data import load_dataset
-    from lipoclass.train import train_model
-
-    ds = load_dataset(args.dataset)
-    if args.confusion_folds < 0 or args.confusion_folds == 1:
-        raise LipoclassError(
-            f"--confusion-folds must be 0 or at least 2, got {args.confusion_folds}"
-        )
-    out = train_model(ds, _spec_from_args(args), Path(args.out), seed=args.seed,
-                      confusion_folds=args.confusion_folds,
-                      confusion_from=args.confusion_from)  # fmt: skip
-    print(f"model folder: {out}")
-    return 0
+    return _fit(args, "train")
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from lipoclass.study import run_study
+    from lipoclass.study import failed_runs, run_study
 
     report = run_study(
         args.study,
@@ -240,6 +311,15 @@ def _cmd_study(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     print(f"report: {report}")
+    failed = failed_runs(args.out)
+    if failed:
+        names = ", ".join(label for label, _ in failed[:3]) + (" ..." if len(failed) > 3 else "")
+        print(
+            f"lipoclass: error: {len(failed)} run(s) failed ({names}); the traceback of each is "
+            f"in {Path(args.out) / 'runs'}/<key>/error.txt; rerun the study to retry them",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -251,33 +331,38 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from lipoclass.predict import predict
+    from lipoclass.predict import PredictConfig, predict
 
     if args.model_dir is None and args.onnx is None:
         raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
+    cfg = PredictConfig(batch_size=args.batch_size, device=args.device, tta=args.tta)
     predict(
         Path(args.model_dir) if args.model_dir else None,
         Path(args.input),
         Path(args.out),
         onnx_path=Path(args.onnx) if args.onnx else None,
         shares_path=Path(args.shares) if args.shares else None,
-        batch_size=args.batch_size,
-        device=args.device,
+        config=cfg,
     )
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lipoclass.export import export_onnx
+    from lipoclass.export import ExportConfig, export_onnx
+    from lipoclass.outputs import check_output_file
 
+    check_output_file(args.out)
     dataset = Path(args.dataset) if args.dataset else None
-    export_onnx(Path(args.model_dir), Path(args.out), tolerance=args.tolerance, dataset=dataset)
+    export_onnx(Path(args.model_dir), Path(args.out), ExportConfig(tolerance=args.tolerance),
+                dataset=dataset)  # fmt: skip
     return 0
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     from lipoclass.explain import explain
+    from lipoclass.outputs import check_output_folder
 
+    check_output_folder(args.out, allow_existing_kind="explain", marker="index.html")
     ids = [s for s in args.ids.split(",") if s] if args.ids else None
     page = explain(Path(args.model_dir), Path(args.dataset), Path(args.out), ids=ids)
     print(f"explanations: {page}")
@@ -285,6 +370,15 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+# built-in studies (src/lipoclass/study/presets/*.toml; a test checks this list is complete)
+_PRESETS = {
+    "benchmark": "LipNet-4 against the SVM on measured features, 2 runs (~1 h)",
+    "architectures": "per-class F1 of the 7 LipNet network designs, 7 runs (~6 h)",
+    "augmentation": "adding image augmentations one by one to LipNet-4, 6 runs (~5 h)",
+    "imbalance": "7 ways of handling rare classes for LipNet-4, 7 runs (~6 h)",
+    "input-modes": "LipNet-4 on whole image, crop, or masked crop, 3 runs (~2.5 h)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
         "cryo-TEM images with small CNNs, beside an SVM on handcrafted features, under "
         "heavy class imbalance. A dataset is a folder with particles.csv (id,image[,mask,"
         "label,pixel_size_nm,sample]) and the images it names.",
-        epilog="Start with 'lipoclass demo'. Each command has its own --help.",
+        epilog="Start with 'lipoclass demo'. Each command has its own --help, e.g. "
+        "'lipoclass info --help'. Exit status: 0 ok, 1 problems found or some runs failed, "
+        "2 bad input or usage, 130 interrupted.",
     )
     from lipoclass import __version__
 
@@ -314,134 +410,180 @@ def build_parser() -> argparse.ArgumentParser:
         "The main job: synthesise the default lamellarity set, run the quick 'benchmark' study "
         "(SVM vs LipNet-4, 5 folds, identical folds) and write an HTML report.",
     )
-    p.add_argument("--out", default="lipoclass-demo", help="output folder (default: %(default)s)")
-    p.add_argument("--full", action="store_true", help="full-size data and epochs (slow)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="lipoclass-demo", help="output folder for the data, the "
+                   "results and report.html; a rerun reuses it "
+                   "(default: %(default)s)")  # fmt: skip
+    p.add_argument("--full", action="store_true", help="all 14,169 particles and 30 epochs "
+                   "(about an hour on a 2-core computer; default: a quick run of "
+                   "minutes)")  # fmt: skip
+    p.add_argument("--seed", type=_seed, default=0, help="random seed for data and folds "
+                   f"(0 to {SEED_MAX}, default: 0)")  # fmt: skip
 
     p = add(
         "synth",
         _cmd_synth,
         "write a synthetic liposome dataset (lamellarity or encapsulation)",
-        "Simulate TEM liposome crops with masks and pixel size, with the class shares of the "
-        "thesis (Tables 1-2) unless --ratios is given. Writes a particle dataset folder and one "
-        "contact-sheet PNG per class.",
+        "Simulate TEM images of single liposomes, each with a mask (outline) and pixel size, "
+        "in the class shares of a real reference data set (lamellarity: unilamellar, "
+        "multilamellar, uncertain; encapsulation: full, empty, ...) unless --ratios is given. "
+        "Writes a particle dataset folder and one overview sheet (PNG) per class.",
     )
-    p.add_argument("problem", choices=("lamellarity", "encapsulation"))
+    p.add_argument("problem", choices=("lamellarity", "encapsulation"),
+                   help="which classes to simulate: lamellarity (number of membranes) or "
+                   "encapsulation (whether the liposome is filled)")  # fmt: skip
     p.add_argument("out", help="output dataset folder (must not exist)")
     p.add_argument("--n", type=_positive_int, default=None,
-                   help="number of particles (default: thesis size, 14169 / 24918)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
+                   help="number of particles (default: the reference size, 14169 for "
+                   "lamellarity, 24918 for encapsulation)")  # fmt: skip
+    p.add_argument("--seed", type=_seed, default=0, help="random seed: the same seed gives "
+                   f"the same images (0 to {SEED_MAX}, default: 0)")  # fmt: skip
     p.add_argument(
         "--ratios",
         default=None,
-        help="class shares, e.g. 'unilamellar=0.5,multilamellar=0.3,uncertain=0.2' or 'balanced'",
+        help="class shares, e.g. 'unilamellar=0.5,multilamellar=0.3,uncertain=0.2', or "
+        "'balanced' for equal shares (default: the reference shares)",
     )
     p.add_argument("--tiff16", action="store_true", help="write 16-bit TIFF images, not PNG")
-    p.add_argument("--workers", type=_positive_int, default=None, help="processes (default: all)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="parallel processes (default: one per CPU core)")  # fmt: skip
 
     p = add(
         "info",
         _cmd_info,
         "summarise and check a particle dataset",
         "Counts per class and sample, image sizes per class (figure), masks, pixel sizes, and "
-        "every problem found (unreadable images, masks of another size, empty masks).",
+        "every problem found (unreadable images, NaN pixels, masks of another size, empty "
+        "masks, classes without particles). Exit status 1 when a problem is found, so scripts "
+        "can stop before training on a broken dataset.",
     )
     p.add_argument("dataset", help="dataset folder (with particles.csv)")
-    p.add_argument("--figure", default=None,
-                   help="size-distribution PNG (default: <name>_info.png here)")  # fmt: skip
+    p.add_argument("--figure", default=None, help="where to write the image-size figure "
+                   "(PNG; default: <dataset name>_info.png in the current folder)")  # fmt: skip
+    p.add_argument("--allow-outside-paths", action="store_true", help="accept image paths "
+                   "in particles.csv that lead outside the dataset folder "
+                   "(e.g. ../other/a.png)")  # fmt: skip
 
     p = add(
         "import-export",
         _cmd_import,
-        "convert a particle-export JSON (the thesis' source layout) into a dataset",
+        "convert a particle-export JSON file (from particle-analysis software) into a dataset",
         "Reads concatenated JSON objects or a JSON list of particle records (Id, Class code, "
-        "Bmp/Image, features) and writes a particle dataset with the features as columns.",
+        "Bmp/Image, measured features), as written by particle-analysis software such as "
+        "Vironova's, and writes a particle dataset with the features as columns.",
     )
-    p.add_argument("export", help="the export .json file")
+    p.add_argument("export", help="the exported .json file of particle records")
     p.add_argument("--images", required=True, help="folder holding the images the records name")
     p.add_argument("--out", required=True, help="output dataset folder (must not exist)")
-    p.add_argument("--keep-going", action="store_true",
-                   help="write the dataset even if some records are bad (listed)")  # fmt: skip
+    p.add_argument("--keep-going", action="store_true", help="write the dataset even if "
+                   "some records are bad (they are listed and left out)")  # fmt: skip
 
     p = add(
         "features",
         _cmd_features,
-        "compute handcrafted features (area, moments, profiles, ...) to a CSV",
+        "measure every particle (area, circularity, shape moments, edge and grey-level "
+        "profiles, ...) into a CSV table",
+        "Measure size, shape and grey-level features of every particle (the measurements the "
+        "SVM uses) and write one CSV row per particle. Particles without a mask get an "
+        "automatic outline.",
     )
-    p.add_argument("dataset")
-    p.add_argument("--out", default="features.csv", help="default: %(default)s")
+    p.add_argument("dataset", help="dataset folder (with particles.csv)")
+    p.add_argument("--out", default="features.csv", help="output CSV file (default: %(default)s)")
 
-    p = add(
-        "cv",
-        _cmd_cv,
-        "cross-validate a model (SVM or CNN) with per-class metrics",
+    fit_help = (
         "Stratified k-fold cross-validation; every model gets identical folds for the same "
-        "seed. Writes metrics.json, oof.csv (out-of-fold predictions), confusion-matrix PNGs.",
+        "seed. The k fold models are kept: the folder is both the evaluation (metrics.json, "
+        "oof.csv with each particle's prediction by the model that did not see it, confusion "
+        "PNGs) and the model that 'predict' uses (the fold models' average). 'cv' and 'train' "
+        "are the same computation."
     )
-    p.add_argument("dataset")
-    _add_model_options(p, default_model=None)
-    p.add_argument("--folds", type=int, default=5, help="default: 5")
-    p.add_argument("--group-by", choices=("sample",), default=None,
-                   help="keep all particles of one sample in the same fold")  # fmt: skip
-    p.add_argument("--features-csv", default=None,
-                   help="SVM: use this features CSV (from 'lipoclass features')")  # fmt: skip
-    p.add_argument("--out", required=True, help="run folder")
-
-    p = add(
-        "train",
-        _cmd_train,
-        "train one model on a whole dataset and save a model folder",
-        "Trains on all labelled particles (a validation split is held out for early stopping "
-        "and calibration) and saves weights, config and class names. The confusion matrix "
-        "behind predict's adjusted class shares is cross-validated: by default 5 more "
-        "trainings on the same folds as 'lipoclass cv', or reused from a finished cv run.",
-    )
-    p.add_argument("dataset")
-    _add_model_options(p, default_model="lipnet4")
-    p.add_argument("--out", required=True, help="model folder")
-    p.add_argument(
-        "--confusion-folds",
-        type=int,
-        default=5,
-        metavar="K",
-        help="folds of the cross-validation behind adjusted shares; 0 uses the "
-        "validation split instead (fast, thin for rare classes) (default: 5)",
-    )
-    p.add_argument("--confusion-from", default=None, metavar="RUN",
-                   help="reuse the out-of-fold confusion of a finished 'lipoclass cv' run "
-                   "(same dataset and settings) instead of cross-validating again")  # fmt: skip
+    for name, fn, default_model, line in (
+        ("cv", _cmd_cv, None, "cross-validate a model (SVM or CNN) and keep it as a model folder"),
+        ("train", _cmd_train, "lipnet4",
+         "train a model: the fold models of a cross-validation (same as 'cv')"),
+    ):  # fmt: skip
+        p = add(name, fn, line, fit_help)
+        p.add_argument("dataset", help="labelled particle dataset folder (with particles.csv)")
+        _add_model_options(p, default_model=default_model)
+        p.add_argument("--folds", type=_folds, default=5,
+                       help="number of folds, at least 2 (default: 5; fewer when the smallest "
+                       "class has fewer particles)")  # fmt: skip
+        p.add_argument("--group-by", choices=("sample",), default=None,
+                       help="keep all particles of one sample (grid, batch) in the same fold, so "
+                       "the scores say how the model does on a new sample")  # fmt: skip
+        p.add_argument("--features-csv", default=None,
+                       help="SVM only: use this features CSV (from 'lipoclass features')")
+        p.add_argument("--review-target", type=_fraction, default=0.95, metavar="ACC",
+                       help="flag particles for review until the rest reach this accuracy, "
+                       "measured out of fold (default: 0.95)")  # fmt: skip
+        p.add_argument("--tta", action="store_true",
+                       help="CNN: predict with every flip and quarter turn of each particle "
+                       "and average (8x slower prediction; off by default, docs/cnn.md)")
+        p.add_argument("--workers", type=_positive_int, default=1,
+                       help="folds trained at once in local processes (default: 1)")
+        p.add_argument("--executor", choices=EXECUTORS, default="local",
+                       help="where folds run: local processes or a Ray cluster")
+        p.add_argument("--address", default=None,
+                       help="Ray cluster address (default: start Ray on this machine)")
+        p.add_argument("--out", required=True,
+                       help="model folder to write (new, or an earlier model folder to replace)")
 
     p = add(
         "study",
         _cmd_study,
-        "run a declared grid of cross-validations (a preset or a TOML file) and report",
-        "Presets: augmentation, architectures, input-modes, imbalance, benchmark. Finished runs "
-        "are reused, so an interrupted study resumes.",
+        "compare several model settings by cross-validation (a preset or a TOML file) and "
+        "write an HTML report",
+        "Run a list of cross-validations with identical folds (a built-in preset or your own "
+        "TOML file) and write report.html comparing them. Finished runs are reused, so an "
+        "interrupted study resumes when rerun with the same --out. Exit status 1 when a run "
+        "failed (the others are still reported).",
     )
-    p.add_argument("study", help="preset name or path to a study .toml")
-    p.add_argument("dataset", nargs="*", default=[], help="dataset folder(s) (TOML may name them)")
-    p.add_argument("--out", required=True, help="study folder")
-    p.add_argument("--quick", action="store_true", help="few epochs and a data subset (minutes)")
-    p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start local)")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = (
+        "presets (rough time on a 2-core computer for ~14,000 particles; --quick: minutes):\n"
+        + "\n".join(f"  {k:<14} {v}" for k, v in _PRESETS.items())
+    )
+    p.add_argument("study", help="preset name (listed below) or path to a study .toml file")
+    p.add_argument("dataset", nargs="*", default=[],
+                   help="dataset folder(s) (a TOML file may name them instead)")  # fmt: skip
+    p.add_argument("--out", required=True, help="study folder: new, empty or an earlier "
+                   "study folder (to resume)")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="3 epochs and at most ~1500 "
+                   "particles per dataset: a check that everything runs (minutes)")  # fmt: skip
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local: "
+                   "this computer; ray: a Ray compute cluster (default: local)")  # fmt: skip
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start "
+                   "Ray on this computer)")  # fmt: skip
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="local executor: runs in parallel (default: 1)")  # fmt: skip
 
     p = add("report", _cmd_report, "rebuild DIR/report.html from a study folder's stored results")
-    p.add_argument("dir", help="study folder")
+    p.add_argument("dir", help="study folder (or one 'lipoclass cv' results folder)")
 
     p = add(
         "predict",
         _cmd_predict,
         "classify particles with a trained model and report class shares per sample",
+        "Classify every particle with the model folder's fold models (their average), flag "
+        "uncertain ones for review, and estimate each class's share per sample.",
     )
-    p.add_argument("model_dir", nargs="?", default=None, help="model folder from 'train'")
+    p.add_argument("model_dir", nargs="?", default=None,
+                   help="model folder from 'train' or 'cv' (optional only with --onnx)")
     p.add_argument("input", help="particle dataset folder, or a folder of particle images")
-    p.add_argument("--out", default="predictions.csv", help="default: %(default)s")
-    p.add_argument("--shares", default=None, help="shares CSV (default: shares.csv beside --out)")
-    p.add_argument("--onnx", default=None, help="use this ONNX model with onnxruntime")
-    p.add_argument("--batch-size", type=_positive_int, default=512)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", default="predictions.csv",
+                   help="predictions CSV, one row per particle (default: %(default)s)")
+    p.add_argument("--shares", default=None,
+                   help="class-shares CSV (default: <out name>_shares.csv beside --out)")
+    p.add_argument("--onnx", default=None,
+                   help="use this exported ONNX model (onnxruntime) instead of PyTorch")
+    p.add_argument("--batch-size", type=_positive_int, default=512,
+                   help="particles per batch (default: %(default)s)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="auto (a GPU when present), cpu or cuda")
+    tta = p.add_mutually_exclusive_group()
+    tta.add_argument("--tta", dest="tta", action="store_true", default=None,
+                     help="average over every flip and quarter turn of each particle")
+    tta.add_argument("--no-tta", dest="tta", action="store_false",
+                     help="no flips/turns (default: what the model folder says)")
 
     p = add("export", _cmd_export, "export a CNN model folder to ONNX (checked against PyTorch)")
     p.add_argument("model_dir")
@@ -454,19 +596,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "explain",
         _cmd_explain,
-        "filters, activations and saliency maps (deconvolution, guided backprop, Grad-CAM)",
+        "show what a trained network looks at: learned filters and heat maps of the image "
+        "regions behind each decision",
+        "Writes an HTML page with the network's learned filters, its intermediate images "
+        "(activations) and heat maps (saliency maps: deconvolution, guided backpropagation, "
+        "Grad-CAM) marking the pixels that drove the predicted class, for a few particles.",
     )
-    p.add_argument("model_dir")
-    p.add_argument("dataset")
-    p.add_argument("--out", required=True, help="output folder (index.html and PNGs)")
-    p.add_argument("--ids", default=None, help="comma list of particle ids (default: a few/class)")
+    p.add_argument("model_dir", help="CNN model folder from 'lipoclass train'")
+    p.add_argument("dataset", help="dataset folder with the particles to explain")
+    p.add_argument("--out", required=True, help="output folder (index.html and PNGs); new, "
+                   "empty or an earlier explain folder")  # fmt: skip
+    p.add_argument("--ids", default=None, help="comma-separated particle ids (default: a few "
+                   "particles per class)")  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 partial failure, 2 bad input)."""
+    """Entry point; returns the exit status (0 ok, 1 problems found or partial failure, 2 bad
+    input or usage, 130 interrupted). Argument errors exit through argparse (SystemExit 2)."""
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if not argv:  # a bare 'lipoclass': the command list, not a terse error
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"lipoclass: warning: {msg}\n"  # type: ignore[assignment]
     try:

@@ -6,8 +6,10 @@ from lipoclass.data.dataset import (
     Particle,
     ParticleDataset,
     check_folds,
+    empty_class_messages,
     load_dataset,
     publish_folder,
+    warn_empty_classes,
 )
 from lipoclass.data.io import IMAGE_SUFFIXES, image_size, read_image, write_image
 from lipoclass.data.prepare import (
@@ -16,6 +18,7 @@ from lipoclass.data.prepare import (
     Prepared,
     PrepConfig,
     auto_mask,
+    dataset_fingerprint,
     default_cache_dir,
     prepare,
 )
@@ -32,11 +35,14 @@ __all__ = [
     "Prepared",
     "auto_mask",
     "check_folds",
+    "dataset_fingerprint",
     "default_cache_dir",
+    "empty_class_messages",
     "image_size",
     "load_dataset",
     "prepare",
     "publish_folder",
     "read_image",
+    "warn_empty_classes",
     "write_image",
 ]

@@ -10,6 +10,7 @@ import os
 import shutil
 import tomllib
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,10 @@ __all__ = [
     "Particle",
     "ParticleDataset",
     "check_folds",
+    "empty_class_messages",
     "load_dataset",
     "publish_folder",
+    "warn_empty_classes",
 ]
 
 KNOWN_COLUMNS = ("id", "image", "mask", "label", "pixel_size_nm", "sample")
@@ -129,12 +132,49 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise LipoclassError(f"{path}: invalid TOML ({exc})") from None
 
 
-def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> ParticleDataset:
+_DELIMITERS = (",", ";", "\t")
+
+
+def _delimiter(first_line: str) -> str:
+    """The column separator of particles.csv: ',' (standard), ';' (spreadsheets with a decimal
+    comma) or tab, whichever makes 'id' and 'image' header columns; else csv.Sniffer's guess."""
+    for d in _DELIMITERS:
+        names = {h.strip().strip('"') for h in first_line.split(d)}
+        if {"id", "image"} <= names:
+            return d
+    try:
+        return csv.Sniffer().sniff(first_line, delimiters="".join(_DELIMITERS)).delimiter
+    except csv.Error:
+        return ","
+
+
+def _inside(root: Path, rel: str, allow_outside: bool, where: str, what: str) -> Path:
+    """``root / rel``; a relative path that resolves (symlinks followed) outside ``root`` is
+    refused unless ``allow_outside``. Absolute paths are taken as given."""
+    path = root / rel
+    if allow_outside or Path(rel).is_absolute():
+        return path
+    base = root.resolve()
+    if not path.resolve().is_relative_to(base):
+        raise LipoclassError(
+            f"{where}: {what} path {rel!r} points outside the dataset folder {root} "
+            "(write an absolute path if that is intended)"
+        )
+    return path
+
+
+def load_dataset(
+    path: str | os.PathLike[str], *, check_files: bool = True, allow_outside: bool = False
+) -> ParticleDataset:
     """Load and validate a particle dataset folder (or its ``particles.csv``).
 
     Checks: required columns, duplicate ids, image/mask files exist, numbers parse, labels
     belong to the classes of ``dataset.toml`` (when it lists them), unknown columns are
     numeric. Every problem raises ``LipoclassError`` naming the file and row.
+
+    Columns may be separated by ',', ';' or tab (detected from the header). Image and mask
+    paths are relative to the dataset folder and must stay inside it (``../`` or a symlink
+    leading out is refused) unless ``allow_outside=True``; absolute paths are always allowed.
     """
     root = Path(path)
     if root.is_file() and root.name == "particles.csv":
@@ -159,7 +199,9 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> P
         raise LipoclassError(f"{toml_path}: 'pixel_size_nm' must be a number")
 
     with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
+        delimiter = _delimiter(fh.readline())
+        fh.seek(0)  # the utf-8-sig decoder drops a BOM again after the seek
+        reader = csv.reader(fh, delimiter=delimiter)
         try:
             header = [h.strip() for h in next(reader)]
         except StopIteration:
@@ -167,7 +209,11 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> P
         rows = list(reader)
     for req in ("id", "image"):
         if req not in header:
-            raise LipoclassError(f"{csv_path}: required column '{req}' is missing")
+            found = ", ".join(repr(h) for h in header[:6]) + (" ..." if len(header) > 6 else "")
+            raise LipoclassError(
+                f"{csv_path}: required column '{req}' is missing (header columns found: "
+                f"{found}; separate columns with ',', ';' or tab)"
+            )
     dup_cols = [c for c, n in Counter(header).items() if n > 1]
     if dup_cols:
         raise LipoclassError(f"{csv_path}: column '{dup_cols[0]}' appears twice in the header")
@@ -196,11 +242,11 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> P
         image_rel = get("image")
         if image_rel == "":
             raise LipoclassError(f"{where}: empty image path")
-        image = root / image_rel
+        image = _inside(root, image_rel, allow_outside, where, "image")
         if check_files and not image.is_file():
             raise LipoclassError(f"{where}: image file {image_rel} not found")
         mask_rel = get("mask")
-        mask = root / mask_rel if mask_rel else None
+        mask = _inside(root, mask_rel, allow_outside, where, "mask") if mask_rel else None
         if check_files and mask is not None and not mask.is_file():
             raise LipoclassError(f"{where}: mask file {mask_rel} not found")
         label = get("label") or None
@@ -247,11 +293,29 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> P
     )
 
 
+def empty_class_messages(dataset: ParticleDataset) -> list[str]:
+    """One message per class of ``dataset.classes`` (dataset.toml) without labelled particles."""
+    return [
+        f"{dataset.root}: class {cls!r} is listed in dataset.toml but has no labelled "
+        "particles (a model will never predict it)"
+        for cls, n in dataset.class_counts().items()
+        if n == 0
+    ]
+
+
+def warn_empty_classes(dataset: ParticleDataset, stacklevel: int = 2) -> None:
+    """``warnings.warn`` each of ``empty_class_messages(dataset)``."""
+    for msg in empty_class_messages(dataset):
+        warnings.warn(msg, stacklevel=stacklevel + 1)
+
+
 def check_folds(dataset: ParticleDataset, folds: int) -> None:
-    """Every class must have at least ``folds`` labelled particles for stratified k-fold."""
+    """Every class must have at least ``folds`` labelled particles for stratified k-fold; a
+    declared class with no labelled particle is warned about (``warn_empty_classes``)."""
     if folds < 2:
         raise LipoclassError(f"--folds must be at least 2, got {folds}")
     dataset.require_labels()
+    warn_empty_classes(dataset, stacklevel=3)
     for cls, n in dataset.class_counts().items():
         if 0 < n < folds:
             raise LipoclassError(

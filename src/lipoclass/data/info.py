@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipoclass.data.dataset import ParticleDataset
+from lipoclass.data.dataset import ParticleDataset, empty_class_messages
 from lipoclass.data.io import image_size, read_image
 from lipoclass.errors import LipoclassError
 
@@ -25,7 +25,8 @@ _UNLABELLED = "(unlabelled)"
 @dataclass
 class DatasetInfo:
     """What ``dataset_info`` found. ``sizes`` is (N, 2) int (height, width) per particle, in
-    dataset order (-1 where the header could not be read); ``problems`` lists (id, message);
+    dataset order (-1 where the header could not be read); ``problems`` lists (id, message)
+    (id "" for a problem of the whole dataset, e.g. a declared class without particles);
     ``empty_masks`` is None unless the masks were decoded (``check``)."""
 
     name: str
@@ -117,7 +118,7 @@ class DatasetInfo:
             if self.problems:
                 lines.append(f"problems: {len(self.problems)}")
                 for pid, msg in self.problems[:100]:
-                    lines.append(f"  id {pid}: {msg}")
+                    lines.append(f"  id {pid}: {msg}" if pid else f"  {msg}")
                 if len(self.problems) > 100:
                     lines.append(f"  ... and {len(self.problems) - 100} more")
             else:
@@ -146,6 +147,12 @@ def _check_particle(p_image: Path, p_mask: Path | None) -> tuple[list[str], bool
             problems.append(str(exc))
     if any("colour" in str(w.message) for w in caught):
         problems.append(f"{p_image.name}: colour image (converted to greyscale when read)")
+    if img is not None and not np.isfinite(img).all():
+        bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        problems.append(
+            f"{p_image.name}: {bad} non-finite pixel value(s) (NaN or infinity); "
+            "prepare, cv and train refuse this image"
+        )
     empty: bool | None = None
     if p_mask is not None:
         try:
@@ -172,11 +179,12 @@ def dataset_info(
     ds: ParticleDataset, figure: str | os.PathLike[str] | None = None, check: bool = False
 ) -> DatasetInfo:
     """Summarise ``ds``. Image sizes come from file headers (fast); ``check=True`` decodes every
-    image and mask and lists problems (unreadable, colour, mask size mismatch, empty mask).
+    image and mask and lists problems (unreadable, colour, non-finite pixels, mask size
+    mismatch, empty mask); a class of dataset.toml without particles is always a problem.
     ``figure``: write the size-distribution PNG there (nothing when None; the CLI passes
     ``default_figure_path(ds)`` when ``--figure`` is absent)."""
     sizes = np.full((len(ds), 2), -1, dtype=np.int64)
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = [("", msg) for msg in empty_class_messages(ds)]
     empty_masks: int | None = 0 if check else None
     for i, p in enumerate(ds.particles):
         if check:

@@ -36,6 +36,7 @@ from typing import Literal
 
 import numpy as np
 
+from lipoclass.choices import INPUT_MODES, MODES
 from lipoclass.data.dataset import Particle, ParticleDataset
 from lipoclass.data.io import read_native
 from lipoclass.data.parallel import parallel_map, warn_collected
@@ -54,9 +55,6 @@ __all__ = [
     "read_particle",
 ]
 
-MODES = ("surround", "crop", "masked")
-#: what a user may ask for: a concrete mode, or ``auto`` (see ``PrepConfig.resolve``)
-INPUT_MODES = ("auto", *MODES)
 META_COLUMNS = (
     "image_width",
     "image_height",
@@ -257,8 +255,16 @@ _Result = tuple[np.ndarray, np.ndarray, bool] | str
 
 def read_particle(p: Particle) -> tuple[np.ndarray, np.ndarray | None]:
     """Image (H, W) in the file's dtype and mask (H, W) bool or None of one particle; a mask
-    of another size raises ``LipoclassError`` naming both files, the row and the id."""
+    of another size raises ``LipoclassError`` naming both files, the row and the id, and so
+    does an image with non-finite pixels (NaN or infinity, possible in float TIFFs): they are
+    refused, not repaired (docs/data.md)."""
     img = read_native(p.image)  # (H, W) file dtype; callers crop before float conversion
+    if img.dtype.kind == "f" and not np.isfinite(img).all():
+        bad = int(img.size - np.count_nonzero(np.isfinite(img)))
+        raise LipoclassError(
+            f"{p.image}: {bad} non-finite pixel value(s) (NaN or infinity) (particles.csv row "
+            f"{p.row}, id {p.id}); fix or remove this image"
+        )
     if p.mask is None:
         return img, None
     mask = read_native(p.mask) > 0  # (H, W) bool
@@ -295,7 +301,10 @@ def default_cache_dir() -> Path:
 
 
 def dataset_fingerprint(dataset: ParticleDataset) -> str:
-    """Hash of particles.csv, dataset.toml and every referenced file's size and mtime."""
+    """Hash of particles.csv, dataset.toml, the dataset folder and every referenced file's
+    name, size and modification time: the one fingerprint of a dataset's content, used by the
+    preparation cache, cv runs, model folders, export's check and study run keys (an edited
+    image changes it, so nothing stale is reused)."""
     h = hashlib.sha256()
     for name in ("particles.csv", "dataset.toml"):
         table = dataset.root / name

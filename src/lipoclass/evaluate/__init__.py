@@ -1,9 +1,12 @@
-"""Evaluation: the estimator protocol, ``ModelSpec``/``build_spec``, stratified k-fold
-cross-validation (``make_folds``, ``cross_validate`` -> ``CVResult``) and metrics."""
+"""Evaluation: stratified k-fold
+cross-validation (``make_folds``, ``cross_validate`` -> ``CVResult``) and metrics.
+``ModelSpec``/``build_spec``/``Estimator`` live in the neutral ``lipoclass.spec`` and are
+re-exported here."""
 
 from lipoclass.evaluate import metrics
 from lipoclass.evaluate.cv import CVConfig, CVResult, cross_validate, make_folds, score_folds
-from lipoclass.evaluate.spec import (
+from lipoclass.evaluate.executors import EXECUTORS, ExecutorConfig, run_tasks
+from lipoclass.spec import (
     BALANCES_CNN,
     BALANCES_SVM,
     Estimator,
@@ -14,13 +17,16 @@ from lipoclass.evaluate.spec import (
 __all__ = [
     "BALANCES_CNN",
     "BALANCES_SVM",
+    "EXECUTORS",
     "CVConfig",
     "CVResult",
     "Estimator",
+    "ExecutorConfig",
     "ModelSpec",
     "build_spec",
     "cross_validate",
     "make_folds",
     "metrics",
+    "run_tasks",
     "score_folds",
 ]

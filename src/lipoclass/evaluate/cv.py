@@ -7,7 +7,6 @@ import csv
 import json
 import math
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -17,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.data import ParticleDataset, check_folds
-from lipoclass.data.prepare import dataset_fingerprint
+from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate import metrics as M
-from lipoclass.evaluate.spec import ModelSpec
+from lipoclass.evaluate.executors import ExecutorConfig, run_tasks
+from lipoclass.spec import ModelSpec
+from lipoclass.provenance import versions
 
-__all__ = ["CVConfig", "CVResult", "cross_validate", "make_folds", "score_folds"]
+__all__ = ["CVConfig", "CVResult", "FoldOutcome", "cross_validate", "make_folds", "score_folds"]
 
 N_BOOTSTRAP = 1000
 
@@ -86,6 +86,47 @@ def make_folds(dataset: ParticleDataset, cv: CVConfig) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class FoldOutcome:
+    """What one fold task hands back: test-part probabilities (n_test, C) in test order."""
+
+    fold: int
+    proba: np.ndarray
+    info: dict[str, Any]
+    balanced_accuracy: float
+    seconds: float
+    importance: tuple[tuple[str, ...], np.ndarray] | None = None
+    model: Any = None
+
+
+def _fit_fold(
+    dataset: ParticleDataset, spec: ModelSpec, classes: tuple[str, ...], k: int, seed: int,
+    train: np.ndarray, test: np.ndarray, want_importance: bool, keep_model: bool,
+) -> FoldOutcome:  # fmt: skip
+    """One fold: a fresh estimator fitted on ``train`` only, probabilities for ``test``."""
+    tk = time.perf_counter()
+    n_classes = len(classes)
+    est = spec.make_estimator(seed=seed, classes=classes)
+    est.fit(dataset, train)
+    p = np.asarray(est.predict_proba(dataset, test), dtype=np.float64)
+    if p.shape != (len(test), n_classes):
+        raise RuntimeError(f"predict_proba returned {p.shape}, expected {(len(test), n_classes)}")
+    info: dict[str, Any] = {"fold": k, "n_train": len(train), "n_test": len(test)}
+    fit_info = getattr(est, "fit_info", None)
+    if fit_info is not None:
+        info.update(fit_info())
+    importance = None
+    imp_fn = getattr(est, "importance", None)
+    if want_importance and imp_fn is not None:
+        names, values = imp_fn(dataset, test)
+        importance = (tuple(names), np.asarray(values, dtype=np.float64))
+    dt = time.perf_counter() - tk
+    info["seconds"] = round(dt, 3)
+    y = dataset.labels[test]
+    bacc = float(M.balanced_accuracy(M.confusion_matrix(y, p.argmax(axis=1), n_classes)))
+    return FoldOutcome(k, p, info, bacc, dt, importance, est if keep_model else None)
 
 
 def _fold_seed(seed: int, fold: int) -> int:
@@ -189,6 +230,8 @@ class CVResult:
     y_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     run_dir: Path | None = None
+    # the fitted fold estimators by fold number (``keep_models=True`` only)
+    models: dict[int, Any] = field(default_factory=dict)
 
     @property
     def model(self) -> str:
@@ -272,26 +315,6 @@ class CVResult:
 # --------------------------------------------------------------------------- runner
 
 
-def _versions() -> dict[str, str]:
-    import sklearn
-
-    import lipoclass
-
-    v = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "sklearn": sklearn.__version__,
-        "lipoclass": lipoclass.__version__,
-    }
-    try:
-        import torch
-
-        v["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover
-        v["torch"] = "absent"
-    return v
-
-
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
@@ -319,13 +342,19 @@ def cross_validate(
     out: str | os.PathLike[str] | None = None,
     features_csv: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    *,
+    keep_models: bool = False,
+    executor: ExecutorConfig | None = None,
 ) -> CVResult:
     """k-fold cross-validation of ``spec`` on the labelled particles of ``dataset``.
 
     Folds come from ``make_folds`` (identical for every model); particles the estimator
     cannot use (e.g. no features, empty mask) are dropped from training and testing and
     listed under ``excluded``. Each fold gets a fresh estimator fitted on its training part
-    only. Writes the run files into ``out`` when given (see docs/architecture.md).
+    only. Folds are independent tasks run on ``executor`` (serial by default) with the
+    same per-fold seeds, so the executor does not change the result. ``keep_models`` keeps
+    the fitted fold estimators in ``CVResult.models`` (the members of a model folder).
+    Writes the run files into ``out`` when given (see docs/architecture.md).
     """
     t0 = time.perf_counter()
     if features_csv is not None:
@@ -368,15 +397,11 @@ def cross_validate(
 
     proba = np.zeros((len(evaluated), n_classes), dtype=np.float64)  # (n, C)
     fold = fold_of[evaluated]
-    fold_info: list[dict[str, Any]] = []
-    importances: list[np.ndarray] = []
-    imp_names: tuple[str, ...] = ()
     want_importance = spec.svm is not None and spec.svm.importance
+    tasks: list[tuple[Any, ...]] = []
     for k in range(cv.folds):
-        tk = time.perf_counter()
         train = evaluated[fold != k]
-        test_pos = np.flatnonzero(fold == k)
-        test = evaluated[test_pos]
+        test = evaluated[fold == k]
         if len(test) == 0 or len(train) == 0:
             _log(progress, f"fold {k + 1}/{cv.folds}: empty after exclusions, skipped")
             continue
@@ -386,28 +411,31 @@ def cross_validate(
                 f"{dataset.root}: fold {k + 1} training part has only class "
                 f"{classes[int(present[0])]!r} after exclusions (use fewer folds)"
             )
-        _log(progress, f"fold {k + 1}/{cv.folds}: fit on {len(train)}, test on {len(test)}")
-        est = spec.make_estimator(seed=_fold_seed(cv.seed, k), classes=classes)
-        est.fit(dataset, train)
-        p = np.asarray(est.predict_proba(dataset, test), dtype=np.float64)
-        if p.shape != (len(test), n_classes):
-            raise RuntimeError(
-                f"predict_proba returned {p.shape}, expected {(len(test), n_classes)}"
-            )
-        proba[test_pos] = p
-        info: dict[str, Any] = {"fold": k, "n_train": len(train), "n_test": len(test)}
-        fit_info = getattr(est, "fit_info", None)
-        if fit_info is not None:
-            info.update(fit_info())
-        imp_fn = getattr(est, "importance", None)
-        if want_importance and imp_fn is not None:
-            imp_names, values = imp_fn(dataset, test)
-            importances.append(np.asarray(values, dtype=np.float64))
-        dt = time.perf_counter() - tk
-        info["seconds"] = round(dt, 3)
-        fold_info.append(info)
-        bacc = M.balanced_accuracy(M.confusion_matrix(y_all[test], p.argmax(axis=1), n_classes))
-        _log(progress, f"fold {k + 1}/{cv.folds}: balanced accuracy {float(bacc):.3f} ({dt:.1f} s)")
+        tasks.append((dataset, spec, classes, k, _fold_seed(cv.seed, k), train, test,
+                      want_importance, keep_models))  # fmt: skip
+    exe = executor or ExecutorConfig()
+    where = f" on {exe.workers} local workers" if exe.executor == "local" and exe.parallel else (
+        " on Ray" if exe.executor == "ray" else "")  # fmt: skip
+    _log(progress, f"{len(tasks)} folds{where}: " + ", ".join(
+        f"fold {t[3] + 1} fit on {len(t[5])}, test on {len(t[6])}" for t in tasks))  # fmt: skip
+
+    def _done(_: int, r: FoldOutcome) -> None:
+        _log(progress, f"fold {r.fold + 1}/{cv.folds}: balanced accuracy "
+             f"{r.balanced_accuracy:.3f} ({r.seconds:.1f} s)")  # fmt: skip
+
+    outcomes: list[FoldOutcome] = run_tasks(_fit_fold, tasks, exe, _done)
+    fold_info: list[dict[str, Any]] = []
+    importances: list[np.ndarray] = []
+    imp_names: tuple[str, ...] = ()
+    models: dict[int, Any] = {}
+    for r in outcomes:
+        proba[np.flatnonzero(fold == r.fold)] = r.proba
+        fold_info.append(r.info)
+        if r.importance is not None:
+            imp_names = r.importance[0]
+            importances.append(r.importance[1])
+        if r.model is not None:
+            models[r.fold] = r.model
 
     y_true = y_all[evaluated]
     y_pred = proba.argmax(axis=1)
@@ -428,6 +456,7 @@ def cross_validate(
     result = CVResult(
         metrics, [dataset.particles[i].id for i in evaluated], fold, y_true, y_pred, proba
     )
+    result.models = models
     if out is not None:
         run = Path(out)
         run.mkdir(parents=True, exist_ok=True)
@@ -486,7 +515,7 @@ def _write_outputs(
         "dataset": {"root": str(dataset.root), "name": dataset.name,
                     "fingerprint": dataset_fingerprint(dataset),
                     "n_particles": len(dataset), "n_labelled": int((dataset.labels >= 0).sum())},
-        "versions": _versions(),
+        "versions": versions(),
         "fold_info": [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                        for k, v in d.items()} for d in fold_info],
         "wall_time_s": round(wall, 3),

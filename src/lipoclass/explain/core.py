@@ -187,7 +187,7 @@ def explain(
     from lipoclass.data import prepare
     from lipoclass.models import size_features
     from lipoclass.predict.inputs import load_input
-    from lipoclass.train import load_model
+    from lipoclass.ensemble import load_model
 
     cfg = config or ExplainConfig()
     loaded = load_model(model_dir)

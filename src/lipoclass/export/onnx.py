@@ -2,7 +2,9 @@
 
 The exported graph maps prepared particles to *calibrated probabilities*: input ``input``
 (B,1,S,S) float32 [+ ``aux`` (B,K) size features for ``lipnet_hybrid``] -> output
-``probabilities`` (B,C) = softmax(logits / T) with the model folder's temperature T baked in.
+``probabilities`` (B,C) = the mean over the fold models (and the dihedral views when the model
+folder has test-time augmentation on) of softmax(logits / T), with the model folder's
+temperature T baked in: the whole cross-fitted ensemble is one graph.
 Everything another runtime needs to reproduce the pipeline travels in ``metadata_props``
 (JSON strings; see docs/deployment.md)."""
 
@@ -22,6 +24,8 @@ from torch import nn
 
 from lipoclass.data import PrepConfig
 from lipoclass.errors import LipoclassError
+from lipoclass.models.inference import DIHEDRAL, dihedral
+from lipoclass.outputs import check_output_file
 
 __all__ = [
     "META_KEYS",
@@ -36,7 +40,7 @@ __all__ = [
 OPSET = 17
 #: metadata_props keys written by ``export_onnx`` (values are JSON)
 META_KEYS = ("classes", "prep", "lipoclass_version", "model", "temperature",
-             "review_threshold", "confusion", "inputs")  # fmt: skip
+             "review_threshold", "review", "members", "tta", "confusion", "inputs")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,28 @@ class ExportConfig:
 
 
 class ProbabilityModel(nn.Module):
-    """A classifier plus its calibration: ``softmax(module(x[, aux]) / T)`` (B,C)."""
+    """A cross-fitted ensemble plus its calibration, as one graph: the mean over members m
+    (and, with ``tta``, over the 8 flips/quarter turns g) of ``softmax(m(g(x)[, aux]) / T)``
+    (B,C)."""
 
-    def __init__(self, module: nn.Module, temperature: float = 1.0) -> None:
+    def __init__(
+        self, members: list[nn.Module] | nn.Module, temperature: float = 1.0, tta: bool = False
+    ) -> None:
         super().__init__()
-        self.module = module
-        self.needs_aux = bool(getattr(module, "needs_aux", False))
+        mods = [members] if isinstance(members, nn.Module) else list(members)
+        self.members = nn.ModuleList(mods)
+        self.needs_aux = bool(getattr(mods[0], "needs_aux", False))
+        self.tta = bool(tta)
         self.register_buffer("inv_t", torch.tensor(1.0 / float(temperature)))
 
     def forward(self, x: torch.Tensor, aux: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.module(x) if not self.needs_aux else self.module(x, aux)  # (B,C)
-        return torch.softmax(logits * self.inv_t, dim=1)  # (B,C)
+        views = [dihedral(x, k, f) for k, f in DIHEDRAL] if self.tta else [x]  # V x (B,1,S,S)
+        total = torch.zeros(())
+        for m in self.members:
+            for v in views:
+                logits = m(v) if not self.needs_aux else m(v, aux)  # (B,C)
+                total = total + torch.softmax(logits * self.inv_t, dim=1)
+        return total / (len(self.members) * len(views))  # (B,C)
 
 
 def _recorded_dataset(info: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -161,7 +176,6 @@ def _check_inputs(
 def export_onnx(
     model_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
-    tolerance: float = 1e-4,
     config: ExportConfig | None = None,
     dataset: str | os.PathLike[str] | None = None,
 ) -> Path:
@@ -175,9 +189,9 @@ def export_onnx(
     import onnx
 
     from lipoclass import __version__
-    from lipoclass.train import load_model
+    from lipoclass.ensemble import load_model
 
-    cfg = config or ExportConfig(tolerance=tolerance)
+    cfg = config or ExportConfig()
     loaded = load_model(model_dir)
     if loaded.kind != "cnn" or loaded.module is None:
         raise LipoclassError(
@@ -187,8 +201,9 @@ def export_onnx(
     dest = Path(out)
     if dest.is_dir():
         raise LipoclassError(f"{dest}: is a folder; give a file name such as model.onnx")
+    check_output_file(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ProbabilityModel(loaded.module, loaded.temperature).eval()
+    wrapper = ProbabilityModel(loaded.modules, loaded.temperature, loaded.tta).eval()
     x, aux, what = _check_inputs(loaded, cfg, dataset)
     size = loaded.prep.size
     dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 1, size, size),)
@@ -211,12 +226,16 @@ def export_onnx(
             "lipoclass_version": __version__,
             "model": loaded.info.get("model"),
             "temperature": loaded.temperature,
-            "review_threshold": loaded.info.get("review_threshold"),
+            "review_threshold": loaded.review_threshold,
+            "review": loaded.info.get("review"),
+            "members": loaded.n_members,
+            "tta": loaded.tta,
             "confusion": loaded.info.get("confusion"),
             "inputs": names,
         }
         onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
-        proto.doc_string = f"lipoclass {__version__}: {loaded.info.get('model')} -> probabilities"
+        proto.doc_string = (f"lipoclass {__version__}: {loaded.n_members} x "
+                            f"{loaded.info.get('model')} -> mean probabilities")
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         with torch.no_grad():
@@ -251,6 +270,10 @@ class OnnxModel:
     @property
     def needs_aux(self) -> bool:
         return "aux" in self.meta.get("inputs", ["input"])
+
+    @property
+    def tta(self) -> bool:
+        return bool(self.meta.get("tta", False))
 
     @property
     def review_threshold(self) -> float | None:

@@ -14,14 +14,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipoclass.choices import COMPUTED_FEATURE_SETS as FEATURE_SETS
 from lipoclass.errors import LipoclassError
 
 if TYPE_CHECKING:
     from lipoclass.data import ParticleDataset
 
 __all__ = ["FEATURE_SETS", "FeatureTable", "precomputed_table", "vironova_names"]
-
-FEATURE_SETS = ("vironova", "all")
 
 # The Vironova SVM features (thesis 4.1 / 8.4): area, circularity, image moments mu20, mu02,
 # mu30, mu03, the edge density profile, the histogram and internal segmentation variance.

@@ -39,6 +39,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from lipoclass.choices import BALANCES_SVM, FEATURE_SETS
 from lipoclass.errors import LipoclassError
 
 __all__ = [
@@ -49,8 +50,7 @@ __all__ = [
     "SVMEstimator",
 ]
 
-FEATURE_SETS = ("vironova", "all", "precomputed")
-SVM_BALANCES = ("weights", "none", "oversample", "undersample", "smote")
+SVM_BALANCES = BALANCES_SVM
 SCORINGS = ("balanced_accuracy", "f1_macro")
 
 

@@ -14,21 +14,24 @@ from typing import Any
 import numpy as np
 
 from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.choices import DEVICES
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.engine import CPUEngine, EngineConfig
 from lipoclass.predict.inputs import load_input
 from lipoclass.predict.shares import ShareConfig, ShareRow, class_shares, write_shares
 
-__all__ = ["PredictConfig", "PredictResult", "predict", "shares_table"]
+__all__ = ["PredictConfig", "PredictResult", "predict", "shares_path_for", "shares_table"]
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Batching, device (PyTorch only; onnxruntime runs on the CPU) and the bootstrap of the
-    class shares."""
+    """Batching, device (PyTorch only; onnxruntime runs on the CPU), test-time augmentation
+    (``tta``: None follows the model folder; the ONNX graph holds what was exported) and the
+    bootstrap of the class shares."""
 
     batch_size: int = 512
     device: str = "auto"
+    tta: bool | None = None
     n_boot: int = 1000
     level: float = 0.95
     seed: int = 0
@@ -36,8 +39,8 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings
 
 
@@ -62,17 +65,17 @@ class PredictResult:
 
 
 class _Runner:
-    """The model behind one predict call: classes, prep, held-out info and a probability
+    """The model behind one predict call: classes, prep, review rule and a probability
     function over a dataset (returns probs (n, C), positions in dataset.particles, skipped)."""
 
     def __init__(self, model_dir: Path | None, onnx_path: Path | None, cfg: PredictConfig):
         self.cfg = cfg
         self.loaded: Any = None
         self.onnx: Any = None
-        self._engine: CPUEngine | None = None
+        self._engines: list[CPUEngine] | None = None
         info: dict[str, Any] = {}
         if model_dir is not None:
-            from lipoclass.train import load_model
+            from lipoclass.ensemble import load_model
 
             self.loaded = load_model(model_dir)
             info = self.loaded.info
@@ -85,23 +88,50 @@ class _Runner:
                     f"{onnx_path}: classes {', '.join(self.onnx.classes)} differ from "
                     f"{model_dir}'s {', '.join(self.loaded.classes)}"
                 )
-            info = {"review_threshold": self.onnx.review_threshold,
-                    "confusion": self.onnx.confusion, **info}  # fmt: skip
+            if cfg.tta is not None and cfg.tta != self.onnx.tta:
+                raise LipoclassError(
+                    f"{onnx_path}: test-time augmentation is {'on' if self.onnx.tta else 'off'} "
+                    "inside the exported graph; --tta/--no-tta cannot change it"
+                )
+            if self.loaded is None:
+                info = {"review": self.onnx.meta.get("review"), "confusion": self.onnx.confusion}
         src = self.onnx if self.onnx is not None else self.loaded
         self.classes: tuple[str, ...] = tuple(src.classes)
         self.prep: PrepConfig = src.prep
-        thr = info.get("review_threshold")
+        self.review: dict[str, Any] = dict(info.get("review") or {})
+        thr = self.review.get("threshold")
         self.review_threshold = None if thr is None else float(thr)
         conf = info.get("confusion")
         self.confusion = None if conf is None else np.asarray(conf, dtype=np.float64)
         self.name = str(onnx_path if self.onnx is not None else model_dir)
+        self.tta = bool(cfg.tta) if cfg.tta is not None else bool(src.tta)
+        if self.tta and self.onnx is None and self.loaded.kind != "cnn":
+            raise LipoclassError("--tta applies to CNN models only")
 
-    def cpu_engine(self) -> CPUEngine:
-        """The model folder's CNN under the fast CPU engine (built once per runner)."""
-        if self._engine is None:
-            self._engine = CPUEngine(self.loaded.module, self.loaded.temperature,
-                                     EngineConfig(batch_size=self.cfg.batch_size))  # fmt: skip
-        return self._engine
+    def cpu_engines(self) -> list[CPUEngine]:
+        """One fast CPU engine per fold model (built once per runner)."""
+        if self._engines is None:
+            ecfg = EngineConfig(batch_size=self.cfg.batch_size)
+            self._engines = [CPUEngine(m, self.loaded.temperature, ecfg)
+                             for m in self.loaded.modules]  # fmt: skip
+        return self._engines
+
+    def _cpu_proba(self, x: np.ndarray, aux: np.ndarray | None) -> np.ndarray:
+        """Mean over fold models (and dihedral views with TTA) of calibrated probabilities."""
+        views = [x]
+        if self.tta:
+            import torch
+
+            from lipoclass.models.inference import DIHEDRAL, dihedral
+
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+            views = [dihedral(xt, k, f).contiguous().numpy() for k, f in DIHEDRAL]
+        total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
+        engines = self.cpu_engines()
+        for eng in engines:
+            for v in views:
+                total += eng.predict_proba(v, aux)
+        return total / (len(engines) * len(views))
 
     def run(self, ds: ParticleDataset) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
         if self.onnx is None and self.loaded.kind == "svm":
@@ -121,13 +151,15 @@ class _Runner:
         if self.onnx is not None:
             probs = self.onnx.predict_proba_arrays(prep.x, aux, self.cfg.batch_size)
         else:
-            from lipoclass.train.trainer import resolve_device
+            from lipoclass.models.inference import resolve_device
 
             dev = resolve_device(self.cfg.device)
             if dev.type == "cpu":
-                probs = self.cpu_engine().predict_proba(prep.x, aux)
+                probs = self._cpu_proba(prep.x, aux)
             else:
-                probs = self.loaded.predict_proba_arrays(prep.x, aux, self.cfg.batch_size, dev)
+                probs = self.loaded.predict_proba_arrays(
+                    prep.x, aux, self.cfg.batch_size, dev, self.tta
+                )
         return np.asarray(probs, dtype=np.float64), prep.index, list(prep.skipped)
 
 
@@ -167,7 +199,7 @@ def _write_predictions(
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with tmp.open("w", newline="") as fh:
-            w = csv.writer(fh)
+            w = csv.writer(fh, lineterminator="\n")
             w.writerow(header)
             for p, pr, rv in zip(parts, probs, review):
                 row = [p.id, classes[int(pr.argmax())], *(f"{v:.6f}" for v in pr), int(rv)]
@@ -232,27 +264,71 @@ def _metrics_table(m: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def shares_path_for(out: Path) -> Path:
+    """Default shares CSV of a predictions file: ``<stem>_shares.csv`` beside it, so two
+    predictions into one folder never share (or overwrite) one shares file."""
+    return out.with_name(f"{out.stem}_shares.csv")
+
+
+def _check_finite(probs: np.ndarray, ds: ParticleDataset, index: np.ndarray, name: str) -> None:
+    """A non-finite probability never reaches an output: refuse, naming the particle."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        p = ds.particles[int(index[np.flatnonzero(bad)[0]])]
+        raise LipoclassError(
+            f"{ds.root / 'particles.csv'} row {p.row} (id {p.id}): model {name} gave a "
+            f"non-finite probability ({int(bad.sum())} particle(s)); nothing written"
+        )
+
+
+def _review_line(n_flag: int, n: int, review: dict[str, Any]) -> str:
+    thr = review.get("threshold")
+    if thr is None:
+        return f"{n} particles predicted; no review rule in the model"
+    line = f"{n} particles predicted; {n_flag} ({100 * n_flag / max(n, 1):.1f}%) flagged for " \
+        f"review (top probability < {thr:.3f})"
+    acc, target = review.get("expected_accuracy"), review.get("target_accuracy")
+    if acc is not None:
+        line += (f"; out-of-fold accuracy expected on the unflagged: {100 * acc:.1f}% "
+                 f"(target {100 * target:.0f}%, {100 * review['flagged_share']:.1f}% flagged "
+                 "out of fold)")  # fmt: skip
+    elif target is not None:
+        line += f"; no cut reached the {100 * target:.0f}% target out of fold: review them all"
+    return line
+
+
 def predict(
     model_dir: str | os.PathLike[str] | None,
     input: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    *,
     onnx_path: str | os.PathLike[str] | None = None,
     shares_path: str | os.PathLike[str] | None = None,
-    batch_size: int = 512,
-    device: str = "auto",
     config: PredictConfig | None = None,
     verbose: bool = True,
 ) -> PredictResult:
     """Predict every particle of ``input`` (dataset folder or image folder) and write
-    ``predictions.csv`` (``out``) and ``shares.csv`` (``shares_path``, default beside ``out``).
+    ``predictions.csv`` (``out``) and the class shares (``shares_path``, default
+    ``<out stem>_shares.csv`` beside ``out``).
 
-    Uses the model folder (PyTorch / scikit-learn) or, with ``onnx_path``, onnxruntime with the
-    classes and preparation stored in the ONNX metadata (review threshold and confusion matrix
-    come from the metadata too, or from ``model_dir`` when both are given). With labels in the
-    input, per-class metrics are printed (not training data unless you pass it)."""
-    cfg = config or PredictConfig(batch_size=batch_size, device=device)
+    Uses the model folder (the mean of its fold models' calibrated probabilities) or, with
+    ``onnx_path``, onnxruntime with the classes and preparation stored in the ONNX metadata
+    (review rule and confusion matrix come from the metadata too, or from ``model_dir`` when
+    both are given). With labels in the input, per-class metrics are printed (not training
+    data unless you pass it)."""
+    cfg = config or PredictConfig()
     if model_dir is None and onnx_path is None:
         raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
+    out_path = Path(out)
+    if out_path.is_dir():
+        out_path = out_path / "predictions.csv"
+    shares_out = Path(shares_path) if shares_path is not None else shares_path_for(out_path)
+    if shares_out.resolve() == out_path.resolve():
+        raise LipoclassError(f"--shares {shares_out}: same file as --out")
+    from lipoclass.outputs import check_output_file
+
+    for p in (out_path, shares_out):
+        check_output_file(p)
     runner = _Runner(
         Path(model_dir) if model_dir is not None else None,
         Path(onnx_path) if onnx_path is not None else None,
@@ -260,15 +336,6 @@ def predict(
     )
     ds = load_input(input)
     all_labels = _labels_for(ds, runner.classes, runner.name)
-    out_path = Path(out)
-    if out_path.is_dir():
-        out_path = out_path / "predictions.csv"
-    shares_out = Path(shares_path) if shares_path is not None else out_path.with_name("shares.csv")
-    if shares_out.resolve() == out_path.resolve():
-        raise LipoclassError(f"--shares {shares_out}: same file as --out")
-    for p in (out_path, shares_out):
-        if not p.parent.is_dir():
-            raise LipoclassError(f"{p}: folder {p.parent} does not exist")
 
     probs, index, skipped = runner.run(ds)
     c = len(runner.classes)
@@ -280,25 +347,26 @@ def predict(
         raise LipoclassError(
             f"{input}: no particle could be prepared for mode '{runner.prep.mode}'"
         )
+    _check_finite(probs, ds, index, runner.name)
     pred = probs.argmax(axis=1)
     thr = runner.review_threshold
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
     labels = all_labels[index]
-    _write_predictions(out_path, ds, index, runner.classes, probs, review, labels)
-
     groups = [ds.particles[int(i)].sample or "all" for i in index]
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     rows = class_shares(pred, groups, runner.classes, runner.confusion, share_cfg,
                         labels=labels if (labels >= 0).any() else None)  # fmt: skip
+    _write_predictions(out_path, ds, index, runner.classes, probs, review, labels)
     write_shares(rows, shares_out)
     metrics = _metrics(labels, pred, runner.classes) if (labels >= 0).any() else None
     if verbose:
-        extra = f", {len(skipped)} skipped" if skipped else ""
-        print(f"{len(index)} particles predicted{extra}; {int(review.sum())} flagged for review"
-              + (f" (top probability < {thr:.3f})" if thr is not None else ""))  # fmt: skip
+        line = _review_line(int(review.sum()), len(index), runner.review)
+        if skipped:
+            line += f"; {len(skipped)} skipped (not in the shares)"
+        print(line + (" [test-time augmentation on]" if runner.tta else ""))
         print(shares_table(rows, cfg.level))
         if runner.confusion is None:
-            print("(no held-out confusion matrix in the model: adjusted shares not available)")
+            print("(no out-of-fold confusion matrix in the model: adjusted shares not available)")
         if metrics is not None:
             print(_metrics_table(metrics))
         print(f"predictions: {out_path}\nshares: {shares_out}")

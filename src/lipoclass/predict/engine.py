@@ -14,7 +14,7 @@ Why each step (docs/deployment.md, Speed; LipNet-4 at 28 px on 2 shared cores):
   to trace fall back to eager, which gives the same numbers;
 - inputs are fed as zero-copy views in cache-sized chunks (about 128 particles at 28 px; 256
   or more spill the activations out of the caches and run ~1.5x slower), torch uses as many
-  threads as the process has cores (the chunked loop is ``lipoclass.train.folder.cpu_logits``,
+  threads as the process has cores (the chunked loop is ``lipoclass.models.inference.cpu_logits``,
   shared with ``LoadedModel``), and the tempered softmax is done on the logits in float32."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipoclass.train.folder import cpu_chunk, cpu_eval_copy, cpu_logits
+from lipoclass.models.inference import cpu_chunk, cpu_eval_copy, cpu_logits
 
 __all__ = ["CPUEngine", "EngineConfig", "usable_cores"]
 

@@ -185,7 +185,7 @@ def write_shares(rows: Sequence[ShareRow], path: str | os.PathLike[str]) -> Path
         header.append("true_share")
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh)
+        w = csv.writer(fh, lineterminator="\n")
         w.writerow(header)
         for r in rows:
             vals = [r.raw, r.raw_lo, r.raw_hi, r.adjusted, r.adjusted_lo, r.adjusted_hi]

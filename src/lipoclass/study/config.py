@@ -246,6 +246,11 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
             raise LipoclassError(f"{where} [grid]: {k!r} must be a non-empty list of values")
     if "label" in grid:
         raise LipoclassError(f"{where} [grid]: 'label' cannot be a grid key")
+    if not grid and not runs and not base:
+        raise LipoclassError(
+            f"{where}: the study declares no runs; add [[runs]] tables (e.g. "
+            "model = 'lipnet4'), a [grid] or [base] settings, or use a preset (benchmark, ...)"
+        )
 
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     explicit = runs or [{}]
@@ -313,7 +318,7 @@ def resolve_spec(run: RunSettings, *, where: str = "study", quick_epochs: int | 
     """``ModelSpec`` of one run: ``build_spec`` with its keys, then the remaining
     TrainConfig/SVMConfig fields replaced on top. ``quick_epochs`` caps CNN epochs.
     ``synthetic = "auto"`` is left for the runner to replace by a folder."""
-    from lipoclass.evaluate.spec import build_spec
+    from lipoclass.spec import build_spec
 
     s = run.as_dict()
     s.pop("label", None)

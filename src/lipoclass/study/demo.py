@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lipoclass.study.config import load_study
-from lipoclass.study.runner import run_study
+from lipoclass.study.runner import check_study_folder, run_study
 
 __all__ = ["DEMO_N_QUICK", "benchmark_table", "run_demo"]
 
@@ -64,7 +64,7 @@ def run_demo(out: str | os.PathLike[str], quick: bool = True, seed: int = 0) -> 
     the per-class comparison; returns the report path. The data is always the default
     (thesis-sized, 14,169 particles) lamellarity set; quick evaluates a stratified subset of
     ``DEMO_N_QUICK`` particles with ``DEMO_QUICK_EPOCHS`` CNN epochs (minutes on 2 cores)."""
-    out = Path(out)
+    out = check_study_folder(out)  # before minutes of synthesis
     data = out / "data"
     if not (data / "particles.csv").is_file():
         from lipoclass.synth import synthesize

@@ -24,15 +24,19 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.data import ParticleDataset, check_folds, load_dataset
+from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint, load_dataset
 from lipoclass.errors import LipoclassError
+from lipoclass.outputs import check_output_folder
+from lipoclass.provenance import versions
 from lipoclass.study.config import RunSettings, Study, load_study, resolve_spec
 
 __all__ = [
     "EXECUTORS",
     "RunJob",
+    "check_study_folder",
     "dataset_fingerprint",
     "execute_job",
+    "failed_runs",
     "quick_subset",
     "run_key",
     "run_study",
@@ -50,34 +54,6 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def versions() -> dict[str, str]:
-    """Versions recorded with every study (python, numpy, torch, sklearn, lipoclass)."""
-    import sklearn
-
-    from lipoclass import __version__
-
-    out = {"python": platform.python_version(), "numpy": np.__version__}
-    out["scikit-learn"] = sklearn.__version__
-    try:
-        import torch
-
-        out["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    out["lipoclass"] = __version__
-    return out
-
-
-def dataset_fingerprint(ds: ParticleDataset) -> str:
-    """Short hash of particles.csv and dataset.toml (what defines the dataset's content)."""
-    h = hashlib.sha256()
-    for name in ("particles.csv", "dataset.toml"):
-        p = ds.root / name
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def quick_subset(ds: ParticleDataset, n_max: int, folds: int, seed: int) -> np.ndarray | None:
@@ -369,9 +345,7 @@ def run_study(
             f"{study.source}: no dataset given (name one on the command line or in "
             f"[study] datasets)"
         )
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise LipoclassError(f"--out {out}: exists and is not a folder")
+    out = check_study_folder(out)
 
     # ---- validate everything before the first run
     loaded: list[tuple[ParticleDataset, np.ndarray | None]] = []
@@ -396,6 +370,7 @@ def run_study(
 
     entries: list[dict[str, Any]] = []
     jobs: dict[str, RunJob] = {}
+    n_labelled: dict[str, int] = {}  # per job key, for the time estimate
     ds_info: list[dict[str, Any]] = []
     for d, (ds, subset) in enumerate(loaded):
         used = ds.subset(subset) if subset is not None else ds
@@ -435,6 +410,7 @@ def run_study(
                     "spec": spec.to_dict(),
                 }
             )
+            n_labelled[key] = int((used.labels >= 0).sum())
             if key not in jobs:
                 jobs[key] = RunJob(
                     key,
@@ -470,6 +446,8 @@ def run_study(
         f"study {study.name}: {len(jobs)} run(s), {reused} reused, {len(todo)} to do "
         f"({executor}{f', {workers} workers' if executor == 'local' and workers > 1 else ''})"
     )
+    if todo:
+        print(_plan(todo, n_labelled, study.folds, workers if executor == "local" else 1))
     count = [0]
 
     def progress(res: dict[str, Any]) -> None:
@@ -491,6 +469,83 @@ def run_study(
     from lipoclass.report import build_report
 
     return build_report(out)
+
+
+# rough CPU costs behind the start-of-study estimate (2-core reference machine, LipNet-4 at
+# 28 px; docs/studies.md): seconds per training particle per epoch, and per particle of an
+# SVM run (features once, then the inner grid search per fold)
+_CNN_S_PER_PARTICLE_EPOCH = 1e-3
+_SVM_S_PER_PARTICLE = 5e-3
+
+
+def _plan(jobs: Sequence[RunJob], n_labelled: dict[str, int], folds: int, workers: int) -> str:
+    """One line: what the study will do (runs x folds x epochs) and a rough CPU time."""
+    cnn = [j for j in jobs if j.spec.train is not None]
+    secs = 0.0
+    for j in jobs:
+        n = n_labelled.get(j.key, 0)
+        if j.spec.train is not None:
+            train_n = n * (folds - 1)  # training particles, summed over the folds
+            secs += j.spec.train.epochs * train_n * _CNN_S_PER_PARTICLE_EPOCH
+        else:
+            secs += n * _SVM_S_PER_PARTICLE
+    secs /= max(1, min(workers, len(jobs)))
+    epochs = sorted({j.spec.train.epochs for j in cnn})
+    what = f"{len(jobs)} run(s) x {folds} folds"
+    if cnn:
+        ep = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+        what += f"; {len(cnn)} CNN run(s) train up to {ep} epochs per fold"
+    if secs < 90:
+        rough = f"{max(1, round(secs / 10) * 10)} s"
+    elif secs < 5400:
+        rough = f"{round(secs / 60)} min"
+    else:
+        rough = f"{secs / 3600:.1f} h"
+    return (
+        f"plan: {what}; rough time on a 2-core CPU: ~{rough} (less on a GPU or when early "
+        "stopping ends a run sooner; interrupt with Ctrl-C and rerun to resume)"
+    )
+
+
+# what a study (or the demo: data/) writes into its folder
+_STUDY_ENTRIES = {"study.json", "runs", "synthetic", "report.html", "data"}
+
+
+def check_study_folder(out: str | os.PathLike[str]) -> Path:
+    """``out`` as a Path when a study may write there: a new or empty folder, or an earlier
+    study folder (``study.json``, or only entries a study writes). A non-empty folder of other
+    files is refused, so a mistyped --out never mixes a study into unrelated files."""
+    p = Path(out)
+    if p.is_dir():
+        names = {e.name for e in p.iterdir()}
+        if names and "study.json" not in names and not names <= _STUDY_ENTRIES:
+            shown = ", ".join(sorted(names - _STUDY_ENTRIES)[:3])
+            raise LipoclassError(
+                f"--out {p}: folder is not empty and is not a study folder (it holds {shown}"
+                f"{' ...' if len(names - _STUDY_ENTRIES) > 3 else ''}); give a new folder"
+            )
+    return check_output_folder(p, allow_existing_kind="study")
+
+
+def failed_runs(out: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(label, key) of every run of the study in ``out`` whose status is "failed" (its
+    traceback is in ``runs/<key>/error.txt``)."""
+    folder = Path(out)
+    try:
+        meta = json.loads((folder / "study.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    failed: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for entry in meta.get("runs", []):
+        key = str(entry.get("key", ""))
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        status = folder / "runs" / key / "status"
+        if status.is_file() and status.read_text().strip() == "failed":
+            failed.append((str(entry.get("label", key)), key))
+    return failed
 
 
 def _settings_json(run: RunSettings) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from lipoclass.data import DatasetWriter, ParticleDataset, load_dataset, read_image
 from lipoclass.errors import LipoclassError
+from lipoclass.outputs import check_output_folder
 from lipoclass.synth.render import SampleParams, draw_sample, render_particle
 from lipoclass.synth.scenes import PROBLEMS, plan_particle
 
@@ -274,6 +275,7 @@ def synthesize(
     except ValueError as exc:
         raise LipoclassError(f"synth: {exc}") from None
     out = Path(out)
+    check_output_folder(out, allow_existing_kind="dataset")  # DatasetWriter refuses it too
     total = cfg.size
 
     # plan: labels (shuffled), micrographs and their conditions; cheap, in this process

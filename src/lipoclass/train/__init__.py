@@ -1,10 +1,10 @@
 """CNN training: ``TrainConfig``, the architecture-agnostic ``Trainer`` with imbalance /
-loss / augmentation strategies, ``CNNEstimator`` (estimator protocol for cross-validation)
-and model folders (``train_model`` / ``load_model``)."""
+loss / augmentation strategies, and ``CNNEstimator`` (the estimator protocol for
+cross-validation). Model folders are written by ``lipoclass.crossfit`` and read by
+``lipoclass.ensemble``."""
 
 from lipoclass.train.config import AUGMENTS, BALANCES, TrainConfig
 from lipoclass.train.estimator import CNNEstimator
-from lipoclass.train.folder import FORMAT_VERSION, LoadedModel, load_model, train_model
 from lipoclass.train.strategies import (
     FocalLoss,
     NoSampler,
@@ -20,11 +20,9 @@ from lipoclass.train.trainer import History, Trainer, seeded_torch, stratified_s
 __all__ = [
     "AUGMENTS",
     "BALANCES",
-    "FORMAT_VERSION",
     "CNNEstimator",
     "FocalLoss",
     "History",
-    "LoadedModel",
     "NoSampler",
     "OversampleSampler",
     "SmoteSampler",
@@ -32,10 +30,8 @@ __all__ = [
     "Trainer",
     "UndersampleSampler",
     "build_augmentation",
-    "load_model",
     "make_loss",
     "make_sampler",
     "seeded_torch",
     "stratified_split",
-    "train_model",
 ]

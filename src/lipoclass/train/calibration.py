@@ -1,23 +1,18 @@
-"""Probability calibration on held-out predictions: temperature scaling (Guo et al. 2017),
+"""Probability calibration on out-of-fold predictions: temperature scaling (Guo et al. 2017),
 expected calibration error, the review threshold and the reliability diagram."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from lipoclass.models.inference import softmax
+
 __all__ = ["expected_calibration_error", "fit_temperature", "plot_history", "plot_reliability",
            "review_threshold", "softmax"]  # fmt: skip
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row softmax of logits (N, C) / T, float64."""
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -54,26 +49,40 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 10)
     return float(ece)
 
 
-def review_threshold(
-    probs: np.ndarray, y: np.ndarray, target: float = 0.9, quantile: float = 0.1
-) -> float:
-    """Top-probability cut below which predictions should be reviewed by a person.
+def review_threshold(probs: np.ndarray, y: np.ndarray, target: float = 0.95) -> dict[str, Any]:
+    """Top-probability cut below which predictions go to a person for review, tied to a
+    stated target: the smallest share of reviewed particles such that the out-of-fold
+    accuracy on the rest (top probability >= ``threshold``) is at least ``target``.
 
-    The smallest cut t such that held-out particles with top probability >= t are at least
-    ``target`` (90%) accurate, but never below the ``quantile`` (10%) of held-out top
-    probabilities, so the least confident tenth is always flagged. 1.0 (review everything)
-    when no cut reaches the target."""
-    if len(y) == 0:
-        return 1.0
+    Returns {"threshold", "target_accuracy", "flagged_share", "expected_accuracy"
+    (on the unflagged), "reached"}; when no cut reaches the target every particle is
+    flagged (threshold above the largest top probability, reached False)."""
+    if not 0 < target <= 1:
+        raise ValueError(f"target accuracy must be in (0, 1], got {target}")
+    n = len(y)
+    if n == 0:
+        return {"threshold": 1.0, "target_accuracy": target, "flagged_share": 1.0,
+                "expected_accuracy": None, "reached": False, "n": 0}  # fmt: skip
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == y
     order = np.argsort(-conf, kind="stable")
-    acc = np.cumsum(correct[order]) / np.arange(1, len(order) + 1)  # accuracy of top-k
-    ok = np.flatnonzero(acc >= target)
+    cs = conf[order]
+    acc = np.cumsum(correct[order]) / np.arange(1, n + 1)  # accuracy of the k most confident
+    # a cut can only fall between distinct confidences: keep k where cs[k-1] > cs[k]
+    last_of_tie = np.ones(n, dtype=bool)
+    last_of_tie[:-1] = cs[:-1] > cs[1:]
+    ok = np.flatnonzero((acc >= target) & last_of_tie)
     if len(ok) == 0:
-        return 1.0
-    t = float(conf[order][ok[-1]])
-    return float(max(t, np.quantile(conf, quantile)))
+        return {"threshold": float(np.nextafter(cs[0], np.inf)), "target_accuracy": target,
+                "flagged_share": 1.0, "expected_accuracy": None, "reached": False,
+                "n": n}  # fmt: skip
+    k = int(ok[-1])
+    thr = float(cs[k])
+    keep = conf >= thr
+    return {"threshold": thr, "target_accuracy": target,
+            "flagged_share": float(1 - keep.mean()),
+            "expected_accuracy": float(correct[keep].mean()), "reached": True,
+            "n": n}  # fmt: skip
 
 
 def plot_reliability(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["AUGMENTS", "BALANCES", "TrainConfig"]
+from lipoclass.choices import AUGMENTS
+from lipoclass.choices import BALANCES_CNN as BALANCES
 
-AUGMENTS = ("rotate", "shift", "flip", "shear", "zoom")
-BALANCES = ("none", "oversample", "undersample", "smote", "weights", "focal")
+__all__ = ["AUGMENTS", "BALANCES", "TrainConfig"]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from lipoclass.errors import LipoclassError
 from lipoclass.models import create_model, size_features
 from lipoclass.train.calibration import softmax
 from lipoclass.train.config import TrainConfig
-from lipoclass.train.trainer import History, Trainer, predict_logits, seeded_torch, stratified_split
+from lipoclass.models.inference import predict_logits
+from lipoclass.train.trainer import History, Trainer, seeded_torch, stratified_split
 
 __all__ = ["CNNEstimator", "prepared_for"]
 

@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from lipoclass.errors import LipoclassError
+from lipoclass.evaluate import metrics as M
+from lipoclass.models.inference import predict_logits, resolve_device
 from lipoclass.train.config import TrainConfig
 from lipoclass.train.strategies import SmoteSampler, build_augmentation, make_loss, make_sampler
 
@@ -38,15 +40,6 @@ __all__ = [
     "stratified_split",
     "torch_threads",
 ]
-
-
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise LipoclassError("--device cuda: no CUDA device is available")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -93,19 +86,13 @@ def stratified_split(
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def _metric(y: np.ndarray, pred: np.ndarray, name: str) -> float:
-    """Balanced accuracy (mean recall over the classes present in ``y``) or macro F1 over
-    those classes; numpy only, as it runs every epoch."""
-    classes = np.unique(y)
-    recall = np.array([np.mean(pred[y == c] == c) for c in classes])
+def _metric(y: np.ndarray, pred: np.ndarray, name: str, n_classes: int) -> float:
+    """Balanced accuracy or macro F1 of the validation predictions, with the same definitions
+    as the cross-validation report (``lipoclass.evaluate.metrics``, numpy only)."""
+    cm = M.confusion_matrix(y, pred, n_classes)
     if name == "balanced_accuracy":
-        return float(recall.mean())
-    npred = np.array([np.sum(pred == c) for c in classes])
-    tp = recall * np.array([np.sum(y == c) for c in classes])
-    precision = np.divide(tp, npred, out=np.zeros_like(tp), where=npred > 0)
-    den = precision + recall
-    f1 = np.divide(2 * precision * recall, den, out=np.zeros_like(den), where=den > 0)
-    return float(f1.mean())
+        return float(M.balanced_accuracy(cm))
+    return float(M.macro_f1(cm))
 
 
 @dataclass
@@ -280,6 +267,11 @@ class Trainer:
                 sched.step()
             dt = time.perf_counter() - t0
             seen, train_time = seen + count, train_time + dt
+            if not math.isfinite(float(total)):  # one host sync per epoch
+                raise LipoclassError(
+                    f"training diverged: the loss became non-finite (NaN or infinity) in epoch "
+                    f"{epoch}; check the images for NaN pixels (lipoclass info) or lower --lr"
+                )
             rec = {
                 "epoch": epoch,
                 "train_loss": float(total) / max(count, 1),
@@ -290,7 +282,8 @@ class Trainer:
                 assert xv is not None and y_val is not None
                 logits = torch.as_tensor(predict_logits(model, xv, av, dev, 1024, self._autocast))
                 rec["val_loss"] = float(val_loss_fn(logits, torch.as_tensor(y_val)))
-                rec["val_metric"] = _metric(y_val, logits.argmax(1).numpy(), cfg.val_metric)
+                pred_val = logits.argmax(1).numpy()
+                rec["val_metric"] = _metric(y_val, pred_val, cfg.val_metric, logits.shape[1])
                 key = (rec["val_metric"], -rec["val_loss"])
                 if best_key is None or key > best_key:
                     best_key, bad_epochs, hist.best_epoch = key, 0, epoch
@@ -317,33 +310,6 @@ class Trainer:
         model.to(memory_format=torch.contiguous_format).eval()
         hist.images_per_s = seen / train_time if train_time > 0 else math.nan
         return hist
-
-
-def predict_logits(
-    model: nn.Module,
-    x: torch.Tensor | np.ndarray,
-    aux: torch.Tensor | np.ndarray | None,
-    device: torch.device,
-    batch_size: int = 1024,
-    autocast: Any = None,
-) -> np.ndarray:
-    """Eval-mode logits (N, C) float32 for x (N,1,S,S) [+ aux (N,K)], batched, no autograd."""
-    was_training = model.training
-    model.eval()
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    at = None if aux is None else torch.as_tensor(aux, dtype=torch.float32)
-    outs = []
-    with torch.inference_mode():
-        for b0 in range(0, len(xt), batch_size):
-            xb = xt[b0 : b0 + batch_size].to(device)
-            ctx = autocast() if autocast is not None else contextlib.nullcontext()
-            with ctx:
-                out = model(xb) if at is None else model(xb, at[b0 : b0 + batch_size].to(device))
-            outs.append(out.float().cpu())
-    model.train(was_training)
-    if not outs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return torch.cat(outs).numpy()
 
 
 class _NoBar:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from lipoclass.choices import BALANCES_CNN, BALANCES_SVM
 from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
 
@@ -16,9 +17,6 @@ if TYPE_CHECKING:
     from lipoclass.train import TrainConfig
 
 __all__ = ["BALANCES_CNN", "BALANCES_SVM", "Estimator", "ModelSpec", "build_spec"]
-
-BALANCES_CNN = ("none", "oversample", "undersample", "smote", "weights", "focal")
-BALANCES_SVM = ("weights", "none", "oversample", "undersample", "smote")
 
 
 @runtime_checkable

@@ -1,0 +1,43 @@
+"""Every allowed-value list of the toolkit, defined once (standard library only, so the CLI
+imports it without pulling in torch or scikit-learn).
+
+Library modules and the CLI import these tuples; the first entry is not necessarily the
+default (see each option's help)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AUGMENTS",
+    "BALANCES_CNN",
+    "BALANCES_SVM",
+    "COMPUTED_FEATURE_SETS",
+    "DEVICES",
+    "EXECUTORS",
+    "FEATURE_SETS",
+    "INPUT_MODES",
+    "MODES",
+    "OPTIMIZERS",
+    "SEED_MAX",
+]
+
+#: training-time image augmentations of the CNNs
+AUGMENTS: tuple[str, ...] = ("rotate", "shift", "flip", "shear", "zoom")
+#: class-imbalance handling of a CNN
+BALANCES_CNN: tuple[str, ...] = ("none", "oversample", "undersample", "smote", "weights", "focal")
+#: class-imbalance handling of the SVM
+BALANCES_SVM: tuple[str, ...] = ("weights", "none", "oversample", "undersample", "smote")
+#: feature sets computed from the images ('lipoclass features')
+COMPUTED_FEATURE_SETS: tuple[str, ...] = ("vironova", "all")
+#: what the SVM may use: a computed set, or the numeric columns of particles.csv
+FEATURE_SETS: tuple[str, ...] = (*COMPUTED_FEATURE_SETS, "precomputed")
+#: concrete input preparations of a particle for a CNN
+MODES: tuple[str, ...] = ("surround", "crop", "masked")
+#: what a user may ask for: a concrete mode, or ``auto``
+INPUT_MODES: tuple[str, ...] = ("auto", *MODES)
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: where independent tasks (folds, study runs) run
+EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
+#: legacy generators do not)
+SEED_MAX = 2**32 - 1

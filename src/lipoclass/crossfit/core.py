@@ -1,0 +1,233 @@
+"""``fit_model``: a trained model is the k fold models of one cross-validation (cross-fitting).
+
+One computation serves ``lipoclass cv`` and ``lipoclass train``: the k-fold CV of
+``lipoclass.evaluate.cross_validate`` (same folds, seed and spec), keeping every fold model.
+Its out-of-fold predictions of all labelled particles are then the only data that fit the
+temperature (CNN), the review threshold, ECE, the reliability plot and the confusion matrix,
+so the deployed ensemble is exactly the model whose errors were measured. The run folder is
+the model folder (format version 2, read by ``lipoclass.ensemble.load_model``)::
+
+    MODEL/model.json            what predict needs: classes, prep, members, calibration, review
+    MODEL/members/fold<k>.pt    (CNN: state dict + model kwargs) or fold<k>.joblib (SVM)
+    MODEL/metrics.json, oof.csv, config.json, confusion*.png   the cross-validation results
+    MODEL/reliability.png, training_curves.png                 out-of-fold calibration, curves
+
+Small sets: the folds are min(k, members of the smallest class); a class with fewer than 2
+labelled members cannot be cross-fitted and is refused (docs/cnn.md, Small datasets)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipoclass.data import ParticleDataset, publish_folder
+from lipoclass.ensemble import FORMAT_VERSION, member_file
+from lipoclass.errors import LipoclassError
+from lipoclass.evaluate import CVConfig, CVResult, ExecutorConfig, cross_validate
+from lipoclass.models.inference import softmax
+from lipoclass.outputs import check_output_folder
+from lipoclass.spec import ModelSpec
+
+__all__ = ["REVIEW_TARGET", "check_model_out", "fit_model", "resolve_folds", "staging_folders"]
+
+#: default out-of-fold accuracy the unflagged particles must reach (review threshold)
+REVIEW_TARGET = 0.95
+_STAGING = ".staging-"
+
+
+def resolve_folds(dataset: ParticleDataset, folds: int) -> int:
+    """The small-set rule: ``folds``, or fewer when the smallest labelled class has fewer
+    members (with a warning); LipoclassError when a class has fewer than 2."""
+    counts = np.bincount(dataset.labels[dataset.labels >= 0], minlength=len(dataset.classes))
+    present = {c: int(n) for c, n in zip(dataset.classes, counts) if n > 0}
+    if not present:
+        raise LipoclassError(f"{dataset.root}: no labelled particles")
+    small = min(present, key=lambda c: present[c])
+    if present[small] < 2:
+        raise LipoclassError(
+            f"{dataset.root}: class {small!r} has {present[small]} labelled particle; "
+            "cross-fitting needs at least 2 per class (label more, or drop the class)"
+        )
+    if present[small] < folds:
+        warnings.warn(
+            f"class {small!r} has only {present[small]} labelled particles: using "
+            f"{present[small]} folds instead of {folds} (every fold needs one of each class)",
+            stacklevel=2,
+        )
+        return present[small]
+    return folds
+
+
+def staging_folders(out: Path) -> list[Path]:
+    """Leftover staging folders of earlier killed runs beside ``out``."""
+    if not out.parent.is_dir():
+        return []
+    return sorted(out.parent.glob(f".{out.name}{_STAGING}*"))
+
+
+def _clean_stale_staging(out: Path) -> None:
+    """Remove staging folders of killed runs (their process no longer exists)."""
+    for st in staging_folders(out):
+        pid = st.name.rsplit("-", 2)[-2] if st.name.count("-") >= 2 else ""
+        alive = False
+        if pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                alive = int(pid) != os.getpid()
+            except OSError:
+                alive = False
+        if not alive:
+            shutil.rmtree(st, ignore_errors=True)
+
+
+def check_model_out(out: Path) -> None:
+    """Refuse an ``out`` that exists and is not a model folder (foreign files are never
+    mixed with results) or that cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise LipoclassError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / "model.json").is_file():
+        raise LipoclassError(
+            f"{out}: folder exists, is not empty and is not a model folder; choose another --out"
+        )
+    check_output_folder(out)
+
+
+def _save_members(staging: Path, res: CVResult, kind: str) -> list[str]:
+    (staging / "members").mkdir()
+    rels = []
+    for k in sorted(res.models):
+        est = res.models[k]
+        rel = member_file(kind, k)
+        if kind == "cnn":
+            import torch
+
+            torch.save({"state_dict": est.model.state_dict(),
+                        "model_kwargs": dict(est.model.lipo_config)}, staging / rel)  # fmt: skip
+        else:
+            import joblib
+
+            joblib.dump(est, staging / rel)
+        rels.append(rel)
+    return rels
+
+
+def _plot_curves(res: CVResult, path: Path) -> None:
+    """training_curves.png: each fold model's training loss per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in sorted(res.models):
+        h = res.models[k].history
+        if h is None or not h.epochs:
+            continue
+        ep = [r["epoch"] for r in h.epochs]
+        ax.plot(ep, [r["train_loss"] for r in h.epochs], label=f"fold {k + 1}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (augmented, balanced)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def fit_model(
+    dataset: ParticleDataset,
+    spec: ModelSpec,
+    cv: CVConfig,
+    out: str | os.PathLike[str],
+    *,
+    features_csv: str | os.PathLike[str] | None = None,
+    executor: ExecutorConfig | None = None,
+    review_target: float = REVIEW_TARGET,
+    tta: bool = False,
+    progress: bool = True,
+) -> tuple[Path, CVResult]:
+    """Cross-fit ``spec`` on ``dataset`` (``cv`` folds), calibrate on the out-of-fold
+    predictions and write the model folder ``out`` atomically. Returns (out, CV result).
+
+    ``review_target``: out-of-fold accuracy the unflagged particles must reach; ``tta``:
+    whether predictions average the 8 flips/quarter turns of each particle (CNN)."""
+    from lipoclass.train.calibration import (
+        expected_calibration_error,
+        fit_temperature,
+        plot_reliability,
+        review_threshold,
+    )
+
+    outp = Path(out)
+    check_model_out(outp)
+    dataset.require_labels()
+    if not 0 < review_target <= 1:
+        raise LipoclassError(f"review target must be in (0, 1], got {review_target}")
+    cv = replace(cv, folds=resolve_folds(dataset, cv.folds))
+    kind = spec.kind
+    if tta and kind != "cnn":
+        raise LipoclassError("test-time augmentation (--tta) applies to CNNs only")
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale_staging(outp)
+    staging = outp.with_name(f".{outp.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    staging.mkdir()
+    t0 = time.perf_counter()
+    try:
+        res = cross_validate(dataset, spec, cv, out=staging, features_csv=features_csv,
+                             progress=progress, keep_models=True, executor=executor)  # fmt: skip
+        config = json.loads((staging / "config.json").read_text())
+        used = ModelSpec.from_dict(config["spec"])  # input mode resolved, features_csv set
+        y, raw = res.y_true, res.proba  # (n,), (n, C) out-of-fold
+        if kind == "cnn":
+            logits = np.log(np.clip(raw, 1e-300, None))  # = logits up to a per-row constant
+            temp = fit_temperature(logits, y)
+            cal = softmax(logits, temp)
+            calibration: dict[str, Any] = {"method": "temperature", "temperature": temp}
+        else:
+            cal = raw
+            calibration = {"method": "sigmoid"}  # Platt scaling inside each fold's SVC
+        calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
+        review = review_threshold(cal, y, review_target)
+        members = _save_members(staging, res, kind)
+        info: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,
+            "classes": list(res.classes), "prep": asdict(used.prep),
+            "spec": used.to_dict(), "cv": asdict(cv), "seed": int(cv.seed),
+            "members": members, "calibration": calibration, "review": review,
+            "tta": bool(tta), "confusion": res.metrics["confusion"],
+            "ece_before": expected_calibration_error(raw, y),
+            "ece_after": expected_calibration_error(cal, y),
+            "dataset": config["dataset"], "versions": config["versions"],
+        }  # fmt: skip
+        if kind == "cnn":
+            first = res.models[min(res.models)]
+            info["model_kwargs"] = dict(first.model.lipo_config)
+            _plot_curves(res, staging / "training_curves.png")
+        plot_reliability(raw, cal, y, staging / "reliability.png")
+        (staging / "model.json").write_text(json.dumps(info, indent=2, default=_json_default))
+        publish_folder(staging, outp)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    res.run_dir = outp
+    if progress:
+        print(f"[fit] {len(members)} fold models kept, calibrated on {len(y)} out-of-fold "
+              f"predictions ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
+    return outp, res
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,25 @@
+"""Class shares of a sample (quantification) with intervals, on top of QuaPy.
+
+``fit_quantifiers(oof_proba, oof_labels, config)`` fits CC, PCC, ACC, PACC and EMQ on a
+cross-fitted model's out-of-fold posteriors (no training); ``Quantifiers.estimate(test_proba)``
+returns a :class:`ShareEstimate` with per-method shares and bootstrap intervals that account for
+both the test sample and the finite calibration set.
+"""
+
+from lipoclass.quantify.core import (
+    EMQ_CALIBRATIONS,
+    METHODS,
+    QuantifierConfig,
+    Quantifiers,
+    ShareEstimate,
+    fit_quantifiers,
+)
+
+__all__ = [
+    "EMQ_CALIBRATIONS",
+    "METHODS",
+    "QuantifierConfig",
+    "Quantifiers",
+    "ShareEstimate",
+    "fit_quantifiers",
+]
