@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from lipoclass.evaluate import metrics as M
+from lipoclass import metrics as M
 
 # rows true, columns predicted; class 2 is never predicted
 CM = np.array([[5, 1, 0], [2, 3, 0], [1, 0, 0]])

@@ -23,11 +23,9 @@ from lipoclass.train import (
     Trainer,
     UndersampleSampler,
     build_augmentation,
-    load_model,
     make_loss,
     seeded_torch,
     stratified_split,
-    train_model,
 )
 from lipoclass.train.calibration import (
     expected_calibration_error,
@@ -259,11 +257,19 @@ def test_temperature_recovers_scaling() -> None:
     )
 
 
-def test_review_threshold() -> None:
+def test_review_threshold_reaches_the_stated_target() -> None:
     probs = np.array([[0.95, 0.05], [0.9, 0.1], [0.8, 0.2], [0.6, 0.4], [0.55, 0.45]])
     y = np.array([0, 0, 0, 1, 1])  # the two least confident are wrong
-    assert review_threshold(probs, y) == pytest.approx(0.8)
-    assert review_threshold(probs, np.array([1, 1, 1, 1, 1])) == 1.0
+    r = review_threshold(probs, y, target=0.95)
+    assert r["threshold"] == pytest.approx(0.8) and r["reached"]
+    assert r["flagged_share"] == pytest.approx(0.4) and r["expected_accuracy"] == 1.0
+    r = review_threshold(probs, y, target=0.75)  # 3 of the top 4 right: flag one
+    assert r["threshold"] == pytest.approx(0.6) and r["flagged_share"] == pytest.approx(0.2)
+    none = review_threshold(probs, np.array([1, 1, 1, 1, 1]))
+    assert not none["reached"] and none["flagged_share"] == 1.0
+    assert (probs.max(1) < none["threshold"]).all()  # everything is flagged
+    tied = review_threshold(np.array([[0.7, 0.3], [0.7, 0.3]]), np.array([0, 1]), 0.9)
+    assert not tied["reached"]  # a cut cannot split tied confidences
 
 
 # ------------------------------------------------------------------ estimator + folders
@@ -275,7 +281,7 @@ def ds_dir(tiny_dataset) -> Path:
 
 
 def _spec(model: str = "tiny", size: int = 16, **kw):
-    from lipoclass.evaluate import ModelSpec
+    from lipoclass.spec import ModelSpec
 
     return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}), None)
 
@@ -312,75 +318,7 @@ def test_hybrid_with_synthetic_training_data(tiny_dataset) -> None:
     assert est.predict_proba(ds, np.arange(18)).shape == (18, 3)
 
 
-def test_model_folder_roundtrip(ds_dir: Path, tmp_path: Path) -> None:
-    ds = load_dataset(ds_dir)
-    out = train_model(ds, _spec("lipnet_hybrid", 16), tmp_path / "m", seed=3)
-    names = {p.name for p in out.iterdir()}
-    assert {"model.json", "weights.pt", "training_curve.png", "reliability.png"} <= names
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
-    info = json.loads((out / "model.json").read_text())
-    assert info["format_version"] == 1 and info["kind"] == "cnn" and info["seed"] == 3
-    assert info["classes"] == list(ds.classes) and info["prep"]["size"] == 16
-    assert info["dataset"]["path"] == str(ds_dir.resolve())
-    assert len(info["dataset"]["fingerprint"]) == 64  # sha256 of the data layer
-    assert info["calibration"]["method"] == "temperature" and info["calibration"]["temperature"] > 0
-    cm = np.array(info["confusion"])  # cross-validated over all 24 labelled particles
-    assert cm.shape == (3, 3) and cm.sum() == len(ds) and info["held_out"]["n"] == 3
-    assert info["confusion_source"] == {"source": "cross-validation", "folds": 5, "seed": 3,
-                                        "n": len(ds)}  # fmt: skip
-    assert 0 <= info["ece_after"] <= 1 and 0 < info["review_threshold"] <= 1
-    lm = load_model(out)
-    assert lm.kind == "cnn" and lm.classes == ds.classes and not lm.module.training
-    p1, ids1 = lm.predict_proba(ds)
-    p2, ids2 = load_model(out).predict_proba(ds)
-    assert ids1 == ids2 == ds.ids
-    np.testing.assert_array_equal(p1, p2)
-    np.testing.assert_allclose(p1.sum(1), 1, atol=1e-6)
-    sub, sub_ids = lm.predict_proba(ds, np.array([2, 0]))
-    assert sub_ids == [ds.ids[2], ds.ids[0]]
-    np.testing.assert_allclose(sub, p1[[2, 0]], atol=1e-6)
-
-
-def test_same_seed_same_model_folder_predictions(ds_dir: Path, tmp_path: Path) -> None:
-    ds = load_dataset(ds_dir)
-    a = load_model(train_model(ds, _spec(), tmp_path / "a", seed=7)).predict_proba(ds)[0]
-    b = load_model(train_model(ds, _spec(), tmp_path / "b", seed=7)).predict_proba(ds)[0]
-    np.testing.assert_array_equal(a, b)
-
-
-def test_load_model_errors(ds_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(LipoclassError, match=r"no model\.json"):
-        load_model(tmp_path)
-    out = train_model(load_dataset(ds_dir), _spec(epochs=1), tmp_path / "m")
-    info = json.loads((out / "model.json").read_text())
-    (out / "model.json").write_text(json.dumps({**info, "format_version": 99}))
-    with pytest.raises(LipoclassError, match="format_version 99"):
-        load_model(out)
-    (out / "model.json").write_text(json.dumps(info))
-    (out / "weights.pt").unlink()
-    with pytest.raises(LipoclassError, match=r"weights\.pt is missing"):
-        load_model(out)
-
-
-def test_train_model_refuses_foreign_folder(ds_dir: Path, tmp_path: Path) -> None:
-    (tmp_path / "x").mkdir()
-    (tmp_path / "x" / "notes.txt").write_text("mine")
-    with pytest.raises(LipoclassError, match="not a model folder"):
-        train_model(load_dataset(ds_dir), _spec(), tmp_path / "x")
-    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
-
-
 # ------------------------------------------------------------------ CLI
-
-
-def test_cli_train(ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lipoclass.cli import main
-
-    out = tmp_path / "model"
-    rc = main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1", "--out", str(out)])
-    assert rc == 0, capsys.readouterr().err
-    assert "model folder" in capsys.readouterr().out
-    assert load_model(out).info["model"] == "tiny"
 
 
 def test_cli_train_bad_model(
@@ -392,79 +330,3 @@ def test_cli_train_bad_model(
     assert rc == 2
     err = capsys.readouterr().err
     assert "nope" in err and "lipnet4" in err and len(err.strip().splitlines()) == 1
-
-
-def test_cli_cv(ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from lipoclass.cli import main
-
-    run = tmp_path / "run"
-    rc = main(["cv", str(ds_dir), "--model", "tiny", "--epochs", "1", "--folds", "3",
-               "--out", str(run)])  # fmt: skip
-    assert rc == 0, capsys.readouterr().err
-    metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics
-    assert (run / "oof.csv").is_file()
-
-
-@pytest.mark.shared
-def test_real_vesicles_train_and_reload(vesicle_dir: Path, tmp_path: Path) -> None:
-    ds = load_dataset(vesicle_dir)
-    spec = _spec("tiny", 16, epochs=1)
-    out = train_model(ds, spec, tmp_path / "m", seed=0)
-    probs, ids = load_model(out).predict_proba(ds)
-    assert probs.shape == (len(ids), len(ds.classes)) and len(ids) > 200
-    info = json.loads((out / "model.json").read_text())
-    assert info["classes"] == list(ds.classes) and sum(map(sum, info["confusion"])) >= 3
-
-
-def test_cli_default_mode_follows_masks(
-    tiny_dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without masks the default input mode is surround, and the model folder and run
-    folder record the resolved mode, not 'auto'."""
-    from lipoclass.cli import main
-
-    ds = tiny_dataset((6, 6, 6), size=(20, 24), masks=False)
-    out = tmp_path / "model"
-    assert main(["train", str(ds), "--model", "tiny", "--epochs", "1", "--out", str(out)]) == 0
-    assert load_model(out).info["prep"]["mode"] == "surround"
-    run = tmp_path / "run"
-    rc = main(["cv", str(ds), "--model", "tiny", "--epochs", "1", "--folds", "3",
-               "--out", str(run)])  # fmt: skip
-    assert rc == 0
-    assert "input mode: surround" in capsys.readouterr().err
-    assert json.loads((run / "config.json").read_text())["spec"]["prep"]["mode"] == "surround"
-
-
-def test_confusion_for_shares_is_cross_validated(
-    ds_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The model folder's confusion matrix comes from k-fold CV over every labelled particle
-    (or from a finished cv run of the same settings, checked), not from the thin validation
-    split; a run with other settings is refused with one line."""
-    from lipoclass.cli import main
-
-    ds = load_dataset(ds_dir)
-    m1 = tmp_path / "m1"
-    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
-                 "--confusion-folds", "3", "--out", str(m1)]) == 0  # fmt: skip
-    info = load_model(m1).info
-    assert info["confusion_source"]["source"] == "cross-validation"
-    assert np.asarray(info["confusion"]).sum() == int((ds.labels >= 0).sum())
-    run = tmp_path / "run"
-    assert main(["cv", str(ds_dir), "--model", "tiny", "--epochs", "1", "--folds", "3",
-                 "--out", str(run)]) == 0  # fmt: skip
-    m2 = tmp_path / "m2"
-    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
-                 "--confusion-from", str(run), "--out", str(m2)]) == 0  # fmt: skip
-    cv_conf = json.loads((run / "metrics.json").read_text())["confusion"]
-    assert load_model(m2).info["confusion"] == cv_conf
-    capsys.readouterr()
-    rc = main(["train", str(ds_dir), "--model", "tiny", "--epochs", "2",
-               "--confusion-from", str(run), "--out", str(tmp_path / "m3")])  # fmt: skip
-    err = capsys.readouterr().err
-    assert rc == 2 and "'train' settings differ" in err and len(err.strip().splitlines()) == 1
-    m4 = tmp_path / "m4"
-    assert main(["train", str(ds_dir), "--model", "tiny", "--epochs", "1",
-                 "--confusion-folds", "0", "--out", str(m4)]) == 0  # fmt: skip
-    assert load_model(m4).info["confusion_source"]["source"] == "validation split"

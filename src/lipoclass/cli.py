@@ -202,6 +202,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from lipoclass.outputs import check_output_folder
     from lipoclass.synth import parse_ratios, synthesize
 
+    if args.micrographs:
+        return _cmd_synth_micrographs(args)
     if Path(args.out).exists():
         raise LipoclassError(f"{args.out}: already exists (choose another output folder)")
     check_output_folder(args.out)
@@ -217,6 +219,130 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from lipoclass.data.info import dataset_info
 
     print(dataset_info(ds).text())
+    return 0
+
+
+def _add_detect_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection (crop --detect, detect)")
+    g.add_argument("--min-diameter", type=_length, default=(20.0, "nm"), metavar="LEN",
+                   help="smallest liposome, e.g. 20nm or 16px (default: 20nm)")  # fmt: skip
+    g.add_argument("--max-diameter", type=_length, default=(300.0, "nm"), metavar="LEN",
+                   help="largest liposome, e.g. 300nm or 400px (default: 300nm)")  # fmt: skip
+    g.add_argument("--threshold", type=_positive_float, default=6.0,
+                   help="how clear a ring must be (robust z-score; lower finds fainter "
+                   "liposomes and more false ones; default: %(default)s)")  # fmt: skip
+
+
+def _cmd_synth_micrographs(args: argparse.Namespace) -> int:
+    from lipoclass.outputs import check_output_folder
+    from lipoclass.synth import parse_ratios, synthesize_micrographs
+
+    if args.n is not None or args.tiff16:
+        raise LipoclassError("--n and --tiff16 are for crops; with --micrographs use --count")
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another output folder)")
+    check_output_folder(args.out)
+    out = synthesize_micrographs(
+        args.problem,
+        Path(args.out),
+        count=args.count,
+        size=args.micrograph_size,
+        density=args.density,
+        noise=args.noise,
+        fmt=args.format,
+        seed=args.seed,
+        ratios=parse_ratios(args.ratios) if args.ratios else None,
+        pixel_size_nm=args.pixel_size,
+    )
+    print(f"{args.count} micrograph(s) with label images and annotations.csv -> {out}")
+    return 0
+
+
+def _length(text: str) -> tuple[float, str]:
+    """'20nm', '16px' or '20' (nm) -> (value, unit)."""
+    t = text.strip().lower()
+    unit = "px" if t.endswith("px") else "nm"
+    num = t[:-2] if t.endswith(("px", "nm")) else t
+    try:
+        v = float(num)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a length like 20nm or 16px") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v, unit
+
+
+def _detect_config(args: argparse.Namespace) -> Any:
+    from lipoclass.micrograph import DetectConfig
+
+    (dmin, umin), (dmax, umax) = args.min_diameter, args.max_diameter
+    if umin != umax:
+        raise LipoclassError("--min-diameter and --max-diameter need the same unit (nm or px)")
+    try:
+        return DetectConfig(min_diameter=dmin, max_diameter=dmax, unit=umin,
+                            threshold=args.threshold)  # fmt: skip
+    except ValueError as exc:
+        raise LipoclassError(f"detect: {exc}") from None
+
+
+def _cmd_crop(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph import (
+        CocoSource,
+        CoordinateSource,
+        CropConfig,
+        DetectSource,
+        LabelImageSource,
+        crop_micrographs,
+        read_sample_table,
+    )
+    from lipoclass.micrograph.io import check_micrograph_path
+    from lipoclass.outputs import check_output_folder
+
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
+    check_output_folder(args.out)
+    mics = [check_micrograph_path(m) for m in args.micrographs]
+    if args.classes and not args.labels:
+        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
+    source: Any
+    if args.labels:
+        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
+                                  else None)  # fmt: skip
+    elif args.coco:
+        source = CocoSource(Path(args.coco), mics)
+        mics = mics or source.micrographs
+    elif args.coords:
+        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
+    else:
+        source = DetectSource(_detect_config(args))
+    if not mics:
+        raise LipoclassError("no micrographs given")
+    samples = read_sample_table(Path(args.samples)) if args.samples else None
+    try:
+        crop_cfg = CropConfig(surround=args.surround, keep_edge=args.keep_edge)
+    except ValueError as exc:
+        raise LipoclassError(f"crop: {exc}") from None
+    result = crop_micrographs(
+        mics, Path(args.out), source, crop_cfg,
+        pixel_size_nm=args.pixel_size, samples=samples,
+        require_pixel_size=not args.no_pixel_size,
+    )  # fmt: skip
+    print(result.text())
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph.detect import detect_to_folder
+    from lipoclass.outputs import check_output_folder
+
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
+    check_output_folder(args.out)
+    cfg = _detect_config(args)
+    counts = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size)
+    for name, n in counts.items():
+        print(f"{name}: {n} particle(s)")
+    print(f"label images and detections.csv -> {args.out}")
     return 0
 
 
@@ -446,6 +572,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiff16", action="store_true", help="write 16-bit TIFF images, not PNG")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="parallel processes (default: one per CPU core)")  # fmt: skip
+    g = p.add_argument_group(
+        "whole micrographs",
+        "with --micrographs, OUT gets micrographs/ (16-bit TIFF or MRC with the pixel size), "
+        "labels/ (instance label images: 0 background, 1..K, open in Fiji or napari) and "
+        "annotations.csv (micrograph, instance, label, x, y, diameter_nm, ...)",
+    )
+    g.add_argument("--micrographs", action="store_true",
+                   help="write whole micrographs with many liposomes, not crops")  # fmt: skip
+    g.add_argument("--count", type=_positive_int, default=4,
+                   help="number of micrographs (default: %(default)s)")  # fmt: skip
+    g.add_argument("--micrograph-size", type=_positive_int, default=1024, metavar="PX",
+                   help="side of each square micrograph in px (default: %(default)s)")  # fmt: skip
+    g.add_argument("--density", type=_positive_float, default=0.2,
+                   help="fraction of the field covered by liposomes, up to 0.6 "
+                   "(default: %(default)s)")  # fmt: skip
+    g.add_argument("--noise", type=_positive_float, default=1.0,
+                   help="shot-noise factor: 2 means a 4x lower electron dose "
+                   "(default: %(default)s)")  # fmt: skip
+    g.add_argument("--format", choices=("tiff", "mrc"), default="tiff",
+                   help="micrograph file type (default: %(default)s)")  # fmt: skip
+    g.add_argument("--pixel-size", type=_positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: drawn per micrograph, 0.4-1.2)")  # fmt: skip
+
+    p = add(
+        "crop",
+        _cmd_crop,
+        "cut one crop per particle out of micrographs into a particle dataset",
+        "Reads micrographs (MRC, TIFF, PNG) and where the particles are: an instance label "
+        "image (cellpose, StarDist, napari, micro-sam, 'lipoclass detect'), a COCO JSON "
+        "(CVAT, Roboflow), a coordinate CSV or a RELION/cryoSPARC STAR file, or --detect. "
+        "Each crop is centred on one particle with --surround px around it and has its mask. "
+        "Particles whose crop would leave the micrograph are skipped (and counted).",
+    )
+    p.add_argument("micrographs", nargs="*", metavar="MICROGRAPH",
+                   help="micrograph files (with --coco they may be omitted: the images "
+                   "named in the COCO file are used)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output dataset folder (must not exist)")
+    src = p.add_argument_group("where the particles are (choose one)")
+    src = src.add_mutually_exclusive_group(required=True)
+    src.add_argument("--labels", metavar="PATH",
+                     help="instance label image (one micrograph) or folder of label images "
+                     "named like the micrographs (mic.tif, mic_masks.png, ...)")  # fmt: skip
+    src.add_argument("--coco", metavar="JSON", help="COCO annotations (polygons, RLE or boxes)")
+    src.add_argument("--coords", metavar="FILE",
+                     help="CSV with micrograph,x,y and diameter or w,h (pixels; optional "
+                     "label), or a RELION/cryoSPARC .star particle file")  # fmt: skip
+    src.add_argument("--detect", action="store_true",
+                     help="find the liposomes automatically (see 'lipoclass detect')")  # fmt: skip
+    p.add_argument("--classes", metavar="CSV",
+                   help="with --labels: class per instance (columns instance,label and "
+                   "optionally micrograph)")  # fmt: skip
+    p.add_argument("--diameter", type=_positive_float, default=None, metavar="PX",
+                   help="particle diameter in pixels where the coordinates give none "
+                   "(needed for STAR files)")  # fmt: skip
+    p.add_argument("--samples", metavar="CSV",
+                   help="sample per micrograph (columns micrograph,sample; default: the "
+                   "micrograph's file name)")  # fmt: skip
+    p.add_argument("--surround", type=int, default=50, metavar="PX",
+                   help="pixels of surroundings on each side of the particle (default: 50)")
+    p.add_argument("--keep-edge", action="store_true",
+                   help="keep particles near the micrograph edge, padding their crop")  # fmt: skip
+    p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    p.add_argument("--no-pixel-size", action="store_true",
+                   help="accept MRC files without a pixel size (crops get none)")  # fmt: skip
+    _add_detect_options(p)
+
+    p = add(
+        "detect",
+        _cmd_detect,
+        "find liposomes on micrographs and write instance label images",
+        "Classical detector (no training): band-pass filter, ring filters of every radius in "
+        "the diameter range, outline refined along rays, touching liposomes split. Writes "
+        "OUT/<micrograph>.tif label images (0 background, 1..K) and detections.csv; "
+        "'lipoclass crop --labels OUT' then cuts the crops.",
+    )
+    p.add_argument("micrographs", nargs="+", metavar="MICROGRAPH")
+    p.add_argument("--out", required=True, help="output folder for the label images (new)")
+    p.add_argument("--pixel-size", type=_positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    _add_detect_options(p)
 
     p = add(
         "info",

@@ -3,7 +3,7 @@ cross-validation (``make_folds``, ``cross_validate`` -> ``CVResult``) and metric
 ``ModelSpec``/``build_spec``/``Estimator`` live in the neutral ``lipoclass.spec`` and are
 re-exported here."""
 
-from lipoclass.evaluate import metrics
+from lipoclass import metrics
 from lipoclass.evaluate.cv import CVConfig, CVResult, cross_validate, make_folds, score_folds
 from lipoclass.evaluate.executors import EXECUTORS, ExecutorConfig, run_tasks
 from lipoclass.spec import (

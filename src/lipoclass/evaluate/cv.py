@@ -18,7 +18,7 @@ import numpy as np
 
 from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint
 from lipoclass.errors import LipoclassError
-from lipoclass.evaluate import metrics as M
+from lipoclass import metrics as M
 from lipoclass.evaluate.executors import ExecutorConfig, run_tasks
 from lipoclass.spec import ModelSpec
 from lipoclass.provenance import versions

@@ -130,7 +130,9 @@ def read_class_table(path: Path) -> dict[tuple[str | None, int], tuple[str, int]
         where = f"{path} row {r}"
         inst = _number(row["instance"], "instance", where)
         if inst != int(inst) or inst < 1:
-            raise LipoclassError(f"{where}: instance must be an integer >= 1, got {row['instance']}")
+            raise LipoclassError(
+                f"{where}: instance must be an integer >= 1, got {row['instance']}"
+            )
         mic = _stem(row["micrograph"]) if row.get("micrograph") else None
         key = (mic, int(inst))
         if key in table:
@@ -191,8 +193,8 @@ def box_mask(
 
     h, w = image.shape
     ry, rx = max(height / 2, 1.0), max(width / 2, 1.0)
-    y0, y1 = max(0, int(math.floor(cy - 1.5 * ry))), min(h, int(math.ceil(cy + 1.5 * ry)) + 1)
-    x0, x1 = max(0, int(math.floor(cx - 1.5 * rx))), min(w, int(math.ceil(cx + 1.5 * rx)) + 1)
+    y0, y1 = max(0, math.floor(cy - 1.5 * ry)), min(h, math.ceil(cy + 1.5 * ry) + 1)
+    x0, x1 = max(0, math.floor(cx - 1.5 * rx)), min(w, math.ceil(cx + 1.5 * rx) + 1)
     yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
     xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
     q = (yy / ry) ** 2 + (xx / rx) ** 2  # (h', w') 1 on the box ellipse
@@ -201,7 +203,7 @@ def box_mask(
     win = image[y0:y1, x0:x1]
     if win.shape[0] >= 8 and win.shape[1] >= 8 and ellipse.any():
         auto = auto_mask(win) & (q <= 1.15**2)
-        iy, ix = int(round(cy)) - y0, int(round(cx)) - x0
+        iy, ix = round(cy) - y0, round(cx) - x0
         inside = 0 <= iy < auto.shape[0] and 0 <= ix < auto.shape[1] and bool(auto[iy, ix])
         ratio = auto.sum() / max(ellipse.sum(), 1)
         if inside and 0.6 <= ratio <= 1.3:
@@ -308,7 +310,9 @@ def _find_label_file(labels: Path, mic: Path, single: bool) -> Path:
             cand = labels / f"{name}{suffix}"
             if cand.is_file() and cand.resolve() != mic.resolve():
                 return cand
-    raise LipoclassError(f"{labels}: no label image for micrograph {mic.name} (expected {stem}.tif)")
+    raise LipoclassError(
+        f"{labels}: no label image for micrograph {mic.name} (expected {stem}.tif)"
+    )
 
 
 class LabelImageSource:
@@ -364,7 +368,9 @@ class CocoSource:
         try:
             self.categories = {int(c["id"]): str(c["name"]) for c in cats}
         except (KeyError, TypeError, ValueError):
-            raise LipoclassError(f"{self.path}: every category needs an 'id' and a 'name'") from None
+            raise LipoclassError(
+                f"{self.path}: every category needs an 'id' and a 'name'"
+            ) from None
         by_stem = {m.stem: m for m in micrographs}
         self.images: dict[Path, dict[str, Any]] = {}
         self.ids: dict[int, Path] = {}
@@ -383,9 +389,7 @@ class CocoSource:
                 found = next((c for c in cands if c.is_file()), None)
             if found is None:
                 where = "among the micrographs given" if micrographs else f"in {self.path.parent}"
-                raise LipoclassError(
-                    f"{self.path}: image {fname!r} (id {iid}) not found {where}"
-                )
+                raise LipoclassError(f"{self.path}: image {fname!r} (id {iid}) not found {where}")
             self.images[found] = im
             self.ids[iid] = found
         self.anns: dict[Path, list[tuple[int, dict[str, Any]]]] = {p: [] for p in self.images}
@@ -445,10 +449,10 @@ class CocoSource:
                 if pts.size == 0:
                     raise LipoclassError(f"{where}: polygon with fewer than 3 points")
                 self._check_inside(pts[:, 0], pts[:, 1], w, h, where)
-                t = max(0, int(math.floor(pts[:, 1].min())) - 1)
-                lft = max(0, int(math.floor(pts[:, 0].min())) - 1)
-                b = min(h, int(math.ceil(pts[:, 1].max())) + 2)
-                r = min(w, int(math.ceil(pts[:, 0].max())) + 2)
+                t = max(0, math.floor(pts[:, 1].min()) - 1)
+                lft = max(0, math.floor(pts[:, 0].min()) - 1)
+                b = min(h, math.ceil(pts[:, 1].max()) + 2)
+                r = min(w, math.ceil(pts[:, 0].max()) + 2)
                 m = np.zeros((b - t, r - lft), dtype=bool)
                 for pg in polys:
                     if pg.size < 6:
@@ -532,9 +536,7 @@ class CoordinateSource:
         has_d = "diameter" in header
         has_box = "w" in header and "h" in header
         if not has_d and not has_box and diameter is None:
-            raise LipoclassError(
-                f"{self.path}: no 'diameter' or 'w,h' columns; give --diameter PX"
-            )
+            raise LipoclassError(f"{self.path}: no 'diameter' or 'w,h' columns; give --diameter PX")
         out: list[_Point] = []
         for r, row in rows:
             where = f"{self.path} row {r}"
@@ -551,9 +553,7 @@ class CoordinateSource:
                 raise LipoclassError(f"{where}: particle size must be positive")
             if not row["micrograph"]:
                 raise LipoclassError(f"{where}: empty micrograph name")
-            out.append(
-                _Point(_stem(row["micrograph"]), x, y, bh, bw, row.get("label") or None, r)
-            )
+            out.append(_Point(_stem(row["micrograph"]), x, y, bh, bw, row.get("label") or None, r))
         return out
 
     def _read_star(self, diameter: float | None) -> list[_Point]:
@@ -576,13 +576,18 @@ class CoordinateSource:
             if req not in df.columns:
                 raise LipoclassError(f"{self.path}: column {req} is missing")
         if diameter is None:
-            raise LipoclassError(f"{self.path}: STAR files give no particle size; add --diameter PX")
+            raise LipoclassError(
+                f"{self.path}: STAR files give no particle size; add --diameter PX"
+            )
         out: list[_Point] = []
         for r, (name, x, y) in enumerate(
             zip(df["rlnMicrographName"], df["rlnCoordinateX"], df["rlnCoordinateY"]), start=1
         ):
             where = f"{self.path} particle {r}"
-            xf, yf = _number(str(x), "rlnCoordinateX", where), _number(str(y), "rlnCoordinateY", where)
+            xf, yf = (
+                _number(str(x), "rlnCoordinateX", where),
+                _number(str(y), "rlnCoordinateY", where),
+            )
             out.append(_Point(_stem(str(name)), xf, yf, float(diameter), float(diameter), None, r))
         return out
 

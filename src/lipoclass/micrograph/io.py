@@ -68,8 +68,7 @@ def check_micrograph_path(path: str | os.PathLike[str]) -> Path:
         raise LipoclassError(f"{p}: micrograph file not found")
     if p.suffix.lower() not in MICROGRAPH_SUFFIXES:
         raise LipoclassError(
-            f"{p}: unsupported micrograph type {p.suffix!r} "
-            f"(use {', '.join(MICROGRAPH_SUFFIXES)})"
+            f"{p}: unsupported micrograph type {p.suffix!r} (use {', '.join(MICROGRAPH_SUFFIXES)})"
         )
     return p
 

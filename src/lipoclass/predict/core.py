@@ -233,7 +233,7 @@ def shares_table(rows: list[ShareRow], level: float = 0.95) -> str:
 
 
 def _metrics(labels: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
-    from lipoclass.evaluate.metrics import (
+    from lipoclass.metrics import (
         balanced_accuracy,
         class_metrics,
         confusion_matrix,

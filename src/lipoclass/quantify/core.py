@@ -42,17 +42,19 @@ _EPS = 1e-12  # floor on posteriors fed to EMQ (its calibrators take logs)
 class QuantifierConfig:
     """Which methods to fit and how to build their intervals.
 
-    ``n_boot`` bootstrap replicates (each resamples calibration and test set) give the
-    ``level`` percentile intervals; ``seed`` seeds them (the same sample always gets the same
-    interval). ``recommended`` is the method a report shows first. ``emq_calibration`` is the
-    recalibration EMQ fits on the out-of-fold posteriors (``None``: plain EM).
+    ``n_boot`` bootstrap replicates give the ``level`` percentile intervals; each pairs a
+    resampled test sample with one of ``n_cal_boot`` resampled calibration sets (drawn and
+    fitted once, in :func:`fit_quantifiers`). ``seed`` seeds both (the same sample always gets
+    the same interval). ``recommended`` is the method a report shows first; ``emq_calibration``
+    is the recalibration EMQ fits on the out-of-fold posteriors (``None``: plain EM).
     """
 
     methods: tuple[str, ...] = METHODS
     level: float = 0.95
-    n_boot: int = 300
+    n_boot: int = 200
+    n_cal_boot: int = 40
     seed: int = 0
-    recommended: str = "pacc"
+    recommended: str = "acc"  # default from the simulation study (docs); re-check on real models
     emq_calibration: str | None = "bcts"
 
     def __post_init__(self) -> None:
@@ -69,6 +71,8 @@ class QuantifierConfig:
             raise ValueError(f"level must be in [0.5, 1), got {self.level!r}")
         if not isinstance(self.n_boot, int) or self.n_boot < 50:
             raise ValueError(f"n_boot must be an int >= 50, got {self.n_boot!r}")
+        if not isinstance(self.n_cal_boot, int) or not 10 <= self.n_cal_boot <= self.n_boot:
+            raise ValueError(f"n_cal_boot must be an int in [10, n_boot], got {self.n_cal_boot!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         if self.recommended not in methods:
@@ -85,7 +89,8 @@ class ShareEstimate:
     """Class shares of one sample: per method a point estimate and a ``level`` interval.
 
     ``share[m]``, ``lo[m]``, ``hi[m]`` are arrays (C,) for method ``m``; shares sum to 1 and
-    ``lo <= share <= hi`` element-wise, all within [0, 1].
+    ``lo <= share <= hi`` element-wise, all within [0, 1]. The interval is for the share in
+    the population the sample was drawn from (it includes the sampling of the particles).
     """
 
     share: dict[str, np.ndarray]
@@ -181,13 +186,22 @@ class Quantifiers:
     """QuaPy quantifiers fitted on out-of-fold posteriors; :meth:`estimate` gives shares."""
 
     def __init__(self, proba: np.ndarray, labels: np.ndarray, config: QuantifierConfig) -> None:
-        # proba (n_cal, C) validated; labels (n_cal,) int in [0, C)
+        # proba (n_cal, C) validated; labels (n_cal,) int in [0, C), every class present
         self.config = config
         self.n_classes = int(proba.shape[1])
-        self._proba = proba
-        self._labels = labels
-        self._by_class = [np.flatnonzero(labels == k) for k in range(self.n_classes)]
         self._fitted = {m: self._fit(m, proba, labels) for m in config.methods}
+        # calibration replicates: resampled within each class (class counts are a design
+        # choice of the annotator, and no class may vanish), adjustment refitted with QuaPy
+        rng = np.random.default_rng([config.seed, 1])
+        by_class = [np.flatnonzero(labels == k) for k in range(self.n_classes)]
+        refit = [m for m in config.methods if m in ("acc", "pacc", "emq")]
+        self._cal_reps: list[dict[str, Any]] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # calibrator overflow notes on odd replicates
+            for _ in range(config.n_cal_boot):
+                idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in by_class])
+                p, y = proba[idx], labels[idx]
+                self._cal_reps.append({m: self._fit(m, p, y, backup=True) for m in refit})
 
     def _fit(self, name: str, proba: np.ndarray, labels: np.ndarray, backup: bool = False) -> Any:
         """QuaPy quantifier ``name`` fitted on (proba (n, C), labels (n,)) through the stub."""
@@ -195,16 +209,23 @@ class Quantifiers:
             proba = _floor(proba)
         q = _quapy_method(name, self.n_classes, self.config, (proba, labels))
         if backup and name == "emq":
-            q.on_calib_error = "backup"
+            q.on_calib_error = "backup"  # a replicate whose recalibration fails uses raw posteriors
         try:
-            # fit_classifier=False: QuaPy calls the stub's predict/predict_proba on ``proba``
-            q.fit(proba, labels)
+            # fit_classifier=False: QuaPy calls the stub's predict/predict_proba on ``proba``;
+            # errstate: the recalibrator's line search may probe a zero temperature
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                q.fit(proba, labels)
         except RuntimeError as e:  # EMQ calibration failure
-            raise LipoclassError(f"quantifier {name}: fitting on out-of-fold data failed: {e}") from e
+            raise LipoclassError(
+                f"quantifier {name}: fitting on out-of-fold data failed: {e}"
+            ) from e
         return q
 
     def estimate(self, test_proba: Any) -> ShareEstimate:
-        """Shares of the sample with posteriors ``test_proba`` (m, C), m >= 1, per method."""
+        """Shares of the sample with posteriors ``test_proba`` (m, C), m >= 1, per method.
+
+        A sample without particles (m == 0) raises LipoclassError.
+        """
         cfg = self.config
         test = _check_proba(test_proba, "test posteriors", self.n_classes)
         m = test.shape[0]
@@ -215,17 +236,19 @@ class Quantifiers:
         alpha = 1.0 - float(cfg.level)
         lo: dict[str, np.ndarray] = {}
         hi: dict[str, np.ndarray] = {}
-        counts = np.bincount(np.argmax(test, axis=1), minlength=self.n_classes)  # (C,)
         for name in cfg.methods:
-            q_lo, q_hi = np.quantile(reps[name], [alpha / 2, 1 - alpha / 2], axis=0)  # (C,) each
-            if name == "cc":
-                # Exact (Clopper-Pearson) bound where no / all particles fall in a class: the
-                # bootstrap cannot move a count of 0 (or m), so it would give a zero-width interval.
-                cp = (alpha / 2) ** (1.0 / m)
-                q_hi = np.where(counts == 0, np.maximum(q_hi, 1 - cp), q_hi)
-                q_lo = np.where(counts == m, np.minimum(q_lo, cp), q_lo)
-            lo[name] = np.minimum(np.clip(q_lo, 0.0, 1.0), share[name])
-            hi[name] = np.maximum(np.clip(q_hi, 0.0, 1.0), share[name])
+            a, b = np.quantile(reps[name], [alpha / 2, 1 - alpha / 2], axis=0)  # (C,) each
+            # boundary rule: an interval of the unconstrained replicates that falls outside
+            # [0, 1] is clipped, but keeps at least its half-width w next to the boundary
+            w = (b - a) / 2
+            a, b = np.minimum(a, 1 - w), np.maximum(b, w)
+            # binomial floor: never narrower than the exact (Clopper-Pearson) interval of the
+            # implied count, i.e. what a perfect classifier could claim from m particles; at a
+            # count of 0 this is [0, 1 - (alpha/2)^(1/m)] (about 3.7/m), so no zero width
+            cp_lo, cp_hi = _clopper_pearson(np.rint(share[name] * m), m, alpha)
+            a, b = np.minimum(a, cp_lo), np.maximum(b, cp_hi)
+            lo[name] = np.minimum(np.clip(a, 0.0, 1.0), share[name])
+            hi[name] = np.maximum(np.clip(b, 0.0, 1.0), share[name])
         return ShareEstimate(
             share=share,
             lo=lo,
@@ -237,35 +260,36 @@ class Quantifiers:
         )
 
     def _bootstrap(self, test: np.ndarray) -> dict[str, np.ndarray]:
-        """Replicates (n_boot, C) per method: calibration set resampled within each class and
-        the adjustment refitted, test sample (m, C) resampled; ACC/PACC unconstrained."""
+        """Replicates (n_boot, C) per method: test sample (m, C) resampled, paired in turn with
+        the calibration replicates; ACC/PACC replicates are unconstrained (may leave [0, 1])."""
         from quapy.method.aggregative import ACC
 
         cfg = self.config
-        rng = np.random.default_rng(cfg.seed)
+        rng = np.random.default_rng([cfg.seed, 2])
         m = test.shape[0]
         reps = {name: np.empty((cfg.n_boot, self.n_classes)) for name in cfg.methods}
-        refit = [n for n in cfg.methods if n in ("acc", "pacc", "emq")]
-        test_floor = _floor(test) if "emq" in cfg.methods else test
+        test_emq = _floor(test) if "emq" in cfg.methods else test  # (m, C)
+        crisp = np.argmax(test, axis=1)  # (m,)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EM max-iteration notes on odd replicates
             for b in range(cfg.n_boot):
-                cal_idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in self._by_class])
+                cal = self._cal_reps[b % len(self._cal_reps)]
                 t_idx = rng.integers(0, m, size=m)  # (m,)
-                t = test[t_idx]  # (m, C)
-                p_cal, y_cal = self._proba[cal_idx], self._labels[cal_idx]
                 for name in cfg.methods:
-                    q = self._fit(name, p_cal, y_cal, backup=True) if name in refit else None
                     if name == "cc":
-                        est = self._fitted["cc"].aggregate(np.argmax(t, axis=1))
+                        est = self._fitted["cc"].aggregate(crisp[t_idx])
                     elif name == "pcc":
-                        est = self._fitted["pcc"].aggregate(t)
+                        est = self._fitted["pcc"].aggregate(test[t_idx])
                     elif name == "emq":
-                        est = q.aggregate(test_floor[t_idx])
+                        est = cal["emq"].aggregate(test_emq[t_idx])
                     else:
-                        # unconstrained solution of q = M p (QuaPy's exact solver, no clipping):
-                        # its percentiles, clipped afterwards, keep width at a 0 % share
-                        unadj = q.cc.aggregate(np.argmax(t, axis=1)) if name == "acc" else t.mean(0)
+                        # unconstrained solution of q = M p (QuaPy's exact solver, no clipping)
+                        q = cal[name]
+                        unadj = (
+                            q.cc.aggregate(crisp[t_idx])
+                            if name == "acc"
+                            else q.pcc.aggregate(test[t_idx])
+                        )
                         est = ACC.solve_adjustment(
                             class_conditional_rates=q.Pte_cond_estim_,
                             unadjusted_counts=unadj,
@@ -274,6 +298,15 @@ class Quantifiers:
                         )
                     reps[name][b] = est
         return reps
+
+
+def _clopper_pearson(x: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact binomial interval (lo, hi), each (C,), for counts ``x`` (C,) out of ``m``."""
+    from scipy.stats import beta
+
+    lo = np.where(x > 0, beta.ppf(alpha / 2, np.maximum(x, 1), m - x + 1), 0.0)
+    hi = np.where(x < m, beta.ppf(1 - alpha / 2, x + 1, np.maximum(m - x, 1)), 1.0)
+    return np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
 
 
 def _floor(p: np.ndarray) -> np.ndarray:

@@ -161,7 +161,9 @@ def _shift(v: VesicleSpec, cy: float, cx: float) -> tuple[float, float]:
     return dy, dx
 
 
-def render_micrograph(cfg: MicrographConfig, i: int, name: str | None = None) -> SyntheticMicrograph:
+def render_micrograph(
+    cfg: MicrographConfig, i: int, name: str | None = None
+) -> SyntheticMicrograph:
     """Render micrograph ``i`` of a set (deterministic for ``cfg.seed`` and ``i``)."""
     rng = _micrograph_rng(cfg.seed, i)
     name = name or f"mic{i + 1:04d}"

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lipoclass.errors import LipoclassError
-from lipoclass.evaluate import metrics as M
+from lipoclass import metrics as M
 from lipoclass.models.inference import predict_logits, resolve_device
 from lipoclass.train.config import TrainConfig
 from lipoclass.train.strategies import SmoteSampler, build_augmentation, make_loss, make_sampler
@@ -88,7 +88,7 @@ def stratified_split(
 
 def _metric(y: np.ndarray, pred: np.ndarray, name: str, n_classes: int) -> float:
     """Balanced accuracy or macro F1 of the validation predictions, with the same definitions
-    as the cross-validation report (``lipoclass.evaluate.metrics``, numpy only)."""
+    as the cross-validation report (``lipoclass.metrics``, numpy only)."""
     cm = M.confusion_matrix(y, pred, n_classes)
     if name == "balanced_accuracy":
         return float(M.balanced_accuracy(cm))

@@ -1,4 +1,5 @@
-"""Classification metrics from confusion matrices (thesis section 4.6) and bootstrap CIs.
+"""Classification metrics from confusion matrices and bootstrap intervals (numpy only): one
+definition for cross-validation, early stopping and predict, so every stage may import it.
 
 Every confusion-matrix metric works on arrays of shape (..., C, C) (rows true, columns
 predicted), so the same code scores one fold and 1000 bootstrap resamples at once.

@@ -1,0 +1,69 @@
+"""Micrographs in, particle datasets out: reading MRC/TIFF/PNG micrographs with their pixel
+size, annotations (instance label images, COCO JSON, coordinate CSV, RELION/cryoSPARC STAR),
+cropping each particle with its surroundings (``lipoclass crop``) and a classical liposome
+detector (``lipoclass detect``). See docs/micrographs.md."""
+
+from lipoclass.micrograph.annotations import (
+    ANNOTATION_KINDS,
+    AnnotationSource,
+    CocoSource,
+    CoordinateSource,
+    DetectSource,
+    LabelImageSource,
+    ParticleAnnotation,
+    box_mask,
+    decode_rle,
+    encode_rle_string,
+    instances_from_labels,
+    read_class_table,
+    read_sample_table,
+)
+from lipoclass.micrograph.crop import CropConfig, CropResult, crop_micrographs, crop_particle
+from lipoclass.micrograph.detect import (
+    DIAMETER_UNITS,
+    DetectConfig,
+    detect_micrograph,
+    detect_particles,
+)
+from lipoclass.micrograph.io import (
+    LABEL_SUFFIXES,
+    MICROGRAPH_SUFFIXES,
+    Micrograph,
+    MicrographWarning,
+    read_label_image,
+    read_micrograph,
+    read_pixel_size,
+    write_label_image,
+)
+
+__all__ = [
+    "ANNOTATION_KINDS",
+    "DIAMETER_UNITS",
+    "LABEL_SUFFIXES",
+    "MICROGRAPH_SUFFIXES",
+    "AnnotationSource",
+    "CocoSource",
+    "CoordinateSource",
+    "CropConfig",
+    "CropResult",
+    "DetectConfig",
+    "DetectSource",
+    "LabelImageSource",
+    "Micrograph",
+    "MicrographWarning",
+    "ParticleAnnotation",
+    "box_mask",
+    "crop_micrographs",
+    "crop_particle",
+    "decode_rle",
+    "detect_micrograph",
+    "detect_particles",
+    "encode_rle_string",
+    "instances_from_labels",
+    "read_class_table",
+    "read_label_image",
+    "read_micrograph",
+    "read_pixel_size",
+    "read_sample_table",
+    "write_label_image",
+]
