@@ -270,7 +270,6 @@ def test_cli_cv_svm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     [
         (["--model", "nosuchnet"], "unknown; choose from svm"),
         (["--model", "svm", "--balance", "focal"], "not valid for the SVM"),
-        (["--model", "svm", "--features", "precomputed", "--folds", "40"], "fewer than the 40"),
         (["--model", "svm", "--features-csv", "missing.csv"], "features CSV not found"),
     ],
 )
@@ -284,6 +283,18 @@ def test_cli_bad_input(
     assert message in err and err.startswith("lipoclass: error:")
     assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_cli_small_class_uses_fewer_folds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The small-set rule: folds = min(--folds, members of the smallest class), with a warning."""
+    ds = feature_dataset(tmp_path, counts=(12, 6, 5))
+    rc = main(["cv", str(ds.root), "--model", "svm", "--features", "precomputed", "--folds", "40",
+               "--out", str(tmp_path / "run")])  # fmt: skip
+    assert rc == 0
+    assert "using 5 folds instead of 40" in capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["folds"] == 5
 
 
 def test_cli_no_labels(

@@ -12,8 +12,10 @@ from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.export import ExportConfig, export_onnx, load_onnx
-from lipoclass.predict import predict
+from lipoclass.predict import PredictConfig, predict
 from test_predict import CLASSES, TEMPERATURE, read_csv, write_model_folder
+
+CPU = PredictConfig(device="cpu")
 
 
 def test_export_metadata_and_match_on_real_particles(tmp_path, tiny_dataset, capsys):
@@ -46,7 +48,7 @@ def test_predict_with_onnx_matches_model_folder(tmp_path, tiny_dataset):
     ds_dir = tiny_dataset(counts=(6, 5, 4))
     write_model_folder(tmp_path / "m")
     assert main(["export", str(tmp_path / "m"), "--out", str(tmp_path / "m.onnx")]) == 0
-    a = predict(tmp_path / "m", ds_dir, tmp_path / "a.csv", device="cpu", verbose=False)
+    a = predict(tmp_path / "m", ds_dir, tmp_path / "a.csv", config=CPU, verbose=False)
     rc = main(["predict", str(ds_dir), "--onnx", str(tmp_path / "m.onnx"),
                "--out", str(tmp_path / "b.csv"), "--shares", str(tmp_path / "bs.csv")])  # fmt: skip
     assert rc == 0
@@ -56,7 +58,27 @@ def test_predict_with_onnx_matches_model_folder(tmp_path, tiny_dataset):
     got = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in rows])
     np.testing.assert_allclose(got, a.probs, atol=1e-5)
     # review threshold and confusion travel in the ONNX metadata: same shares
-    assert read_csv(tmp_path / "bs.csv") == read_csv(tmp_path / "shares.csv")
+    assert read_csv(tmp_path / "bs.csv") == read_csv(tmp_path / "a_shares.csv")
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_onnx_holds_the_whole_ensemble(tmp_path, tiny_dataset, tta):
+    """Three fold models (and the 8 dihedral views with TTA) averaged inside one graph match
+    the PyTorch ensemble on real prepared particles."""
+    from lipoclass.ensemble import load_model
+
+    ds_dir = tiny_dataset(counts=(6, 5, 4))
+    write_model_folder(tmp_path / "m", n_members=3, extra={"tta": tta})
+    lm = load_model(tmp_path / "m")
+    assert lm.n_members == 3 and lm.tta == tta
+    export_onnx(tmp_path / "m", tmp_path / "m.onnx", dataset=ds_dir)
+    om = load_onnx(tmp_path / "m.onnx")
+    assert om.tta == tta and om.meta["members"] == 3
+    x = prepare(load_dataset(ds_dir), lm.prep).x
+    want = lm.predict_proba_arrays(x)
+    np.testing.assert_allclose(om.predict_proba_arrays(x), want, atol=1e-5)
+    single = lm.member_proba_arrays(x)[0]
+    assert np.abs(want - single).max() > 1e-4  # really an ensemble, not one member
 
 
 def test_export_fails_above_tolerance_and_leaves_nothing(tmp_path, monkeypatch):
@@ -70,18 +92,20 @@ def test_export_fails_above_tolerance_and_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_mod.OnnxModel, "predict_proba_arrays", off)
     with pytest.raises(LipoclassError, match="differs from PyTorch"):
-        export_onnx(tmp_path / "m", tmp_path / "x.onnx", tolerance=1e-4)
+        export_onnx(tmp_path / "m", tmp_path / "x.onnx", ExportConfig(tolerance=1e-4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
 def test_export_cli_errors(tmp_path, capsys):
+    from types import SimpleNamespace
+
     import joblib
 
-    (tmp_path / "svm").mkdir()
+    (tmp_path / "svm" / "members").mkdir(parents=True)
     (tmp_path / "svm" / "model.json").write_text(json.dumps({
-        "format_version": 1, "kind": "svm", "model": "svm", "classes": ["a", "b"],
-        "prep": {"mode": "masked", "size": 28}}))  # fmt: skip
-    joblib.dump({"placeholder": True}, tmp_path / "svm" / "svm.joblib")
+        "format_version": 2, "kind": "svm", "model": "svm", "classes": ["a", "b"],
+        "members": ["members/fold0.joblib"], "prep": {"mode": "masked", "size": 28}}))  # fmt: skip
+    joblib.dump(SimpleNamespace(classes=("a", "b")), tmp_path / "svm" / "members" / "fold0.joblib")
     assert main(["export", str(tmp_path / "svm"), "--out", str(tmp_path / "s.onnx")]) == 2
     assert "CNN model folders only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "s.onnx")]) == 2
@@ -95,21 +119,23 @@ def test_export_cli_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_export_predict_end_to_end(tmp_path, tiny_dataset, capsys):
-    """A really trained model folder (train_model) through export, checked on the training
-    set it records, and predict --onnx."""
+    """A really cross-fitted model folder through export, checked on the training set it
+    records, and predict --onnx."""
+    from lipoclass.crossfit import fit_model
     from lipoclass.data import load_dataset
+    from lipoclass.evaluate import CVConfig
     from lipoclass.spec import ModelSpec
-    from lipoclass.train import TrainConfig, train_model
+    from lipoclass.train import TrainConfig
 
     ds_dir = tiny_dataset(counts=(12, 10, 8))
     cfg = TrainConfig(epochs=2, augment=(), device="cpu", progress=False, threads=1)
     spec = ModelSpec("tiny", PrepConfig(size=16), cfg)
-    train_model(load_dataset(ds_dir), spec, tmp_path / "m", seed=0)
+    fit_model(load_dataset(ds_dir), spec, CVConfig(folds=3), tmp_path / "m", progress=False)
     export_onnx(tmp_path / "m", tmp_path / "m.onnx")
     assert f"on 30 prepared particles of training dataset {ds_dir.resolve()}" in (
         capsys.readouterr().out
     )
-    a = predict(tmp_path / "m", ds_dir, tmp_path / "a.csv", device="cpu", verbose=False)
+    a = predict(tmp_path / "m", ds_dir, tmp_path / "a.csv", config=CPU, verbose=False)
     b = predict(None, ds_dir, tmp_path / "b.csv", onnx_path=tmp_path / "m.onnx", verbose=False)
     assert a.ids == b.ids
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
@@ -169,8 +195,8 @@ def test_export_dataset_option(tmp_path, tiny_dataset, capsys):
 def test_export_check_uses_real_vesicle_particles(tmp_path, vesicle_dir, capsys):
     """On the real EM set (254 particles, 207 masks empty: auto-masked) the check compares
     real particles exactly as prepare() makes them."""
+    from lipoclass.ensemble import load_model
     from lipoclass.export.onnx import _check_inputs
-    from lipoclass.train import load_model
 
     write_model_folder(tmp_path / "m", ("CV", "DV", "DVH"),
                        extra={"dataset": {"path": str(vesicle_dir)}})  # fmt: skip

@@ -14,7 +14,9 @@ import torch
 
 from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset, prepare
-from lipoclass.predict import ShareConfig, adjusted_shares, class_shares, predict
+from lipoclass.predict import PredictConfig, ShareConfig, adjusted_shares, class_shares, predict
+
+CPU = PredictConfig(device="cpu")
 
 CLASSES = ("unilamellar", "multilamellar", "uncertain")
 TEMPERATURE = 1.7
@@ -31,20 +33,26 @@ def write_model_folder(
     confusion: list[list[int]] | None = CONFUSION,
     review_threshold: float = 0.5,
     extra: dict | None = None,
+    n_members: int = 1,
 ) -> torch.nn.Module:
-    """A CNN model folder in the documented layout (model.json + weights.pt) around a freshly
-    initialised ``tiny`` model; returns the in-memory module (eval mode)."""
+    """A CNN model folder of ``n_members`` freshly initialised ``tiny`` fold models in the
+    documented layout (model.json + members/); returns the first member's module (eval)."""
     from lipoclass import __version__
     from lipoclass.models import create_model
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        module = create_model("tiny", len(classes), size).eval()
-    path.mkdir(parents=True, exist_ok=True)
-    kwargs = dict(module.lipo_config)
-    torch.save({"state_dict": module.state_dict(), "model_kwargs": kwargs}, path / "weights.pt")
+    (path / "members").mkdir(parents=True, exist_ok=True)
+    module: torch.nn.Module | None = None
+    for k in range(n_members):  # members differ by their initialisation
+        with torch.random.fork_rng():
+            torch.manual_seed(seed + k)
+            m = create_model("tiny", len(classes), size).eval()
+        kwargs = dict(m.lipo_config)
+        torch.save({"state_dict": m.state_dict(), "model_kwargs": kwargs},
+                   path / "members" / f"fold{k}.pt")  # fmt: skip
+        module = m if module is None else module
     info = {
-        "format_version": 1,
+        "format_version": 2,
+        "members": [f"members/fold{k}.pt" for k in range(n_members)],
         "kind": "cnn",
         "model": "tiny",
         "classes": list(classes),
@@ -52,11 +60,17 @@ def write_model_folder(
         "model_kwargs": kwargs,
         "versions": {"lipoclass": __version__},
         "calibration": {"method": "temperature", "temperature": temperature},
-        "review_threshold": review_threshold,
+        "review": {
+            "threshold": review_threshold,
+            "target_accuracy": 0.95,
+            "expected_accuracy": 0.96,
+            "flagged_share": 0.2,
+        },
         "confusion": confusion,
         **(extra or {}),
     }
     (path / "model.json").write_text(json.dumps(info))
+    assert module is not None
     return module
 
 
@@ -68,7 +82,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_reloaded_model_predicts_like_the_original(tmp_path, tiny_dataset):
     ds_dir = tiny_dataset(counts=(6, 5, 4))
     module = write_model_folder(tmp_path / "m")
-    res = predict(tmp_path / "m", ds_dir, tmp_path / "pred.csv", device="cpu", verbose=False)
+    res = predict(tmp_path / "m", ds_dir, tmp_path / "pred.csv", config=CPU, verbose=False)
 
     prep = prepare(load_dataset(ds_dir), PrepConfig(size=16), cache=False)
     with torch.no_grad():
@@ -129,7 +143,7 @@ def test_shares_per_sample_and_cli_table(tmp_path, tiny_dataset, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "adjusted" in out and "recall" in out
-    rows = read_csv(tmp_path / "shares.csv")
+    rows = read_csv(tmp_path / "p_shares.csv")
     assert {r["sample"] for r in rows} == {"s0", "s1"}
     assert {r["class"] for r in rows} == set(CLASSES)
     for s in ("s0", "s1"):
@@ -149,18 +163,18 @@ def test_predict_plain_image_folder_with_masks(tmp_path, tiny_dataset):
         target = folder / "masks" / p.mask.name if i % 2 else folder / f"{p.id}_mask.png"
         target.write_bytes(p.mask.read_bytes())
     write_model_folder(tmp_path / "m")
-    res = predict(tmp_path / "m", folder, tmp_path / "p.csv", device="cpu", verbose=False)
+    res = predict(tmp_path / "m", folder, tmp_path / "p.csv", config=CPU, verbose=False)
     ref = predict(tmp_path / "m", ds.root, tmp_path / "q.csv", shares_path=tmp_path / "qs.csv",
-                  device="cpu", verbose=False)  # fmt: skip
+                  config=CPU, verbose=False)  # fmt: skip
     assert res.ids == ref.ids  # masks found under both names, ids = file stems
     np.testing.assert_allclose(res.probs, ref.probs, atol=1e-6)
-    shares = read_csv(tmp_path / "shares.csv")
+    shares = read_csv(tmp_path / "p_shares.csv")
     assert {r["sample"] for r in shares} == {"all"} and "true_share" not in shares[0]
 
 
 def test_real_vesicle_data(tmp_path, vesicle_dir):
     write_model_folder(tmp_path / "m", ("CV", "DV", "DVH"))
-    res = predict(tmp_path / "m", vesicle_dir, tmp_path / "p.csv", device="cpu", verbose=False)
+    res = predict(tmp_path / "m", vesicle_dir, tmp_path / "p.csv", config=CPU, verbose=False)
     assert len(res.ids) + len(res.skipped) == 254
     assert res.probs.shape == (len(res.ids), 3)
     np.testing.assert_allclose(res.probs.sum(1), 1.0, atol=1e-5)
@@ -175,9 +189,9 @@ def _err(capsys) -> str:
 def test_cli_bad_model_folders(tmp_path, tiny_dataset, capsys):
     ds_dir = str(tiny_dataset(counts=(3, 2, 2)))
     write_model_folder(tmp_path / "m")
-    (tmp_path / "m" / "weights.pt").unlink()
+    (tmp_path / "m" / "members" / "fold0.pt").unlink()
     assert main(["predict", str(tmp_path / "m"), ds_dir, "--out", str(tmp_path / "p.csv")]) == 2
-    assert "weights.pt is missing" in _err(capsys)
+    assert "fold0.pt is missing" in _err(capsys)
     write_model_folder(tmp_path / "v", extra={"format_version": 99})
     assert main(["predict", str(tmp_path / "v"), ds_dir, "--out", str(tmp_path / "p.csv")]) == 2
     assert "format_version 99" in _err(capsys)

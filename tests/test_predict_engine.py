@@ -9,8 +9,10 @@ import torch
 from torch import nn
 
 from lipoclass.models import AUX_FEATURES, create_model
-from lipoclass.predict import CPUEngine, EngineConfig, predict
+from lipoclass.predict import CPUEngine, EngineConfig, PredictConfig, predict
 from test_predict import TEMPERATURE, write_model_folder
+
+CPU = PredictConfig(device="cpu")
 
 # small chunks so a few hundred particles cover several chunks and a ragged last one
 SMALL = {"chunk_pixels": 64 * 16 * 16, "min_trace": 0}
@@ -140,7 +142,7 @@ def test_predict_uses_the_engine_with_eager_results(tmp_path, tiny_dataset, monk
             made.append(self)
 
     monkeypatch.setattr("lipoclass.predict.core.CPUEngine", Spy)
-    res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv", device="cpu", verbose=False)
+    res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv", config=CPU, verbose=False)
     assert len(made) == 1 and made[0].mode == "eager"  # tiny: global pooling, any size
     module = made[0].eager
     prep = prepare(load_dataset(ds_dir), PrepConfig(size=16), cache=False)

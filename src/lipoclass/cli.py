@@ -405,9 +405,6 @@ def _fit(args: argparse.Namespace, what: str) -> int:
     ds = load_dataset(args.dataset)
     spec = _spec_from_args(args)
     cv = CVConfig(folds=args.folds, seed=args.seed, group_by=args.group_by)
-    epochs = f" x {spec.train.epochs} epochs" if spec.train is not None else ""
-    print(f"[{what}] {spec.model}: {cv.folds} folds{epochs} on {int((ds.labels >= 0).sum())} "
-          "labelled particles; the fold models are kept as the model", file=sys.stderr)  # fmt: skip
     _, result = fit_model(ds, spec, cv, out, features_csv=args.features_csv, executor=exe,
                           review_target=args.review_target, tta=args.tta)  # fmt: skip
     print(result.table())
@@ -456,20 +453,98 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+_MICROGRAPH_ONLY = ("labels", "coco", "coords", "classes", "samples", "diameter", "surround",
+                    "pixel_size")  # fmt: skip
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph.io import MICROGRAPH_SUFFIXES
     from lipoclass.predict import PredictConfig, predict
 
+    inputs = [Path(i) for i in args.input]
+    if len(inputs) > 1 or any(
+        p.suffix.lower() in MICROGRAPH_SUFFIXES and not p.is_dir() for p in inputs
+    ):
+        return _cmd_predict_micrographs(args, inputs)
+    given = [o for o in _MICROGRAPH_ONLY if getattr(args, o) is not None]
+    given += [o for o in ("detect", "keep_edge", "no_pixel_size") if getattr(args, o)]
+    if given or args.executor != "local":
+        opt = "--" + (given[0] if given else "executor").replace("_", "-")
+        raise LipoclassError(f"{opt} applies to micrograph inputs (MRC/TIFF/PNG files) only")
     if args.model_dir is None and args.onnx is None:
         raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
     cfg = PredictConfig(batch_size=args.batch_size, device=args.device, tta=args.tta)
     predict(
         Path(args.model_dir) if args.model_dir else None,
-        Path(args.input),
-        Path(args.out),
+        inputs[0],
+        Path(args.out or "predictions.csv"),
         onnx_path=Path(args.onnx) if args.onnx else None,
         shares_path=Path(args.shares) if args.shares else None,
         config=cfg,
     )
+    return 0
+
+
+def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> int:
+    from lipoclass.micrograph import (
+        CocoSource,
+        CoordinateSource,
+        DetectSource,
+        LabelImageSource,
+        read_sample_table,
+    )
+    from lipoclass.micrograph.io import check_micrograph_path
+    from lipoclass.micrograph.predict import MicrographPredictConfig, predict_micrographs
+    from lipoclass.outputs import check_output_folder
+    from lipoclass.predict import PredictConfig
+
+    if args.model_dir is None or args.onnx is not None:
+        raise LipoclassError("micrographs are predicted with a model folder (not --onnx)")
+    if args.shares is not None:
+        raise LipoclassError("--shares is for datasets; micrograph shares go into --out DIR")
+    if args.out is None:
+        raise LipoclassError("give --out DIR for the micrograph report (a new or empty folder)")
+    check_output_folder(args.out)
+    mics = [check_micrograph_path(m) for m in inputs]
+    picked = [o for o in ("labels", "coco", "coords") if getattr(args, o)]
+    picked += ["detect"] * bool(args.detect)
+    if len(picked) > 1:
+        raise LipoclassError(f"--{picked[0]} and --{picked[1]}: give one annotation source")
+    if args.classes and not args.labels:
+        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
+    source: Any
+    if args.labels:
+        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
+                                  else None)  # fmt: skip
+    elif args.coco:
+        source = CocoSource(Path(args.coco), mics)
+    elif args.coords:
+        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
+    else:
+        source = DetectSource(_detect_config(args))
+    samples = read_sample_table(Path(args.samples)) if args.samples else None
+    runner = None
+    if args.executor != "local" or args.workers > 1:
+        from functools import partial
+
+        from lipoclass.evaluate.executors import ExecutorConfig, run_tasks
+
+        try:
+            ecfg = ExecutorConfig(args.executor, workers=args.workers, address=args.address,
+                                  threads=1)  # fmt: skip
+        except ValueError as exc:
+            raise LipoclassError(f"predict: {exc}") from None
+        runner = partial(run_tasks, config=ecfg)
+    try:
+        cfg = PredictConfig(batch_size=args.batch_size, device=args.device, tta=args.tta)
+        mcfg = MicrographPredictConfig(surround=args.surround, keep_edge=args.keep_edge)
+    except ValueError as exc:
+        raise LipoclassError(f"predict: {exc}") from None
+    predict_micrographs(
+        Path(args.model_dir), mics, Path(args.out), source, config=cfg, mic_config=mcfg,
+        pixel_size_nm=args.pixel_size, samples=samples,
+        require_pixel_size=not args.no_pixel_size, runner=runner,
+    )  # fmt: skip
     return 0
 
 
@@ -775,9 +850,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_dir", nargs="?", default=None,
                    help="model folder from 'train' or 'cv' (optional only with --onnx)")
-    p.add_argument("input", help="particle dataset folder, or a folder of particle images")
-    p.add_argument("--out", default="predictions.csv",
-                   help="predictions CSV, one row per particle (default: %(default)s)")
+    p.add_argument("input", nargs="+", metavar="INPUT",
+                   help="particle dataset folder, a folder of particle images, or micrograph "
+                   "files (MRC/TIFF/PNG; particles from the options below or the "
+                   "detector)")  # fmt: skip
+    p.add_argument("--out", default=None,
+                   help="dataset input: predictions CSV, one row per particle (default: "
+                   "predictions.csv); micrographs: report folder (new or empty) with "
+                   "particles.csv, shares.csv, overlays and index.html")  # fmt: skip
     p.add_argument("--shares", default=None,
                    help="class-shares CSV (default: <out name>_shares.csv beside --out)")
     p.add_argument("--onnx", default=None,
@@ -791,6 +871,38 @@ def build_parser() -> argparse.ArgumentParser:
                      help="average over every flip and quarter turn of each particle")
     tta.add_argument("--no-tta", dest="tta", action="store_false",
                      help="no flips/turns (default: what the model folder says)")
+    g = p.add_argument_group(
+        "micrographs", "where the particles are (at most one; default: --detect), how they are "
+        "cut out, and where micrographs are processed (docs/micrographs.md)")  # fmt: skip
+    g.add_argument("--labels", metavar="PATH", default=None,
+                   help="instance label image(s), as for 'crop'")  # fmt: skip
+    g.add_argument("--coco", metavar="JSON", default=None, help="COCO annotations")
+    g.add_argument("--coords", metavar="FILE", default=None,
+                   help="coordinate CSV or RELION/cryoSPARC .star file")  # fmt: skip
+    g.add_argument("--detect", action="store_true",
+                   help="find the liposomes with the detector (the default)")  # fmt: skip
+    g.add_argument("--classes", metavar="CSV", default=None,
+                   help="with --labels: true class per instance (reported beside the "
+                   "predictions)")  # fmt: skip
+    g.add_argument("--diameter", type=_positive_float, default=None, metavar="PX",
+                   help="particle diameter where the coordinates give none")  # fmt: skip
+    g.add_argument("--samples", metavar="CSV", default=None,
+                   help="sample per micrograph (micrograph,sample; default: file name)")
+    g.add_argument("--surround", type=int, default=None, metavar="PX",
+                   help="px around each particle (default: the training dataset's, else 50)")
+    g.add_argument("--keep-edge", action="store_true",
+                   help="also classify particles cut by the micrograph edge")  # fmt: skip
+    g.add_argument("--pixel-size", type=_positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    g.add_argument("--no-pixel-size", action="store_true",
+                   help="accept MRC files without a pixel size")  # fmt: skip
+    g.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="where micrographs are processed: here or on a Ray cluster")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start Ray on this machine)")
+    g.add_argument("--workers", type=_positive_int, default=1,
+                   help="micrographs processed at once (local processes or Ray tasks)")
+    _add_detect_options(p)
 
     p = add("export", _cmd_export, "export a CNN model folder to ONNX (checked against PyTorch)")
     p.add_argument("model_dir")

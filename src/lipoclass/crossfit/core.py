@@ -206,7 +206,8 @@ def fit_model(
             "tta": bool(tta), "confusion": res.metrics["confusion"],
             "ece_before": expected_calibration_error(raw, y),
             "ece_after": expected_calibration_error(cal, y),
-            "dataset": config["dataset"], "versions": config["versions"],
+            "dataset": {**config["dataset"], "path": str(dataset.root.resolve())},
+            "versions": config["versions"],
         }  # fmt: skip
         if kind == "cnn":
             first = res.models[min(res.models)]

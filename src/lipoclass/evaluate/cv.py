@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass import metrics as M
 from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint
 from lipoclass.errors import LipoclassError
-from lipoclass import metrics as M
 from lipoclass.evaluate.executors import ExecutorConfig, run_tasks
-from lipoclass.spec import ModelSpec
 from lipoclass.provenance import versions
+from lipoclass.spec import ModelSpec
 
 __all__ = ["CVConfig", "CVResult", "FoldOutcome", "cross_validate", "make_folds", "score_folds"]
 
@@ -127,6 +127,29 @@ def _fit_fold(
     y = dataset.labels[test]
     bacc = float(M.balanced_accuracy(M.confusion_matrix(y, p.argmax(axis=1), n_classes)))
     return FoldOutcome(k, p, info, bacc, dt, importance, est if keep_model else None)
+
+
+#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px; docs/cnn.md, Speed), images/s
+_CNN_IMAGES_PER_S = 1000.0
+
+
+def _plan(spec: ModelSpec, tasks: list[tuple[Any, ...]], y: np.ndarray, n_classes: int) -> str:
+    """What a run will do, with a rough duration: "5 folds x 30 epochs of lipnet4 on ..."."""
+    n_train = [len(t[5]) for t in tasks]
+    text = f"{len(tasks)} folds of {spec.model}, each trained on about {int(np.mean(n_train))}"
+    if spec.train is None:
+        return text + " particles"
+    per_epoch = []
+    for t in tasks:  # oversampling repeats rare classes up to the majority's count
+        counts = np.bincount(y[t[5]], minlength=n_classes)
+        per_epoch.append(counts.max() * int((counts > 0).sum())
+                         if spec.train.balance == "oversample" else counts.sum())  # fmt: skip
+    seconds = sum(per_epoch) * spec.train.epochs / _CNN_IMAGES_PER_S
+    scale = (spec.prep.size / 28) ** 2
+    return (
+        f"{text} particles x {spec.train.epochs} epochs: about "
+        f"{max(1, round(seconds * scale / 60))} min on 2 CPU cores (much less on a GPU)"
+    )
 
 
 def _fold_seed(seed: int, fold: int) -> int:
@@ -416,8 +439,7 @@ def cross_validate(
     exe = executor or ExecutorConfig()
     where = f" on {exe.workers} local workers" if exe.executor == "local" and exe.parallel else (
         " on Ray" if exe.executor == "ray" else "")  # fmt: skip
-    _log(progress, f"{len(tasks)} folds{where}: " + ", ".join(
-        f"fold {t[3] + 1} fit on {len(t[5])}, test on {len(t[6])}" for t in tasks))  # fmt: skip
+    _log(progress, f"plan: {_plan(spec, tasks, y_all, n_classes)}{where}")
 
     def _done(_: int, r: FoldOutcome) -> None:
         _log(progress, f"fold {r.fold + 1}/{cv.folds}: balanced accuracy "

@@ -31,7 +31,9 @@ class ExecutorConfig:
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
-            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
+            raise ValueError(
+                f"executor must be one of {', '.join(EXECUTORS)}, got {self.executor!r}"
+            )
         if int(self.workers) < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.threads is not None and int(self.threads) < 1:

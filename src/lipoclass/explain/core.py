@@ -185,9 +185,9 @@ def explain(
     from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam
 
     from lipoclass.data import prepare
+    from lipoclass.ensemble import load_model
     from lipoclass.models import size_features
     from lipoclass.predict.inputs import load_input
-    from lipoclass.ensemble import load_model
 
     cfg = config or ExplainConfig()
     loaded = load_model(model_dir)

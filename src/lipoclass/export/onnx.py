@@ -234,8 +234,10 @@ def export_onnx(
             "inputs": names,
         }
         onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
-        proto.doc_string = (f"lipoclass {__version__}: {loaded.n_members} x "
-                            f"{loaded.info.get('model')} -> mean probabilities")
+        proto.doc_string = (
+            f"lipoclass {__version__}: {loaded.n_members} x "
+            f"{loaded.info.get('model')} -> mean probabilities"
+        )
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         with torch.no_grad():

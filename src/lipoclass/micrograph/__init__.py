@@ -1,7 +1,11 @@
 """Micrographs in, particle datasets out: reading MRC/TIFF/PNG micrographs with their pixel
 size, annotations (instance label images, COCO JSON, coordinate CSV, RELION/cryoSPARC STAR),
 cropping each particle with its surroundings (``lipoclass crop``) and a classical liposome
-detector (``lipoclass detect``). See docs/micrographs.md."""
+detector (``lipoclass detect``), and prediction on whole micrographs (``lipoclass predict
+MODEL MICROGRAPH...``; ``predict_micrographs``, imported lazily as it loads torch). See
+docs/micrographs.md."""
+
+from typing import Any
 
 from lipoclass.micrograph.annotations import (
     ANNOTATION_KINDS,
@@ -35,6 +39,7 @@ from lipoclass.micrograph.io import (
     read_pixel_size,
     write_label_image,
 )
+from lipoclass.micrograph.match import InstanceMatch, match_instances, transfer_labels
 
 __all__ = [
     "ANNOTATION_KINDS",
@@ -48,8 +53,11 @@ __all__ = [
     "CropResult",
     "DetectConfig",
     "DetectSource",
+    "InstanceMatch",
     "LabelImageSource",
     "Micrograph",
+    "MicrographPredictConfig",
+    "MicrographPredictResult",
     "MicrographWarning",
     "ParticleAnnotation",
     "box_mask",
@@ -60,10 +68,25 @@ __all__ = [
     "detect_particles",
     "encode_rle_string",
     "instances_from_labels",
+    "match_instances",
+    "predict_micrographs",
+    "prepare_particles",
     "read_class_table",
     "read_label_image",
     "read_micrograph",
     "read_pixel_size",
     "read_sample_table",
+    "transfer_labels",
     "write_label_image",
 ]
+
+_LAZY = ("MicrographPredictConfig", "MicrographPredictResult", "predict_micrographs",
+         "prepare_particles")  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from lipoclass.micrograph import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -59,7 +59,14 @@ def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     """x (B,1,S,S) rotated by ``k`` quarter turns, after a left-right flip when ``flip``."""
     if flip:
         x = torch.flip(x, dims=(-1,))
-    return torch.rot90(x, k, dims=(-2, -1)) if k % 4 else x
+    k %= 4  # written with flips and transposes (= torch.rot90), which ONNX exports
+    if k == 1:
+        return torch.flip(x, dims=(-1,)).transpose(-2, -1)
+    if k == 2:
+        return torch.flip(x, dims=(-2, -1))
+    if k == 3:
+        return torch.flip(x.transpose(-2, -1), dims=(-1,))
+    return x
 
 
 def predict_logits(

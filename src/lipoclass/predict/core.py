@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.choices import DEVICES
+from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.engine import CPUEngine, EngineConfig
 from lipoclass.predict.inputs import load_input
@@ -285,10 +285,10 @@ def _review_line(n_flag: int, n: int, review: dict[str, Any]) -> str:
     thr = review.get("threshold")
     if thr is None:
         return f"{n} particles predicted; no review rule in the model"
-    line = f"{n} particles predicted; {n_flag} ({100 * n_flag / max(n, 1):.1f}%) flagged for " \
-        f"review (top probability < {thr:.3f})"
+    line = (f"{n} particles predicted; {n_flag} ({100 * n_flag / max(n, 1):.1f}%) flagged for "
+            f"review (top probability < {thr:.3f})")  # fmt: skip
     acc, target = review.get("expected_accuracy"), review.get("target_accuracy")
-    if acc is not None:
+    if acc is not None and target is not None:
         line += (f"; out-of-fold accuracy expected on the unflagged: {100 * acc:.1f}% "
                  f"(target {100 * target:.0f}%, {100 * review['flagged_share']:.1f}% flagged "
                  "out of fold)")  # fmt: skip

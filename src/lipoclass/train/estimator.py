@@ -13,9 +13,9 @@ from torch import nn
 from lipoclass.data import ParticleDataset, Prepared, PrepConfig, load_dataset, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.models import create_model, size_features
+from lipoclass.models.inference import predict_logits
 from lipoclass.train.calibration import softmax
 from lipoclass.train.config import TrainConfig
-from lipoclass.models.inference import predict_logits
 from lipoclass.train.trainer import History, Trainer, seeded_torch, stratified_split
 
 __all__ = ["CNNEstimator", "prepared_for"]

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from lipoclass.errors import LipoclassError
 from lipoclass import metrics as M
+from lipoclass.errors import LipoclassError
 from lipoclass.models.inference import predict_logits, resolve_device
 from lipoclass.train.config import TrainConfig
 from lipoclass.train.strategies import SmoteSampler, build_augmentation, make_loss, make_sampler

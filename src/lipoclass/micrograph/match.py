@@ -1,0 +1,79 @@
+"""Matching found particles to known ones on the same micrograph (instance label images):
+detection recall against the truth of synthetic micrographs, and carrying the true classes
+over to detected outlines (so a model can be trained on the outlines the detector draws)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["InstanceMatch", "match_instances", "transfer_labels"]
+
+
+@dataclass(frozen=True)
+class InstanceMatch:
+    """One-to-one matches at mask IoU >= ``min_iou``: ``pairs`` (M, 2) int64 of (truth
+    instance, found instance), ``iou`` (M,); ``n_truth`` and ``n_found`` instances."""
+
+    pairs: np.ndarray
+    iou: np.ndarray
+    n_truth: int
+    n_found: int
+
+    @property
+    def recall(self) -> float:
+        return len(self.pairs) / self.n_truth if self.n_truth else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return len(self.pairs) / self.n_found if self.n_found else float("nan")
+
+
+def match_instances(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> InstanceMatch:
+    """Match the instances of two label images (H, W) (0 background) by mask IoU. At
+    ``min_iou`` >= 0.5 a match is unique on both sides; below it each truth instance takes its
+    best partner not taken yet (greedy by IoU)."""
+    if truth.shape != found.shape:
+        raise ValueError(f"label images differ in shape: {truth.shape} vs {found.shape}")
+    if not 0 < min_iou <= 1:
+        raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+    t = truth.ravel().astype(np.int64)
+    f = found.ravel().astype(np.int64)
+    nt, nf = int(t.max(initial=0)) + 1, int(f.max(initial=0)) + 1
+    inter = np.bincount(t * nf + f, minlength=nt * nf).reshape(nt, nf)  # (T+1, F+1)
+    area_t, area_f = inter.sum(1), inter.sum(0)
+    iou = inter / np.maximum(area_t[:, None] + area_f[None, :] - inter, 1)
+    iou[0, :] = 0
+    iou[:, 0] = 0
+    cand = np.argwhere(iou >= min_iou)  # (K, 2)
+    order = np.argsort(-iou[cand[:, 0], cand[:, 1]], kind="stable")
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    for a, b in cand[order]:
+        if int(a) in used_t or int(b) in used_f:
+            continue
+        used_t.add(int(a))
+        used_f.add(int(b))
+        pairs.append((int(a), int(b)))
+    arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    ious = iou[arr[:, 0], arr[:, 1]] if len(arr) else np.zeros(0)
+    n_truth = int(np.count_nonzero(area_t[1:]))
+    n_found = int(np.count_nonzero(area_f[1:]))
+    return InstanceMatch(arr, ious.astype(np.float64), n_truth, n_found)
+
+
+def transfer_labels(
+    truth: np.ndarray,
+    truth_classes: dict[int, str],
+    found: np.ndarray,
+    min_iou: float = 0.5,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """The found label image (H, W) with only the instances that match a truth instance with
+    a class (others set to 0), and their classes {found instance: class}."""
+    m = match_instances(truth, found, min_iou)
+    classes = {int(b): truth_classes[int(a)] for a, b in m.pairs if int(a) in truth_classes}
+    keep = np.zeros(int(found.max(initial=0)) + 1, dtype=bool)
+    keep[list(classes)] = True
+    return np.where(keep[found], found, 0), classes

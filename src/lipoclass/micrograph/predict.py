@@ -1,0 +1,912 @@
+"""``lipoclass predict MODEL MICROGRAPH... --out DIR``: classify every particle of whole
+micrographs (annotated, or found by the detector) and write a per-particle table, class
+shares per micrograph and per sample, one overlay PNG per micrograph and an ``index.html``.
+
+Streaming: one micrograph is in memory at a time (per worker). Its particles are cut out and
+prepared in memory with the same functions ``lipoclass crop`` and ``lipoclass.data.prepare``
+use (``crop_particle``, then ``prepare_arrays`` on the crop and its mask), so the model sees
+exactly the pixels it would see from a crop dataset, and are predicted in batches; no crop
+dataset is written. With a task runner (``--executor ray``) micrographs are spread over
+workers, each loading the model once and returning only rows, probabilities and the overlay
+PNG (a few kB per particle). See docs/micrographs.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from lipoclass.data import META_COLUMNS, PrepConfig, publish_folder
+from lipoclass.data.prepare import prepare_arrays
+from lipoclass.errors import LipoclassError
+from lipoclass.micrograph.annotations import AnnotationSource, ParticleAnnotation
+from lipoclass.micrograph.crop import crop_particle
+from lipoclass.micrograph.io import (
+    Micrograph,
+    MicrographWarning,
+    check_micrograph_path,
+    read_micrograph,
+    resolve_pixel_size,
+)
+from lipoclass.predict import PredictConfig, ShareConfig, ShareRow, class_shares, write_shares
+
+__all__ = [
+    "MicrographPredictConfig",
+    "MicrographPredictResult",
+    "TaskRunner",
+    "predict_micrographs",
+    "prepare_particles",
+]
+
+#: class colours of the overlays and the histogram (colour-blind friendly, Okabe-Ito)
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442")
+_SKIPPED_COLOUR = "#9a9a9a"
+
+
+@dataclass(frozen=True)
+class MicrographPredictConfig:
+    """How particles are cut from micrographs for prediction. ``surround``: px around the
+    particle's box (None: the training dataset's ``surround_px`` when its dataset.toml is
+    still there, else 50; it only changes the pixels for the ``surround`` input mode);
+    ``keep_edge``: also predict particles cut by the micrograph edge (for ``surround`` mode:
+    whose crop leaves it, padded as in ``crop --keep-edge``); ``min_area``: smaller masks
+    (px) are skipped as specks; ``overlay_px``: longest side of the overlay PNGs (bigger
+    micrographs are block-averaged down)."""
+
+    surround: int | None = None
+    keep_edge: bool = False
+    min_area: int = 20
+    overlay_px: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.surround is not None and not 0 <= self.surround <= 2000:
+            raise ValueError(f"surround must be 0..2000 px, got {self.surround}")
+        if self.min_area < 1:
+            raise ValueError(f"min_area must be at least 1, got {self.min_area}")
+        if not 128 <= self.overlay_px <= 8192:
+            raise ValueError(f"overlay_px must be 128..8192, got {self.overlay_px}")
+
+
+class TaskRunner(Protocol):
+    """Runs ``[fn(*t) for t in tasks]`` somewhere (e.g. ``functools.partial(
+    lipoclass.evaluate.run_tasks, config=ExecutorConfig("ray", workers=2))``), calling
+    ``on_done(i, result)`` as each task finishes; returns the results in task order."""
+
+    def __call__(
+        self,
+        fn: Callable[..., Any],
+        tasks: Sequence[tuple[Any, ...]],
+        *,
+        on_done: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]: ...
+
+
+@dataclass
+class MicrographPredictResult:
+    """What ``predict_micrographs`` wrote: ``out`` folder, ``classes``, per micrograph the
+    particle count (``per_micrograph``), ``probs`` (N, C), ``pred`` (N,), ``review`` (N,)
+    bool, ``labels`` (N,) true index or -1, ``micrograph`` (N,) names, share rows per sample
+    and per micrograph, and the particles left out (edge, specks)."""
+
+    out: Path
+    classes: tuple[str, ...]
+    per_micrograph: dict[str, int]
+    probs: np.ndarray
+    pred: np.ndarray
+    review: np.ndarray
+    labels: np.ndarray
+    micrograph: list[str]
+    sample_shares: list[ShareRow]
+    micrograph_shares: list[ShareRow]
+    review_threshold: float | None
+    edge_skipped: int = 0
+    small_skipped: int = 0
+    empty: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.pred)
+
+
+# --------------------------------------------------------------------------- one micrograph
+
+
+def prepare_particles(
+    mic: Micrograph,
+    anns: Sequence[ParticleAnnotation],
+    prep: PrepConfig,
+    surround: int,
+    keep_edge: bool = False,
+    min_area: int = 20,
+) -> tuple[np.ndarray, np.ndarray, list[int], dict[str, int]]:
+    """Model input for the particles of one micrograph, in memory: (x (n, 1, S, S) float32,
+    meta (n, len(META_COLUMNS)) float64 as ``prepare`` gives, positions in ``anns`` of the n
+    prepared particles, counts of the skipped: ``edge``, ``small``, ``empty``).
+
+    Same pixels as ``lipoclass crop`` followed by ``prepare``: the crop keeps the
+    micrograph's values (float micrographs as float32, like the crop TIFFs)."""
+    if prep.mode == "auto":
+        prep = replace(prep, mode="masked")  # annotated particles always have a mask
+    h, w = mic.shape
+    image = mic.image if mic.image.dtype.kind in "ui" else mic.image.astype(np.float32, copy=False)
+    xs: list[np.ndarray] = []
+    metas: list[np.ndarray] = []
+    keep: list[int] = []
+    skipped = {"edge": 0, "small": 0, "empty": 0}
+    px = np.nan if mic.pixel_size_nm is None else float(mic.pixel_size_nm)
+    for i, ann in enumerate(anns):
+        mh, mw = ann.mask.shape
+        if int(np.count_nonzero(ann.mask)) < min_area:
+            skipped["small"] += 1
+            continue
+        if prep.mode == "surround":
+            got = crop_particle(image, ann, surround, keep_edge)
+        else:  # the crop is cut to the mask box: only a particle cut by the edge is left out
+            cut = ann.top <= 0 or ann.left <= 0 or ann.top + mh >= h or ann.left + mw >= w
+            got = None if cut and not keep_edge else crop_particle(image, ann, surround, True)
+        if got is None:
+            skipped["edge"] += 1
+            continue
+        crop, mask, _ = got  # (hc, wc), (hc, wc) bool
+        res = prepare_arrays(crop, mask, prep)
+        if isinstance(res, str):
+            skipped["empty"] += 1
+            continue
+        arr, (bh, bw, area) = res  # (S, S) float32
+        xs.append(arr)
+        metas.append(np.array([crop.shape[1], crop.shape[0], bw, bh, area, px], np.float64))
+        keep.append(i)
+    s = prep.size
+    x = np.stack(xs)[:, None] if xs else np.zeros((0, 1, s, s), np.float32)
+    meta = np.stack(metas) if metas else np.zeros((0, len(META_COLUMNS)))
+    return x.astype(np.float32, copy=False), meta, keep, skipped
+
+
+class _Predictor:
+    """A CNN model folder in one process: mean calibrated probabilities of its fold models
+    (fast CPU engines of ``lipoclass.predict``, or the GPU), with TTA as configured."""
+
+    def __init__(self, model_dir: Path, cfg: PredictConfig) -> None:
+        from lipoclass.ensemble import load_model
+
+        self.loaded = load_model(model_dir)
+        if self.loaded.kind != "cnn":
+            raise LipoclassError(
+                f"{model_dir}: predicting on micrographs needs a CNN model folder (an SVM "
+                "measures particles from a dataset: 'lipoclass crop' the micrographs first)"
+            )
+        self.cfg = cfg
+        self.tta = self.loaded.tta if cfg.tta is None else bool(cfg.tta)
+        self._engines: list[Any] | None = None
+
+    def proba(self, x: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """(n, C) float64 for x (n, 1, S, S)."""
+        from lipoclass.models import size_features
+        from lipoclass.models.inference import resolve_device
+
+        c = len(self.loaded.classes)
+        if len(x) == 0:
+            return np.zeros((0, c))
+        aux = size_features(meta) if self.loaded.needs_aux else None
+        dev = resolve_device(self.cfg.device)
+        if dev.type != "cpu":
+            return self.loaded.predict_proba_arrays(x, aux, self.cfg.batch_size, dev, self.tta)
+        import torch
+
+        from lipoclass.predict import CPUEngine, EngineConfig
+
+        if self._engines is None:
+            ecfg = EngineConfig(batch_size=self.cfg.batch_size, threads=torch.get_num_threads())
+            self._engines = [
+                CPUEngine(m, self.loaded.temperature, ecfg) for m in self.loaded.modules
+            ]
+        views = [x]
+        if self.tta:
+            from lipoclass.models.inference import DIHEDRAL, dihedral
+
+            xt = torch.from_numpy(np.ascontiguousarray(x))
+            views = [dihedral(xt, k, f).contiguous().numpy() for k, f in DIHEDRAL]
+        total = np.zeros((len(x), c), dtype=np.float64)
+        for eng in self._engines:
+            for v in views:
+                total += eng.predict_proba(v, aux)
+        return total / (len(self._engines) * len(views))
+
+
+_PREDICTORS: dict[tuple[str, str], _Predictor] = {}  # per worker process: load a model once
+
+
+def _predictor(model_dir: Path, cfg: PredictConfig) -> _Predictor:
+    key = (str(Path(model_dir).resolve()), repr(cfg))
+    if key not in _PREDICTORS:
+        _PREDICTORS.clear()
+        _PREDICTORS[key] = _Predictor(model_dir, cfg)
+    return _PREDICTORS[key]
+
+
+@dataclass(frozen=True)
+class _Task:
+    model_dir: Path
+    path: Path
+    pixel_size_nm: float | None
+    sample: str
+    source: AnnotationSource
+    predict: PredictConfig
+    mic: MicrographPredictConfig
+    surround: int
+
+
+@dataclass
+class _MicResult:
+    """One micrograph's outcome (small: no pixels but the overlay PNG)."""
+
+    name: str
+    path: str
+    sample: str
+    shape: tuple[int, int]
+    pixel_size_nm: float | None
+    rows: list[dict[str, Any]]
+    probs: np.ndarray  # (n, C)
+    labels: list[str | None]
+    skipped: dict[str, int]
+    overlay: bytes
+    error: str | None = None
+
+
+def _geometry(ann: ParticleAnnotation, px: float | None) -> dict[str, Any]:
+    ys, xs = np.nonzero(ann.mask)
+    area = int(ys.size)
+    d_px = 2.0 * math.sqrt(area / math.pi)
+    mh, mw = ann.mask.shape
+    return {
+        "particle": ann.key,
+        "x": round(float(xs.mean()) + ann.left, 2),
+        "y": round(float(ys.mean()) + ann.top, 2),
+        "bbox_x0": ann.left,
+        "bbox_y0": ann.top,
+        "bbox_x1": ann.left + mw,
+        "bbox_y1": ann.top + mh,
+        "area_px": area,
+        "diameter_px": round(d_px, 2),
+        "diameter_nm": "" if px is None else round(d_px * px, 2),
+    }
+
+
+def _process(task: _Task) -> _MicResult:
+    """Read, annotate, prepare, predict and draw one micrograph (runs in a worker)."""
+    try:
+        return _process_one(task)
+    except LipoclassError as exc:  # handed back: a Ray error would wrap it in a traceback
+        return _MicResult(
+            task.path.stem,
+            str(task.path),
+            task.sample,
+            (0, 0),
+            None,
+            [],
+            np.zeros((0, 0)),
+            [],
+            {},
+            b"",
+            error=str(exc),
+        )
+
+
+def _process_one(task: _Task) -> _MicResult:
+    pred = _predictor(task.model_dir, task.predict)
+    mic = read_micrograph(task.path, pixel_size_nm=task.pixel_size_nm, require_pixel_size=False)
+    anns = task.source.particles(mic)
+    x, meta, keep, skipped = prepare_particles(
+        mic, anns, pred.loaded.prep, task.surround, task.mic.keep_edge, task.mic.min_area
+    )
+    probs = pred.proba(x, meta)
+    if not np.isfinite(probs).all():
+        raise LipoclassError(f"{mic.path}: the model gave a non-finite probability")
+    kept = [anns[i] for i in keep]
+    rows = [_geometry(a, mic.pixel_size_nm) for a in kept]
+    thr = pred.loaded.review_threshold
+    review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(probs), bool)
+    kept_set = set(keep)
+    others = [a for i, a in enumerate(anns) if i not in kept_set]
+    png = _overlay_png(
+        mic,
+        kept,
+        probs.argmax(axis=1) if len(probs) else np.zeros(0, int),
+        review,
+        others,
+        pred.loaded.classes,
+        task.mic.overlay_px,
+    )
+    return _MicResult(
+        mic.name,
+        str(mic.path),
+        task.sample,
+        mic.shape,
+        mic.pixel_size_nm,
+        rows,
+        probs,
+        [a.label for a in kept],
+        skipped,
+        png,
+    )
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _display(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean by ``factor``, light smoothing, contrast stretch (0.5-99.5 %) -> [0, 1]."""
+    from scipy import ndimage as ndi
+
+    img = image.astype(np.float32, copy=False)
+    if factor > 1:
+        h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+        img = img[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    img = ndi.gaussian_filter(img, 0.8)
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    return np.clip((img - lo) / max(float(hi - lo), 1e-6), 0, 1)
+
+
+def _outline(ann: ParticleAnnotation, factor: int) -> list[np.ndarray]:
+    """Outline(s) of a particle's mask as (k, 2) (x, y) display coordinates."""
+    from skimage.measure import find_contours
+
+    m = np.pad(ann.mask, 1)
+    return [
+        np.column_stack(
+            [
+                (c[:, 1] - 1 + ann.left + 0.5) / factor - 0.5,
+                (c[:, 0] - 1 + ann.top + 0.5) / factor - 0.5,
+            ]
+        )
+        for c in find_contours(m.astype(np.float32), 0.5)
+    ]
+
+
+def _scale_bar(width_px: float, px_nm: float | None) -> tuple[float, str]:
+    """A round length (in the micrograph's px) near a fifth of the width and its label."""
+    unit = px_nm if px_nm is not None else 1.0
+    target = width_px * unit / 5
+    mag = 10 ** math.floor(math.log10(target))
+    length = max(v * mag for v in (1, 2, 5) if v * mag <= target)
+    name = "nm" if px_nm is not None else "px"
+    if px_nm is not None and length >= 1000:
+        return length / unit, f"{length / 1000:g} µm"
+    return length / unit, f"{length:g} {name}"
+
+
+def _overlay_png(
+    mic: Micrograph,
+    anns: Sequence[ParticleAnnotation],
+    pred: np.ndarray,
+    review: np.ndarray,
+    others: Sequence[ParticleAnnotation],
+    classes: Sequence[str],
+    max_px: int,
+) -> bytes:
+    """The micrograph with each particle outlined in its class colour (dashed: flagged for
+    review; grey dotted: not classified), a legend and a scale bar."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    h, w = mic.shape
+    factor = max(1, math.ceil(max(h, w) / max_px))
+    disp = _display(mic.image, factor)  # (h', w')
+    dh, dw = disp.shape
+    n_entries = len(classes) + 1 + bool(others)
+    dpi = 100
+    scale = max(1.0, 640 / dw)  # small micrographs drawn larger, so the legend fits
+    legend_h = 0.1 + 0.2 * math.ceil(n_entries / 3)  # inch
+    fig_h = dh * scale / dpi + legend_h
+    fig = Figure(figsize=(dw * scale / dpi, fig_h), dpi=dpi)
+    ax = fig.add_axes((0.0, legend_h / fig_h, 1.0, 1 - legend_h / fig_h))
+    ax.imshow(disp, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlim(-0.5, dw - 0.5)
+    ax.set_ylim(dh - 0.5, -0.5)
+    ax.set_axis_off()
+    lw = 1.4
+    for ann, k, flag in zip(anns, pred, review):
+        colour = PALETTE[int(k) % len(PALETTE)]
+        for c in _outline(ann, factor):
+            ax.plot(c[:, 0], c[:, 1], color=colour, lw=lw, ls="--" if flag else "-")
+    for ann in others:
+        for c in _outline(ann, factor):
+            ax.plot(c[:, 0], c[:, 1], color=_SKIPPED_COLOUR, lw=0.9, ls=":")
+    bar, text = _scale_bar(w, mic.pixel_size_nm)
+    bar_d = bar / factor
+    x0, y0 = dw * 0.04, dh * 0.95
+    ax.add_patch(
+        Rectangle(
+            (x0, y0 - dh * 0.012), bar_d, dh * 0.012, facecolor="white", edgecolor="black", lw=0.8
+        )
+    )
+    ax.text(
+        x0 + bar_d / 2,
+        y0 - dh * 0.02,
+        text,
+        color="white",
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        fontweight="bold",
+        bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.5, "lw": 0},
+    )
+    counts = np.bincount(np.asarray(pred, dtype=np.int64), minlength=len(classes))
+    handles = [
+        Line2D([], [], color=PALETTE[i % len(PALETTE)], lw=2, label=f"{c} ({counts[i]})")
+        for i, c in enumerate(classes)
+    ]
+    handles.append(
+        Line2D(
+            [],
+            [],
+            color="black",
+            lw=1.5,
+            ls="--",
+            label=f"flagged for review ({int(np.sum(review))})",
+        )
+    )
+    if others:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=_SKIPPED_COLOUR,
+                lw=1.5,
+                ls=":",
+                label=f"not classified ({len(others)})",
+            )
+        )
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(len(handles), 3),
+        fontsize=8,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.0),
+    )
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def _diameter_png(diam: np.ndarray, pred: np.ndarray, classes: Sequence[str], unit: str) -> bytes:
+    """Histogram of particle diameter per predicted class (step outlines, one colour each)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.4), dpi=100)
+    ax = fig.add_subplot()
+    ok = np.isfinite(diam)
+    if ok.any():
+        lo, hi = float(diam[ok].min()), float(diam[ok].max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 25).tolist()
+        for k, c in enumerate(classes):
+            sel = ok & (pred == k)
+            if sel.any():
+                ax.hist(
+                    diam[sel],
+                    bins=bins,
+                    histtype="step",
+                    lw=1.8,
+                    color=PALETTE[k % len(PALETTE)],
+                    label=f"{c} (n={int(sel.sum())})",
+                )
+        ax.legend(fontsize=8, frameon=False)
+    ax.set_xlabel(f"equivalent diameter ({unit})")
+    ax.set_ylabel("particles")
+    ax.set_title("particle diameter by predicted class", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _share_cells(rows: Sequence[ShareRow], by: str) -> tuple[list[str], list[list[str]]]:
+    from lipoclass.report.html import _e
+
+    def pct(v: float, lo: float, hi: float) -> str:
+        return "–" if math.isnan(v) else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    with_true = any(not math.isnan(r.true_share) for r in rows)
+    head = [by, "class", "n", "raw % [CI]", "adjusted % [CI]"] + ["true %"] * with_true
+    body = []
+    for r in rows:
+        line = [
+            _e(r.sample),
+            _e(r.cls),
+            str(r.n),
+            pct(r.raw, r.raw_lo, r.raw_hi),
+            pct(r.adjusted, r.adjusted_lo, r.adjusted_hi),
+        ]
+        if with_true:
+            line.append("–" if math.isnan(r.true_share) else f"{100 * r.true_share:.1f}")
+        body.append(line)
+    return head, body
+
+
+def _index_html(
+    res: MicrographPredictResult,
+    mics: Sequence[_MicResult],
+    model: str,
+    hist: str,
+    level: float,
+) -> str:
+    from lipoclass.report.html import _CSS, _e, _table
+
+    n = res.n
+    flagged = int(res.review.sum())
+    thr = res.review_threshold
+    thr_text = f"top probability below {thr:.3f}" if thr is not None else "no review rule"
+    css = _CSS + "img.overlay{max-width:100%;border:1px solid #ccd;display:block}\n"
+    body = [
+        "<h1>Micrograph predictions</h1>",
+        f"<p class='meta'>model {_e(model)} · {len(mics)} micrograph(s) · {n} particle(s) "
+        f"classified · {flagged} ({100 * flagged / max(n, 1):.1f}%) flagged for review "
+        f"({_e(thr_text)}) · {res.edge_skipped} cut by the micrograph edge and "
+        f"{res.small_skipped} specks not classified</p>",
+    ]
+    if res.empty:
+        body.append(f"<p class='note'>No particle on: {_e(', '.join(res.empty))}</p>")
+    pct = f"{round(level * 100)}%"
+    body.append(
+        f"<h2>Class shares per sample</h2><p class='small'>raw = classify and count; "
+        f"adjusted = corrected with the model's out-of-fold confusion matrix; {pct} "
+        "bootstrap intervals. Files: shares.csv, micrograph_shares.csv, "
+        "particles.csv.</p>"
+    )
+    body.append(_table(*_share_cells(res.sample_shares, "sample"), left=2))
+    body.append("<h2>Particle diameter</h2>")
+    body.append(f"<img class='fig' alt='diameter histogram' src='{hist}'>")
+    body.append("<h2>Micrographs</h2>")
+    head = ["micrograph", "sample", "particles", *map(_e, res.classes), "flagged", "px size (nm)"]
+    rows = []
+    for m in mics:
+        sel = np.asarray([name == m.name for name in res.micrograph], dtype=bool)
+        counts = np.bincount(res.pred[sel], minlength=len(res.classes))
+        rows.append(
+            [
+                f"<a href='#{_e(m.name)}'>{_e(m.name)}</a>",
+                _e(m.sample),
+                str(len(m.rows)),
+                *map(str, counts),
+                str(int(res.review[sel].sum())),
+                "–" if m.pixel_size_nm is None else f"{m.pixel_size_nm:.3g}",
+            ]
+        )
+    body.append(_table(head, rows, left=2))
+    body.append("<details><summary>Class shares per micrograph</summary>")
+    body.append(_table(*_share_cells(res.micrograph_shares, "micrograph"), left=2))
+    body.append("</details>")
+    for m in mics:
+        body.append(f"<h3 id='{_e(m.name)}'>{_e(m.name)} · {len(m.rows)} particle(s)</h3>")
+        body.append(f"<p class='small'>{_e(m.path)} · {m.shape[1]} x {m.shape[0]} px</p>")
+        body.append(
+            f"<a href='overlays/{_e(m.name)}.png'><img class='overlay' loading='lazy' "
+            f"alt='overlay {_e(m.name)}' src='overlays/{_e(m.name)}.png'></a>"
+        )
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<title>lipoclass micrograph predictions</title>"
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+        f"<style>{css}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _training_surround(loaded_info: dict[str, Any]) -> int:
+    """``surround_px`` of the training dataset (its dataset.toml), else 50."""
+    import tomllib
+
+    path = (loaded_info.get("dataset") or {}).get("path")
+    try:
+        meta = tomllib.loads((Path(str(path)) / "dataset.toml").read_text())
+        return int(meta["surround_px"])
+    except Exception:
+        return 50
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def predict_micrographs(
+    model_dir: str | os.PathLike[str],
+    micrographs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    source: AnnotationSource,
+    *,
+    config: PredictConfig | None = None,
+    mic_config: MicrographPredictConfig | None = None,
+    pixel_size_nm: float | None = None,
+    samples: dict[str, str] | None = None,
+    require_pixel_size: bool = True,
+    runner: TaskRunner | None = None,
+    progress: bool | None = None,
+    verbose: bool = True,
+) -> MicrographPredictResult:
+    """Classify every particle of ``micrographs`` (from ``source``: annotations or
+    ``DetectSource``) with the CNN model folder ``model_dir`` and write the folder ``out``
+    (particles.csv, shares.csv, micrograph_shares.csv, overlays/<micrograph>.png,
+    diameters.png, summary.json, index.html), atomically. Paths, headers, the sample table
+    and ``out`` are checked first. ``runner``: where micrographs are processed (default: one
+    after the other here); ``progress``: a tqdm bar (default: when stderr is a terminal)."""
+    from lipoclass.outputs import check_output_folder
+
+    cfg = config or PredictConfig()
+    mcfg = mic_config or MicrographPredictConfig()
+    out = check_output_folder(out)
+    paths = [check_micrograph_path(m) for m in micrographs]
+    if not paths:
+        raise LipoclassError("no micrographs given")
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise LipoclassError(f"{p}: same name as {stems[p.stem]} (overlays would clash)")
+        stems[p.stem] = p
+    pxs = {p: resolve_pixel_size(p, pixel_size_nm, require_pixel_size) for p in paths}
+    if samples is not None:
+        missing = [p for p in paths if p.stem not in samples]
+        if missing:
+            raise LipoclassError(f"{missing[0]}: not listed in the sample table")
+    pred_main = _predictor(Path(model_dir), cfg)  # checks the model folder before any pixel
+    loaded = pred_main.loaded
+    classes = tuple(loaded.classes)
+    unknown = sorted(set(getattr(source, "classes", ())) - set(classes))
+    if unknown:
+        raise LipoclassError(
+            f"annotation class {unknown[0]!r} is not a class of model {model_dir} "
+            f"({', '.join(classes)})"
+        )
+    surround = mcfg.surround if mcfg.surround is not None else _training_surround(loaded.info)
+    tasks = [
+        (
+            _Task(
+                Path(model_dir),
+                p,
+                pxs[p],
+                samples[p.stem] if samples else p.stem,
+                source,
+                cfg,
+                mcfg,
+                surround,
+            ),
+        )
+        for p in paths
+    ]
+    show = sys.stderr.isatty() if progress is None else progress
+    bar: Any = None
+    if show:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(tasks), desc="predict micrographs", unit="micrograph")
+    total = 0
+
+    def done(i: int, r: _MicResult) -> None:
+        nonlocal total
+        total += len(r.rows)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(particles=total)
+
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        (staging / "overlays").mkdir(parents=True)
+        results: list[_MicResult] = []
+        if runner is None:
+            for i, t in enumerate(tasks):
+                r = _process(*t)
+                if r.error:
+                    raise LipoclassError(r.error)
+                (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
+                r.overlay = b""  # streamed out: only rows and probabilities stay
+                results.append(r)
+                done(i, r)
+        else:
+            results = runner(_process, tasks, on_done=done)
+            for r in results:
+                if r.error:
+                    raise LipoclassError(r.error)
+                (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
+                r.overlay = b""
+        if bar is not None:
+            bar.close()
+            bar = None
+        res = _collect(results, classes, loaded, cfg, out)
+        _write_outputs(staging, res, results, str(model_dir), cfg, mcfg, surround)
+        publish_folder(staging, out)
+    except BaseException:
+        if bar is not None:
+            bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for name in res.empty:
+        warnings.warn(
+            MicrographWarning(f"{stems[name]}: no particle found on this micrograph"), stacklevel=2
+        )
+    if verbose:
+        from lipoclass.predict import shares_table
+
+        flagged = int(res.review.sum())
+        print(
+            f"{res.n} particle(s) on {len(results)} micrograph(s) classified; {flagged} "
+            f"({100 * flagged / max(res.n, 1):.1f}%) flagged for review"
+            + (
+                f"; {res.edge_skipped} cut by the micrograph edge not classified"
+                if res.edge_skipped
+                else ""
+            )
+        )
+        print(shares_table(res.sample_shares, cfg.level))
+        print(f"report: {out / 'index.html'}")
+    return res
+
+
+def _collect(
+    results: Sequence[_MicResult],
+    classes: tuple[str, ...],
+    loaded: Any,
+    cfg: PredictConfig,
+    out: Path,
+) -> MicrographPredictResult:
+    c = len(classes)
+    lookup = {k: i for i, k in enumerate(classes)}
+    probs = (
+        np.concatenate([r.probs.reshape(-1, c) for r in results]) if results else np.zeros((0, c))
+    )
+    labels = np.array(
+        [lookup[lab] if lab is not None else -1 for r in results for lab in r.labels],
+        dtype=np.int64,
+    )
+    names = [r.name for r in results for _ in r.rows]
+    samples = [r.sample for r in results for _ in r.rows]
+    if len(probs) == 0:
+        raise LipoclassError("no particle found on any micrograph (nothing to classify)")
+    pred = probs.argmax(axis=1)
+    thr = loaded.review_threshold
+    review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
+    conf = loaded.info.get("confusion")
+    cm = None if conf is None else np.asarray(conf, dtype=np.float64)
+    scfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
+    lab = labels if (labels >= 0).any() else None
+    by_sample = class_shares(pred, samples, classes, cm, scfg, labels=lab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the same warnings as just given for the samples
+        by_mic = class_shares(pred, names, classes, cm, scfg, labels=lab)
+    return MicrographPredictResult(
+        out,
+        classes,
+        {r.name: len(r.rows) for r in results},
+        probs,
+        pred,
+        review,
+        labels,
+        names,
+        by_sample,
+        by_mic,
+        thr,
+        edge_skipped=sum(r.skipped.get("edge", 0) for r in results),
+        small_skipped=sum(r.skipped.get("small", 0) + r.skipped.get("empty", 0) for r in results),
+        empty=[r.name for r in results if not r.rows],
+    )
+
+
+def _write_outputs(
+    staging: Path,
+    res: MicrographPredictResult,
+    mics: Sequence[_MicResult],
+    model: str,
+    cfg: PredictConfig,
+    mcfg: MicrographPredictConfig,
+    surround: int,
+) -> None:
+    import base64
+
+    classes = res.classes
+    with_label = bool((res.labels >= 0).any())
+    header = [
+        "micrograph",
+        "sample",
+        "particle",
+        "x",
+        "y",
+        "bbox_x0",
+        "bbox_y0",
+        "bbox_x1",
+        "bbox_y1",
+        "area_px",
+        "diameter_px",
+        "diameter_nm",
+        *(f"p_{c}" for c in classes),
+        "pred",
+        "review",
+    ] + ["label"] * with_label
+    lines = []
+    j = 0
+    for m in mics:
+        for g, lab in zip(m.rows, m.labels):
+            pr = res.probs[j]
+            line = [
+                m.name,
+                m.sample,
+                g["particle"],
+                g["x"],
+                g["y"],
+                g["bbox_x0"],
+                g["bbox_y0"],
+                g["bbox_x1"],
+                g["bbox_y1"],
+                g["area_px"],
+                g["diameter_px"],
+                g["diameter_nm"],
+                *(f"{v:.6f}" for v in pr),
+                classes[int(res.pred[j])],
+                int(res.review[j]),
+            ]
+            if with_label:
+                line.append(lab or "")
+            lines.append(line)
+            j += 1
+    _write_csv(staging / "particles.csv", header, lines)
+    write_shares(res.sample_shares, staging / "shares.csv")
+    write_shares(res.micrograph_shares, staging / "micrograph_shares.csv")
+    known = all(m.pixel_size_nm is not None for m in mics if m.rows)
+    diam = np.array(
+        [float(g["diameter_nm"] if known else g["diameter_px"]) for m in mics for g in m.rows],
+        dtype=np.float64,
+    )
+    png = _diameter_png(diam, res.pred, classes, "nm" if known else "px")
+    (staging / "diameters.png").write_bytes(png)
+    hist = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    summary = {
+        "model": model,
+        "classes": list(classes),
+        "micrographs": [
+            {
+                "name": m.name,
+                "path": m.path,
+                "sample": m.sample,
+                "particles": len(m.rows),
+                "width": m.shape[1],
+                "height": m.shape[0],
+                "pixel_size_nm": m.pixel_size_nm,
+                "skipped": m.skipped,
+            }
+            for m in mics
+        ],
+        "particles": res.n,
+        "flagged": int(res.review.sum()),
+        "review_threshold": res.review_threshold,
+        "surround_px": surround,
+        "predict": asdict(cfg),
+        "micrograph_config": asdict(mcfg),
+    }
+    (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    page = _index_html(res, mics, model, hist, cfg.level)
+    (staging / "index.html").write_text(page, encoding="utf-8")
