@@ -143,7 +143,7 @@ def test_train_export_predict_end_to_end(tmp_path, tiny_dataset, capsys):
 
 
 def test_export_checks_on_recorded_training_dataset(tmp_path, tiny_dataset, capsys):
-    """model.json's ``dataset`` record (as train_model writes it) names the check particles;
+    """model.json's ``dataset`` record (as fit_model writes it) names the check particles;
     a changed fingerprint is reported, not refused."""
     from lipoclass.data.prepare import dataset_fingerprint
 

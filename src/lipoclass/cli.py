@@ -191,9 +191,17 @@ def _spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.which == "micrographs":
+        from lipoclass.study.micrograph_demo import run_micrograph_demo
+
+        if args.full:
+            raise LipoclassError("--full is for the benchmark demo")
+        page = run_micrograph_demo(Path(args.out or "lipoclass-micrograph-demo"), seed=args.seed)
+        print(f"report: {page}")
+        return 0
     from lipoclass.study import run_demo
 
-    report = run_demo(Path(args.out), quick=not args.full, seed=args.seed)
+    report = run_demo(Path(args.out or "lipoclass-demo"), quick=not args.full, seed=args.seed)
     print(f"report: {report}")
     return 0
 
@@ -611,9 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
         "The main job: synthesise the default lamellarity set, run the quick 'benchmark' study "
         "(SVM vs LipNet-4, 5 folds, identical folds) and write an HTML report.",
     )
-    p.add_argument("--out", default="lipoclass-demo", help="output folder for the data, the "
+    p.add_argument("which", nargs="?", choices=("benchmark", "micrographs"), default="benchmark",
+                   help="benchmark (default): the SVM vs LipNet-4 study; micrographs: "
+                   "synthesise micrographs, detect, crop, train LipNet-4 briefly, predict on "
+                   "new micrographs and write their report (~5 min)")  # fmt: skip
+    p.add_argument("--out", default=None, help="output folder for the data, the "
                    "results and report.html; a rerun reuses it "
-                   "(default: %(default)s)")  # fmt: skip
+                   "(default: lipoclass-demo, lipoclass-micrograph-demo)")  # fmt: skip
     p.add_argument("--full", action="store_true", help="all 14,169 particles and 30 epochs "
                    "(about an hour on a 2-core computer; default: a quick run of "
                    "minutes)")  # fmt: skip

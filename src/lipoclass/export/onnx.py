@@ -89,7 +89,7 @@ class ProbabilityModel(nn.Module):
 
 def _recorded_dataset(info: dict[str, Any]) -> tuple[str | None, str | None]:
     """(path, fingerprint) of the training dataset that model.json records under ``dataset``
-    (a dict written by ``train_model``, or a plain path string)."""
+    (a dict written by ``lipoclass.crossfit.fit_model``, or a plain path string)."""
     rec = info.get("dataset") or info.get("train_dataset")
     if isinstance(rec, dict):
         path, fp = rec.get("path") or rec.get("root"), rec.get("fingerprint")
