@@ -22,12 +22,14 @@ __all__ = ["EXECUTORS", "ExecutorConfig", "run_tasks"]
 class ExecutorConfig:
     """``executor`` "local" with ``workers`` processes (1: in this process) or "ray" (a local
     Ray instance, or the cluster at ``address``); ``threads``: torch threads per worker
-    (None: the cores divided by the workers)."""
+    (None: the cores divided by the workers); ``gpu``: on Ray, give each task one GPU when
+    the cluster has GPUs."""
 
     executor: str = "local"
     workers: int = 1
     address: str | None = None
     threads: int | None = None
+    gpu: bool = False
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -126,7 +128,9 @@ def _run_ray(
         started = True
     try:
         remote = ray.remote(_call_with_threads)
-        refs = {remote.options(num_cpus=1).remote(cfg.threads or 1, fn, t): i
+        gpus = 1 if cfg.gpu and ray.cluster_resources().get("GPU", 0) > 0 else 0
+        opts = {"num_cpus": 1, "num_gpus": gpus}
+        refs = {remote.options(**opts).remote(cfg.threads or 1, fn, t): i
                 for i, t in enumerate(tasks)}  # fmt: skip
         pending = list(refs)
         while pending:

@@ -9,17 +9,25 @@ both the test sample and the finite calibration set.
 from lipoclass.quantify.core import (
     EMQ_CALIBRATIONS,
     METHODS,
+    SAMPLING_METHODS,
     QuantifierConfig,
     Quantifiers,
     ShareEstimate,
     fit_quantifiers,
+    load_quantifiers,
+    sampling_estimate,
+    save_quantifiers,
 )
 
 __all__ = [
     "EMQ_CALIBRATIONS",
     "METHODS",
+    "SAMPLING_METHODS",
     "QuantifierConfig",
     "Quantifiers",
     "ShareEstimate",
     "fit_quantifiers",
+    "load_quantifiers",
+    "sampling_estimate",
+    "save_quantifiers",
 ]

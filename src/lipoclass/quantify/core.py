@@ -10,9 +10,10 @@ adjustment with QuaPy, resamples the test sample, and re-estimates. See docs (qu
 
 from __future__ import annotations
 
-import functools
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -25,11 +26,18 @@ __all__ = [
     "QuantifierConfig",
     "Quantifiers",
     "ShareEstimate",
+    "SAMPLING_METHODS",
     "fit_quantifiers",
+    "load_quantifiers",
+    "sampling_estimate",
+    "save_quantifiers",
 ]
 
 METHODS: Final = ("cc", "pcc", "acc", "pacc", "emq")
 """Quantification methods, in the order they are reported."""
+
+SAMPLING_METHODS: Final = ("cc", "pcc")
+"""The methods that need no calibration data (available with an ONNX file alone)."""
 
 EMQ_CALIBRATIONS: Final = (None, "bcts", "ts", "vs", "nbvs")
 """Recalibrations QuaPy's EMQ offers (Alexandari et al. 2020); ``None``: plain EM (Saerens 2002)."""
@@ -108,31 +116,11 @@ class ShareEstimate:
         return self.share[m], self.lo[m], self.hi[m]
 
 
-@functools.cache
 def _stub_class() -> type:
-    """sklearn-compatible stub, built lazily (keeps ``import lipoclass.quantify`` light)."""
-    from sklearn.base import BaseEstimator, ClassifierMixin
+    """The posterior stub (lazy import: keeps ``import lipoclass.quantify`` light)."""
+    from lipoclass.quantify._stub import Posteriors
 
-    class _Posteriors(ClassifierMixin, BaseEstimator):  # type: ignore[misc, valid-type]
-        """An already "fitted" classifier whose input *is* its posteriors (n, C)."""
-
-        def __init__(self, n_classes: int = 2) -> None:
-            self.n_classes = n_classes
-            self.classes_ = np.arange(n_classes)
-
-        def __sklearn_is_fitted__(self) -> bool:
-            return True
-
-        def fit(self, X: np.ndarray, y: np.ndarray) -> _Posteriors:
-            return self
-
-        def predict_proba(self, X: np.ndarray) -> np.ndarray:
-            return X
-
-        def predict(self, X: np.ndarray) -> np.ndarray:
-            return np.argmax(X, axis=1)
-
-    return _Posteriors
+    return Posteriors
 
 
 def _quapy_method(name: str, n_classes: int, cfg: QuantifierConfig, cal: tuple | None) -> Any:
@@ -189,6 +177,7 @@ class Quantifiers:
         # proba (n_cal, C) validated; labels (n_cal,) int in [0, C), every class present
         self.config = config
         self.n_classes = int(proba.shape[1])
+        self._n_cal = int(proba.shape[0])
         self._fitted = {m: self._fit(m, proba, labels) for m in config.methods}
         # calibration replicates: resampled within each class (class counts are a design
         # choice of the annotator, and no class may vanish), adjustment refitted with QuaPy
@@ -221,34 +210,30 @@ class Quantifiers:
             ) from e
         return q
 
-    def estimate(self, test_proba: Any) -> ShareEstimate:
+    @property
+    def n_cal(self) -> int:
+        """Size of the calibration (out-of-fold) set the quantifiers were fitted on."""
+        return self._n_cal
+
+    def estimate(self, test_proba: Any, config: QuantifierConfig | None = None) -> ShareEstimate:
         """Shares of the sample with posteriors ``test_proba`` (m, C), m >= 1, per method.
 
-        A sample without particles (m == 0) raises LipoclassError.
+        ``config`` (default: the fitting config) may change ``n_boot``, ``level``, ``seed``
+        and ``recommended`` at estimate time; its ``methods`` must be among the fitted ones
+        (the calibration replicates are the ``n_cal_boot`` drawn at fit time). A sample
+        without particles (m == 0) raises LipoclassError.
         """
-        cfg = self.config
+        cfg = self.config if config is None else config
+        missing = [m for m in cfg.methods if m not in self._fitted]
+        if missing:
+            raise LipoclassError(f"quantifiers: method(s) {missing} were not fitted")
         test = _check_proba(test_proba, "test posteriors", self.n_classes)
         m = test.shape[0]
         if m == 0:
             raise LipoclassError("test posteriors: the sample has no particles to quantify")
         share = {name: _aggregate(name, self._fitted[name], test) for name in cfg.methods}
-        reps = self._bootstrap(test)  # name -> (n_boot, C)
-        alpha = 1.0 - float(cfg.level)
-        lo: dict[str, np.ndarray] = {}
-        hi: dict[str, np.ndarray] = {}
-        for name in cfg.methods:
-            a, b = np.quantile(reps[name], [alpha / 2, 1 - alpha / 2], axis=0)  # (C,) each
-            # boundary rule: an interval of the unconstrained replicates that falls outside
-            # [0, 1] is clipped, but keeps at least its half-width w next to the boundary
-            w = (b - a) / 2
-            a, b = np.minimum(a, 1 - w), np.maximum(b, w)
-            # binomial floor: never narrower than the exact (Clopper-Pearson) interval of the
-            # implied count, i.e. what a perfect classifier could claim from m particles; at a
-            # count of 0 this is [0, 1 - (alpha/2)^(1/m)] (about 3.7/m), so no zero width
-            cp_lo, cp_hi = _clopper_pearson(np.rint(share[name] * m), m, alpha)
-            a, b = np.minimum(a, cp_lo), np.maximum(b, cp_hi)
-            lo[name] = np.minimum(np.clip(a, 0.0, 1.0), share[name])
-            hi[name] = np.maximum(np.clip(b, 0.0, 1.0), share[name])
+        reps = self._bootstrap(test, cfg)  # name -> (n_boot, C)
+        lo, hi = _intervals(share, reps, m, 1.0 - float(cfg.level))
         return ShareEstimate(
             share=share,
             lo=lo,
@@ -259,12 +244,11 @@ class Quantifiers:
             methods=cfg.methods,
         )
 
-    def _bootstrap(self, test: np.ndarray) -> dict[str, np.ndarray]:
+    def _bootstrap(self, test: np.ndarray, cfg: QuantifierConfig) -> dict[str, np.ndarray]:
         """Replicates (n_boot, C) per method: test sample (m, C) resampled, paired in turn with
         the calibration replicates; ACC/PACC replicates are unconstrained (may leave [0, 1])."""
         from quapy.method.aggregative import ACC
 
-        cfg = self.config
         rng = np.random.default_rng([cfg.seed, 2])
         m = test.shape[0]
         reps = {name: np.empty((cfg.n_boot, self.n_classes)) for name in cfg.methods}
@@ -298,6 +282,55 @@ class Quantifiers:
                         )
                     reps[name][b] = est
         return reps
+
+
+def _intervals(
+    share: dict[str, np.ndarray], reps: dict[str, np.ndarray], m: int, alpha: float
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Percentile intervals (lo, hi), each method -> (C,), from replicates (B, C) per method,
+    with the boundary rule and the binomial floor (docs/deployment.md, Intervals)."""
+    lo: dict[str, np.ndarray] = {}
+    hi: dict[str, np.ndarray] = {}
+    for name, point in share.items():
+        a, b = np.quantile(reps[name], [alpha / 2, 1 - alpha / 2], axis=0)  # (C,) each
+        # boundary rule: an interval of the unconstrained replicates that falls outside
+        # [0, 1] is clipped, but keeps at least its half-width w next to the boundary
+        w = (b - a) / 2
+        a, b = np.minimum(a, 1 - w), np.maximum(b, w)
+        # binomial floor: never narrower than the exact (Clopper-Pearson) interval of the
+        # implied count, i.e. what a perfect classifier could claim from m particles; at a
+        # count of 0 this is [0, 1 - (alpha/2)^(1/m)] (about 3.7/m), so no zero width
+        cp_lo, cp_hi = _clopper_pearson(np.rint(point * m), m, alpha)
+        a, b = np.minimum(a, cp_lo), np.maximum(b, cp_hi)
+        lo[name] = np.minimum(np.clip(a, 0.0, 1.0), point)
+        hi[name] = np.maximum(np.clip(b, 0.0, 1.0), point)
+    return lo, hi
+
+
+def sampling_estimate(test_proba: Any, config: QuantifierConfig) -> ShareEstimate:
+    """CC and PCC shares of a sample (m, C) without calibration data (e.g. an ONNX file
+    alone): intervals from resampling the sample's particles only, no QuaPy needed.
+
+    Both are biased towards the training class shares when the sample's shares differ;
+    ``config.recommended`` must be ``cc`` or ``pcc``."""
+    test = _check_proba(test_proba, "test posteriors")
+    m, c = test.shape
+    if m == 0:
+        raise LipoclassError("test posteriors: the sample has no particles to quantify")
+    if config.recommended not in SAMPLING_METHODS:
+        raise LipoclassError(
+            f"without calibration data only {list(SAMPLING_METHODS)} are available, "
+            f"not {config.recommended!r}"
+        )
+    crisp = np.argmax(test, axis=1)  # (m,)
+    share = {"cc": np.bincount(crisp, minlength=c) / m, "pcc": test.mean(axis=0)}
+    rng = np.random.default_rng([config.seed, 2])
+    idx = rng.integers(0, m, size=(config.n_boot, m))  # (B, m)
+    onehot = np.eye(c)[crisp]  # (m, C)
+    reps = {"cc": onehot[idx].mean(axis=1), "pcc": test[idx].mean(axis=1)}  # (B, C) each
+    lo, hi = _intervals(share, reps, m, 1.0 - float(config.level))
+    return ShareEstimate(share, lo, hi, m, float(config.level), config.recommended,
+                         SAMPLING_METHODS)  # fmt: skip
 
 
 def _clopper_pearson(x: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -352,3 +385,35 @@ def fit_quantifiers(
             "examples; every class needs at least one to fit the adjustment"
         )
     return Quantifiers(proba, labels, cfg)
+
+
+def save_quantifiers(q: Quantifiers, path: str | os.PathLike[str]) -> Path:
+    """Write fitted quantifiers (with their calibration replicates) to ``path`` (joblib,
+    written to a temp name and renamed)."""
+    import joblib
+
+    out = Path(path)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        joblib.dump(q, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def load_quantifiers(path: str | os.PathLike[str], n_classes: int | None = None) -> Quantifiers:
+    """Quantifiers written by :func:`save_quantifiers`; LipoclassError (naming the file) when
+    unreadable, not quantifiers, or fitted for another number of classes."""
+    import joblib
+
+    p = Path(path)
+    try:
+        q = joblib.load(p)
+    except Exception as exc:  # pickle/joblib/quapy version errors of many kinds
+        raise LipoclassError(f"{p}: cannot load the quantifiers ({exc})") from None
+    if not isinstance(q, Quantifiers):
+        raise LipoclassError(f"{p}: holds a {type(q).__name__}, not fitted quantifiers")
+    if n_classes is not None and q.n_classes != n_classes:
+        raise LipoclassError(f"{p}: fitted for {q.n_classes} classes, the model has {n_classes}")
+    return q

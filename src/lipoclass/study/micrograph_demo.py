@@ -61,7 +61,7 @@ def run_micrograph_demo(out: str | os.PathLike[str], seed: int = 0) -> Path:
     mics = sorted((train / "micrographs").glob("*.tif"))
     det, ds = out / "detected", out / "crops"
     if not ds.exists():
-        table = {}
+        table: dict[str, dict[int, str]] = {}
         with (train / "annotations.csv").open() as fh:
             for r in csv.DictReader(fh):
                 table.setdefault(r["micrograph"], {})[int(r["instance"])] = r["label"]

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass.choices import EXECUTORS
 from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint, load_dataset
 from lipoclass.errors import LipoclassError
 from lipoclass.outputs import check_output_folder
@@ -43,7 +44,6 @@ __all__ = [
     "write_json",
 ]
 
-EXECUTORS = ("local", "ray")
 QUICK_N = 1500  # at most this many labelled particles with --quick
 QUICK_EPOCHS = 3  # CNN epochs with --quick
 RunFn = Callable[..., Any]  # run_fn(dataset, spec, cv, out=folder) writes metrics.json
@@ -178,77 +178,6 @@ def execute_job(job: RunJob, run_fn: RunFn | None = None) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- executors
-
-
-def _set_threads(n: int) -> None:
-    """Worker-process initializer: bound torch's CPU threads so workers do not oversubscribe."""
-    import torch
-
-    torch.set_num_threads(max(1, n))
-
-
-def _run_local(
-    jobs: list[RunJob], run_fn: RunFn | None, workers: int, report: Callable[[dict[str, Any]], None]
-) -> None:
-    if workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            report(execute_job(job, run_fn))
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(jobs)),
-        mp_context=mp.get_context("spawn"),
-        initializer=_set_threads,
-        initargs=(threads,),
-    )
-    try:
-        futures = [pool.submit(execute_job, job, run_fn) for job in jobs]
-        for fut in as_completed(futures):
-            report(fut.result())
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-def _run_ray(
-    jobs: list[RunJob],
-    run_fn: RunFn | None,
-    address: str | None,
-    report: Callable[[dict[str, Any]], None],
-) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise LipoclassError("--executor ray needs Ray: pip install 'lipoclass[ray]'") from None
-    started = False
-    if not ray.is_initialized():
-        try:
-            if address:
-                ray.init(address=address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"--address {address}" if address else "local Ray"
-            raise LipoclassError(f"{where}: cannot start or reach Ray ({exc})") from None
-        started = True
-    try:
-        has_gpu = ray.cluster_resources().get("GPU", 0) > 0
-        task = ray.remote(execute_job)
-        pending = []
-        for job in jobs:
-            cpu_only = job.spec.kind == "svm" or getattr(job.spec.train, "device", "auto") == "cpu"
-            opts = {"num_cpus": 1, "num_gpus": 1 if has_gpu and not cpu_only else 0}
-            pending.append(task.options(**opts).remote(job, run_fn))
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            report(ray.get(done[0]))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- study
@@ -460,10 +389,12 @@ def run_study(
         print(msg, flush=True)
 
     if todo:
-        if executor == "ray":
-            _run_ray(todo, run_fn, address, progress)
-        else:
-            _run_local(todo, run_fn, int(workers), progress)
+        from lipoclass.evaluate import ExecutorConfig, run_tasks
+
+        exe = ExecutorConfig(executor, int(workers), address if executor == "ray" else None,
+                             gpu=True)  # fmt: skip
+        run_tasks(execute_job, [(job, run_fn) for job in todo], exe,
+                  on_done=lambda _, res: progress(res))  # fmt: skip
     if not report:
         return out
     from lipoclass.report import build_report
