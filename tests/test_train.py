@@ -221,7 +221,8 @@ def test_trainer_learns_and_reports_history() -> None:
 def test_early_stopping_restores_best_epoch() -> None:
     x, y = _toy()
     m = create_model("tiny", 3, 12)
-    cfg = TrainConfig(epochs=30, patience=2, min_epochs=1, lr=0.5, progress=False)  # unstable
+    cfg = TrainConfig(epochs=30, patience=2, min_epochs=1, lr=0.5, progress=False,
+                      early_stopping=True)  # unstable; early stopping is opt-in  # fmt: skip
     hist = Trainer(cfg).fit(m, x[:40], y[:40], x[40:], y[40:], seed=0)
     best = hist.epochs[hist.best_epoch - 1]
     from lipoclass.train.trainer import predict_logits
@@ -234,10 +235,21 @@ def test_early_stopping_restores_best_epoch() -> None:
         assert len(hist.epochs) == hist.best_epoch + 2
 
 
+def test_default_recipe_trains_fixed_epochs_on_all_data() -> None:
+    """The default (docs/cnn.md, ablation): no early stopping, every epoch is run and no
+    validation split is held back from the training part."""
+    assert TrainConfig().early_stopping is False
+    x, y = _toy()
+    cfg = TrainConfig(epochs=3, progress=False)
+    hist = Trainer(cfg).fit(create_model("tiny", 3, 12), x[:40], y[:40], seed=0)
+    assert len(hist.epochs) == 3 and not hist.stopped_early
+
+
 def test_early_stopping_waits_for_min_epochs() -> None:
     """A noisy validation split cannot end training before min_epochs."""
     x, y = _toy()
-    cfg = TrainConfig(epochs=12, patience=1, min_epochs=9, lr=0.5, progress=False)
+    cfg = TrainConfig(epochs=12, patience=1, min_epochs=9, lr=0.5, progress=False,
+                      early_stopping=True)  # fmt: skip
     hist = Trainer(cfg).fit(create_model("tiny", 3, 12), x[:40], y[:40], x[40:], y[40:], seed=0)
     assert len(hist.epochs) >= 9
 
