@@ -37,7 +37,6 @@ import dataclasses
 import json
 import sys
 import time
-import typing
 from pathlib import Path
 
 import numpy as np

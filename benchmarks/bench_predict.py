@@ -1,8 +1,11 @@
-"""Prediction throughput on CPU: LipNet-4 at 28 px from prepared arrays (PyTorch eager,
-PyTorch optimised = predict's CPUEngine, onnxruntime; particles/s; goal >= 5000/s, ORT >=
-torch) and end-to-end ``predict`` from image files (goal >= 1000/s). The machine is shared,
-so every figure is repeated (variants interleaved) and printed as best and median. Prints
-figures; asserts nothing.
+"""Prediction throughput on CPU of a model folder holding a 5-member LipNet-4 ensemble at
+28 px (a version-2 folder: ``members/fold{k}.pt`` + model.json, random weights: speed does
+not depend on them): from prepared arrays (PyTorch eager = ``LoadedModel``, PyTorch
+optimised = predict's one ``CPUEngine`` per member, onnxruntime with the whole ensemble in
+one graph; particles/s of the ensemble and per member = ensemble rate x members; goal >=
+5000/s per member) and end-to-end ``predict`` from image files (goal >= 2000 particles/s for
+the ensemble on 2 cores). The machine is shared, so every figure is repeated (variants
+interleaved) and printed as best and median, with the load average. Asserts nothing.
 
     .venv/bin/python benchmarks/bench_predict.py [--n 20000] [--files 3000] [--repeat 5]
 """
@@ -13,7 +16,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -24,19 +26,25 @@ import numpy as np
 import torch
 
 
-def _model_folder(path: Path, classes: tuple[str, ...]) -> None:
-    """A LipNet-4 model folder (random weights: speed does not depend on them)."""
+def _model_folder(path: Path, classes: tuple[str, ...], members: int = 5) -> None:
+    """A version-2 LipNet-4 model folder of ``members`` fold models (random weights)."""
     from lipoclass.models import create_model
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        m = create_model("lipnet4", len(classes), 28).eval()
-    path.mkdir(parents=True)
-    torch.save({"state_dict": m.state_dict(), "model_kwargs": m.lipo_config}, path / "weights.pt")
-    info = {"format_version": 1, "kind": "cnn", "model": "lipnet4", "classes": list(classes),
+    (path / "members").mkdir(parents=True)
+    rels = []
+    for k in range(members):
+        with torch.random.fork_rng():
+            torch.manual_seed(k)
+            m = create_model("lipnet4", len(classes), 28).eval()
+        rel = f"members/fold{k}.pt"
+        torch.save({"state_dict": m.state_dict(), "model_kwargs": dict(m.lipo_config)},
+                   path / rel)  # fmt: skip
+        rels.append(rel)
+    info = {"format_version": 2, "kind": "cnn", "model": "lipnet4", "classes": list(classes),
             "prep": {"mode": "masked", "size": 28, "aspect": "pad", "normalize": "zscore"},
-            "calibration": {"method": "temperature", "temperature": 1.3},
-            "review_threshold": 0.6, "confusion": [[50, 5, 5], [5, 40, 5], [5, 5, 30]]}  # fmt: skip
+            "members": rels, "calibration": {"method": "temperature", "temperature": 1.3},
+            "review": {"threshold": 0.6},
+            "confusion": [[50, 5, 5], [5, 40, 5], [5, 5, 30]]}  # fmt: skip
     (path / "model.json").write_text(json.dumps(info))
 
 
@@ -63,61 +71,73 @@ def _line(name: str, rates: list[float], extra: str = "") -> str:
             f"particles/s{extra}")  # fmt: skip
 
 
+def _load() -> str:
+    return Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=20000, help="prepared particles (default 20000)")
     ap.add_argument("--files", type=int, default=3000, help="image files end-to-end")
+    ap.add_argument("--members", type=int, default=5, help="fold models (default 5)")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=5, help="rounds per figure (default 5)")
     ap.add_argument("--threads", type=int, default=None, help="torch / ORT threads")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from lipoclass.export import export_onnx, load_onnx
-    from lipoclass.predict import CPUEngine, EngineConfig, predict, usable_cores
-    from lipoclass.train import load_model
+    from lipoclass.ensemble import load_model
+    from lipoclass.export import ExportConfig, export_onnx, load_onnx
+    from lipoclass.predict import CPUEngine, EngineConfig, PredictConfig, predict, usable_cores
 
     classes = ("unilamellar", "multilamellar", "uncertain")
     rng = np.random.default_rng(0)
+    k = args.members
     print(f"CPU: {usable_cores()} usable cores, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}; {args.repeat} interleaved rounds")  # fmt: skip
+          f"load average {_load()}; {args.repeat} interleaved rounds; {k}-member LipNet-4 "
+          "ensemble")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        _model_folder(root / "m", classes)
+        _model_folder(root / "m", classes, k)
         with contextlib.redirect_stdout(io.StringIO()):
-            export_onnx(root / "m", root / "m.onnx")
+            export_onnx(root / "m", root / "m.onnx", ExportConfig(n_check=64))
         loaded = load_model(root / "m")
+        assert loaded.n_members == k
         om = load_onnx(root / "m.onnx", threads=args.threads)
         x = rng.standard_normal((args.n, 1, 28, 28)).astype(np.float32)  # (N,1,28,28)
         bs = args.batch_size
         ecfg = EngineConfig(batch_size=bs, threads=args.threads)
-        t_cold = _timed(lambda: CPUEngine(loaded.module, loaded.temperature, ecfg)
-                        .predict_proba(x))  # fmt: skip
-        engine = CPUEngine(loaded.module, loaded.temperature, ecfg)
-        module = loaded.module
-        assert module is not None
+        t_cold = _timed(lambda: [CPUEngine(m, loaded.temperature, ecfg).predict_proba(x)
+                                 for m in loaded.modules])  # fmt: skip
+        engines = [CPUEngine(m, loaded.temperature, ecfg) for m in loaded.modules]
 
-        def plain() -> None:  # the textbook loop: model(x) in batches, softmax
-            with torch.inference_mode():
-                for b0 in range(0, len(x), bs):
-                    torch.softmax(module(torch.from_numpy(x[b0 : b0 + bs])) / 1.3, dim=1)
+        def ensemble() -> np.ndarray:  # what predict runs on CPU: the mean over members
+            total = np.zeros((len(x), len(classes)))
+            for e in engines:
+                total += e.predict_proba(x)
+            return total / len(engines)
 
         r = _rates({
-            "plain": plain,
             "eager": lambda: loaded.predict_proba_arrays(x, batch_size=bs),
-            "engine": lambda: engine.predict_proba(x),
+            "engine": ensemble,
             "ort": lambda: om.predict_proba_arrays(x, batch_size=bs),
         }, args.n, args.repeat)  # fmt: skip
-        diff = float(np.abs(engine.predict_proba(x) - loaded.predict_proba_arrays(x)).max())
-        med = {k: statistics.median(v) for k, v in r.items()}
-        print(f"prepared arrays, LipNet-4 28 px, {args.n} particles, batch {bs}:")
-        print(_line("PyTorch plain model(x) loop", r["plain"]))
-        print(_line("PyTorch eager (LoadedModel)", r["eager"]))
-        print(_line(f"PyTorch optimised ({engine.mode})", r["engine"], "  (goal >= 5000)"))
+        ref = loaded.predict_proba_arrays(x)
+        d_eng = float(np.abs(ensemble() - ref).max())
+        d_ort = float(np.abs(om.predict_proba_arrays(x) - ref).max())
+        med = {n: statistics.median(v) for n, v in r.items()}
+        print(f"prepared arrays, {k} x LipNet-4 28 px, {args.n} particles, batch {bs} "
+              f"[load {_load()}]; ensemble particles/s (per member = x {k}):")  # fmt: skip
+        print(_line("PyTorch eager (LoadedModel)", r["eager"],
+                    f"; per member {max(r['eager']) * k:7.0f}"))  # fmt: skip
+        print(_line(f"PyTorch optimised ({engines[0].mode})", r["engine"],
+                    f"; per member {max(r['engine']) * k:7.0f} (goal >= 5000)"))  # fmt: skip
         print(f"  {'':<34} first call incl. setup/tracing {args.n / t_cold:7.0f} particles/s; "
-              f"max |diff| vs eager {diff:.1e}")  # fmt: skip
+              f"max |diff| vs eager {d_eng:.1e}")  # fmt: skip
         ratio = med["ort"] / med["engine"]
-        print(_line("onnxruntime", r["ort"], f"  (ORT / optimised torch, medians: {ratio:.2f})"))
+        print(_line("onnxruntime (one graph)", r["ort"],
+                    f"; per member {max(r['ort']) * k:7.0f}; ORT / optimised torch (medians) "
+                    f"{ratio:.2f}; max |diff| vs eager {d_ort:.1e}"))  # fmt: skip
 
         from lipoclass.data import write_image
 
@@ -133,14 +153,15 @@ def main() -> None:
             "PyTorch": {"model_dir": root / "m"},
             "onnxruntime": {"model_dir": None, "onnx_path": root / "m.onnx"},
         }
+        pcfg = PredictConfig(device="cpu")
         e2e = _rates({name: (lambda kw=kw: predict(input=folder, out=root / "p.csv",
-                                                   device="cpu", verbose=False, **kw))
+                                                   config=pcfg, verbose=False, **kw))
                       for name, kw in runs.items()},
                      args.files, max(1, args.repeat // 2))  # fmt: skip
         print(f"end to end from {args.files} PNG files (48x48 + masks: decode, mask, normalise, "
-              "resize, predict, shares):")  # fmt: skip
+              f"resize, {k}-member ensemble, shares) [load {_load()}]:")  # fmt: skip
         for name, rates in e2e.items():
-            print(_line(name, rates, "  (goal >= 1000)"))
+            print(_line(name, rates, "  (goal >= 2000)"))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from lipoclass.evaluate import CVConfig, build_spec
 from lipoclass.metrics import balanced_accuracy, confusion_matrix, macro_f1
 
 
-def _scores(y: np.ndarray, pred: np.ndarray, fold: np.ndarray, c: int) -> tuple[float, float, float]:
+def _scores(
+    y: np.ndarray, pred: np.ndarray, fold: np.ndarray, c: int
+) -> tuple[float, float, float]:
     """(pooled macro-F1, mean over folds of macro-F1, pooled balanced accuracy)."""
     cm = confusion_matrix(y, pred, c)
     per = [float(macro_f1(confusion_matrix(y[fold == f], pred[fold == f], c)))

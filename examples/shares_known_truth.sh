@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Class shares on a sample with KNOWN truth (synthetic data).
 #
-# Trains LipNet-4 on a synthetic encapsulation set with the thesis' class prior
-# (full ~97 %, uncertain ~2 %, empty ~0.7 %), then predicts a separate synthetic "sample"
-# whose class shares are known and differ from that prior (default full 80 / uncertain 10 /
-# empty 10) and prints: class | true share | raw share [95% CI] | adjusted share [95% CI].
-# Raw = classify-and-count; adjusted = classify-and-count corrected with the model's cross-validated
-# confusion matrix (see docs/deployment.md).
+# 'lipoclass train' cross-fits LipNet-4 on a synthetic encapsulation set with the thesis' class
+# prior (full ~97 %, uncertain ~2 %, empty ~0.7 %); the model folder holds the class-share
+# quantifiers fitted on its out-of-fold posteriors (quantifiers.pkl). Then 'predict' runs on a
+# separate synthetic "sample" whose class shares are known and differ from that prior (default
+# full 80 / uncertain 10 / empty 10) and this prints: class | true share | CC share [95% CI] |
+# recommended share [95% CI], the sums of absolute errors, and whether every true share lies in
+# its recommended interval (see docs/deployment.md, Class shares).
 #
 # Usage (from the repo root):  bash examples/shares_known_truth.sh [WORK_DIR]
 #   WORK_DIR     where T/, M/, S/ and S_pred.csv go (default: a new folder under /tmp);
 #                steps whose output already exists there are reused, not redone.
 # Environment:
 #   LIPOCLASS_VENV_BIN  folder holding the lipoclass and python executables (default .venv/bin)
-#   N_TRAIN (6000) SEED_TRAIN (1) EPOCHS (10) N_SAMPLE (3000) SEED_SAMPLE (7)
+#   N_TRAIN (3000) SEED_TRAIN (1) EPOCHS (8) N_SAMPLE (3000) SEED_SAMPLE (7)
 #   RATIOS ('full=0.8,uncertain=0.1,empty=0.1')  WORKERS (synth processes, default all)
 set -euo pipefail
 
@@ -21,9 +22,9 @@ VENV_BIN=${LIPOCLASS_VENV_BIN:-.venv/bin}
 VENV_BIN=$(cd "$VENV_BIN" && pwd)  # absolute: we cd into the work dir below
 LIPOCLASS="$VENV_BIN/lipoclass"
 PYTHON="$VENV_BIN/python"
-N_TRAIN=${N_TRAIN:-6000}
+N_TRAIN=${N_TRAIN:-3000}
 SEED_TRAIN=${SEED_TRAIN:-1}
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-8}
 N_SAMPLE=${N_SAMPLE:-3000}
 SEED_SAMPLE=${SEED_SAMPLE:-7}
 RATIOS=${RATIOS:-full=0.8,uncertain=0.1,empty=0.1}
@@ -77,7 +78,7 @@ step predict S_pred.csv "$LIPOCLASS" predict M S --out S_pred.csv
 echo "total wall time of this run: $((SECONDS - T_START)) s" >&2
 
 # Markdown table: truth from the sample's own particles.csv, estimates from shares.csv
-"$PYTHON" - S/particles.csv shares.csv M/model.json <<'PY'
+"$PYTHON" - S/particles.csv S_pred_shares.csv M/model.json <<'PY'
 import csv, json, sys
 from collections import Counter
 
@@ -88,21 +89,30 @@ n_true = sum(labels.values())
 with open(shares, newline="") as fh:
     rows = [r for r in csv.DictReader(fh) if r["sample"] == "S"]
 info = json.load(open(model))
+rec = rows[0]["recommended"]
 pct = lambda v: f"{100 * float(v):.1f}"
-print(f"sample S: {n_true} particles, {rows[0]['n']} predicted; model {info['model']}, "
-      f"classes {', '.join(info['classes'])}")
+print(f"sample S: {n_true} particles, {rows[0]['n']} predicted, {rows[0]['excluded']} excluded; "
+      f"model {info['model']} ({len(info['members'])} fold models), classes "
+      f"{', '.join(info['classes'])}; recommended method {rec.upper()}")
 print()
-print("| class | true share | raw share [95% CI] | adjusted share [95% CI] |")
+print(f"| class | true share | CC share [95% CI] | {rec.upper()} share [95% CI] |")
 print("|---|---:|---:|---:|")
-err_raw = err_adj = 0.0
+err_cc = err_rec = 0.0
+inside = True
 for r in rows:
     t = labels.get(r["class"], 0) / n_true
-    err_raw += abs(float(r["raw_share"]) - t)
-    err_adj += abs(float(r["adjusted_share"]) - t)
-    print(f"| {r['class']} | {pct(t)} % | {pct(r['raw_share'])} % [{pct(r['raw_lo'])}, "
-          f"{pct(r['raw_hi'])}] | {pct(r['adjusted_share'])} % [{pct(r['adjusted_lo'])}, "
-          f"{pct(r['adjusted_hi'])}] |")
+    err_cc += abs(float(r["cc"]) - t)
+    err_rec += abs(float(r["share"]) - t)
+    inside &= float(r["share_lo"]) <= t <= float(r["share_hi"])
+    print(f"| {r['class']} | {pct(t)} % | {pct(r['cc'])} % [{pct(r['cc_lo'])}, "
+          f"{pct(r['cc_hi'])}] | {pct(r['share'])} % [{pct(r['share_lo'])}, "
+          f"{pct(r['share_hi'])}] |")
 print()
-print(f"sum of absolute errors: raw {100 * err_raw:.1f} points, adjusted {100 * err_adj:.1f} points")
-print(f"held-out confusion matrix of the model (rows true {info['classes']}): {info['confusion']}")
+print(f"sum of absolute errors: CC {100 * err_cc:.1f} points, {rec.upper()} {100 * err_rec:.1f} points")
+print(f"every true share inside its {rec.upper()} interval: {'yes' if inside else 'NO'}")
+print("all methods (share [lo, hi] %):")
+for r in rows:
+    cells = [f"{m} {pct(r[m])} [{pct(r[m + '_lo'])}, {pct(r[m + '_hi'])}]"
+             for m in ("cc", "pcc", "acc", "pacc", "emq") if r[m]]
+    print(f"  {r['class']}: " + "; ".join(cells))
 PY

@@ -151,7 +151,7 @@ def test_end_to_end_predict_new_micrographs(
     shares = _rows(out / "shares.csv")
     classes = sorted({r["class"] for r in shares})
     for s in {r["sample"] for r in shares}:
-        assert abs(sum(float(r["raw_share"]) for r in shares if r["sample"] == s) - 1) < 1e-3
+        assert abs(sum(float(r["share"]) for r in shares if r["sample"] == s) - 1) < 1e-3
     n = {c: 0 for c in classes}
     for p in parts:
         n[p["pred"]] += 1

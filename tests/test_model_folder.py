@@ -294,3 +294,52 @@ def test_ray_folds_give_the_serial_result(ds_dir: Path) -> None:
     np.testing.assert_allclose(ray.proba, serial.proba, atol=1e-6)
     for key in ("macro_f1", "balanced_accuracy", "confusion"):
         assert ray.metrics[key] == serial.metrics[key]
+
+
+def test_unwritable_out_is_refused_before_any_work(ds_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    for cmd in ("cv", "train"):
+        rc = main([cmd, str(ds_dir), "--model", "tiny", "--out", str(tmp_path / "file" / "m")])
+        err = capsys.readouterr().err
+        assert rc == 2 and "file" in err and len(err.strip().splitlines()) == 1, err
+        assert "[cv]" not in err  # refused before the folds start
+
+
+def test_predict_unwritable_out(model: Path, ds_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "file").write_text("x")
+    rc = main(["predict", str(model), str(ds_dir), "--out", str(tmp_path / "file" / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_non_finite_probability_never_reaches_an_output(
+    model: Path, ds_dir: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    from lipoclass.predict import core
+
+    real = core._Runner.run
+
+    def nan_run(self, ds):
+        probs, index, skipped = real(self, ds)
+        probs[3] = np.nan
+        return probs, index, skipped
+
+    monkeypatch.setattr(core._Runner, "run", nan_run)
+    rc = main(["predict", str(model), str(ds_dir), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "non-finite probability" in err and "row" in err
+    assert not list(tmp_path.glob("p*"))
+
+
+def test_truncated_svm_member_is_one_line(tiny_dataset, tmp_path: Path, capsys) -> None:
+    from lipoclass.models.svm import SVMConfig
+
+    ds = load_dataset(tiny_dataset((8, 6, 6), size=(24, 32)))
+    spec = ModelSpec("svm", PrepConfig(), None, SVMConfig(inner_folds=2))
+    out, _ = fit_model(ds, spec, CVConfig(folds=3), tmp_path / "s", progress=False)
+    blob = (out / "members" / "fold2.joblib").read_bytes()
+    (out / "members" / "fold2.joblib").write_bytes(blob[: len(blob) // 3])
+    rc = main(["predict", str(out), str(ds.root), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "fold2.joblib: cannot load the SVM" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

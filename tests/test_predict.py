@@ -1,5 +1,5 @@
-"""predict: reloaded model folders, class shares (adjusted classify-and-count), input forms
-and one-line errors for bad input."""
+"""predict: reloaded model folders, class shares per sample (tests/test_shares.py has the
+methods), input forms and one-line errors for bad input."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 
 from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset, prepare
-from lipoclass.predict import PredictConfig, ShareConfig, adjusted_shares, class_shares, predict
+from lipoclass.predict import PredictConfig, predict
 
-CPU = PredictConfig(device="cpu")
+CPU = PredictConfig(device="cpu", n_boot=50)
 
 CLASSES = ("unilamellar", "multilamellar", "uncertain")
 TEMPERATURE = 1.7
@@ -34,9 +34,12 @@ def write_model_folder(
     review_threshold: float = 0.5,
     extra: dict | None = None,
     n_members: int = 1,
+    oof: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> torch.nn.Module:
     """A CNN model folder of ``n_members`` freshly initialised ``tiny`` fold models in the
-    documented layout (model.json + members/); returns the first member's module (eval)."""
+    documented layout (model.json + members/); returns the first member's module (eval).
+    ``oof``: (labels (n,), calibrated probabilities (n, C)) written as oof.csv (stored
+    uncalibrated, as ``train`` does), so predict fits the quantifiers on them."""
     from lipoclass import __version__
     from lipoclass.models import create_model
 
@@ -70,6 +73,14 @@ def write_model_folder(
         **(extra or {}),
     }
     (path / "model.json").write_text(json.dumps(info))
+    if oof is not None:
+        y, p = oof
+        raw = torch.softmax(torch.log(torch.from_numpy(p)) * temperature, dim=1).numpy()
+        with (path / "oof.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "fold", "label", *(f"p_{c}" for c in classes)])
+            for i, (yi, pi) in enumerate(zip(y, raw)):
+                w.writerow([f"o{i}", i % max(n_members, 1), classes[int(yi)], *pi])
     assert module is not None
     return module
 
@@ -101,40 +112,6 @@ def test_reloaded_model_predicts_like_the_original(tmp_path, tiny_dataset):
     assert res.metrics is not None and res.metrics["n"] == len(prep.ids)
 
 
-def test_adjusted_shares_solve_exact_mixture():
-    cm = np.array([[70, 20, 10], [30, 60, 10], [10, 10, 80]], dtype=float)
-    rates = cm / cm.sum(1, keepdims=True)
-    q = np.array([0.7, 0.2, 0.1])
-    p_obs = rates.T @ q
-    np.testing.assert_allclose(adjusted_shares(p_obs, cm), q, atol=1e-6)
-    assert not np.allclose(p_obs, q, atol=0.05)  # raw shares are biased here
-
-
-def test_adjusted_shares_recover_known_shares_from_a_biased_classifier():
-    """Truth with known shares; predictions drawn through a fake confusion matrix (the
-    classifier's held-out error rates). Raw counts are biased, adjusted ones recover the
-    truth and their bootstrap interval covers it."""
-    rng = np.random.default_rng(1)
-    classes = ("a", "b", "c")
-    q = np.array([0.15, 0.25, 0.60])
-    cm = np.array([[600, 300, 100], [100, 700, 200], [50, 250, 700]])  # held-out counts
-    rates = cm / cm.sum(1, keepdims=True)
-    n = 20000
-    truth = rng.choice(3, size=n, p=q)
-    pred = np.array([rng.choice(3, p=rates[t]) for t in truth])
-    rows = class_shares(pred, ["all"] * n, classes, cm, ShareConfig(n_boot=200, seed=0),
-                        labels=truth)  # fmt: skip
-    raw = np.array([r.raw for r in rows])
-    adj = np.array([r.adjusted for r in rows])
-    assert np.abs(raw - q).max() > 0.08
-    assert np.abs(adj - q).max() < 0.03
-    for r, qk in zip(rows, q):
-        assert r.adjusted_lo <= qk <= r.adjusted_hi
-        assert r.raw_lo <= r.raw <= r.raw_hi
-        assert r.true_share == pytest.approx(float((truth == classes.index(r.cls)).mean()))
-    assert adj.sum() == pytest.approx(1.0)
-
-
 def test_shares_per_sample_and_cli_table(tmp_path, tiny_dataset, capsys):
     ds_dir = tiny_dataset(counts=(6, 5, 4), samples=2)
     write_model_folder(tmp_path / "m")
@@ -142,15 +119,17 @@ def test_shares_per_sample_and_cli_table(tmp_path, tiny_dataset, capsys):
                "--device", "cpu"])  # fmt: skip
     assert rc == 0
     out = capsys.readouterr().out
-    assert "adjusted" in out and "recall" in out
+    assert "share [95% CI]" in out and "recall" in out and "no out-of-fold data" in out
     rows = read_csv(tmp_path / "p_shares.csv")
     assert {r["sample"] for r in rows} == {"s0", "s1"}
     assert {r["class"] for r in rows} == set(CLASSES)
     for s in ("s0", "s1"):
         sub = [r for r in rows if r["sample"] == s]
-        assert sum(float(r["raw_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
-        assert sum(float(r["adjusted_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        assert sum(float(r["cc"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        assert sum(float(r["share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
         assert sum(float(r["true_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        assert all(r["acc"] == "" for r in sub)  # no oof.csv: CC and PCC only
+    assert (tmp_path / "p_shares.png").is_file()  # several samples: the comparison plot
 
 
 def test_predict_plain_image_folder_with_masks(tmp_path, tiny_dataset):

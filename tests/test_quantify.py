@@ -11,7 +11,7 @@ from lipoclass.quantify import METHODS, QuantifierConfig, Quantifiers, fit_quant
 # a deliberately mediocre 3-class classifier: posteriors of class k ~ Dirichlet(A[k])
 A = np.array([[4.0, 1.5, 1.0], [1.5, 3.0, 1.5], [1.0, 1.5, 3.0]])
 CAL_PRIOR = (0.97, 0.02, 0.01)
-FAST = QuantifierConfig(n_boot=60, n_cal_boot=12, seed=0)
+FAST = QuantifierConfig(n_boot=50, n_cal_boot=10, seed=0)
 
 
 def draw(rng: np.random.Generator, prior, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -27,7 +27,7 @@ def draw(rng: np.random.Generator, prior, n: int) -> tuple[np.ndarray, np.ndarra
 @pytest.fixture(scope="module")
 def quants() -> Quantifiers:
     rng = np.random.default_rng(11)
-    return fit_quantifiers(*draw(rng, CAL_PRIOR, 4000), FAST)
+    return fit_quantifiers(*draw(rng, CAL_PRIOR, 3000), FAST)
 
 
 def test_recovers_shifted_shares(quants: Quantifiers) -> None:
@@ -66,13 +66,13 @@ def test_estimate_is_seeded_and_leaves_global_rng(quants: Quantifiers) -> None:
 
 
 def test_interval_coverage() -> None:
-    """Coverage of the population shares over 100 samples, calibration set redrawn 4 times."""
+    """Coverage of the population shares over 80 samples, calibration set redrawn 4 times."""
     rng = np.random.default_rng(5)
-    cfg = QuantifierConfig(methods=("cc", "acc", "pacc"), n_boot=60, n_cal_boot=15, seed=3)
+    cfg = QuantifierConfig(methods=("cc", "acc", "pacc"), n_boot=50, n_cal_boot=15, seed=3)
     truth = np.array([0.8, 0.12, 0.08])
     qs = [fit_quantifiers(*draw(rng, CAL_PRIOR, 2000), cfg) for _ in range(4)]
     hits = {m: [] for m in cfg.methods}
-    for r in range(100):
+    for r in range(80):
         proba, _ = draw(rng, truth, 400)
         est = qs[r % 4].estimate(proba)
         for m in cfg.methods:

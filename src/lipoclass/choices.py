@@ -17,6 +17,7 @@ __all__ = [
     "INPUT_MODES",
     "MODES",
     "OPTIMIZERS",
+    "PRECISIONS",
     "SEED_MAX",
 ]
 
@@ -36,6 +37,8 @@ MODES: tuple[str, ...] = ("surround", "crop", "masked")
 INPUT_MODES: tuple[str, ...] = ("auto", *MODES)
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+#: numeric precision of CNN training (auto: bf16 where the hardware computes it natively)
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: where independent tasks (folds, study runs) run
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the

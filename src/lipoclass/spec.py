@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lipoclass.choices import BALANCES_CNN, BALANCES_SVM
+from lipoclass.choices import BALANCES_CNN, BALANCES_SVM, PRECISIONS
 from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
 
@@ -126,11 +126,13 @@ def build_spec(
     augment: tuple[str, ...] | None = None,
     device: str = "auto",
     features: str = "vironova",
+    precision: str = "auto",
 ) -> ModelSpec:
     """Validated ``ModelSpec`` from CLI-style options (bad names -> ``LipoclassError``).
 
     ``size=None`` uses the model's designed input size; ``balance=None`` the default of the
     model kind (oversample for CNNs as in thesis 8.1, class weights for the SVM as in 8.4).
+    ``precision`` (CNN): auto, fp32 or bf16 (``TrainConfig.precision``); the SVM ignores it.
     """
     model = model.strip()
     if model == "svm":
@@ -153,6 +155,10 @@ def build_spec(
         raise LipoclassError(
             f"--model {model!r} is unknown; choose from svm, {', '.join(sorted(names))}"
         )
+    if precision not in PRECISIONS:
+        raise LipoclassError(
+            f"--precision {precision!r} is unknown; choose from {', '.join(PRECISIONS)}"
+        )
     bal = "oversample" if balance is None else balance
     if bal not in BALANCES_CNN:
         raise LipoclassError(
@@ -171,7 +177,8 @@ def build_spec(
         )
         train = TrainConfig(
             epochs=epochs, batch_size=batch_size, optimizer=optimizer,  # type: ignore[arg-type]
-            lr=lr, balance=bal, device=device, **kw,  # type: ignore[arg-type]
+            lr=lr, balance=bal, device=device, precision=precision,  # type: ignore[arg-type]
+            **kw,
         )  # fmt: skip
     except ValueError as exc:
         raise LipoclassError(f"model options: {exc}") from None

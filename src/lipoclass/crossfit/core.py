@@ -9,6 +9,7 @@ the model folder (format version 2, read by ``lipoclass.ensemble.load_model``)::
 
     MODEL/model.json            what predict needs: classes, prep, members, calibration, review
     MODEL/members/fold<k>.pt    (CNN: state dict + model kwargs) or fold<k>.joblib (SVM)
+    MODEL/quantifiers.pkl    class-share quantifiers fitted on the out-of-fold posteriors
     MODEL/metrics.json, oof.csv, config.json, confusion*.png   the cross-validation results
     MODEL/reliability.png, training_curves.png                 out-of-fold calibration, curves
 
@@ -198,6 +199,7 @@ def fit_model(
         calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
+        quant = _fit_quantifiers(cal, y, staging, progress)
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
@@ -207,7 +209,7 @@ def fit_model(
             "ece_before": expected_calibration_error(raw, y),
             "ece_after": expected_calibration_error(cal, y),
             "dataset": {**config["dataset"], "path": str(dataset.root.resolve())},
-            "versions": config["versions"],
+            "versions": config["versions"], "quantifiers": quant,
         }  # fmt: skip
         if kind == "cnn":
             first = res.models[min(res.models)]
@@ -224,6 +226,36 @@ def fit_model(
         print(f"[fit] {len(members)} fold models kept, calibrated on {len(y)} out-of-fold "
               f"predictions ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)  # fmt: skip
     return outp, res
+
+
+def _fit_quantifiers(
+    cal: np.ndarray, y: np.ndarray, staging: Path, progress: bool
+) -> dict[str, Any] | None:
+    """Fit the class-share quantifiers (``lipoclass.quantify``) once, on the calibrated
+    out-of-fold posteriors cal (n, C) and labels y (n,), and store them in the model folder
+    (``quantifiers.pkl``); the model.json entry, or None (with a warning) when they cannot
+    be fitted (predict then reports CC and PCC only)."""
+    from lipoclass.quantify import QuantifierConfig, fit_quantifiers, save_quantifiers
+
+    t0 = time.perf_counter()
+    cfg = QuantifierConfig()
+    try:
+        q = fit_quantifiers(cal, y, cfg)
+    except LipoclassError as exc:
+        warnings.warn(f"class-share quantifiers not fitted: {exc}", stacklevel=3)
+        return None
+    save_quantifiers(q, staging / "quantifiers.pkl")
+    import quapy
+
+    secs = time.perf_counter() - t0
+    if progress:
+        print(f"[fit] quantifiers {', '.join(cfg.methods)} fitted on {len(y)} out-of-fold "
+              f"posteriors with {cfg.n_cal_boot} calibration replicates ({secs:.0f} s)",
+              file=sys.stderr)  # fmt: skip
+    return {"file": "quantifiers.pkl", "methods": list(cfg.methods),
+            "recommended": cfg.recommended, "n_cal_boot": cfg.n_cal_boot,
+            "emq_calibration": cfg.emq_calibration, "n": len(y),
+            "quapy": str(quapy.__version__)}  # fmt: skip
 
 
 def _json_default(o: Any) -> Any:

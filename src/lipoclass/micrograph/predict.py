@@ -537,16 +537,11 @@ def _share_cells(rows: Sequence[ShareRow], by: str) -> tuple[list[str], list[lis
         return "–" if math.isnan(v) else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     with_true = any(not math.isnan(r.true_share) for r in rows)
-    head = [by, "class", "n", "raw % [CI]", "adjusted % [CI]"] + ["true %"] * with_true
+    head = [by, "class", "n", "method", "share % [CI]"] + ["true %"] * with_true
     body = []
     for r in rows:
-        line = [
-            _e(r.sample),
-            _e(r.cls),
-            str(r.n),
-            pct(r.raw, r.raw_lo, r.raw_hi),
-            pct(r.adjusted, r.adjusted_lo, r.adjusted_hi),
-        ]
+        line = [_e(r.sample), _e(r.cls), str(r.n), _e(r.recommended),
+                pct(r.share, r.share_lo, r.share_hi)]  # fmt: skip
         if with_true:
             line.append("–" if math.isnan(r.true_share) else f"{100 * r.true_share:.1f}")
         body.append(line)
@@ -578,10 +573,9 @@ def _index_html(
         body.append(f"<p class='note'>No particle on: {_e(', '.join(res.empty))}</p>")
     pct = f"{round(level * 100)}%"
     body.append(
-        f"<h2>Class shares per sample</h2><p class='small'>raw = classify and count; "
-        f"adjusted = corrected with the model's out-of-fold confusion matrix; {pct} "
-        "bootstrap intervals. Files: shares.csv, micrograph_shares.csv, "
-        "particles.csv.</p>"
+        f"<h2>Class shares per sample</h2><p class='small'>the recommended method of "
+        f"lipoclass.predict with its {pct} interval; shares.csv has every method. Files: "
+        "shares.csv, micrograph_shares.csv, particles.csv.</p>"
     )
     body.append(_table(*_share_cells(res.sample_shares, "sample"), left=2))
     body.append("<h2>Particle diameter</h2>")
@@ -791,14 +785,21 @@ def _collect(
     pred = probs.argmax(axis=1)
     thr = loaded.review_threshold
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
-    conf = loaded.info.get("confusion")
-    cm = None if conf is None else np.asarray(conf, dtype=np.float64)
+    from lipoclass.predict import model_quantifiers
+
+    quant, _note = model_quantifiers(loaded)
     scfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     lab = labels if (labels >= 0).any() else None
-    by_sample = class_shares(pred, samples, classes, cm, scfg, labels=lab)
+    skipped = {r.name: sum(r.skipped.values()) for r in results}
+    by_s: dict[str, int] = {}
+    for r in results:
+        by_s[r.sample] = by_s.get(r.sample, 0) + skipped[r.name]
+    by_sample = class_shares(probs, samples, classes, quant, scfg, labels=lab,
+                             excluded={k: v for k, v in by_s.items() if v})  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same warnings as just given for the samples
-        by_mic = class_shares(pred, names, classes, cm, scfg, labels=lab)
+        by_mic = class_shares(probs, names, classes, quant, scfg, labels=lab,
+                              excluded={k: v for k, v in skipped.items() if v})  # fmt: skip
     return MicrographPredictResult(
         out,
         classes,

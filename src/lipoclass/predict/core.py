@@ -1,11 +1,11 @@
 """``predict``: classify the particles of a dataset or image folder with a model folder (CNN or
 SVM) or an exported ONNX file, flag uncertain predictions for review and estimate class shares
-per sample (raw and adjusted classify-and-count, bootstrap intervals)."""
+per sample (``lipoclass.quantify``: CC, PCC, ACC, PACC, EMQ with intervals; the particles the
+model cannot predict are counted beside the shares)."""
 
 from __future__ import annotations
 
 import csv
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +18,23 @@ from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.engine import CPUEngine, EngineConfig
 from lipoclass.predict.inputs import load_input
-from lipoclass.predict.shares import ShareConfig, ShareRow, class_shares, write_shares
+from lipoclass.predict.shares import (
+    ShareConfig,
+    ShareRow,
+    class_shares,
+    plot_shares,
+    shares_table,
+    write_shares,
+)
 
-__all__ = ["PredictConfig", "PredictResult", "predict", "shares_path_for", "shares_table"]
+__all__ = [
+    "PredictConfig",
+    "PredictResult",
+    "model_quantifiers",
+    "predict",
+    "shares_path_for",
+    "shares_table",
+]
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,7 @@ class PredictConfig:
     batch_size: int = 512
     device: str = "auto"
     tta: bool | None = None
-    n_boot: int = 1000
+    n_boot: int = 200
     level: float = 0.95
     seed: int = 0
 
@@ -62,6 +76,7 @@ class PredictResult:
     review_threshold: float | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    quantifier_note: str = ""
 
 
 class _Runner:
@@ -107,6 +122,17 @@ class _Runner:
         self.tta = bool(cfg.tta) if cfg.tta is not None else bool(src.tta)
         if self.tta and self.onnx is None and self.loaded.kind != "cnn":
             raise LipoclassError("--tta applies to CNN models only")
+        if self.loaded is not None:
+            self.quantifiers, self.quant_note = model_quantifiers(self.loaded)
+        else:
+            self.quantifiers, self.quant_note = (
+                None,
+                (
+                    "ONNX file without a model folder: no out-of-fold data, so only CC and PCC "
+                    "(biased towards the training shares; intervals from the sample's particles "
+                    "only); give the model folder too for the adjusted methods"
+                ),
+            )
 
     def cpu_engines(self) -> list[CPUEngine]:
         """One fast CPU engine per fold model (built once per runner)."""
@@ -210,28 +236,6 @@ def _write_predictions(
         tmp.unlink(missing_ok=True)
 
 
-def shares_table(rows: list[ShareRow], level: float = 0.95) -> str:
-    """Console table of class shares (percent) per sample."""
-    pct = f"{round(level * 100)}%"
-    with_true = any(not math.isnan(r.true_share) for r in rows)
-    head = f"{'sample':<12} {'class':<16} {'n':>6}  {'raw [' + pct + ' CI]':<24} "
-    head += f"{'adjusted [' + pct + ' CI]':<24}" + (" true" if with_true else "")
-    lines = [head]
-
-    def cell(v: float, lo: float, hi: float) -> str:
-        if math.isnan(v):
-            return "n/a"
-        return f"{100 * v:5.1f} [{100 * lo:5.1f}, {100 * hi:5.1f}]"
-
-    for r in rows:
-        line = f"{r.sample:<12} {r.cls:<16} {r.n:>6}  {cell(r.raw, r.raw_lo, r.raw_hi):<24} "
-        line += f"{cell(r.adjusted, r.adjusted_lo, r.adjusted_hi):<24}"
-        if with_true:
-            line += f" {100 * r.true_share:5.1f}" if not math.isnan(r.true_share) else "  n/a"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def _metrics(labels: np.ndarray, pred: np.ndarray, classes: tuple[str, ...]) -> dict[str, Any]:
     from lipoclass.metrics import (
         balanced_accuracy,
@@ -262,6 +266,35 @@ def _metrics_table(m: dict[str, Any]) -> str:
             f"{c:<16} {v['tpr']:7.3f} {v['ppv']:9.3f} {v['f1']:6.3f} {int(cm[i].sum()):8d}"
         )
     return "\n".join(lines)
+
+
+def model_quantifiers(loaded: Any) -> tuple[Any, str]:
+    """(quantifiers, note) of a loaded model folder: those stored by ``lipoclass train``
+    (``quantifiers.pkl``, listed in model.json), else fitted now on its ``oof.csv`` (older
+    folders; slower), else None (CC and PCC only). The note says which ("" when stored)."""
+    import time
+
+    from lipoclass.quantify import fit_quantifiers, load_quantifiers
+
+    entry = loaded.info.get("quantifiers") or {}
+    rel = entry.get("file") if isinstance(entry, dict) else None
+    if rel:
+        return load_quantifiers(loaded.path / str(rel), len(loaded.classes)), ""
+    if not (loaded.path / "oof.csv").is_file():
+        return None, (
+            f"{loaded.path}: no out-of-fold data (oof.csv): only CC and PCC (biased towards "
+            "the training shares; intervals from the sample's particles only)"
+        )
+    t0 = time.perf_counter()
+    _ids, _fold, y, p = loaded.oof()
+    try:
+        q = fit_quantifiers(p, y)
+    except LipoclassError as exc:
+        return None, f"{loaded.path}: quantifiers not fitted ({exc}): only CC and PCC"
+    return q, (
+        f"quantifiers fitted now on {loaded.path / 'oof.csv'} ({time.perf_counter() - t0:.1f} s; "
+        "retrain with 'lipoclass train' to store them in the model folder)"
+    )
 
 
 def shares_path_for(out: Path) -> Path:
@@ -353,23 +386,60 @@ def predict(
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
     labels = all_labels[index]
     groups = [ds.particles[int(i)].sample or "all" for i in index]
+    by_id = {p.id: p for p in ds.particles}
+    excluded: dict[str, int] = {}
+    for pid, _why in skipped:
+        g = by_id[pid].sample or "all" if pid in by_id else "all"
+        excluded[g] = excluded.get(g, 0) + 1
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
-    rows = class_shares(pred, groups, runner.classes, runner.confusion, share_cfg,
-                        labels=labels if (labels >= 0).any() else None)  # fmt: skip
+    rows = class_shares(probs, groups, runner.classes, runner.quantifiers, share_cfg,
+                        labels=labels if (labels >= 0).any() else None,
+                        excluded=excluded)  # fmt: skip
     _write_predictions(out_path, ds, index, runner.classes, probs, review, labels)
     write_shares(rows, shares_out)
+    excluded_out = shares_out.with_name(f"{out_path.stem}_excluded.csv")
+    if skipped:
+        _write_excluded(excluded_out, skipped, by_id)
+    else:
+        excluded_out.unlink(missing_ok=True)  # never leave an earlier run's list beside these
+    plot_out = shares_out.with_suffix(".png")
+    if len({r.sample for r in rows}) > 1:
+        plot_shares(rows, plot_out, cfg.level)
     metrics = _metrics(labels, pred, runner.classes) if (labels >= 0).any() else None
     if verbose:
         line = _review_line(int(review.sum()), len(index), runner.review)
-        if skipped:
-            line += f"; {len(skipped)} skipped (not in the shares)"
         print(line + (" [test-time augmentation on]" if runner.tta else ""))
+        if skipped:
+            shown = ", ".join(f"{pid} ({why})" for pid, why in skipped[:5])
+            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+            print(f"{len(skipped)} particle(s) the model cannot predict are EXCLUDED from the "
+                  f"shares (column 'excluded'): {shown}{more}; list: {excluded_out}")  # fmt: skip
         print(shares_table(rows, cfg.level))
-        if runner.confusion is None:
-            print("(no out-of-fold confusion matrix in the model: adjusted shares not available)")
+        rec = rows[0].recommended if rows else ""
+        print(f"({rec.upper()} recommended, docs/deployment.md; every method with its interval "
+              f"is in {shares_out.name})")  # fmt: skip
+        if runner.quant_note:
+            print(f"note: {runner.quant_note}")
         if metrics is not None:
             print(_metrics_table(metrics))
         print(f"predictions: {out_path}\nshares: {shares_out}")
+        if plot_out.is_file() and len({r.sample for r in rows}) > 1:
+            print(f"shares plot: {plot_out}")
     ids = [ds.particles[int(i)].id for i in index]
     return PredictResult(out_path, shares_out, runner.classes, ids, probs, pred, review, labels,
-                         rows, thr, skipped, metrics)  # fmt: skip
+                         rows, thr, skipped, metrics, runner.quant_note)  # fmt: skip
+
+
+def _write_excluded(path: Path, skipped: list[tuple[str, str]], by_id: dict[str, Any]) -> None:
+    """``<out stem>_excluded.csv``: id, sample, reason of each particle not predicted."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(["id", "sample", "reason"])
+            for pid, why in skipped:
+                p = by_id.get(pid)
+                w.writerow([pid, (p.sample if p is not None else "") or "all", why])
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -13,8 +13,9 @@ Why each step (docs/deployment.md, Speed; LipNet-4 at 28 px on 2 shared cores):
   with extra inputs (``lipnet_hybrid``), small inputs (tracing costs ~0.3 s) and any failure
   to trace fall back to eager, which gives the same numbers;
 - inputs are fed as zero-copy views in cache-sized chunks (about 128 particles at 28 px; 256
-  or more spill the activations out of the caches and run ~1.5x slower), torch uses as many
-  threads as the process has cores (the chunked loop is ``lipoclass.models.inference.cpu_logits``,
+  or more spill the activations out of the caches and run ~1.5x slower), torch uses the cores
+  other processes leave free (``lipoclass.threads.pick_threads``; the chunked loop is
+  ``lipoclass.models.inference.cpu_logits``,
   shared with ``LoadedModel``), and the tempered softmax is done on the logits in float32."""
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 from lipoclass.models.inference import cpu_chunk, cpu_eval_copy, cpu_logits
+from lipoclass.threads import pick_threads
 
 __all__ = ["CPUEngine", "EngineConfig", "usable_cores"]
 
@@ -38,8 +40,9 @@ __all__ = ["CPUEngine", "EngineConfig", "usable_cores"]
 class EngineConfig:
     """``batch_size`` caps a chunk; ``chunk_pixels`` sets its usual size (input pixels per
     chunk); ``trace``: try the traced + frozen graph at all; ``min_trace``: fewest particles
-    for which tracing pays off; ``threads``: torch threads (None: the cores this process may
-    use); ``tolerance``: max abs logit difference allowed between traced and eager."""
+    for which tracing pays off; ``threads``: torch threads (None: the usable cores that other
+    processes leave free, ``pick_threads``); ``tolerance``: max abs logit difference allowed
+    between traced and eager."""
 
     batch_size: int = 1024
     chunk_pixels: int = 128 * 28 * 28
@@ -159,7 +162,9 @@ class CPUEngine:
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))  # (N,1,S,S), no copy
         if self.needs_aux and aux is None:
             raise ValueError("this model needs size features (aux)")
-        threads = self.cfg.threads or usable_cores()
+        # None: the cores other processes leave free (2 OpenMP threads on a shared 2-core
+        # machine are far slower than 1 when another process holds a core)
+        threads = self.cfg.threads or pick_threads()
         with _torch_threads(threads), torch.inference_mode():
             if not self._tried and len(xt) >= self.cfg.min_trace and xt.ndim == 4:
                 self._try_trace(xt)

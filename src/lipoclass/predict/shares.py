@@ -1,172 +1,144 @@
-"""Class shares of a population: raw classify-and-count and adjusted classify-and-count
-(Forman 2008) using the model's held-out confusion matrix, with bootstrap intervals.
+"""Class shares per sample for ``predict``: every method of ``lipoclass.quantify`` (CC, PCC,
+ACC, PACC, EMQ) with its interval, the recommended one first, and the particles the model
+could not predict counted beside them (``excluded``), never silently dropped.
 
-A classifier with class-dependent errors biases raw shares: a rare class that is often
-predicted as the majority looks rarer than it is. With ``C[t, p] = P(pred = p | true = t)``
-(the row-normalised held-out confusion matrix) the observed predicted shares satisfy
-``p_obs = C^T q`` for the true shares ``q``. We solve ``argmin ||C^T q - p_obs||`` over the
-probability simplex by non-negative least squares with a heavily weighted sum-to-one row,
-then renormalise (see docs/deployment.md)."""
+With a model folder the quantifiers are those fitted on its out-of-fold posteriors
+(``quantifiers.pkl``, fitted once by ``lipoclass train``); without out-of-fold data (an
+ONNX file alone, an old folder) only CC and PCC are available, with sampling intervals."""
 
 from __future__ import annotations
 
 import csv
 import math
 import os
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["ShareConfig", "ShareRow", "adjusted_shares", "class_shares", "write_shares"]
+from lipoclass.quantify import METHODS, SAMPLING_METHODS, QuantifierConfig, ShareEstimate
 
-_SUM_WEIGHT = 1e3  # weight of the sum-to-one row in the NNLS system
+__all__ = [
+    "RECOMMENDED_WITHOUT_OOF",
+    "ShareConfig",
+    "ShareRow",
+    "class_shares",
+    "plot_shares",
+    "share_columns",
+    "shares_table",
+    "write_shares",
+]
+
+#: method reported without out-of-fold data (CC or PCC; chosen by benchmarks/bench_shares.py)
+RECOMMENDED_WITHOUT_OOF = "cc"
 
 
 @dataclass(frozen=True)
 class ShareConfig:
-    """Bootstrap settings: ``n_boot`` resamples, central ``level`` interval, ``seed``."""
+    """Estimate-time settings: ``n_boot`` bootstrap replicates, central ``level`` interval,
+    ``seed`` (the same sample always gets the same interval). The calibration replicates
+    and the recommended method come from the fitted quantifiers (``QuantifierConfig``)."""
 
-    n_boot: int = 1000
+    n_boot: int = 200
     level: float = 0.95
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if int(self.n_boot) < 10:
-            raise ValueError(f"n_boot must be at least 10, got {self.n_boot}")
-        if not 0 < self.level < 1:
-            raise ValueError(f"level must be in (0, 1), got {self.level}")
+        if not isinstance(self.n_boot, int) or self.n_boot < 50:
+            raise ValueError(f"n_boot must be an int >= 50, got {self.n_boot!r}")
+        if not (isinstance(self.level, float | int) and 0.5 <= float(self.level) < 1.0):
+            raise ValueError(f"level must be in [0.5, 1), got {self.level!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
 class ShareRow:
-    """One (sample, class) line of shares.csv. ``true_share`` is NaN without labels."""
+    """One (sample, class) line of shares.csv. ``n``: particles of the sample in the shares;
+    ``excluded``: particles of the sample the model could not predict (not in ``n``);
+    ``methods``: method -> (share, lo, hi) for the methods available; ``share``/``share_lo``/
+    ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0); ``true_share``: among the
+    ``n`` predicted particles, NaN without labels."""
 
     sample: str
     cls: str
     n: int
-    raw: float
-    raw_lo: float
-    raw_hi: float
-    adjusted: float
-    adjusted_lo: float
-    adjusted_hi: float
+    excluded: int
+    recommended: str
+    share: float
+    share_lo: float
+    share_hi: float
+    methods: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     true_share: float = math.nan
 
 
-def _row_normalise(confusion: np.ndarray) -> np.ndarray:
-    """Counts (C, C), rows true -> P(pred | true); an empty row becomes the identity row."""
-    cm = np.asarray(confusion, dtype=np.float64)
-    tot = cm.sum(axis=1, keepdims=True)
-    eye = np.eye(cm.shape[0])
-    return np.where(tot > 0, cm / np.where(tot > 0, tot, 1.0), eye)
-
-
-def adjusted_shares(p_obs: np.ndarray, confusion: np.ndarray) -> np.ndarray:
-    """True class shares q (C,) on the simplex minimising ``||C^T q - p_obs||``.
-
-    ``confusion`` (C, C) holds counts or rates with rows = true class (rows are normalised
-    here; a class absent from the held-out rows is assumed always recognised). ``p_obs`` may be
-    (C,) or a stack (B, C) of bootstrap replicates, giving (B, C)."""
-    from scipy.optimize import nnls
-
-    rates = _row_normalise(confusion)  # (C, C) P(pred | true)
-    c = rates.shape[0]
-    a = np.vstack([rates.T, np.full((1, c), _SUM_WEIGHT)])  # (C+1, C)
-    obs = np.atleast_2d(np.asarray(p_obs, dtype=np.float64))  # (B, C)
-    out = np.empty_like(obs)
-    for i, p in enumerate(obs):
-        q, _ = nnls(a, np.append(p, _SUM_WEIGHT))
-        s = q.sum()
-        out[i] = q / s if s > 0 else np.full(c, 1.0 / c)
-    return out[0] if np.ndim(p_obs) == 1 else out
-
-
-def _resample_confusion(
-    confusion: np.ndarray, b: int, rng: np.random.Generator
-) -> np.ndarray | None:
-    """(B, C, C) parametric bootstrap of an integer count matrix (each true-class row redrawn
-    multinomially), so intervals include the uncertainty of the held-out estimate; None when
-    the matrix holds rates rather than counts."""
-    cm = np.asarray(confusion, dtype=np.float64)
-    if not np.allclose(cm, np.round(cm)):
-        return None
-    rates = _row_normalise(cm)
-    n = cm.sum(axis=1).astype(np.int64)
-    reps = np.empty((b, *cm.shape))
-    for t in range(cm.shape[0]):
-        reps[:, t] = rng.multinomial(n[t], rates[t], size=b) if n[t] > 0 else np.eye(len(n))[t]
-    return reps
+def _as_proba(probs: Any, c: int) -> np.ndarray:
+    """(N, C) posteriors; a (N,) array of predicted class indices becomes one-hot rows."""
+    arr = np.asarray(probs)
+    if arr.ndim == 1:
+        return np.eye(c)[arr.astype(np.int64)]
+    return np.asarray(arr, dtype=np.float64)
 
 
 def class_shares(
-    pred: np.ndarray,
+    probs: Any,
     groups: Sequence[str],
     classes: Sequence[str],
-    confusion: np.ndarray | None,
+    quantifiers: Any = None,
     config: ShareConfig | None = None,
     labels: np.ndarray | None = None,
+    excluded: Mapping[str, int] | None = None,
 ) -> list[ShareRow]:
-    """Raw and adjusted shares per group (sample) with bootstrap intervals.
+    """Shares per group (sample) with intervals, for every available method.
 
-    ``pred`` (N,) predicted class index; ``groups`` (N,) sample names; ``confusion`` (C, C)
-    held-out counts, rows true (None: adjusted shares are NaN); ``labels`` (N,) true index or
-    -1, to report the true share beside the estimates. The bootstrap resamples particles
-    (multinomially, equivalent to drawing particles with replacement) and, when the confusion
-    matrix holds counts, its rows too."""
+    ``probs`` (N, C) calibrated posteriors of the predicted particles (a (N,) array of class
+    indices is taken as one-hot: CC = PCC); ``groups`` (N,) sample names; ``quantifiers``
+    fitted ``lipoclass.quantify.Quantifiers`` (None: CC and PCC only, sampling intervals);
+    ``labels`` (N,) true index or -1; ``excluded`` sample -> particles not predicted (a
+    sample with only such particles gets rows with n = 0 and no shares)."""
+    from lipoclass.quantify import sampling_estimate
+
     cfg = config or ShareConfig()
-    rng = np.random.default_rng(cfg.seed)
     c = len(classes)
-    pred = np.asarray(pred, dtype=np.int64)
+    p = _as_proba(probs, c)  # (N, C)
     garr = np.asarray(list(groups), dtype=object)
-    cm = None if confusion is None else np.asarray(confusion, dtype=np.float64)
-    if cm is not None and cm.shape != (c, c):
-        raise ValueError(f"confusion must be {c}x{c}, got {cm.shape}")
-    if cm is not None and (cm.sum(axis=1) == 0).any():
-        missing = [classes[int(i)] for i in np.flatnonzero(cm.sum(axis=1) == 0)]
-        warnings.warn(
-            f"no held-out particles of class(es) {', '.join(missing)}: adjusted shares assume "
-            "they are always recognised",
-            stacklevel=2,
-        )
-    if cm is not None and np.linalg.matrix_rank(_row_normalise(cm)) < c:
-        warnings.warn(
-            "the held-out confusion matrix is singular (some classes are indistinguishable): "
-            "adjusted shares are not identifiable and may be arbitrary",
-            stacklevel=2,
-        )
-    alpha = (1 - cfg.level) / 2
+    if len(garr) != len(p):
+        raise ValueError(f"{len(p)} particles but {len(garr)} group names")
+    excl = dict(excluded or {})
+    if quantifiers is not None:
+        qcfg = quantifiers.config
+        rec = QuantifierConfig().recommended  # today's rule, also for older model folders
+        rec = rec if rec in qcfg.methods else qcfg.recommended
+        qcfg = replace(qcfg, n_boot=max(cfg.n_boot, qcfg.n_cal_boot), level=float(cfg.level),
+                       seed=cfg.seed, recommended=rec)  # fmt: skip
+    else:
+        qcfg = QuantifierConfig(methods=SAMPLING_METHODS, n_boot=cfg.n_boot, n_cal_boot=10,
+                                level=float(cfg.level), seed=cfg.seed,
+                                recommended=RECOMMENDED_WITHOUT_OOF)  # fmt: skip
     rows: list[ShareRow] = []
-    for g in sorted(set(garr.tolist())):
+    for g in sorted(set(garr.tolist()) | set(excl)):
         sel = garr == g
         n = int(sel.sum())
-        counts = np.bincount(pred[sel], minlength=c).astype(np.float64)
-        raw = counts / n
-        boot = rng.multinomial(n, raw, size=cfg.n_boot) / n  # (B, C)
-        raw_lo, raw_hi = np.quantile(boot, [alpha, 1 - alpha], axis=0)
-        if cm is not None:
-            adj = adjusted_shares(raw, cm)
-            cms = _resample_confusion(cm, cfg.n_boot, rng)
-            if cms is None:
-                adj_boot = adjusted_shares(boot, cm)
-            else:
-                adj_boot = np.stack([adjusted_shares(bp, bc) for bp, bc in zip(boot, cms)])
-            adj_lo, adj_hi = np.quantile(adj_boot, [alpha, 1 - alpha], axis=0)
-        else:
-            adj = adj_lo = adj_hi = np.full(c, np.nan)
-        true = np.full(c, np.nan)
-        if labels is not None:
+        est: ShareEstimate | None = None
+        if n:
+            est = (quantifiers.estimate(p[sel], qcfg) if quantifiers is not None
+                   else sampling_estimate(p[sel], qcfg))  # fmt: skip
+        true = np.full(c, math.nan)
+        if labels is not None and n:
             lab = np.asarray(labels)[sel]
             lab = lab[lab >= 0]
             if len(lab):
                 true = np.bincount(lab, minlength=c) / len(lab)
         for k, name in enumerate(classes):
-            rows.append(
-                ShareRow(str(g), name, n, float(raw[k]), float(raw_lo[k]), float(raw_hi[k]),
-                         float(adj[k]), float(adj_lo[k]), float(adj_hi[k]), float(true[k]))
-            )  # fmt: skip
+            per = {} if est is None else {
+                m: (float(est.share[m][k]), float(est.lo[m][k]), float(est.hi[m][k]))
+                for m in est.methods
+            }  # fmt: skip
+            best = per.get(qcfg.recommended, (math.nan, math.nan, math.nan))
+            rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
+                                 *best, methods=per, true_share=float(true[k])))  # fmt: skip
     return rows
 
 
@@ -174,24 +146,104 @@ def _fmt(v: float) -> str:
     return "" if math.isnan(v) else f"{v:.4f}"
 
 
+def share_columns(with_true: bool) -> list[str]:
+    """shares.csv header: sample, class, n, excluded, <m>, <m>_lo, <m>_hi for every method in
+    ``METHODS`` (empty cells where unavailable), recommended, share, share_lo, share_hi
+    [, true_share]."""
+    cols = ["sample", "class", "n", "excluded"]
+    for m in METHODS:
+        cols += [m, f"{m}_lo", f"{m}_hi"]
+    cols += ["recommended", "share", "share_lo", "share_hi"]
+    return cols + ["true_share"] * with_true
+
+
 def write_shares(rows: Sequence[ShareRow], path: str | os.PathLike[str]) -> Path:
-    """shares.csv: sample, class, n, raw_share, raw_lo, raw_hi, adjusted_share, adjusted_lo,
-    adjusted_hi[, true_share] (atomic write)."""
+    """Write shares.csv (columns: :func:`share_columns`; written to a temp name, renamed)."""
     out = Path(path)
     with_true = any(not math.isnan(r.true_share) for r in rows)
-    header = ["sample", "class", "n", "raw_share", "raw_lo", "raw_hi",
-              "adjusted_share", "adjusted_lo", "adjusted_hi"]  # fmt: skip
-    if with_true:
-        header.append("true_share")
+    nan3 = (math.nan, math.nan, math.nan)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        for r in rows:
-            vals = [r.raw, r.raw_lo, r.raw_hi, r.adjusted, r.adjusted_lo, r.adjusted_hi]
-            line = [r.sample, r.cls, r.n, *map(_fmt, vals)]
-            if with_true:
-                line.append(_fmt(r.true_share))
-            w.writerow(line)
-    os.replace(tmp, out)
+    try:
+        with tmp.open("w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(share_columns(with_true))
+            for r in rows:
+                line: list[Any] = [r.sample, r.cls, r.n, r.excluded]
+                for m in METHODS:
+                    line += [_fmt(v) for v in r.methods.get(m, nan3)]
+                line += [r.recommended, *map(_fmt, (r.share, r.share_lo, r.share_hi))]
+                if with_true:
+                    line.append(_fmt(r.true_share))
+                w.writerow(line)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def shares_table(rows: Sequence[ShareRow], level: float = 0.95) -> str:
+    """Console table of the recommended shares (percent) per sample: sample, class, n,
+    excluded (when any), share [lo, hi], true (when known)."""
+    pct = f"{round(level * 100)}%"
+    with_true = any(not math.isnan(r.true_share) for r in rows)
+    with_excl = any(r.excluded for r in rows)
+    method = rows[0].recommended.upper() if rows else ""
+    head = f"{'sample':<12} {'class':<16} {'n':>6}" + (f" {'excluded':>8}" if with_excl else "")
+    head += f"  {method + ' share [' + pct + ' CI]':<26}" + (" true" if with_true else "")
+    lines = [head]
+    for r in rows:
+        line = f"{r.sample:<12} {r.cls:<16} {r.n:>6}" + (f" {r.excluded:>8}" if with_excl else "")
+        cell = "n/a"
+        if not math.isnan(r.share):
+            cell = f"{100 * r.share:5.1f} [{100 * r.share_lo:5.1f}, {100 * r.share_hi:5.1f}]"
+        line += f"  {cell:<26}"
+        if with_true:
+            line += f" {100 * r.true_share:5.1f}" if not math.isnan(r.true_share) else "  n/a"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_shares(
+    rows: Sequence[ShareRow], path: str | os.PathLike[str], level: float = 0.95
+) -> Path:
+    """``<out stem>_shares.png``: one panel per class, each sample's recommended share with
+    its interval (error bar) and, with labels, the true share beside it (written to a temp
+    name, renamed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    classes = list(dict.fromkeys(r.cls for r in rows))
+    samples = list(dict.fromkeys(r.sample for r in rows))
+    by = {(r.sample, r.cls): r for r in rows}
+    with_true = any(not math.isnan(r.true_share) for r in rows)
+    fig, axes = plt.subplots(1, len(classes), figsize=(max(4.0, 1.2 + 0.5 * len(samples)) *
+                             len(classes), 3.6), squeeze=False)  # fmt: skip
+    x = np.arange(len(samples))
+    method = rows[0].recommended.upper() if rows else ""
+    for ax, cls in zip(axes[0], classes):
+        s = np.array([100 * by[(g, cls)].share for g in samples])  # (S,)
+        lo = np.array([100 * by[(g, cls)].share_lo for g in samples])
+        hi = np.array([100 * by[(g, cls)].share_hi for g in samples])
+        ax.errorbar(x - 0.1 * with_true, s, yerr=np.vstack([s - lo, hi - s]), fmt="o",
+                    capsize=3, label=f"{method} [{round(100 * level)}% CI]")  # fmt: skip
+        if with_true:
+            t = np.array([100 * by[(g, cls)].true_share for g in samples])
+            ax.plot(x + 0.1, t, "kx", label="true")
+        ax.set_title(cls)
+        ax.set_xticks(x, samples, rotation=45 if len(samples) > 4 else 0, ha="right"
+                      if len(samples) > 4 else "center")  # fmt: skip
+        ax.set_ylabel("share (%)")
+        ax.set_ylim(bottom=0)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return out

@@ -23,10 +23,10 @@ from lipoclass.errors import LipoclassError
 __all__ = [
     "EMQ_CALIBRATIONS",
     "METHODS",
+    "SAMPLING_METHODS",
     "QuantifierConfig",
     "Quantifiers",
     "ShareEstimate",
-    "SAMPLING_METHODS",
     "fit_quantifiers",
     "load_quantifiers",
     "sampling_estimate",
@@ -62,7 +62,7 @@ class QuantifierConfig:
     n_boot: int = 200
     n_cal_boot: int = 40
     seed: int = 0
-    recommended: str = "acc"  # default from the simulation study (docs); re-check on real models
+    recommended: str = "pacc"  # by the rule of benchmarks/bench_shares.py (docs/deployment.md)
     emq_calibration: str | None = "bcts"
 
     def __post_init__(self) -> None:
@@ -245,43 +245,60 @@ class Quantifiers:
         )
 
     def _bootstrap(self, test: np.ndarray, cfg: QuantifierConfig) -> dict[str, np.ndarray]:
-        """Replicates (n_boot, C) per method: test sample (m, C) resampled, paired in turn with
-        the calibration replicates; ACC/PACC replicates are unconstrained (may leave [0, 1])."""
-        from quapy.method.aggregative import ACC
-
+        """Replicates (n_boot, C) per method: test sample (m, C) resampled, replicate b paired
+        with calibration replicate ``b % n_cal_boot``; ACC/PACC replicates are unconstrained
+        (may leave [0, 1]). Vectorised over replicates: the ACC/PACC systems are solved with
+        numpy (QuaPy's exact solver, ``solve_adjustment(..., "inversion", "exact-cc")``), EMQ
+        runs the EM update of QuaPy's ``EMQ.EM`` (accelerated, to convergence) on all
+        replicates at once on the posteriors recalibrated once per calibration replicate."""
+        b_total, (m, c) = cfg.n_boot, test.shape
+        n_cal = len(self._cal_reps)
         rng = np.random.default_rng([cfg.seed, 2])
-        m = test.shape[0]
-        reps = {name: np.empty((cfg.n_boot, self.n_classes)) for name in cfg.methods}
-        test_emq = _floor(test) if "emq" in cfg.methods else test  # (m, C)
+        t_idx = rng.integers(0, m, size=(b_total, m), dtype=np.int32)  # (B, m)
+        cal_of = np.arange(b_total) % n_cal  # (B,)
         crisp = np.argmax(test, axis=1)  # (m,)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EM max-iteration notes on odd replicates
-            for b in range(cfg.n_boot):
-                cal = self._cal_reps[b % len(self._cal_reps)]
-                t_idx = rng.integers(0, m, size=m)  # (m,)
-                for name in cfg.methods:
-                    if name == "cc":
-                        est = self._fitted["cc"].aggregate(crisp[t_idx])
-                    elif name == "pcc":
-                        est = self._fitted["pcc"].aggregate(test[t_idx])
-                    elif name == "emq":
-                        est = cal["emq"].aggregate(test_emq[t_idx])
-                    else:
-                        # unconstrained solution of q = M p (QuaPy's exact solver, no clipping)
-                        q = cal[name]
-                        unadj = (
-                            q.cc.aggregate(crisp[t_idx])
-                            if name == "acc"
-                            else q.pcc.aggregate(test[t_idx])
-                        )
-                        est = ACC.solve_adjustment(
-                            class_conditional_rates=q.Pte_cond_estim_,
-                            unadjusted_counts=unadj,
-                            method="inversion",
-                            solver="exact-cc",
-                        )
-                    reps[name][b] = est
+        reps: dict[str, np.ndarray] = {}
+        cc = np.stack([np.bincount(crisp[r], minlength=c) for r in t_idx]) / m  # (B, C)
+        pcc = np.stack([test[r].mean(axis=0) for r in t_idx])  # (B, C)
+        if "cc" in cfg.methods:
+            reps["cc"] = cc
+        if "pcc" in cfg.methods:
+            reps["pcc"] = pcc
+        for name, unadj in (("acc", cc), ("pacc", pcc)):
+            if name not in cfg.methods:
+                continue
+            out = np.empty((b_total, c))
+            for k in range(n_cal):
+                sel = cal_of == k
+                rates = np.asarray(self._cal_reps[k][name].Pte_cond_estim_, dtype=np.float64)
+                try:  # q = M p, unconstrained (exact-cc: rank-deficient M gives q itself)
+                    out[sel] = np.linalg.solve(rates, unadj[sel].T).T
+                except np.linalg.LinAlgError:
+                    out[sel] = unadj[sel]
+            reps[name] = out
+        if "emq" in cfg.methods:
+            reps["emq"] = self._emq_bootstrap(_floor(test), t_idx, cal_of)
         return reps
+
+    def _emq_bootstrap(self, test: np.ndarray, t_idx: np.ndarray, cal_of: np.ndarray) -> np.ndarray:
+        """EMQ replicates (B, C): posteriors recalibrated by each calibration replicate's
+        EMQ, then EM on the resampled rows ``t_idx`` (B, m) with that replicate's prior."""
+        b_total, m = t_idx.shape
+        c = test.shape[1]
+        out = np.empty((b_total, c))
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")
+            px, ptr = [], []  # per calibration replicate: recalibrated (m, C), prior (C,)
+            for rep in self._cal_reps:
+                q = rep["emq"]
+                px.append(np.asarray(q._calibrate_if_requested(test), dtype=np.float64))
+                ptr.append(np.asarray(q.train_prevalence, dtype=np.float64))
+            chunk = max(1, 3_000_000 // max(m * c, 1))  # replicates per batch (memory)
+            for s in range(0, b_total, chunk):
+                sel = np.arange(s, min(s + chunk, b_total))
+                x = np.stack([px[cal_of[i]][t_idx[i]] for i in sel])  # (b, m, C)
+                out[sel] = _em_batch(np.stack([ptr[cal_of[i]] for i in sel]), x)
+        return out
 
 
 def _intervals(
@@ -333,6 +350,59 @@ def sampling_estimate(test_proba: Any, config: QuantifierConfig) -> ShareEstimat
                          SAMPLING_METHODS)  # fmt: skip
 
 
+_EM_TOL = 1e-7  # max |change| of the priors between SQUAREM steps
+_EM_MAX_ITER = 300  # SQUAREM steps (3 EM updates each)
+
+
+def _em_update(ptr: np.ndarray, px: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """One EM update (QuaPy's ``EMQ.EM`` step): priors qs (b, C) -> (b, C) for posteriors px
+    (b, m, C) obtained under the training priors ptr (b, C)."""
+    w = qs / ptr  # (b, C); ptr (b, C)
+    denom = np.matmul(px, w[:, :, None])  # (b, m, 1)
+    return w * np.matmul(px.transpose(0, 2, 1), 1.0 / denom)[:, :, 0] / px.shape[1]
+
+
+def _em_batch(tr_prev: np.ndarray, px: np.ndarray) -> np.ndarray:
+    """Saerens et al. (2002) EM prior adjustment, as QuaPy's ``EMQ.EM`` but run to
+    convergence with SQUAREM acceleration (Varadhan & Roland 2008; the same fixed point, in
+    ~10-30 steps instead of hundreds of plain EM updates): prior (C,), posteriors (b, m, C)
+    -> estimated priors (b, C), each replicate stopping on its own. ``tr_prev``: (C,) or one
+    training prior per replicate (b, C)."""
+    b = px.shape[0]
+    ptr = np.array(np.broadcast_to(tr_prev, (b, px.shape[2])), dtype=np.float64)  # (b, C)
+    zero = np.prod(ptr, axis=1) == 0  # as QuaPy: smooth a zero prior
+    ptr[zero] = (ptr[zero] + 1e-4) / (ptr[zero] + 1e-4).sum(axis=1, keepdims=True)
+    qs = ptr.copy()  # (b, C)
+    active = np.arange(b)
+    x, pt = px, ptr
+    for _ in range(_EM_MAX_ITER):
+        q0 = qs[active]
+        q1 = _em_update(pt, x, q0)
+        q2 = _em_update(pt, x, q1)
+        r, v = q1 - q0, q2 - 2 * q1 + q0  # (a, C)
+        nr, nv = np.linalg.norm(r, axis=1), np.linalg.norm(v, axis=1)
+        alpha = np.where(nv > 0, -nr / np.where(nv > 0, nv, 1.0), -1.0)
+        alpha = np.minimum(alpha, -1.0)[:, None]  # -1: plain EM (q2)
+        # a step that would more than halve a prior is shortened (0 is absorbing for EM: a
+        # clipped overshoot would pin a class at 0), at last to plain EM (alpha = -1: q2)
+        for _ in range(4):
+            qx = q0 - 2 * alpha * r + alpha**2 * v
+            bad = (qx <= 0.5 * q2).any(axis=1)
+            if not bad.any():
+                break
+            alpha[bad] = (alpha[bad] - 1.0) / 2
+        qx[bad] = q2[bad]
+        qx /= qx.sum(axis=1, keepdims=True)
+        new = _em_update(pt, x, qx)  # stabilising EM update
+        done = np.abs(new - q0).max(axis=1) < _EM_TOL
+        qs[active] = new
+        if done.any():  # shrink the batch only when a replicate has converged
+            active, x, pt = active[~done], x[~done], pt[~done]
+        if active.size == 0:
+            break
+    return qs
+
+
 def _clopper_pearson(x: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
     """Exact binomial interval (lo, hi), each (C,), for counts ``x`` (C,) out of ``m``."""
     from scipy.stats import beta
@@ -349,9 +419,26 @@ def _floor(p: np.ndarray) -> np.ndarray:
 
 
 def _aggregate(name: str, q: Any, test: np.ndarray) -> np.ndarray:
-    """QuaPy point estimate (C,) of method ``name`` on posteriors ``test`` (m, C)."""
-    x = _floor(test) if name == "emq" else test
-    est = np.asarray(q.predict(x), dtype=np.float64)
+    """Point estimate (C,) of method ``name`` on posteriors ``test`` (m, C): QuaPy's, except
+    that EMQ's EM (on QuaPy's recalibrated posteriors and prior) runs to convergence
+    (:func:`_em_batch`), as in its bootstrap replicates."""
+    if name == "emq":
+        with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+            warnings.simplefilter("ignore")
+            px = np.asarray(q._calibrate_if_requested(_floor(test)), dtype=np.float64)
+            est = _em_batch(np.asarray(q.train_prevalence, dtype=np.float64), px[None])[0]
+    elif name in ("acc", "pacc"):
+        # QuaPy's constrained solution; when the exact solution of q = M p is already on the
+        # simplex it *is* that minimiser (zero loss), so the optimiser is skipped
+        unadj = q.cc.aggregate(np.argmax(test, axis=1)) if name == "acc" else q.pcc.aggregate(test)
+        try:
+            est = np.linalg.solve(np.asarray(q.Pte_cond_estim_, dtype=np.float64), unadj)
+        except np.linalg.LinAlgError:
+            est = np.full(test.shape[1], -1.0)
+        if not (est >= 0).all():
+            est = np.asarray(q.predict(test), dtype=np.float64)
+    else:
+        est = np.asarray(q.predict(test), dtype=np.float64)
     return est / est.sum()
 
 
@@ -388,14 +475,16 @@ def fit_quantifiers(
 
 
 def save_quantifiers(q: Quantifiers, path: str | os.PathLike[str]) -> Path:
-    """Write fitted quantifiers (with their calibration replicates) to ``path`` (joblib,
-    written to a temp name and renamed)."""
-    import joblib
+    """Write fitted quantifiers (with their calibration replicates) to ``path`` (a pickle made
+    with cloudpickle, a dependency of joblib: EMQ's recalibration is a closure; written to a temp
+    name and renamed). Only load files you trust (pickle)."""
+    import cloudpickle  # a dependency of joblib
 
     out = Path(path)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     try:
-        joblib.dump(q, tmp)
+        with tmp.open("wb") as fh:
+            cloudpickle.dump(q, fh)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -405,12 +494,15 @@ def save_quantifiers(q: Quantifiers, path: str | os.PathLike[str]) -> Path:
 def load_quantifiers(path: str | os.PathLike[str], n_classes: int | None = None) -> Quantifiers:
     """Quantifiers written by :func:`save_quantifiers`; LipoclassError (naming the file) when
     unreadable, not quantifiers, or fitted for another number of classes."""
-    import joblib
+    import pickle
+
+    import cloudpickle  # noqa: F401  (a dependency of joblib; its reconstructors, on load)
 
     p = Path(path)
     try:
-        q = joblib.load(p)
-    except Exception as exc:  # pickle/joblib/quapy version errors of many kinds
+        with p.open("rb") as fh:
+            q = pickle.load(fh)
+    except Exception as exc:  # pickle/quapy version errors of many kinds
         raise LipoclassError(f"{p}: cannot load the quantifiers ({exc})") from None
     if not isinstance(q, Quantifiers):
         raise LipoclassError(f"{p}: holds a {type(q).__name__}, not fitted quantifiers")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lipoclass.choices import AUGMENTS
+from lipoclass.choices import AUGMENTS, PRECISIONS
 from lipoclass.choices import BALANCES_CNN as BALANCES
 
 __all__ = ["AUGMENTS", "BALANCES", "TrainConfig"]
@@ -26,7 +26,11 @@ class TrainConfig:
     is computed in micro-batches of at most ``micro_batch`` images whose gradients are summed
     before the optimizer step: the same update as one pass (the loss is normalised over the
     whole batch), but activations stay cache-sized (batch 128 as 4 x 32 trains ~20% faster);
-    ``None`` or CUDA: whole batches."""
+    ``None`` or CUDA: whole batches. ``precision``: "bf16" trains under bfloat16 autocast,
+    "fp32" in float32, "auto" picks bf16 on CPUs with AVX-512 BF16 / AMX (and bf16-capable
+    GPUs), else fp32 (``lipoclass.train.precision``); the resolved value is recorded in the
+    history and the run's fold_info. ``threads=None`` on CPU: all cores when the machine is
+    idle, fewer when other processes keep cores busy (``lipoclass.threads``)."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -50,11 +54,12 @@ class TrainConfig:
     patience: int = 5
     min_epochs: int = 10  # early stopping never ends a run before this epoch
     val_fraction: float = 0.1
-    early_stopping: bool = True
+    early_stopping: bool = False  # fixed epochs on all training data (docs/cnn.md, ablation)
     val_metric: Literal["balanced_accuracy", "macro_f1"] = "balanced_accuracy"
     augment_chunk: int = 1024
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     threads: int | None = None
     channels_last: bool = True
     micro_batch: int | None = 32
@@ -110,6 +115,10 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.micro_batch is not None and int(self.micro_batch) < 1:
             raise ValueError(f"micro_batch must be at least 1, got {self.micro_batch}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 

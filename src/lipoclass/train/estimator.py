@@ -89,13 +89,15 @@ class CNNEstimator:
         return dict(prepared_for(dataset, self.prep).skipped)
 
     def fit_info(self) -> dict[str, Any]:
-        """Training summary for config.json: epochs run, best epoch, early stop, speed."""
+        """Training summary for config.json: epochs run, best epoch, early stop, speed and the
+        resolved precision / CPU threads (``train.precision`` may be "auto")."""
         if self.history is None:
             return {}
         h = self.history
         return {"epochs_run": len(h.epochs), "best_epoch": h.best_epoch,
                 "stopped_early": h.stopped_early, "train_images_per_s": round(h.images_per_s, 1),
-                "val_metric": h.metric}  # fmt: skip
+                "val_metric": h.metric, "precision": h.precision,
+                "threads": h.threads}  # fmt: skip
 
     def _aux(self, prep: Prepared, rows: np.ndarray) -> np.ndarray | None:
         if self.model is not None and getattr(self.model, "needs_aux", False):

@@ -18,12 +18,14 @@ from lipoclass.train.config import TrainConfig
 
 __all__ = [
     "FocalLoss",
+    "FusedAugment",
     "NoSampler",
     "OversampleSampler",
     "Sampler",
     "SmoteSampler",
     "UndersampleSampler",
     "build_augmentation",
+    "kornia_augmentation",
     "make_loss",
     "make_sampler",
 ]
@@ -173,8 +175,95 @@ def make_loss(
     )
 
 
+class FusedAugment(nn.Module):
+    """Thesis 5.5 augmentation as ONE resampling per image: rotation, shift, x-shear, zoom and
+    both flips are composed into one 2x3 affine matrix per image and applied to the whole
+    chunk with a single ``affine_grid`` + ``grid_sample`` (bilinear, zero padding, rotation
+    about the image centre). Compared with kornia's chain (a rotation warp, then an affine
+    warp, then two flips) this is ~4x faster and blurs less (one interpolation instead of
+    two). Parameter ranges are those of ``build_augmentation``; randomness comes from torch's
+    default generator (callers seed it with ``seeded_torch``). Flip-only: exact flips."""
+
+    def __init__(
+        self,
+        rotate: bool,
+        shift: float,
+        shear: float,
+        zoom: tuple[float, float] | None,
+        flip: bool,
+    ) -> None:
+        super().__init__()
+        self.rotate, self.shift, self.shear, self.zoom, self.flip = (
+            rotate, float(shift), float(shear), zoom, flip,
+        )  # fmt: skip
+
+    @property
+    def warps(self) -> bool:
+        return self.rotate or self.shift > 0 or self.shear > 0 or self.zoom is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, dev = x.shape[0], x.device
+        if n == 0:
+            return x
+        u = torch.rand((n, 6), device=dev)  # one draw for all parameters of the chunk
+        fx = torch.where(u[:, 4] < 0.5, -1.0, 1.0) if self.flip else torch.ones(n, device=dev)
+        fy = torch.where(u[:, 5] < 0.5, -1.0, 1.0) if self.flip else torch.ones(n, device=dev)
+        if not self.warps:  # flips only: exact, no interpolation
+            hx, vy = (fx < 0).view(n, 1, 1, 1), (fy < 0).view(n, 1, 1, 1)
+            x = torch.where(hx, x.flip(-1), x)
+            return torch.where(vy, x.flip(-2), x)
+        theta = (2 * u[:, 0] - 1) * math.pi if self.rotate else torch.zeros(n, device=dev)
+        lo, hi = self.zoom if self.zoom is not None else (1.0, 1.0)
+        # forward map (normalised coordinates, square field): p' = S Sh R F p + t; the grid
+        # needs the inverse, written out in closed form.
+        s = 1.0 / (lo + (hi - lo) * u[:, 1])  # zoom-in factor 1/zoom, visible fraction zoom
+        k = torch.tan(u[:, 2] * math.atan(self.shear)) if self.shear > 0 else torch.zeros_like(s)
+        t = (2 * torch.rand((n, 2), device=dev) - 1) * (2 * self.shift)  # +-shift of the width
+        c, sn = torch.cos(theta), torch.sin(theta)
+        # A = s * [[1, k], [0, 1]] @ [[c, -sn], [sn, c]] @ diag(fx, fy)
+        a00, a01 = s * (c + k * sn) * fx, s * (-sn + k * c) * fy
+        a10, a11 = s * sn * fx, s * c * fy
+        det = a00 * a11 - a01 * a10
+        i00, i01, i10, i11 = a11 / det, -a01 / det, -a10 / det, a00 / det
+        b0 = -(i00 * t[:, 0] + i01 * t[:, 1])
+        b1 = -(i10 * t[:, 0] + i11 * t[:, 1])
+        mat = torch.stack([i00, i01, b0, i10, i11, b1], 1).view(n, 2, 3).to(x.dtype)
+        grid = nn.functional.affine_grid(mat, list(x.shape), align_corners=False)
+        return nn.functional.grid_sample(
+            x, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
+
+
 def build_augmentation(augment: Sequence[str], zoom: tuple[float, float] = (0.8, 1.0)) -> nn.Module:
-    """Thesis 5.5 as a kornia ``AugmentationSequential`` over (B,1,S,S) batches.
+    """Thesis 5.5 as one fused affine warp per chunk of (B,1,S,S) images (``FusedAugment``).
+
+    rotate: uniform +-180 deg, bilinear; shift: up to 0.1 of the width/height each way;
+    shear: x-shear factor in [0, 0.2] (= 0 to 11.3 degrees); zoom: zoom-in so that a ``zoom``
+    fraction (0.8-1.0) of the field stays visible (as Keras' RandomZoom); flip: horizontal
+    and vertical flips, p = 0.5 each. Empty ``augment`` gives ``nn.Identity``. Zero padding
+    (the mean after z-scoring). Randomness comes from torch's default generator: callers run
+    it under ``seeded_torch`` (see trainer). ``kornia_augmentation`` is the earlier, slower
+    chain of kornia calls with the same ranges."""
+    items = set(augment)
+    bad = items - {"rotate", "shift", "flip", "shear", "zoom"}
+    if bad:
+        raise LipoclassError(f"unknown augmentation {sorted(bad)[0]!r}")
+    if not items:
+        return nn.Identity()
+    return FusedAugment(
+        rotate="rotate" in items,
+        shift=0.1 if "shift" in items else 0.0,
+        shear=0.2 if "shear" in items else 0.0,
+        zoom=(float(zoom[0]), float(zoom[1])) if "zoom" in items else None,
+        flip="flip" in items,
+    )
+
+
+def kornia_augmentation(
+    augment: Sequence[str], zoom: tuple[float, float] = (0.8, 1.0)
+) -> nn.Module:
+    """The earlier augmentation (kept for comparison): thesis 5.5 as a kornia
+    ``AugmentationSequential`` over (B,1,S,S) batches.
 
     rotate: RandomRotation(+-180 deg, bilinear); shift/shear/zoom: one RandomAffine with
     translate 0.1, x-shear factor in [0, 0.2] (= 0 to 11.3 degrees) and zoom-in so that a
