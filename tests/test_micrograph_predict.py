@@ -260,7 +260,7 @@ def test_ray_executor_same_results(trained: dict[str, object], tmp_path: Path) -
     from lipoclass.micrograph.predict import predict_micrographs
     from lipoclass.predict import PredictConfig
 
-    mics = _mics(Path(str(trained["syn"])))[:3]
+    mics = _mics(Path(str(trained["syn"])))[:2]
     cfg = PredictConfig(n_boot=50)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -74,7 +74,8 @@ def test_auto_resolves_to_bf16_only_with_the_capability(monkeypatch: pytest.Monk
     with pytest.raises(ValueError, match="precision"):
         P.resolve_precision("fp16x", cpu)
     monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: True)
-    assert Trainer(TrainConfig(epochs=1, **FAST)).precision.name == "bf16"  # default is auto
+    cfg = TrainConfig(epochs=1, precision="auto", **FAST)
+    assert Trainer(cfg).precision.name == "bf16"  # auto picks bf16 on such a CPU
     monkeypatch.setattr(P, "cpu_has_fast_bf16", lambda: False)
     assert Trainer(TrainConfig(epochs=1, **FAST)).precision.name == "fp32"
 
@@ -108,7 +109,7 @@ def test_precision_choices_are_defined_once() -> None:
 def test_build_spec_threads_precision() -> None:
     spec = build_spec("tiny", precision="fp32")
     assert spec.train is not None and spec.train.precision == "fp32"
-    assert build_spec("tiny").train.precision == "auto"  # type: ignore[union-attr]
+    assert build_spec("tiny").train.precision == "fp32"  # type: ignore[union-attr]
     with pytest.raises(LipoclassError, match="--precision"):
         build_spec("tiny", precision="fp8")
 

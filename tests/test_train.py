@@ -342,3 +342,24 @@ def test_cli_train_bad_model(
     assert rc == 2
     err = capsys.readouterr().err
     assert "nope" in err and "lipnet4" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fused_augmentation_keeps_a_centred_disk_and_shape() -> None:
+    """The experimental one-warp augmentation (not the default): same shape and dtype, exact
+    flips when only flipping, and a centred disk stays a centred disk under rotation."""
+    from lipoclass.train.strategies import fused_augmentation
+
+    yy, xx = np.mgrid[:24, :24]
+    disk = ((yy - 11.5) ** 2 + (xx - 11.5) ** 2 < 36).astype(np.float32)
+    x = torch.from_numpy(np.repeat(disk[None, None], 8, axis=0))
+    with seeded_torch(0):
+        out = fused_augmentation(("rotate",))(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float((out - x).abs().mean()) < 0.05
+    with seeded_torch(1):
+        flipped = fused_augmentation(("flip",))(
+            torch.arange(16.0).view(1, 1, 4, 4).repeat(6, 1, 1, 1)
+        )
+    base = torch.arange(16.0).view(4, 4)
+    options = [base, base.flip(-1), base.flip(-2), base.flip(-1).flip(-2)]
+    assert all(any(torch.equal(f[0], o) for o in options) for f in flipped)
