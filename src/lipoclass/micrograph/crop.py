@@ -19,9 +19,8 @@ from lipoclass.micrograph.annotations import AnnotationSource, ParticleAnnotatio
 from lipoclass.micrograph.io import (
     Micrograph,
     MicrographWarning,
-    check_micrograph_path,
+    check_micrographs,
     read_micrograph,
-    resolve_pixel_size,
 )
 
 __all__ = ["CropConfig", "CropResult", "crop_micrographs", "crop_particle"]
@@ -128,19 +127,9 @@ def crop_micrographs(
     out = Path(out)
     if out.exists():
         raise LipoclassError(f"{out}: already exists (choose another --out)")
-    paths = [check_micrograph_path(m) for m in micrographs]
-    if not paths:
-        raise LipoclassError("no micrographs given")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise LipoclassError(f"{p}: same name as {stems[p.stem]} (particle ids would clash)")
-        stems[p.stem] = p
-    pxs = {p: resolve_pixel_size(p, pixel_size_nm, require_pixel_size) for p in paths}
-    if samples is not None:
-        missing = [p for p in paths if p.stem not in samples]
-        if missing:
-            raise LipoclassError(f"{missing[0]}: not listed in the sample table")
+    paths, pxs = check_micrographs(
+        micrographs, pixel_size_nm, require_pixel_size, samples, "particle ids would clash"
+    )
     result = CropResult(out)
     width = 4
     with DatasetWriter(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "Micrograph",
     "MicrographWarning",
     "check_micrograph_path",
+    "check_micrographs",
     "read_label_image",
     "read_micrograph",
     "read_pixel_size",
@@ -133,6 +135,32 @@ def resolve_pixel_size(
             f"{path}: the MRC header has no pixel size (voxel size 0); give {option} NM"
         )
     return px
+
+
+def check_micrographs(
+    micrographs: Sequence[str | os.PathLike[str]],
+    pixel_size_nm: float | None,
+    require_pixel_size: bool,
+    samples: Mapping[str, str] | None,
+    clash: str,
+) -> tuple[list[Path], dict[Path, float | None]]:
+    """Validate a list of micrographs before any pixel is read: each path, unique stems
+    (``clash`` says what a repeated stem would break), pixel sizes, and membership in the
+    sample table. Returns (paths, pixel size per path)."""
+    paths = [check_micrograph_path(m) for m in micrographs]
+    if not paths:
+        raise LipoclassError("no micrographs given")
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise LipoclassError(f"{p}: same name as {stems[p.stem]} ({clash})")
+        stems[p.stem] = p
+    pxs = {p: resolve_pixel_size(p, pixel_size_nm, require_pixel_size) for p in paths}
+    if samples is not None:
+        missing = [p for p in paths if p.stem not in samples]
+        if missing:
+            raise LipoclassError(f"{missing[0]}: not listed in the sample table")
+    return paths, pxs
 
 
 def read_micrograph(

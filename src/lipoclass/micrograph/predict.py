@@ -36,9 +36,8 @@ from lipoclass.micrograph.crop import crop_particle
 from lipoclass.micrograph.io import (
     Micrograph,
     MicrographWarning,
-    check_micrograph_path,
+    check_micrographs,
     read_micrograph,
-    resolve_pixel_size,
 )
 from lipoclass.predict import PredictConfig, ShareConfig, ShareRow, class_shares, write_shares
 
@@ -656,19 +655,10 @@ def predict_micrographs(
     cfg = config or PredictConfig()
     mcfg = mic_config or MicrographPredictConfig()
     out = check_output_folder(out)
-    paths = [check_micrograph_path(m) for m in micrographs]
-    if not paths:
-        raise LipoclassError("no micrographs given")
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise LipoclassError(f"{p}: same name as {stems[p.stem]} (overlays would clash)")
-        stems[p.stem] = p
-    pxs = {p: resolve_pixel_size(p, pixel_size_nm, require_pixel_size) for p in paths}
-    if samples is not None:
-        missing = [p for p in paths if p.stem not in samples]
-        if missing:
-            raise LipoclassError(f"{missing[0]}: not listed in the sample table")
+    paths, pxs = check_micrographs(
+        micrographs, pixel_size_nm, require_pixel_size, samples, "overlays would clash"
+    )
+    stems = {p.stem: p for p in paths}
     pred_main = _predictor(Path(model_dir), cfg)  # checks the model folder before any pixel
     loaded = pred_main.loaded
     classes = tuple(loaded.classes)

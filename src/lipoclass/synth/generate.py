@@ -28,6 +28,7 @@ __all__ = [
     "contact_sheet",
     "parse_ratios",
     "render_one",
+    "resolve_shares",
     "synthesize",
 ]
 
@@ -239,6 +240,25 @@ def _default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_shares(problem: str, ratios: Ratios | None) -> tuple[float, ...] | None:
+    """Class shares in the problem's class order from ``--ratios`` ("balanced", a class ->
+    share mapping, or None for the thesis shares); LipoclassError for an unknown problem or
+    class."""
+    if problem not in PROBLEMS:
+        raise LipoclassError(f"unknown problem {problem!r} (choose {', '.join(PROBLEMS)})")
+    classes = PROBLEMS[problem][0]
+    if ratios is None:
+        return None
+    if ratios == "balanced":
+        return tuple(1.0 for _ in classes)
+    bad = [c for c in ratios if c not in classes]
+    if bad:
+        raise LipoclassError(
+            f"--ratios: {bad[0]!r} is not a {problem} class ({', '.join(classes)})"
+        )
+    return tuple(float(ratios.get(c, 0.0)) for c in classes)
+
+
 def synthesize(
     problem: str,
     out: str | os.PathLike[str],
@@ -254,19 +274,8 @@ def synthesize(
     """Simulate a liposome data set for ``problem`` ('lamellarity' or 'encapsulation') into
     the new folder ``out`` and return it loaded. Deterministic for a given seed whatever
     the number of worker processes."""
-    if problem not in PROBLEMS:
-        raise LipoclassError(f"unknown problem {problem!r} (choose {', '.join(PROBLEMS)})")
+    shares = resolve_shares(problem, ratios)
     classes = PROBLEMS[problem][0]
-    shares: tuple[float, ...] | None = None
-    if ratios == "balanced":
-        shares = tuple(1.0 for _ in classes)
-    elif ratios is not None:
-        bad = [c for c in ratios if c not in classes]
-        if bad:
-            raise LipoclassError(
-                f"--ratios: {bad[0]!r} is not a {problem} class ({', '.join(classes)})"
-            )
-        shares = tuple(float(ratios.get(c, 0.0)) for c in classes)
     try:
         cfg = SynthConfig(
             problem=problem, n=n, seed=seed, shares=shares, min_count=min_count,

@@ -29,7 +29,7 @@ import numpy as np
 
 from lipoclass.data import publish_folder
 from lipoclass.errors import LipoclassError
-from lipoclass.synth.generate import GENERATOR_VERSION, Ratios, _quantise
+from lipoclass.synth.generate import GENERATOR_VERSION, Ratios, _quantise, resolve_shares
 from lipoclass.synth.render import (
     SampleParams,
     VesicleSpec,
@@ -318,19 +318,8 @@ def synthesize_micrographs(
 ) -> Path:
     """Render ``count`` micrographs of ``problem`` into the new folder ``out`` (layout in the
     module docstring) and return it. Deterministic for a given seed."""
-    if problem not in PROBLEMS:
-        raise LipoclassError(f"unknown problem {problem!r} (choose {', '.join(PROBLEMS)})")
+    shares = resolve_shares(problem, ratios)
     classes = PROBLEMS[problem][0]
-    shares: tuple[float, ...] | None = None
-    if ratios == "balanced":
-        shares = tuple(1.0 for _ in classes)
-    elif ratios is not None:
-        bad = [c for c in ratios if c not in classes]
-        if bad:
-            raise LipoclassError(
-                f"--ratios: {bad[0]!r} is not a {problem} class ({', '.join(classes)})"
-            )
-        shares = tuple(float(ratios.get(c, 0.0)) for c in classes)
     try:
         cfg = MicrographConfig(
             problem=problem, count=count, size=size, density=density, noise=noise, fmt=fmt,
