@@ -116,3 +116,44 @@ def test_one_step_lowers_loss(name: str) -> None:
     with torch.no_grad():
         after = loss_fn(m(x), y)
     assert after.item() < before.item()
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.1])
+def test_fast_dropout_keeps_the_right_share_and_scales(p: float) -> None:
+    """The 16-bit-uniform dropout keeps ~(1 - p) of the elements, scales them by 1/(1 - p),
+    passes the gradient through the same mask, keeps channels_last strides and is the
+    identity in eval mode."""
+    from lipoclass.models.layers import Dropout
+
+    drop = Dropout(p)
+    x = torch.ones(64, 32, 14, 14).contiguous(memory_format=torch.channels_last).requires_grad_()
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(3)
+    y = drop(x)
+    torch.random.set_rng_state(gen_state)
+    kept = (y != 0).double().mean().item()
+    assert abs(kept - (1 - p)) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)))
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, y.detach())
+    drop.eval()
+    assert drop(x) is x
+
+
+def test_pool_before_relu_is_the_same_network() -> None:
+    """LipNet blocks pool before their last ReLU; relu(max) == max(relu), so outputs and
+    gradients equal those of conv -> ReLU -> pool."""
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = create_model("lipnet4", 3).eval()
+    x = torch.randn(8, 1, 28, 28)
+    ref = x
+    for block in model.features:  # rebuild each block in the textbook order
+        mods = [m for m in block if not isinstance(m, nn.Dropout)]
+        convs = [m for m in mods if isinstance(m, nn.Conv2d)]
+        for conv in convs:
+            ref = torch.relu(conv(ref))
+        ref = nn.functional.max_pool2d(ref, 2)
+    assert torch.allclose(model.forward_features(x), ref, atol=1e-6)

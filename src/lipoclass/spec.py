@@ -126,14 +126,14 @@ def build_spec(
     augment: tuple[str, ...] | None = None,
     device: str = "auto",
     features: str = "vironova",
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> ModelSpec:
     """Validated ``ModelSpec`` from CLI-style options (bad names -> ``LipoclassError``).
 
     ``size=None`` uses the model's designed input size; ``balance=None`` the default of the
     model kind (oversample for CNNs as in thesis 8.1, class weights for the SVM as in 8.4).
-    ``precision`` (CNN): fp32 (default), auto or bf16 (``TrainConfig.precision``); the SVM
-    ignores it.
+    ``precision`` (CNN): auto (default: bf16 where the CPU computes it natively), fp32 or
+    bf16 (``TrainConfig.precision``); the SVM ignores it.
     """
     model = model.strip()
     if model == "svm":
