@@ -149,3 +149,18 @@ def test_predict_uses_the_engine_with_eager_results(tmp_path, tiny_dataset, monk
     want = torch.softmax(torch.from_numpy(_eager(module, prep.x)) / TEMPERATURE, dim=1).numpy()
     np.testing.assert_allclose(res.probs, want, atol=1e-6)
     assert engine_mod.usable_cores() >= 1
+
+
+def test_bf16_engine_is_close_to_fp32_and_validated() -> None:
+    """The opt-in bf16 inference runs eager under autocast and stays close to float32."""
+    module = _model("lipnet4")
+    x = _x(200)
+    fp32 = CPUEngine(module, temperature=1.3, config=EngineConfig(**SMALL)).predict_proba(x)
+    eng = CPUEngine(module, temperature=1.3, config=EngineConfig(precision="bf16", **SMALL))
+    got = eng.predict_proba(x)
+    assert eng.mode == "eager" and "bf16" in eng.reason
+    assert got.dtype == np.float32 and got.shape == fp32.shape
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    assert 0 < np.abs(got - fp32).max() < 0.05
+    with pytest.raises(ValueError, match="precision"):
+        EngineConfig(precision="fp16")

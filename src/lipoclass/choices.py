@@ -14,6 +14,7 @@ __all__ = [
     "DEVICES",
     "EXECUTORS",
     "FEATURE_SETS",
+    "INFERENCE_PRECISIONS",
     "INPUT_MODES",
     "MODES",
     "OPTIMIZERS",
@@ -39,6 +40,8 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: numeric precision of CNN training (auto: bf16 where the hardware computes it natively)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: number format of CPU inference in ``predict`` (fp32: what the evaluation saw)
+INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: where independent tasks (folds, study runs) run
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
