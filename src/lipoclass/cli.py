@@ -204,9 +204,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         if args.full:
             raise LipoclassError("--full is for the benchmark demo")
-        page = run_micrograph_demo(Path(args.out or "lipoclass-micrograph-demo"), seed=args.seed)
-        print(f"report: {page}")
-        return 0
+        run_micrograph_demo(Path(args.out or "lipoclass-micrograph-demo"), seed=args.seed)
+        return 0  # the micrograph prediction step already printed "report: .../index.html"
     from lipoclass.study import run_demo
 
     report = run_demo(Path(args.out or "lipoclass-demo"), quick=not args.full, seed=args.seed)
