@@ -100,7 +100,7 @@ def _zscore(img: np.ndarray, sigma: float) -> np.ndarray:
 
     band = ndi.gaussian_filter(img, 4.0 * sigma) - ndi.gaussian_filter(img, sigma)
     med = float(np.median(band))
-    mad = float(np.median(np.abs(band - med))) * 1.4826
+    mad = float(np.median(np.abs(band - med), overwrite_input=True)) * 1.4826
     return ((band - med) / mad if mad > 0 else band * 0.0).astype(np.float32)
 
 
@@ -125,23 +125,35 @@ def _ring_candidates(
         pad = int(r_hi / f) + 4  # zero padding against wrap-around
         fh = sfft.next_fast_len(hh + pad, real=True)
         fw = sfft.next_fast_len(ww + pad, real=True)
-        spec = sfft.rfft2(zd, s=(fh, fw))  # (fh, fw//2+1)
-        k = np.sqrt(np.fft.fftfreq(fh)[:, None] ** 2 + np.fft.rfftfreq(fw)[None, :] ** 2)
-        width = np.exp(-2.0 * np.pi**2 * 0.8**2 * k * k)  # ring profile sigma 0.8 px
+        spec = sfft.rfft2(zd, s=(fh, fw))  # (fh, nw) complex64: float32 throughout
+        # the kernel depends on |k| only: evaluate it on the distinct |k| of the grid's
+        # non-negative quarter (n1, nw), whose rows mirror to the negative frequencies
+        n1, nw = fh // 2 + 1, fw // 2 + 1
+        g = math.gcd(fh * fh, fw * fw)
+        iy, ix = np.arange(n1, dtype=np.int64), np.arange(nw, dtype=np.int64)
+        key = iy[:, None] ** 2 * (fw * fw // g) + ix[None, :] ** 2 * (fh * fh // g)
+        kq, inv = np.unique(key, return_inverse=True)  # exact integer (fh fw |k|)^2 / g
+        kq = np.sqrt(kq * float(g)) / (fh * fw)  # (U,) distinct |k|, cycles/px
+        inv = inv.reshape(n1, nw)
+        width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kq * kq)  # ring profile sigma 0.8 px
+        prod = np.empty_like(spec)
         best = np.full((hh, ww), -np.inf, dtype=np.float32)
         best_r = np.zeros((hh, ww), dtype=np.float32)
         r = r_lo
         while r < r_hi:
-            kern = special.j0(2.0 * np.pi * k * (r / f)) * width  # FT of a thin ring
-            resp = sfft.irfft2(spec * kern, s=(fh, fw))[:hh, :ww]
-            sub = resp[::3, ::3]
-            med = float(np.median(sub))
-            mad = float(np.median(np.abs(sub - med))) * 1.4826
+            kern = (special.j0(2.0 * np.pi * kq * (r / f)) * width).astype(np.float32)[inv]
+            np.multiply(spec[:n1], kern, out=prod[:n1])  # FT of a thin ring
+            np.multiply(spec[n1:], kern[fh - n1 : 0 : -1], out=prod[n1:])
+            resp = sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]  # float32
+            sub = resp[::3, ::3].copy()
+            med = float(np.median(sub, overwrite_input=True))
+            np.abs(np.subtract(sub, med, out=sub), out=sub)
+            mad = float(np.median(sub, overwrite_input=True)) * 1.4826
             if mad > 0:
-                sig = ((resp - med) / mad).astype(np.float32)
-                better = sig > best
-                best[better] = sig[better]
-                best_r[better] = r
+                resp -= med
+                resp /= mad  # significance, in place
+                np.copyto(best_r, r, where=resp > best)
+                np.maximum(best, resp, out=best)
             r *= 1.04
         peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
         for y, x in np.argwhere(peak & (best > threshold)):
