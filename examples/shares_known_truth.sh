@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
 # Class shares on a sample with KNOWN truth (synthetic data).
 #
-# 'lipoclass train' cross-fits LipNet-4 on a synthetic encapsulation set with the thesis' class
-# prior (full ~97 %, uncertain ~2 %, empty ~0.7 %); the model folder holds the class-share
+# 'lipoclass train' cross-fits LipNet-4 on a synthetic encapsulation set with EQUAL class shares
+# (full/uncertain/empty 1/3 each, RATIOS_TRAIN); the model folder holds the class-share
 # quantifiers fitted on its out-of-fold posteriors (quantifiers.pkl). Then 'predict' runs on a
-# separate synthetic "sample" whose class shares are known and differ from that prior (default
-# full 80 / uncertain 10 / empty 10) and this prints: class | true share | CC share [95% CI] |
-# recommended share [95% CI], the sums of absolute errors, and whether every true share lies in
-# its recommended interval (see docs/deployment.md, Class shares).
+# separate synthetic "sample" whose class shares are known (default full 80 / uncertain 10 /
+# empty 10) and this prints: class | true share | CC share [95% CI] | recommended share
+# [95% CI], the sums of absolute errors, and whether every true share lies in its recommended
+# interval (see docs/deployment.md, Class shares).
+#
+# Why a balanced training set, not the thesis prior (full ~97 %, uncertain ~2 %, empty
+# ~0.7 %): the adjusted quantifiers (ACC, PACC) estimate, from the out-of-fold predictions,
+# how often each TRUE class is predicted as each class, one column per class; a column
+# estimated from 25 examples (the empties of 3,000 particles at the thesis prior) is mostly
+# noise, and solving with it gave 44 points of error and [0, 100 %] intervals. The quantifiers
+# correct for the difference between the training prior and the sample's, so the training
+# prior need not match any sample; what they need is enough out-of-fold examples of EVERY
+# class. For a fixed number of synthesised particles, equal shares give the rarest class the
+# most examples (1,000 each here), and the CNN sees a class-balanced stream anyway (its
+# default oversampling repeats rare particles up to the majority; here there is nothing to
+# repeat, so an epoch is a fold's ~2,000 distinct particles, not ~7,000 mostly repeated ones).
+# The settings were chosen by this argument, not by trying several against the sample's truth.
+#
+# Why '--group-by sample' (folds by micrograph): the imaging conditions (electron dose, defocus,
+# pixel size, contrast) are drawn per synthetic micrograph, as they vary between real grids,
+# and the model's error rates depend on them. With folds drawn particle by particle, every
+# out-of-fold particle's model had trained on other particles of the same micrograph; the
+# sample's particles all come from micrographs the model never saw. Grouped folds make the
+# out-of-fold predictions the quantifiers are fitted on predictions for unseen micrographs,
+# as in deployment.
+#
+# Three folds (FOLDS) still give every training particle an out-of-fold posterior, at about half
+# the cost of five; EPOCHS 20 x ~2,000 particles is 40,000 presentations per fold model, the
+# same order as the earlier 8 x ~7,000 oversampled ones.
+#
+# Status (docs/deployment.md, "Class shares on a sample with known truth"): with these settings
+# the run takes ~5.5 minutes but does NOT meet the goal. The error rates of one sample of ~20
+# micrographs differ from those measured out of fold by several points (per-micrograph
+# imaging conditions), PACC amplifies that, and its intervals assume the calibration rates.
 #
 # Usage (from the repo root):  bash examples/shares_known_truth.sh [WORK_DIR]
 #   WORK_DIR     where T/, M/, S/ and S_pred.csv go (default: a new folder under /tmp);
 #                steps whose output already exists there are reused, not redone.
 # Environment:
 #   LIPOCLASS_VENV_BIN  folder holding the lipoclass and python executables (default .venv/bin)
-#   N_TRAIN (3000) SEED_TRAIN (1) EPOCHS (8) N_SAMPLE (3000) SEED_SAMPLE (7)
-#   RATIOS ('full=0.8,uncertain=0.1,empty=0.1')  WORKERS (synth processes, default all)
+#   N_TRAIN (3000) SEED_TRAIN (1) RATIOS_TRAIN ('balanced') EPOCHS (20) FOLDS (3)
+#   N_SAMPLE (3000) SEED_SAMPLE (7) RATIOS ('full=0.8,uncertain=0.1,empty=0.1')
+#   WORKERS (synth processes, default all)
+# Takes about 5.5 minutes on a shared 2-core CPU (docs/deployment.md gives the measured run).
 set -euo pipefail
 
 VENV_BIN=${LIPOCLASS_VENV_BIN:-.venv/bin}
@@ -24,7 +56,9 @@ LIPOCLASS="$VENV_BIN/lipoclass"
 PYTHON="$VENV_BIN/python"
 N_TRAIN=${N_TRAIN:-3000}
 SEED_TRAIN=${SEED_TRAIN:-1}
-EPOCHS=${EPOCHS:-8}
+RATIOS_TRAIN=${RATIOS_TRAIN:-balanced}
+EPOCHS=${EPOCHS:-20}
+FOLDS=${FOLDS:-3}
 N_SAMPLE=${N_SAMPLE:-3000}
 SEED_SAMPLE=${SEED_SAMPLE:-7}
 RATIOS=${RATIOS:-full=0.8,uncertain=0.1,empty=0.1}
@@ -69,8 +103,10 @@ PY
 }
 
 T_START=$SECONDS
-step synth_train T "$LIPOCLASS" synth encapsulation T --n "$N_TRAIN" --seed "$SEED_TRAIN" "${WORKERS_ARGS[@]}"
-step train M "$LIPOCLASS" train T --model lipnet4 --epochs "$EPOCHS" --seed 0 --out M
+step synth_train T "$LIPOCLASS" synth encapsulation T --n "$N_TRAIN" --seed "$SEED_TRAIN" \
+    --ratios "$RATIOS_TRAIN" "${WORKERS_ARGS[@]}"
+step train M "$LIPOCLASS" train T --model lipnet4 --epochs "$EPOCHS" --folds "$FOLDS" \
+    --group-by sample --seed 0 --out M
 step synth_sample S "$LIPOCLASS" synth encapsulation S --n "$N_SAMPLE" --seed "$SEED_SAMPLE" \
     --ratios "$RATIOS" "${WORKERS_ARGS[@]}"
 pool_sample
@@ -91,7 +127,8 @@ with open(shares, newline="") as fh:
 info = json.load(open(model))
 rec = rows[0]["recommended"]
 pct = lambda v: f"{100 * float(v):.1f}"
-print(f"sample S: {n_true} particles, {rows[0]['n']} predicted, {rows[0]['excluded']} excluded; "
+print(f"sample S: {n_true} particles, {rows[0]['n']} predicted ({rows[0].get('fallback', 0)} "
+      f"by the fallback), {rows[0]['excluded']} excluded; "
       f"model {info['model']} ({len(info['members'])} fold models), classes "
       f"{', '.join(info['classes'])}; recommended method {rec.upper()}")
 print()

@@ -7,10 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lipoclass.data import load_dataset
 from lipoclass.predict import (
     PredictConfig,
     ShareConfig,
@@ -20,7 +22,7 @@ from lipoclass.predict import (
     write_shares,
 )
 from lipoclass.quantify import METHODS, QuantifierConfig, fit_quantifiers, save_quantifiers
-from test_predict import CLASSES, write_model_folder
+from test_predict import CLASSES, CPU, read_csv, write_model_folder
 
 # posteriors of a particle of true class k ~ Dirichlet(A[k]): fixed class-dependent errors
 A = np.array([[6.0, 1.5, 1.0], [1.5, 4.0, 1.5], [1.0, 1.5, 4.0]])
@@ -113,9 +115,12 @@ def test_sampling_only_coverage_of_an_unbiased_setting():
     assert 0.88 <= np.mean(hits) <= 1.0, np.mean(hits)
 
 
-def test_predict_counts_skipped_particles_and_uses_oof(tmp_path, tiny_dataset, capsys):
-    """An empty mask cannot be prepared for 'masked': the particle is named, counted in
-    'excluded' and the shares say so; oof.csv present -> all five methods."""
+def test_predict_cnn_empty_mask_gets_the_automatic_mask_fallback_and_uses_oof(
+    tmp_path, tiny_dataset, capsys
+):
+    """An empty mask cannot be prepared for 'masked': the particle is predicted as if it had
+    no mask file (automatic mask), named in the output, flagged in predictions.csv and counted
+    in n and 'fallback' (not excluded); oof.csv present -> all five methods."""
     rng = np.random.default_rng(0)
     ds_dir = tiny_dataset(counts=(6, 5, 4), samples=2, empty_masks=1)
     y, p = draw(rng, CAL_PRIOR, 600)[::-1]
@@ -123,17 +128,91 @@ def test_predict_counts_skipped_particles_and_uses_oof(tmp_path, tiny_dataset, c
     res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv",
                   config=PredictConfig(device="cpu", n_boot=50))  # fmt: skip
     out = capsys.readouterr().out
-    assert len(res.skipped) == 1 and "EXCLUDED" in out and res.skipped[0][0] in out
+    assert res.skipped == [] and "EXCLUDED" not in out
+    assert res.fallback == [("p0000", "automatic mask (mask has no particle pixels)")]
+    line = next(x for x in out.splitlines() if "fallback" in x and "p0000" in x)
+    assert line.startswith("1 particle(s)") and "IN the shares" in line
     assert "quantifiers fitted now" in out
-    with (tmp_path / "p_shares.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert sum(int(r["excluded"]) for r in rows) == len(CLASSES)  # one particle, per class row
-    n_by = {r["sample"]: int(r["n"]) + int(r["excluded"]) for r in rows}
-    assert sum(n_by.values()) == 15  # every particle counted: predicted or excluded
+    rows = read_csv(tmp_path / "p_shares.csv")
+    assert all(r["excluded"] == "0" for r in rows)
+    assert sum(int(r["fallback"]) for r in rows) == len(CLASSES)  # one particle, per class row
+    assert sum(int(r["n"]) for r in rows) == 15 * len(CLASSES)  # n per class row
     assert all(r["emq"] != "" and r["acc"] != "" for r in rows)
-    with (tmp_path / "p_excluded.csv").open(newline="") as fh:
-        ex = list(csv.DictReader(fh))
-    assert [e["id"] for e in ex] == [res.skipped[0][0]] and ex[0]["reason"]
+    assert not (tmp_path / "p_excluded.csv").exists()
+    pred = {r["id"]: r for r in read_csv(tmp_path / "p.csv")}
+    assert len(pred) == 15 and pred["p0000"]["fallback"].startswith("automatic mask")
+    assert sum(bool(r["fallback"]) for r in pred.values()) == 1
+    # the fallback is exactly the prediction of the same particle without a mask file
+    bare = predict(tmp_path / "m", tiny_dataset(counts=(6, 5, 4), samples=2, masks=False),
+                   tmp_path / "q.csv", config=CPU, verbose=False)  # fmt: skip
+    np.testing.assert_allclose(res.probs[0], bare.probs[bare.ids.index("p0000")], atol=1e-6)
+
+
+def _svm_folder(tiny_dataset, out: Path) -> Path:
+    from lipoclass.crossfit import fit_model
+    from lipoclass.data import PrepConfig, load_dataset
+    from lipoclass.evaluate import CVConfig
+    from lipoclass.models.svm import SVMConfig
+    from lipoclass.spec import ModelSpec
+
+    ds = load_dataset(tiny_dataset((8, 6, 6), size=(24, 32), seed=5))
+    spec = ModelSpec("svm", PrepConfig(), None, SVMConfig(inner_folds=2, importance=False))
+    folder, _ = fit_model(ds, spec, CVConfig(folds=3), out, progress=False)
+    return Path(folder)
+
+
+def _particles(path: Path, extra: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> Path:
+    """A dataset of six drawn particles in samples s0/s1 plus ``extra`` (id -> image, mask)."""
+    from conftest import draw_particle
+    from lipoclass.data import DatasetWriter
+
+    rng = np.random.default_rng(11)
+    with DatasetWriter(path, name="x", classes=list(CLASSES), pixel_size_nm=0.8) as w:
+        for i in range(6):
+            img, mask = draw_particle(i % 3, 28, 30, rng)
+            w.add(f"q{i}", image=img, mask=mask, label=CLASSES[i % 3], sample=f"s{i % 2}")
+        for pid, (img, mask) in extra.items():
+            w.add(pid, image=img, mask=mask, label=CLASSES[0], sample="s0")
+    return path
+
+
+def test_svm_particle_with_an_empty_mask_is_predicted_by_the_fallback(
+    tmp_path, tiny_dataset, capsys
+):
+    """SVM: a particle whose own mask is empty gets features without it (automatic mask) and
+    a prediction flagged 'fallback', counted in n; one too small for any mask (4 x 4 px)
+    stays excluded, named with both reasons and counted in 'excluded'."""
+    from conftest import draw_particle
+    from lipoclass.ensemble import load_model
+
+    model = _svm_folder(tiny_dataset, tmp_path / "svm")
+    img, _mask = draw_particle(0, 28, 30, np.random.default_rng(12))
+    tiny = np.random.default_rng(13).integers(0, 255, size=(4, 4)).astype(np.uint8)
+    ds_dir = _particles(tmp_path / "d", {"empty": (img, np.zeros(img.shape, bool)),
+                                         "tiny": (tiny, np.zeros((4, 4), bool))})  # fmt: skip
+    res = predict(model, ds_dir, tmp_path / "p.csv", config=CPU)
+    out = capsys.readouterr().out
+    assert res.fallback == [("empty", "automatic mask (mask has no particle pixels)")]
+    assert [pid for pid, _ in res.skipped] == ["tiny"]
+    assert "mask has no particle pixels" in res.skipped[0][1]
+    assert "without its mask" in res.skipped[0][1]
+    fb_line = next(x for x in out.splitlines() if "fallback" in x and "IN the shares" in x)
+    assert fb_line.startswith("1 particle(s)") and "empty: automatic mask (mask has no" in fb_line
+    ex_line = next(x for x in out.splitlines() if "EXCLUDED" in x)
+    assert ex_line.startswith("1 particle(s)") and "tiny (" in ex_line
+    rows = {r["sample"]: r for r in read_csv(tmp_path / "p_shares.csv") if r["class"] == CLASSES[0]}
+    assert int(rows["s0"]["n"]) == 4 and rows["s0"]["fallback"] == "1"  # q0 q2 q4 + empty
+    assert rows["s0"]["excluded"] == "1" and rows["s1"]["fallback"] == "0"
+    assert int(rows["s0"]["n"]) + int(rows["s1"]["n"]) == 7  # 8 particles, 1 excluded
+    pred = {r["id"]: r for r in read_csv(tmp_path / "p.csv")}
+    assert "tiny" not in pred and pred["empty"]["fallback"].startswith("automatic mask")
+    assert [r["id"] for r in read_csv(tmp_path / "p_excluded.csv")] == ["tiny"]
+    # the fallback is the SVM ensemble on the features of the particle without a mask file
+    bare = _particles(tmp_path / "b", {"empty": (img, None)})
+    lm = load_model(model)
+    want, ids = lm.predict_proba(load_dataset(bare))
+    np.testing.assert_allclose(res.probs[res.ids.index("empty")], want[ids.index("empty")],
+                               atol=1e-9)  # fmt: skip
 
 
 def test_predict_loads_stored_quantifiers(tmp_path, tiny_dataset, capsys):

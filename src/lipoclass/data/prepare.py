@@ -8,7 +8,8 @@ Pipeline per particle, in this order (documented choices, see docs/data.md):
    ``masked`` cuts the bounding box and zeroes everything outside the mask (step 3);
    a particle without a mask gets an automatic one (Otsu threshold on the smoothed image,
    component at the centre) for ``crop``/``masked``; a mask with no particle pixels is
-   skipped for ``crop``/``masked`` with a warning and counted;
+   skipped for ``crop``/``masked`` with a warning and counted (``predict`` then prepares it
+   on the automatic mask instead, ``prepare_without_masks``);
 3. per-image intensity normalisation: ``zscore`` (default; mean 0, std 1 over the pixels the
    model sees, i.e. the mask for ``masked``) removes the contrast/exposure differences
    between micrographs; ``minmax`` maps to [0, 1]; ``none`` keeps raw values;
@@ -52,6 +53,7 @@ __all__ = [
     "default_cache_dir",
     "prepare",
     "prepare_arrays",
+    "prepare_without_masks",
     "read_particle",
 ]
 
@@ -276,8 +278,10 @@ def read_particle(p: Particle) -> tuple[np.ndarray, np.ndarray | None]:
     return img, mask
 
 
-def _prepare_one(p: Particle, cfg: PrepConfig) -> _Result:
+def _prepare_one(p: Particle, cfg: PrepConfig, own_mask: bool = True) -> _Result:
     img, mask = read_particle(p)
+    if not own_mask:
+        mask = None  # the fallback of prepare_without_masks: as if there were no mask file
     auto = False
     if mask is None and cfg.mode != "surround":
         mask, auto = auto_mask(img), True  # converts to float32 itself
@@ -411,6 +415,38 @@ def prepare(
         os.replace(tmp, cache_file)
     _warn_skipped(prep)
     return prep
+
+
+def prepare_without_masks(
+    dataset: ParticleDataset, positions: np.ndarray, config: PrepConfig | None = None
+) -> Prepared:
+    """The documented fallback for particles ``prepare`` skips (a mask with no particle pixels
+    in ``crop``/``masked`` mode; docs/deployment.md, *Every particle counted*): the particles
+    at ``positions`` in ``dataset.particles`` prepared as if they had no mask file, i.e. on
+    ``auto_mask``, so exactly as a maskless particle. Serial and uncached (meant for the few
+    skipped); ``skipped`` lists any whose automatic mask is empty too (images of 2 x 2 px)."""
+    cfg = (config or PrepConfig()).resolve(dataset)
+    results = [(int(i), _prepare_one(dataset.particles[int(i)], cfg, own_mask=False))
+               for i in np.asarray(positions, dtype=np.int64).reshape(-1)]  # fmt: skip
+    keep = [(i, r) for i, r in results if not isinstance(r, str)]
+    x = np.empty((len(keep), 1, cfg.size, cfg.size), dtype=np.float32)
+    meta = np.empty((len(keep), len(META_COLUMNS)), dtype=np.float64)
+    for j, (_i, r) in enumerate(keep):
+        x[j, 0], meta[j] = r[0], r[1]
+    index = np.asarray([i for i, _r in keep], dtype=np.int64)
+    left = [(dataset.particles[i].id, f"automatic mask: {r}") for i, r in results
+            if isinstance(r, str)]  # fmt: skip
+    return Prepared(
+        x=x,
+        y=dataset.labels[index],
+        index=index,
+        ids=[dataset.particles[i].id for i, _r in keep],
+        meta=meta,
+        classes=dataset.classes,
+        config=cfg,
+        skipped=left,
+        auto_masked=len(keep),
+    )
 
 
 def _warn_skipped(prep: Prepared) -> None:

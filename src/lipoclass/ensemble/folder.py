@@ -161,6 +161,39 @@ class LoadedModel:
         probs = self.predict_proba_arrays(prep.x[rows], aux, batch_size, device, tta)
         return probs, [prep.ids[int(r)] for r in rows]
 
+    def fallback_proba(
+        self, dataset: ParticleDataset, idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
+        """SVM fallback for particles without a feature row (docs/deployment.md, *Every
+        particle counted*): their features computed without their own mask
+        (``lipoclass.features.features_without_mask``: automatic mask, else centred disk) and
+        predicted by the fold SVMs. Returns (probs (m, C), positions (m,), what was used per
+        row, [(id, reason)] of those still without features). Only for computed feature sets
+        (``vironova``, ``all``); precomputed features cannot be recomputed, so none."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        c = len(self.classes)
+        cfg = self.estimators[0].config if self.kind == "svm" else None
+        if cfg is None or cfg.features_csv is not None or cfg.features == "precomputed":
+            return np.zeros((0, c)), np.zeros(0, dtype=np.int64), [], []
+        from lipoclass.features import features_without_mask
+
+        table, how = features_without_mask(dataset, idx)
+        table = table.select(cfg.features)
+        want = tuple(getattr(self.estimators[0], "feature_names", ()) or table.names)
+        if tuple(table.names) != want:
+            raise LipoclassError(f"{self.path}: the SVM's features differ from the fallback's")
+        ok = np.isfinite(table.values).all(axis=1)  # (m,)
+        failed = list(table.failed) + [
+            (table.ids[r], "without its mask: non-finite feature value")
+            for r in np.flatnonzero(~ok)
+        ]  # fmt: skip
+        X = table.values[ok]
+        probs = np.zeros((len(X), c))
+        if len(X):
+            probs = np.mean([np.asarray(e.predict_proba_values(X)) for e in self.estimators],
+                            axis=0)  # fmt: skip
+        return probs, table.index[ok], [h for h, k in zip(how, ok) if k], failed
+
     def oof(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """The out-of-fold predictions the model was evaluated and calibrated on:
         (ids, fold (n,), label index (n,), calibrated probabilities (n, C))."""

@@ -6,6 +6,7 @@ from lipoclass.features.compute import (
     FeatureConfig,
     compute_features,
     feature_names,
+    features_without_mask,
     particle_features,
 )
 from lipoclass.features.table import (
@@ -21,6 +22,7 @@ __all__ = [
     "FeatureTable",
     "compute_features",
     "feature_names",
+    "features_without_mask",
     "particle_features",
     "precomputed_table",
     "vironova_names",

@@ -42,7 +42,13 @@ from lipoclass.data.prepare import (
 )
 from lipoclass.features.table import FeatureTable
 
-__all__ = ["FeatureConfig", "compute_features", "feature_names", "particle_features"]
+__all__ = [
+    "FeatureConfig",
+    "compute_features",
+    "feature_names",
+    "features_without_mask",
+    "particle_features",
+]
 
 _FEATURES_VERSION = 4  # bump when the values produced change (invalidates caches)
 # the cache key also covers this module's source, so an edited formula never reads stale values
@@ -619,13 +625,69 @@ def _one(p: Particle, cfg: FeatureConfig) -> _Result:
     res = particle_features(img, mask, p.pixel_size_nm, cfg)
     if isinstance(res, str) and auto and "four image borders" in res:
         # automatic mask covering the crop: auto_mask's own fallback, a centred disk
-        h, w = img.shape
-        yy, xx = np.ogrid[:h, :w]
-        disk = np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) <= 0.35 * min(h, w)
-        res, auto = particle_features(img, disk, p.pixel_size_nm, cfg), 2
+        res, auto = particle_features(img, _centred_disk(*img.shape), p.pixel_size_nm, cfg), 2
     if isinstance(res, str):
         return f"automatic mask: {res}" if auto else res
     return res, auto
+
+
+def _centred_disk(h: int, w: int) -> np.ndarray:
+    """(h, w) bool disk of radius 0.35 x the shorter side about the image centre."""
+    yy, xx = np.ogrid[:h, :w]
+    return np.asarray(np.hypot(yy - (h - 1) / 2, xx - (w - 1) / 2) <= 0.35 * min(h, w))
+
+
+def _one_without_mask(p: Particle, cfg: FeatureConfig) -> tuple[np.ndarray, str] | str:
+    """Fallback features of one particle, its own mask ignored: the automatic mask, else the
+    centred disk; (values, what was used) or the reason why neither gave features."""
+    img, _own = read_particle(p)  # still checks the image (finite pixels) and mask size
+    res = particle_features(img, auto_mask(img), p.pixel_size_nm, cfg)
+    if not isinstance(res, str):
+        return res, "automatic mask"
+    disk = particle_features(img, _centred_disk(*img.shape), p.pixel_size_nm, cfg)
+    if not isinstance(disk, str):
+        return disk, "centred disk"
+    return f"without its mask: automatic mask: {res}; centred disk: {disk}"
+
+
+def features_without_mask(
+    dataset: ParticleDataset,
+    positions: np.ndarray,
+    config: FeatureConfig | None = None,
+) -> tuple[FeatureTable, list[str]]:
+    """The documented fallback for particles ``compute_features`` lists in ``failed``
+    (docs/features.md, *Fallback without the mask*): features of the particles at
+    ``positions`` in ``dataset.particles`` computed as if they had no mask file, i.e. on
+    ``lipoclass.data.auto_mask``, or on the centred disk (0.35 x the shorter side) when the
+    automatic mask gives none either. Returns the table of those that got features (``failed``
+    lists the others with both reasons) and, per table row, what was used (``"automatic
+    mask"`` or ``"centred disk"``). Serial and uncached: meant for the few failures."""
+    cfg = config or FeatureConfig()
+    names = feature_names(cfg)
+    pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+    keep: list[int] = []
+    rows: list[np.ndarray] = []
+    how: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for i in pos.tolist():
+        p = dataset.particles[i]
+        res = _one_without_mask(p, cfg)
+        if isinstance(res, str):
+            failed.append((p.id, res))
+            continue
+        keep.append(i)
+        rows.append(res[0])
+        how.append(res[1])
+    values = np.vstack(rows) if rows else np.empty((0, len(names)), dtype=np.float64)
+    table = FeatureTable(
+        ids=[dataset.particles[i].id for i in keep],
+        index=np.asarray(keep, dtype=np.int64),
+        names=names,
+        values=values,
+        failed=failed,
+        auto_masked=len(keep),
+    )
+    return table, how
 
 
 def _cache_path(dataset: ParticleDataset, cfg: FeatureConfig, cache_dir: Path | None) -> Path:

@@ -443,9 +443,16 @@ class SVMEstimator:
         """(len(idx), C) probabilities in dataset class order (0 for a class absent in fit)."""
         if self.clf_ is None:
             raise RuntimeError("fit() first")
-        X = self._rows(dataset, np.asarray(idx, dtype=np.int64))
+        return self.predict_proba_values(self._rows(dataset, np.asarray(idx, dtype=np.int64)))
+
+    def predict_proba_values(self, X: np.ndarray) -> np.ndarray:
+        """(n, C) probabilities for feature rows X (n, F) in ``feature_names`` order (e.g. the
+        fallback features ``predict`` computes without a particle's mask)."""
+        if self.clf_ is None:
+            raise RuntimeError("fit() first")
         out = np.zeros((len(X), len(self.classes)), dtype=np.float64)
-        out[:, self.clf_.classes_] = self.clf_.predict_proba(X)
+        if len(X):
+            out[:, self.clf_.classes_] = self.clf_.predict_proba(np.asarray(X))
         return out
 
     def fit_info(self) -> dict[str, Any]:

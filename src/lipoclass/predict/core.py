@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,9 @@ class PredictConfig:
 class PredictResult:
     """What ``predict`` wrote and computed. ``probs`` (N, C) calibrated; ``pred`` (N,) class
     index; ``review`` (N,) bool; ``labels`` (N,) true index or -1; ``skipped`` lists
-    (id, reason) for particles that could not be predicted."""
+    (id, reason) for particles that could not be predicted (not in the shares);
+    ``fallback`` lists (id, what was done and why) for those predicted by the documented
+    fallback (in ``ids`` and the shares)."""
 
     predictions: Path
     shares: Path
@@ -77,6 +80,7 @@ class PredictResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
     quantifier_note: str = ""
+    fallback: list[tuple[str, str]] = field(default_factory=list)
 
 
 class _Runner:
@@ -165,9 +169,51 @@ class _Runner:
             pos = {p.id: i for i, p in enumerate(ds.particles)}
             index = np.array([pos[i] for i in ids], dtype=np.int64)
             got = set(ids)
-            skipped = [(p.id, "no usable features") for p in ds.particles if p.id not in got]
+            why = self.loaded.estimators[0].unusable_reasons(ds)
+            skipped = [(p.id, why.get(p.id, "no usable features"))
+                       for p in ds.particles if p.id not in got]  # fmt: skip
             return np.asarray(probs, dtype=np.float64), index, skipped
-        prep = prepare(ds, self.prep, cache=False)
+        with warnings.catch_warnings():  # predict names them itself, with the fallback used
+            warnings.filterwarnings("ignore", r".*particle\(s\) skipped for mode")
+            prep = prepare(ds, self.prep, cache=False)
+        return self._prepared_proba(prep), prep.index, list(prep.skipped)
+
+    def fallback(
+        self, ds: ParticleDataset, skipped: list[tuple[str, str]]
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
+        """The documented fallback (docs/deployment.md, *Every particle counted*) for the
+        particles ``run`` skipped: the SVM computes their features without their own mask
+        (automatic mask, else centred disk); a CNN prepares them on the automatic mask, as a
+        particle without a mask file. Returns (probs (m, C), positions (m,), per row what was
+        done and why, [(id, reason)] of those still excluded)."""
+        c = len(self.classes)
+        if not skipped:
+            return np.zeros((0, c)), np.zeros(0, dtype=np.int64), [], []
+        pos_of = {p.id: i for i, p in enumerate(ds.particles)}
+        why = dict(skipped)
+        idx = np.array([pos_of[pid] for pid, _ in skipped], dtype=np.int64)
+        if self.onnx is None and self.loaded.kind == "svm":
+            probs, index, how, still = self.loaded.fallback_proba(ds, idx)
+            fails = dict(still)
+            done = {ds.particles[int(i)].id for i in index}
+            left = [(pid, f"{r}; {fails[pid]}" if pid in fails else r)
+                    for pid, r in skipped if pid not in done]  # fmt: skip
+        else:
+            from lipoclass.data.prepare import prepare_without_masks
+
+            prep = prepare_without_masks(ds, idx, self.prep)
+            probs, index = self._prepared_proba(prep), prep.index
+            how = ["automatic mask"] * len(prep)
+            fails = dict(prep.skipped)
+            left = [(pid, f"{r}; {fails[pid]}") for pid, r in skipped if pid in fails]
+        what = [f"{h} ({why[ds.particles[int(i)].id]})" for h, i in zip(how, index)]
+        return np.asarray(probs, dtype=np.float64), np.asarray(index, dtype=np.int64), what, left
+
+    def _prepared_proba(self, prep: Any) -> np.ndarray:
+        """(n, C) calibrated probabilities of prepared particles (CNN model folder or ONNX)."""
+        c = len(self.classes)
+        if len(prep) == 0:
+            return np.zeros((0, c))
         src = self.onnx if self.onnx is not None else self.loaded
         aux = None
         if src.needs_aux:
@@ -186,7 +232,7 @@ class _Runner:
                 probs = self.loaded.predict_proba_arrays(
                     prep.x, aux, self.cfg.batch_size, dev, self.tta
                 )
-        return np.asarray(probs, dtype=np.float64), prep.index, list(prep.skipped)
+        return np.asarray(probs, dtype=np.float64)
 
 
 def _labels_for(ds: ParticleDataset, classes: tuple[str, ...], model: str) -> np.ndarray:
@@ -215,21 +261,23 @@ def _labels_for(ds: ParticleDataset, classes: tuple[str, ...], model: str) -> np
 
 def _write_predictions(
     path: Path, ds: ParticleDataset, index: np.ndarray, classes: tuple[str, ...],
-    probs: np.ndarray, review: np.ndarray, labels: np.ndarray,
+    probs: np.ndarray, review: np.ndarray, labels: np.ndarray, fallback: list[str],
 ) -> None:  # fmt: skip
     parts = [ds.particles[int(i)] for i in index]
     with_sample = any(p.sample for p in ds.particles)
     with_label = bool((labels >= 0).any())
+    with_fb = any(fallback)  # what the documented fallback did, when it did anything
     header = ["id", "pred", *(f"p_{c}" for c in classes), "review"]
-    header += ["sample"] * with_sample + ["label"] * with_label
+    header += ["sample"] * with_sample + ["label"] * with_label + ["fallback"] * with_fb
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with tmp.open("w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(header)
-            for p, pr, rv in zip(parts, probs, review):
+            for p, pr, rv, fb in zip(parts, probs, review, fallback):
                 row = [p.id, classes[int(pr.argmax())], *(f"{v:.6f}" for v in pr), int(rv)]
                 row += [p.sample or ""] * with_sample + [p.label or ""] * with_label
+                row += [fb] * with_fb
                 w.writerow(row)
         os.replace(tmp, path)
     finally:
@@ -376,6 +424,16 @@ def predict(
         raise LipoclassError(
             f"{runner.name}: model gives {probs.shape[-1]} outputs for {c} classes"
         )
+    # particles the model cannot handle as given: the documented fallback where there is one
+    fb_probs, fb_index, fb_how, skipped = runner.fallback(ds, skipped)
+    if len(fb_index):
+        order = np.argsort(np.concatenate([index, fb_index]), kind="stable")  # dataset order
+        probs = np.concatenate([probs.reshape(len(index), c), fb_probs])[order]
+        index = np.concatenate([index, fb_index])[order]
+        how_of = dict(zip(fb_index.tolist(), fb_how))
+        fallback = [how_of.get(int(i), "") for i in index]
+    else:
+        fallback = [""] * len(index)
     if len(index) == 0:
         raise LipoclassError(
             f"{input}: no particle could be prepared for mode '{runner.prep.mode}'"
@@ -391,11 +449,15 @@ def predict(
     for pid, _why in skipped:
         g = by_id[pid].sample or "all" if pid in by_id else "all"
         excluded[g] = excluded.get(g, 0) + 1
+    n_fallback: dict[str, int] = {}
+    for g, how in zip(groups, fallback):
+        if how:
+            n_fallback[g] = n_fallback.get(g, 0) + 1
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     rows = class_shares(probs, groups, runner.classes, runner.quantifiers, share_cfg,
                         labels=labels if (labels >= 0).any() else None,
-                        excluded=excluded)  # fmt: skip
-    _write_predictions(out_path, ds, index, runner.classes, probs, review, labels)
+                        excluded=excluded, fallback=n_fallback)  # fmt: skip
+    _write_predictions(out_path, ds, index, runner.classes, probs, review, labels, fallback)
     write_shares(rows, shares_out)
     excluded_out = shares_out.with_name(f"{out_path.stem}_excluded.csv")
     if skipped:
@@ -409,6 +471,14 @@ def predict(
     if verbose:
         line = _review_line(int(review.sum()), len(index), runner.review)
         print(line + (" [test-time augmentation on]" if runner.tta else ""))
+        fb = [(ds.particles[int(i)].id, how) for i, how in zip(index, fallback) if how]
+        if fb:
+            shown = ", ".join(f"{pid}: {how}" for pid, how in fb[:5])
+            more = f" and {len(fb) - 5} more" if len(fb) > 5 else ""
+            print(f"{len(fb)} particle(s) the model cannot handle as given were predicted by "
+                  f"the documented fallback and are counted IN the shares (column 'fallback' "
+                  f"of {out_path.name} and of the shares; docs/deployment.md): "
+                  f"{shown}{more}")  # fmt: skip
         if skipped:
             shown = ", ".join(f"{pid} ({why})" for pid, why in skipped[:5])
             more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -427,7 +497,8 @@ def predict(
             print(f"shares plot: {plot_out}")
     ids = [ds.particles[int(i)].id for i in index]
     return PredictResult(out_path, shares_out, runner.classes, ids, probs, pred, review, labels,
-                         rows, thr, skipped, metrics, runner.quant_note)  # fmt: skip
+                         rows, thr, skipped, metrics, runner.quant_note,
+                         [(pid, how) for pid, how in zip(ids, fallback) if how])  # fmt: skip
 
 
 def _write_excluded(path: Path, skipped: list[tuple[str, str]], by_id: dict[str, Any]) -> None:

@@ -1,6 +1,7 @@
 """Class shares per sample for ``predict``: every method of ``lipoclass.quantify`` (CC, PCC,
 ACC, PACC, EMQ) with its interval, the recommended one first, and the particles the model
-could not predict counted beside them (``excluded``), never silently dropped.
+could not predict counted beside them (``excluded``), never silently dropped, as are those it
+predicted by the documented fallback (``fallback``, part of ``n``).
 
 With a model folder the quantifiers are those fitted on its out-of-fold posteriors
 (``quantifiers.pkl``, fitted once by ``lipoclass train``); without out-of-fold data (an
@@ -58,6 +59,7 @@ class ShareConfig:
 class ShareRow:
     """One (sample, class) line of shares.csv. ``n``: particles of the sample in the shares;
     ``excluded``: particles of the sample the model could not predict (not in ``n``);
+    ``fallback``: particles of ``n`` predicted by the documented fallback (docs/deployment.md);
     ``methods``: method -> (share, lo, hi) for the methods available; ``share``/``share_lo``/
     ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0); ``true_share``: among the
     ``n`` predicted particles, NaN without labels."""
@@ -72,6 +74,7 @@ class ShareRow:
     share_hi: float
     methods: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     true_share: float = math.nan
+    fallback: int = 0
 
 
 def _as_proba(probs: Any, c: int) -> np.ndarray:
@@ -90,6 +93,7 @@ def class_shares(
     config: ShareConfig | None = None,
     labels: np.ndarray | None = None,
     excluded: Mapping[str, int] | None = None,
+    fallback: Mapping[str, int] | None = None,
 ) -> list[ShareRow]:
     """Shares per group (sample) with intervals, for every available method.
 
@@ -97,7 +101,8 @@ def class_shares(
     indices is taken as one-hot: CC = PCC); ``groups`` (N,) sample names; ``quantifiers``
     fitted ``lipoclass.quantify.Quantifiers`` (None: CC and PCC only, sampling intervals);
     ``labels`` (N,) true index or -1; ``excluded`` sample -> particles not predicted (a
-    sample with only such particles gets rows with n = 0 and no shares)."""
+    sample with only such particles gets rows with n = 0 and no shares); ``fallback`` sample
+    -> particles among its ``n`` predicted by the documented fallback."""
     from lipoclass.quantify import sampling_estimate
 
     cfg = config or ShareConfig()
@@ -107,6 +112,7 @@ def class_shares(
     if len(garr) != len(p):
         raise ValueError(f"{len(p)} particles but {len(garr)} group names")
     excl = dict(excluded or {})
+    fb = dict(fallback or {})
     if quantifiers is not None:
         qcfg = quantifiers.config
         rec = QuantifierConfig().recommended  # today's rule, also for older model folders
@@ -138,7 +144,8 @@ def class_shares(
             }  # fmt: skip
             best = per.get(qcfg.recommended, (math.nan, math.nan, math.nan))
             rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
-                                 *best, methods=per, true_share=float(true[k])))  # fmt: skip
+                                 *best, methods=per, true_share=float(true[k]),
+                                 fallback=int(fb.get(g, 0))))  # fmt: skip
     return rows
 
 
@@ -148,12 +155,13 @@ def _fmt(v: float) -> str:
 
 def share_columns(with_true: bool) -> list[str]:
     """shares.csv header: sample, class, n, excluded, <m>, <m>_lo, <m>_hi for every method in
-    ``METHODS`` (empty cells where unavailable), recommended, share, share_lo, share_hi
-    [, true_share]."""
+    ``METHODS`` (empty cells where unavailable), recommended, share, share_lo, share_hi,
+    fallback [, true_share] (``fallback`` added after the existing columns, so the earlier
+    positions stay)."""
     cols = ["sample", "class", "n", "excluded"]
     for m in METHODS:
         cols += [m, f"{m}_lo", f"{m}_hi"]
-    cols += ["recommended", "share", "share_lo", "share_hi"]
+    cols += ["recommended", "share", "share_lo", "share_hi", "fallback"]
     return cols + ["true_share"] * with_true
 
 
@@ -171,7 +179,7 @@ def write_shares(rows: Sequence[ShareRow], path: str | os.PathLike[str]) -> Path
                 line: list[Any] = [r.sample, r.cls, r.n, r.excluded]
                 for m in METHODS:
                     line += [_fmt(v) for v in r.methods.get(m, nan3)]
-                line += [r.recommended, *map(_fmt, (r.share, r.share_lo, r.share_hi))]
+                line += [r.recommended, *map(_fmt, (r.share, r.share_lo, r.share_hi)), r.fallback]
                 if with_true:
                     line.append(_fmt(r.true_share))
                 w.writerow(line)
@@ -183,16 +191,19 @@ def write_shares(rows: Sequence[ShareRow], path: str | os.PathLike[str]) -> Path
 
 def shares_table(rows: Sequence[ShareRow], level: float = 0.95) -> str:
     """Console table of the recommended shares (percent) per sample: sample, class, n,
-    excluded (when any), share [lo, hi], true (when known)."""
+    excluded and fallback (when any), share [lo, hi], true (when known)."""
     pct = f"{round(level * 100)}%"
     with_true = any(not math.isnan(r.true_share) for r in rows)
     with_excl = any(r.excluded for r in rows)
+    with_fb = any(r.fallback for r in rows)
     method = rows[0].recommended.upper() if rows else ""
     head = f"{'sample':<12} {'class':<16} {'n':>6}" + (f" {'excluded':>8}" if with_excl else "")
+    head += f" {'fallback':>8}" if with_fb else ""
     head += f"  {method + ' share [' + pct + ' CI]':<26}" + (" true" if with_true else "")
     lines = [head]
     for r in rows:
         line = f"{r.sample:<12} {r.cls:<16} {r.n:>6}" + (f" {r.excluded:>8}" if with_excl else "")
+        line += f" {r.fallback:>8}" if with_fb else ""
         cell = "n/a"
         if not math.isnan(r.share):
             cell = f"{100 * r.share:5.1f} [{100 * r.share_lo:5.1f}, {100 * r.share_hi:5.1f}]"
