@@ -110,20 +110,26 @@ def main() -> None:
         t_cold = _timed(lambda: [CPUEngine(m, loaded.temperature, ecfg).predict_proba(x)
                                  for m in loaded.modules])  # fmt: skip
         engines = [CPUEngine(m, loaded.temperature, ecfg) for m in loaded.modules]
+        bcfg = EngineConfig(batch_size=bs, threads=args.threads, precision="bf16")
+        engines_bf16 = [CPUEngine(m, loaded.temperature, bcfg) for m in loaded.modules]
 
-        def ensemble() -> np.ndarray:  # what predict runs on CPU: the mean over members
-            total = np.zeros((len(x), len(classes)))
-            for e in engines:
+        def ensemble(members: list[CPUEngine] = engines) -> np.ndarray:
+            total = np.zeros((len(x), len(classes)))  # what predict runs: the member mean
+            for e in members:
                 total += e.predict_proba(x)
-            return total / len(engines)
+            return total / len(members)
 
         r = _rates({
             "eager": lambda: loaded.predict_proba_arrays(x, batch_size=bs),
             "engine": ensemble,
+            "bf16": lambda: ensemble(engines_bf16),
             "ort": lambda: om.predict_proba_arrays(x, batch_size=bs),
         }, args.n, args.repeat)  # fmt: skip
         ref = loaded.predict_proba_arrays(x)
         d_eng = float(np.abs(ensemble() - ref).max())
+        p_bf16 = ensemble(engines_bf16)
+        d_bf16 = float(np.abs(p_bf16 - ref).max())
+        agree = float(np.mean(p_bf16.argmax(1) == ref.argmax(1)))
         d_ort = float(np.abs(om.predict_proba_arrays(x) - ref).max())
         med = {n: statistics.median(v) for n, v in r.items()}
         print(f"prepared arrays, {k} x LipNet-4 28 px, {args.n} particles, batch {bs} "
@@ -134,6 +140,9 @@ def main() -> None:
                     f"; per member {max(r['engine']) * k:7.0f} (goal >= 5000)"))  # fmt: skip
         print(f"  {'':<34} first call incl. setup/tracing {args.n / t_cold:7.0f} particles/s; "
               f"max |diff| vs eager {d_eng:.1e}")  # fmt: skip
+        print(_line("PyTorch bf16 autocast (opt-in)", r["bf16"],
+                    f"; per member {max(r['bf16']) * k:7.0f}; max |diff| vs fp32 eager "
+                    f"{d_bf16:.1e}, same class for {100 * agree:.2f} %"))  # fmt: skip
         ratio = med["ort"] / med["engine"]
         print(_line("onnxruntime (one graph)", r["ort"],
                     f"; per member {max(r['ort']) * k:7.0f}; ORT / optimised torch (medians) "

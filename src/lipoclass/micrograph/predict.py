@@ -207,7 +207,11 @@ class _Predictor:
         from lipoclass.predict import CPUEngine, EngineConfig
 
         if self._engines is None:
-            ecfg = EngineConfig(batch_size=self.cfg.batch_size, threads=torch.get_num_threads())
+            ecfg = EngineConfig(
+                batch_size=self.cfg.batch_size,
+                threads=torch.get_num_threads(),
+                precision=self.cfg.precision,
+            )
             self._engines = [
                 CPUEngine(m, self.loaded.temperature, ecfg) for m in self.loaded.modules
             ]

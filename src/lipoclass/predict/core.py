@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import DEVICES
+from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
 from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.engine import CPUEngine, EngineConfig
@@ -50,10 +50,16 @@ class PredictConfig:
     n_boot: int = 200
     level: float = 0.95
     seed: int = 0
+    precision: str = "fp32"  # CPU PyTorch inference: fp32 (what was evaluated) or bf16 (opt-in)
 
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings
@@ -141,7 +147,7 @@ class _Runner:
     def cpu_engines(self) -> list[CPUEngine]:
         """One fast CPU engine per fold model (built once per runner)."""
         if self._engines is None:
-            ecfg = EngineConfig(batch_size=self.cfg.batch_size)
+            ecfg = EngineConfig(batch_size=self.cfg.batch_size, precision=self.cfg.precision)
             self._engines = [CPUEngine(m, self.loaded.temperature, ecfg)
                              for m in self.loaded.modules]  # fmt: skip
         return self._engines
