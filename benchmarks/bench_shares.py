@@ -70,6 +70,19 @@ def pool_posteriors(model: Path, pool: Path, cache: Path) -> tuple[np.ndarray, n
     return res.probs[keep], res.labels[keep]
 
 
+def training_samples(info: dict, ids: list[str]) -> list[str] | None:
+    """The ``sample`` of each out-of-fold particle, read from the training dataset that
+    model.json names (as ``lipoclass train`` passes them to the quantifiers), or None."""
+    from lipoclass.data import load_dataset
+
+    path = Path(str((info.get("dataset") or {}).get("path", "")))
+    if not (path / "particles.csv").is_file():
+        return None
+    by_id = {p.id: p.sample for p in load_dataset(path).particles}
+    groups = [by_id.get(i) or "" for i in ids]
+    return groups if any(groups) else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", type=Path)
@@ -86,17 +99,19 @@ def main() -> None:
 
     loaded = load_model(args.model)
     problem = "lamellarity" if "unilamellar" in loaded.classes else "encapsulation"
-    _ids, _fold, y_cal, p_cal = loaded.oof()
+    ids, _fold, y_cal, p_cal = loaded.oof()
+    groups = training_samples(loaded.info, ids)
     cfg = QuantifierConfig(n_boot=args.n_boot, n_cal_boot=args.n_cal_boot, seed=args.seed)
     t0 = time.perf_counter()
-    q = fit_quantifiers(p_cal, y_cal, cfg)
+    q = fit_quantifiers(p_cal, y_cal, cfg, groups=groups)
     t_fit = time.perf_counter() - t0
     cache = args.model / f".bench_pool_{args.pool.name}.npz"
     probs, labels = pool_posteriors(args.model, args.pool, cache)
     by_class = [np.flatnonzero(labels == k) for k in range(len(loaded.classes))]
     print(f"model {args.model} ({loaded.info['model']}, {loaded.kind}), classes "
           f"{', '.join(loaded.classes)}; calibration: {len(y_cal)} out-of-fold particles "
-          f"{np.bincount(y_cal).tolist()}; pool {np.bincount(labels).tolist()}; quantifiers "
+          f"{np.bincount(y_cal).tolist()}, calibration replicates redraw {q.cal_resampling}; "
+          f"pool {np.bincount(labels).tolist()}; quantifiers "
           f"fitted in {t_fit:.1f} s (n_cal_boot={args.n_cal_boot}); n_boot={args.n_boot}; "
           f"{args.reps} samples per setting")  # fmt: skip
     rng = np.random.default_rng(args.seed)

@@ -148,3 +148,31 @@ def test_config_validation() -> None:
     ):
         with pytest.raises(ValueError):
             QuantifierConfig(**kw)
+
+
+def test_calibration_replicates_redraw_whole_samples() -> None:
+    """With a sample per particle (micrographs whose conditions shift the classifier's error
+    rates), the calibration replicates redraw whole samples and the adjusted intervals widen;
+    with fewer than MIN_CAL_GROUPS samples particles are redrawn; bad shapes are refused."""
+    from lipoclass.quantify.core import MIN_CAL_GROUPS
+
+    rng = np.random.default_rng(5)
+    probas, labels, groups = [], [], []
+    for g in range(12):  # 12 micrographs, each blurring the posteriors by its own amount
+        p, y = draw(rng, (0.5, 0.25, 0.25), 200)
+        w = rng.uniform(0.0, 0.8)
+        probas.append((1 - w) * p + w / 3)
+        labels.append(y)
+        groups += [f"mic{g}"] * len(y)
+    proba, y = np.concatenate(probas), np.concatenate(labels)
+    plain = fit_quantifiers(proba, y, FAST)
+    clustered = fit_quantifiers(proba, y, FAST, groups=groups)
+    assert plain.cal_resampling == "particles" and clustered.cal_resampling == "samples"
+    test, _ = draw(np.random.default_rng(6), (0.8, 0.1, 0.1), 5000)
+    width = {name: q.estimate(test).hi["pacc"] - q.estimate(test).lo["pacc"]
+             for name, q in (("plain", plain), ("clustered", clustered))}  # fmt: skip
+    assert width["clustered"].mean() > 1.2 * width["plain"].mean(), width
+    few = [f"mic{i % (MIN_CAL_GROUPS - 1)}" for i in range(len(y))]
+    assert fit_quantifiers(proba, y, FAST, groups=few).cal_resampling == "particles"
+    with pytest.raises(LipoclassError, match="groups"):
+        fit_quantifiers(proba, y, FAST, groups=groups[:-1])

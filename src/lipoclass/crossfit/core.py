@@ -199,7 +199,11 @@ def fit_model(
         calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
-        quant = _fit_quantifiers(cal, y, staging, progress)
+        by_id = {pt.id: pt.sample for pt in dataset.particles}
+        groups = [by_id.get(i) or "" for i in res.ids] if res.ids else None
+        if groups is not None and not any(groups):
+            groups = None  # no sample column: calibration replicates redraw particles
+        quant = _fit_quantifiers(cal, y, staging, progress, groups)
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
@@ -229,7 +233,7 @@ def fit_model(
 
 
 def _fit_quantifiers(
-    cal: np.ndarray, y: np.ndarray, staging: Path, progress: bool
+    cal: np.ndarray, y: np.ndarray, staging: Path, progress: bool, groups: list[str] | None
 ) -> dict[str, Any] | None:
     """Fit the class-share quantifiers (``lipoclass.quantify``) once, on the calibrated
     out-of-fold posteriors cal (n, C) and labels y (n,), and store them in the model folder
@@ -240,7 +244,7 @@ def _fit_quantifiers(
     t0 = time.perf_counter()
     cfg = QuantifierConfig()
     try:
-        q = fit_quantifiers(cal, y, cfg)
+        q = fit_quantifiers(cal, y, cfg, groups=groups)
     except LipoclassError as exc:
         warnings.warn(f"class-share quantifiers not fitted: {exc}", stacklevel=3)
         return None
@@ -255,6 +259,7 @@ def _fit_quantifiers(
     return {"file": "quantifiers.pkl", "methods": list(cfg.methods),
             "recommended": cfg.recommended, "n_cal_boot": cfg.n_cal_boot,
             "emq_calibration": cfg.emq_calibration, "n": len(y),
+            "calibration_resampling": q.cal_resampling,
             "quapy": str(quapy.__version__)}  # fmt: skip
 
 

@@ -173,22 +173,40 @@ def _check_proba(p: Any, what: str, n_classes: int | None = None) -> np.ndarray:
 class Quantifiers:
     """QuaPy quantifiers fitted on out-of-fold posteriors; :meth:`estimate` gives shares."""
 
-    def __init__(self, proba: np.ndarray, labels: np.ndarray, config: QuantifierConfig) -> None:
-        # proba (n_cal, C) validated; labels (n_cal,) int in [0, C), every class present
+    def __init__(
+        self,
+        proba: np.ndarray,
+        labels: np.ndarray,
+        config: QuantifierConfig,
+        groups: np.ndarray | None = None,
+    ) -> None:
+        # proba (n_cal, C) validated; labels (n_cal,) int in [0, C), every class present;
+        # groups (n_cal,) sample (micrograph, grid) of each particle, or None
         self.config = config
         self.n_classes = int(proba.shape[1])
         self._n_cal = int(proba.shape[0])
-        self._fitted = {m: self._fit(m, proba, labels) for m in config.methods}
-        # calibration replicates: resampled within each class (class counts are a design
-        # choice of the annotator, and no class may vanish), adjustment refitted with QuaPy
+        # EMQ's recalibration (BCTS) can fail to converge on some posteriors: EMQ then runs
+        # on the uncalibrated posteriors (QuaPy's "backup") instead of losing every method
+        self._fitted = {m: self._fit(m, proba, labels, backup=True) for m in config.methods}
+        # calibration replicates, adjustment refitted with QuaPy on each. Particles of one
+        # sample share its imaging conditions, so their errors are not independent: with
+        # MIN_CAL_GROUPS or more samples a replicate redraws whole samples (cluster bootstrap,
+        # the rates then vary as they vary between samples); otherwise particles are redrawn
+        # within each class (class counts are a design choice of the annotator, and no class
+        # may vanish). A cluster replicate that lacks a class is redrawn (up to 20 times),
+        # then falls back to the within-class draw.
         rng = np.random.default_rng([config.seed, 1])
         by_class = [np.flatnonzero(labels == k) for k in range(self.n_classes)]
+        members = _group_members(groups)
+        self.cal_resampling = "samples" if members is not None else "particles"
         refit = [m for m in config.methods if m in ("acc", "pacc", "emq")]
         self._cal_reps: list[dict[str, Any]] = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # calibrator overflow notes on odd replicates
             for _ in range(config.n_cal_boot):
-                idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in by_class])
+                idx = _cluster_draw(members, labels, self.n_classes, rng)
+                if idx is None:
+                    idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in by_class])
                 p, y = proba[idx], labels[idx]
                 self._cal_reps.append({m: self._fit(m, p, y, backup=True) for m in refit})
 
@@ -442,14 +460,47 @@ def _aggregate(name: str, q: Any, test: np.ndarray) -> np.ndarray:
     return est / est.sum()
 
 
+#: fewest distinct samples for which calibration replicates redraw whole samples
+MIN_CAL_GROUPS = 5
+
+
+def _group_members(groups: np.ndarray | None) -> list[np.ndarray] | None:
+    """Positions of each sample's particles, or None when there are too few samples."""
+    if groups is None:
+        return None
+    _, inv = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(int(inv.max()) + 1)] if inv.size else []
+    return members if len(members) >= MIN_CAL_GROUPS else None
+
+
+def _cluster_draw(
+    members: list[np.ndarray] | None, labels: np.ndarray, n_classes: int, rng: np.random.Generator
+) -> np.ndarray | None:
+    """Particle positions of one cluster-bootstrap replicate (samples drawn with replacement)
+    holding every class, or None (no samples given, or 20 draws lacked a class)."""
+    if members is None:
+        return None
+    for _ in range(20):
+        pick = rng.integers(0, len(members), size=len(members))
+        idx = np.concatenate([members[g] for g in pick])
+        if np.unique(labels[idx]).size == n_classes:
+            return idx
+    return None
+
+
 def fit_quantifiers(
-    oof_proba: Any, oof_labels: Any, config: QuantifierConfig | None = None
+    oof_proba: Any,
+    oof_labels: Any,
+    config: QuantifierConfig | None = None,
+    groups: Any = None,
 ) -> Quantifiers:
     """Fit the configured QuaPy quantifiers on out-of-fold posteriors (n, C) and labels (n,).
 
     No classifier is trained: ACC/PACC estimate their misclassification rates and EMQ its
     prior (and recalibration) from these data. Every class needs at least one example
-    (an adjustment for a class never seen cannot be estimated).
+    (an adjustment for a class never seen cannot be estimated). ``groups`` (n,): the sample
+    (micrograph, grid) of each particle; with ``MIN_CAL_GROUPS`` or more, the calibration
+    replicates of the intervals redraw whole samples (``Quantifiers.cal_resampling``).
     """
     cfg = config if config is not None else QuantifierConfig()
     proba = _check_proba(oof_proba, "out-of-fold posteriors")
@@ -471,7 +522,14 @@ def fit_quantifiers(
             f"out-of-fold labels: class(es) {np.flatnonzero(counts == 0).tolist()} have no "
             "examples; every class needs at least one to fit the adjustment"
         )
-    return Quantifiers(proba, labels, cfg)
+    grp = None
+    if groups is not None:
+        grp = np.asarray(groups, dtype=object)
+        if grp.shape != labels.shape:
+            raise LipoclassError(
+                f"out-of-fold groups: expected shape {labels.shape}, got {grp.shape}"
+            )
+    return Quantifiers(proba, labels, cfg, grp)
 
 
 def save_quantifiers(q: Quantifiers, path: str | os.PathLike[str]) -> Path:
