@@ -238,6 +238,21 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_executor_options(p: Any, what: str) -> None:
+    """--workers / --executor / --address, defined once for every command whose independent
+    tasks (``what``: "folds trained", "study runs", ...) can run in parallel; ``p`` is a parser
+    or an argument group."""
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help=f"{what} at once in local processes (with --executor ray and "
+                   "no --address: the CPUs of the Ray instance started here) "
+                   "(default: 1)")  # fmt: skip
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help=f"where the {what.split()[0]} run: local = this computer, ray = a Ray "
+                   "compute cluster (default: local)")  # fmt: skip
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start Ray on this computer)")  # fmt: skip
+
+
 def _add_detect_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("detection (crop --detect, detect)")
     g.add_argument("--min-diameter", type=_length, default=(20.0, "nm"), metavar="LEN",
@@ -833,23 +848,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="CNN: predict with every flip and quarter turn of each particle "
             "and average (8x slower prediction; off by default, docs/cnn.md)",
         )
-        p.add_argument(
-            "--workers",
-            type=_positive_int,
-            default=1,
-            help="folds trained at once in local processes (default: 1)",
-        )
-        p.add_argument(
-            "--executor",
-            choices=EXECUTORS,
-            default="local",
-            help="where folds run: local processes or a Ray cluster",
-        )
-        p.add_argument(
-            "--address",
-            default=None,
-            help="Ray cluster address (default: start Ray on this machine)",
-        )
+        _add_executor_options(p, "folds trained")
         p.add_argument(
             "--out",
             required=True,
@@ -878,12 +877,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "study folder (to resume)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="3 epochs and at most ~1500 "
                    "particles per dataset: a check that everything runs (minutes)")  # fmt: skip
-    p.add_argument("--executor", choices=("local", "ray"), default="local", help="local: "
-                   "this computer; ray: a Ray compute cluster (default: local)")  # fmt: skip
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start "
-                   "Ray on this computer)")  # fmt: skip
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="local executor: runs in parallel (default: 1)")  # fmt: skip
+    _add_executor_options(p, "study runs")
 
     p = add("report", _cmd_report, "rebuild DIR/report.html from a study folder's stored results")
     p.add_argument("dir", help="study folder (or one 'lipoclass cv' results folder)")
@@ -979,21 +973,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     g.add_argument("--no-pixel-size", action="store_true",
                    help="accept MRC files without a pixel size")  # fmt: skip
-    g.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        default="local",
-        help="where micrographs are processed: here or on a Ray cluster",
-    )
-    g.add_argument(
-        "--address", default=None, help="Ray cluster address (default: start Ray on this machine)"
-    )
-    g.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=1,
-        help="micrographs processed at once (local processes or Ray tasks)",
-    )
+    _add_executor_options(g, "micrographs processed")
     _add_detect_options(p)
 
     p = add("export", _cmd_export, "export a CNN model folder to ONNX (checked against PyTorch)")
