@@ -78,9 +78,7 @@ def training_samples(info: dict, ids: list[str]) -> list[str] | None:
     path = Path(str((info.get("dataset") or {}).get("path", "")))
     if not (path / "particles.csv").is_file():
         return None
-    by_id = {p.id: p.sample for p in load_dataset(path).particles}
-    groups = [by_id.get(i) or "" for i in ids]
-    return groups if any(groups) else None
+    return load_dataset(path).samples_of(ids)
 
 
 def main() -> None:

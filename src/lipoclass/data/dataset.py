@@ -83,6 +83,13 @@ class ParticleDataset:
     def samples(self) -> list[str | None]:
         return [p.sample for p in self.particles]
 
+    def samples_of(self, ids: Sequence[str]) -> list[str] | None:
+        """The sample of each particle ``ids`` names ("" where it has none), or None when
+        none of them has one (e.g. the groups of out-of-fold predictions)."""
+        by_id = {p.id: p.sample for p in self.particles}
+        groups = [by_id.get(i) or "" for i in ids]
+        return groups if any(groups) else None
+
     def class_counts(self) -> dict[str, int]:
         counts = Counter(p.label for p in self.particles if p.label is not None)
         return {c: counts.get(c, 0) for c in self.classes}

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
+from lipoclass.choices import DEVICES
 from lipoclass.data import ParticleDataset, PrepConfig, prepare
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.engine import CPUEngine, EngineConfig
@@ -55,11 +55,7 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.precision not in INFERENCE_PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
-                f"got {self.precision!r}"
-            )
+        EngineConfig(precision=self.precision)  # validates the inference precision
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings

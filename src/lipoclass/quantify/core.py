@@ -187,7 +187,7 @@ class Quantifiers:
         self._n_cal = int(proba.shape[0])
         # EMQ's recalibration (BCTS) can fail to converge on some posteriors: EMQ then runs
         # on the uncalibrated posteriors (QuaPy's "backup") instead of losing every method
-        self._fitted = {m: self._fit(m, proba, labels, backup=True) for m in config.methods}
+        self._fitted = {m: self._fit(m, proba, labels) for m in config.methods}
         # calibration replicates, adjustment refitted with QuaPy on each. Particles of one
         # sample share its imaging conditions, so their errors are not independent: with
         # MIN_CAL_GROUPS or more samples a replicate redraws whole samples (cluster bootstrap,
@@ -208,15 +208,15 @@ class Quantifiers:
                 if idx is None:
                     idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in by_class])
                 p, y = proba[idx], labels[idx]
-                self._cal_reps.append({m: self._fit(m, p, y, backup=True) for m in refit})
+                self._cal_reps.append({m: self._fit(m, p, y) for m in refit})
 
-    def _fit(self, name: str, proba: np.ndarray, labels: np.ndarray, backup: bool = False) -> Any:
+    def _fit(self, name: str, proba: np.ndarray, labels: np.ndarray) -> Any:
         """QuaPy quantifier ``name`` fitted on (proba (n, C), labels (n,)) through the stub."""
         if name == "emq":
             proba = _floor(proba)
         q = _quapy_method(name, self.n_classes, self.config, (proba, labels))
-        if backup and name == "emq":
-            q.on_calib_error = "backup"  # a replicate whose recalibration fails uses raw posteriors
+        if name == "emq":
+            q.on_calib_error = "backup"  # a failed recalibration falls back to raw posteriors
         try:
             # fit_classifier=False: QuaPy calls the stub's predict/predict_proba on ``proba``;
             # errstate: the recalibrator's line search may probe a zero temperature
