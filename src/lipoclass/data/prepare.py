@@ -380,41 +380,50 @@ def prepare(
     )
     warn_collected(messages)  # worker warnings, summarised, pointing at the caller
 
-    keep = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    skipped = [(parts[i].id, r) for i, r in enumerate(results) if isinstance(r, str)]
-    size = cfg.size
-    x = np.empty((len(keep), 1, size, size), dtype=np.float32)
+    prep = _assemble(dataset, cfg, list(range(len(parts))), results)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(
+            tmp, x=prep.x, meta=prep.meta, index=prep.index, skipped=json.dumps(prep.skipped),
+            auto_masked=np.int64(prep.auto_masked),
+        )  # fmt: skip
+        os.replace(tmp, cache_file)
+    _warn_skipped(prep)
+    return prep
+
+
+def _assemble(
+    dataset: ParticleDataset,
+    cfg: PrepConfig,
+    positions: list[int],
+    results: list[_Result],
+    why_prefix: str = "",
+) -> Prepared:
+    """``Prepared`` from the per-particle results of the particles at ``positions`` in
+    ``dataset.particles``: arrays for the prepared ones, (id, ``why_prefix`` + reason) in
+    ``skipped`` for the others."""
+    keep = [(i, r) for i, r in zip(positions, results) if not isinstance(r, str)]
+    skipped = [(dataset.particles[i].id, why_prefix + r)
+               for i, r in zip(positions, results) if isinstance(r, str)]  # fmt: skip
+    x = np.empty((len(keep), 1, cfg.size, cfg.size), dtype=np.float32)  # (n,1,S,S)
     meta = np.empty((len(keep), len(META_COLUMNS)), dtype=np.float64)
     auto = 0
-    for j, i in enumerate(keep):
-        r = results[i]
-        assert not isinstance(r, str)
-        arr, m, a = r
-        x[j, 0] = arr
-        meta[j] = m
+    for j, (_i, (arr, m, a)) in enumerate(keep):
+        x[j, 0], meta[j] = arr, m
         auto += int(a)
-    index = np.asarray(keep, dtype=np.int64)
-    prep = Prepared(
+    index = np.asarray([i for i, _r in keep], dtype=np.int64)
+    return Prepared(
         x=x,
         y=dataset.labels[index],
         index=index,
-        ids=[parts[i].id for i in keep],
+        ids=[dataset.particles[i].id for i in index],
         meta=meta,
         classes=dataset.classes,
         config=cfg,
         skipped=skipped,
         auto_masked=auto,
     )
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(
-            tmp, x=x, meta=meta, index=index, skipped=json.dumps(skipped),
-            auto_masked=np.int64(auto),
-        )  # fmt: skip
-        os.replace(tmp, cache_file)
-    _warn_skipped(prep)
-    return prep
 
 
 def prepare_without_masks(
@@ -426,27 +435,9 @@ def prepare_without_masks(
     ``auto_mask``, so exactly as a maskless particle. Serial and uncached (meant for the few
     skipped); ``skipped`` lists any whose automatic mask is empty too (images of 2 x 2 px)."""
     cfg = (config or PrepConfig()).resolve(dataset)
-    results = [(int(i), _prepare_one(dataset.particles[int(i)], cfg, own_mask=False))
-               for i in np.asarray(positions, dtype=np.int64).reshape(-1)]  # fmt: skip
-    keep = [(i, r) for i, r in results if not isinstance(r, str)]
-    x = np.empty((len(keep), 1, cfg.size, cfg.size), dtype=np.float32)
-    meta = np.empty((len(keep), len(META_COLUMNS)), dtype=np.float64)
-    for j, (_i, r) in enumerate(keep):
-        x[j, 0], meta[j] = r[0], r[1]
-    index = np.asarray([i for i, _r in keep], dtype=np.int64)
-    left = [(dataset.particles[i].id, f"automatic mask: {r}") for i, r in results
-            if isinstance(r, str)]  # fmt: skip
-    return Prepared(
-        x=x,
-        y=dataset.labels[index],
-        index=index,
-        ids=[dataset.particles[i].id for i, _r in keep],
-        meta=meta,
-        classes=dataset.classes,
-        config=cfg,
-        skipped=left,
-        auto_masked=len(keep),
-    )
+    pos = [int(i) for i in np.asarray(positions, dtype=np.int64).reshape(-1)]
+    results = [_prepare_one(dataset.particles[i], cfg, own_mask=False) for i in pos]
+    return _assemble(dataset, cfg, pos, results, why_prefix="automatic mask: ")
 
 
 def _warn_skipped(prep: Prepared) -> None:
