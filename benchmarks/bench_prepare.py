@@ -75,7 +75,7 @@ def main() -> int:
 
         make_big(tmp / "ds", tmp / "big", args.big)
         t = time.perf_counter()
-        big = load_dataset(tmp / "big")
+        big = load_dataset(tmp / "big", allow_outside=True)  # symlinked image folders
         t_load = time.perf_counter() - t
         t = time.perf_counter()
         prepare(big, cfg, workers=args.workers)
