@@ -83,6 +83,7 @@ step() {  # step NAME OUTPUT CMD...: run CMD unless OUTPUT exists; print its wal
 }
 
 pool_sample() {  # the synthetic micrographs of S form ONE sample: one share estimate for it
+    # (each particle keeps its 'micrograph', so the interval redraws S's micrographs)
     "$PYTHON" - S/particles.csv <<'PY'
 import csv, os, sys
 path = sys.argv[1]
@@ -130,7 +131,9 @@ pct = lambda v: f"{100 * float(v):.1f}"
 print(f"sample S: {n_true} particles, {rows[0]['n']} predicted ({rows[0].get('fallback', 0)} "
       f"by the fallback), {rows[0]['excluded']} excluded; "
       f"model {info['model']} ({len(info['members'])} fold models), classes "
-      f"{', '.join(info['classes'])}; recommended method {rec.upper()}")
+      f"{', '.join(info['classes'])}; recommended method {rec.upper()}; the interval "
+      f"redraws {rows[0].get('resampling', '?')} ({rows[0].get('micrographs', '?')} "
+      f"micrographs in the sample)")
 print()
 print(f"| class | true share | CC share [95% CI] | {rec.upper()} share [95% CI] |")
 print("|---|---:|---:|---:|")

@@ -121,7 +121,7 @@ def test_crop_from_label_images(mics: Path, tmp_path: Path, capsys) -> None:
     truth = {(r["micrograph"], int(r["instance"])): r["label"] for r in _table(mics)}
     for p in ds.particles:
         mic, inst = p.id.rsplit("_", 1)
-        assert p.label == truth[(mic, int(inst))] and p.sample == mic
+        assert p.label == truth[(mic, int(inst))] and p.sample == mic and p.micrograph == mic
         assert p.pixel_size_nm == pytest.approx(PX, rel=1e-3)
         mask = read_image(p.mask) > 0
         ys, xs = np.nonzero(mask)

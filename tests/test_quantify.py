@@ -167,7 +167,7 @@ def test_calibration_replicates_redraw_whole_samples() -> None:
     proba, y = np.concatenate(probas), np.concatenate(labels)
     plain = fit_quantifiers(proba, y, FAST)
     clustered = fit_quantifiers(proba, y, FAST, groups=groups)
-    assert plain.cal_resampling == "particles" and clustered.cal_resampling == "samples"
+    assert plain.cal_resampling == "particles" and clustered.cal_resampling == "micrographs"
     test, _ = draw(np.random.default_rng(6), (0.8, 0.1, 0.1), 5000)
     width = {name: q.estimate(test).hi["pacc"] - q.estimate(test).lo["pacc"]
              for name, q in (("plain", plain), ("clustered", clustered))}  # fmt: skip
@@ -176,3 +176,69 @@ def test_calibration_replicates_redraw_whole_samples() -> None:
     assert fit_quantifiers(proba, y, FAST, groups=few).cal_resampling == "particles"
     with pytest.raises(LipoclassError, match="groups"):
         fit_quantifiers(proba, y, FAST, groups=groups[:-1])
+
+
+def _micrographs(rng: np.random.Generator, prior, n_mic: int, per: int):
+    """Posteriors, labels and micrograph names of ``n_mic`` micrographs of ``per`` particles,
+    each blurring its posteriors by its own amount (a random effect on the error rates)."""
+    probas, labels, names = [], [], []
+    for g in range(n_mic):
+        p, y = draw(rng, prior, per)
+        w = rng.uniform(0.0, 0.8)
+        probas.append((1 - w) * p + w / 3)
+        labels.append(y)
+        names += [f"m{g}"] * per
+    return np.concatenate(probas), np.concatenate(labels), np.array(names)
+
+
+def test_test_side_micrograph_resampling_covers_per_micrograph_error_rates() -> None:
+    """A test sample of a few micrographs carries its micrographs' error rates: intervals
+    that redraw whole micrographs cover the population shares at about the nominal rate, the
+    particle-by-particle ones do not; too few micrographs fall back to particles."""
+    from lipoclass.quantify import MIN_GROUPS, replicate_weights
+
+    rng = np.random.default_rng(21)
+    cfg = QuantifierConfig(methods=("cc", "pacc"), n_boot=60, n_cal_boot=20, seed=1)
+    p_cal, y_cal, g_cal = _micrographs(rng, (0.5, 0.25, 0.25), 40, 100)
+    q = fit_quantifiers(p_cal, y_cal, cfg, groups=g_cal)
+    truth = np.array([0.8, 0.1, 0.1])
+    hits: dict[str, list[np.ndarray]] = {"micrographs": [], "particles": []}
+    for _ in range(40):
+        p, _, g = _micrographs(rng, truth, 8, 150)
+        by_mic = q.estimate(p, groups=g)
+        assert by_mic.resampling == "micrographs" and by_mic.n_groups == 8
+        by_particle = q.estimate(p)
+        assert by_particle.resampling == "particles" and by_particle.n_groups == 0
+        for key, est in (("micrographs", by_mic), ("particles", by_particle)):
+            hits[key].append((est.lo["pacc"] <= truth) & (truth <= est.hi["pacc"]))
+    cov = {k: float(np.mean(v)) for k, v in hits.items()}
+    assert cov["micrographs"] >= 0.85, cov
+    assert cov["particles"] < cov["micrographs"] - 0.1, cov
+    # one micrograph: nothing to redraw, so the replicates borrow the calibration
+    # micrographs' rate deviations ("particles+rates")
+    hits = {"particles+rates": [], "particles": []}
+    for _ in range(30):
+        p, _, g = _micrographs(rng, truth, 1, 500)
+        borrowed, plain = q.estimate(p, groups=g), q.estimate(p)
+        assert borrowed.resampling == "particles+rates" and borrowed.n_groups == 1
+        for key, est in (("particles+rates", borrowed), ("particles", plain)):
+            hits[key].append((est.lo["pacc"] <= truth) & (truth <= est.hi["pacc"]))
+    cov = {k: float(np.mean(v)) for k, v in hits.items()}
+    assert cov["particles+rates"] >= 0.85, cov
+    assert cov["particles"] < cov["particles+rates"] - 0.2, cov
+    no_groups = fit_quantifiers(p_cal, y_cal, cfg)  # calibration micrographs unknown
+    assert no_groups.estimate(p, groups=g).resampling == "particles"
+    # weights: constant within a micrograph, whole micrographs drawn; few -> particles
+    g = np.repeat([f"m{i}" for i in range(MIN_GROUPS)], 7)
+    w8, unit, n = replicate_weights(len(g), g, 30, np.random.default_rng(0))
+    assert unit == "micrographs" and n == MIN_GROUPS and w8.shape == (30, len(g))
+    assert np.all(w8.reshape(30, MIN_GROUPS, 7).std(axis=2) == 0)
+    assert np.allclose(w8.sum(axis=1) % 7, 0)
+    w8, unit, n = replicate_weights(len(g), g[: 7 * (MIN_GROUPS - 1)].tolist() + ["x"] * 7,
+                                    30, np.random.default_rng(0))  # fmt: skip
+    assert unit == "micrographs"  # still MIN_GROUPS distinct names
+    few = np.repeat(["a", "b"], 10)
+    w8, unit, n = replicate_weights(20, few, 30, np.random.default_rng(0))
+    assert unit == "particles" and n == 2 and np.allclose(w8.sum(axis=1), 20)
+    with pytest.raises(LipoclassError, match="micrograph names"):
+        replicate_weights(20, few[:-1], 30, np.random.default_rng(0))

@@ -236,3 +236,41 @@ def test_share_config_validation():
     for kw in ({"n_boot": 10}, {"level": 1.0}, {"seed": -1}):
         with pytest.raises(ValueError):
             ShareConfig(**kw)
+
+
+def test_shares_redraw_micrographs_named_in_particles_csv(tmp_path, tiny_dataset):
+    """A ``micrograph`` column: a sample of MIN_GROUPS or more micrographs gets intervals
+    that redraw whole micrographs, and shares.csv says so (micrographs, resampling); the
+    data layer reads the column, and the imaging unit falls back to the sample without it."""
+    from lipoclass.quantify import MIN_GROUPS
+
+    rng = np.random.default_rng(2)
+    ds_dir = tiny_dataset(counts=(8, 6, 6), samples=0)
+    path = ds_dir / "particles.csv"
+    rows = read_csv(path)
+    for i, r in enumerate(rows):
+        r["sample"], r["micrograph"] = ("lotA" if i < 14 else "lotB"), f"mic{i % 7}"
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ds = load_dataset(ds_dir)
+    assert [p.micrograph for p in ds.particles[:3]] == ["mic0", "mic1", "mic2"]
+    assert ds.micrographs_of([ds.particles[0].id]) == ["mic0"]
+    y, p = draw(rng, CAL_PRIOR, 400)[::-1]
+    write_model_folder(tmp_path / "m", extra={"quantifiers": {"file": "quantifiers.pkl"}})
+    save_quantifiers(fit_quantifiers(p, y, FAST), tmp_path / "m" / "quantifiers.pkl")
+    res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv",
+                  config=PredictConfig(device="cpu", n_boot=50), verbose=False)  # fmt: skip
+    got = {(r["sample"], r["class"]): r for r in read_csv(tmp_path / "p_shares.csv")}
+    assert 7 >= MIN_GROUPS
+    assert got[("lotA", CLASSES[0])]["micrographs"] == "7"
+    assert got[("lotA", CLASSES[0])]["resampling"] == "micrographs"
+    assert {r.resampling for r in res.share_rows} == {"micrographs"}
+    # without the column: the micrograph is not known, particles are redrawn
+    plain = tiny_dataset(counts=(8, 6, 6), samples=2)
+    ds2 = load_dataset(plain)
+    assert ds2.micrographs_of([q.id for q in ds2.particles]) == [q.sample for q in ds2.particles]
+    res = predict(tmp_path / "m", plain, tmp_path / "q.csv",
+                  config=PredictConfig(device="cpu", n_boot=50), verbose=False)  # fmt: skip
+    assert {(r.micrographs, r.resampling) for r in res.share_rows} == {(0, "particles")}

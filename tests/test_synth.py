@@ -144,6 +144,7 @@ def test_dataset_layout_counts_masks_samples(lam120: Path):
         assert not mask[0, :].any() and not mask[:, 0].any()  # surroundings kept
         assert img.std() > 1.0  # noisy, not blank
         px_by_sample[p.sample].add(p.pixel_size_nm)
+        assert p.micrograph == p.sample  # each synthetic sample is one micrograph
         assert p.label is not None
         sizes[p.label].append(h * w)
     assert all(s is not None for s in px_by_sample)

@@ -199,7 +199,7 @@ def fit_model(
         calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
-        groups = dataset.samples_of(res.ids)  # None: calibration replicates redraw particles
+        groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles
         quant = _fit_quantifiers(cal, y, staging, progress, groups)
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,

@@ -34,7 +34,7 @@ __all__ = [
     "warn_empty_classes",
 ]
 
-KNOWN_COLUMNS = ("id", "image", "mask", "label", "pixel_size_nm", "sample")
+KNOWN_COLUMNS = ("id", "image", "mask", "label", "pixel_size_nm", "sample", "micrograph")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class Particle:
     sample: str | None
     row: int  # 1-based data row in particles.csv (header is row 0), for messages
     features: Mapping[str, float] = field(default_factory=dict)
+    micrograph: str | None = None  # the micrograph it was picked from, when known
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,12 @@ class ParticleDataset:
     def samples(self) -> list[str | None]:
         return [p.sample for p in self.particles]
 
-    def samples_of(self, ids: Sequence[str]) -> list[str] | None:
-        """The sample of each particle ``ids`` names ("" where it has none), or None when
-        none of them has one (e.g. the groups of out-of-fold predictions)."""
-        by_id = {p.id: p.sample for p in self.particles}
+    def micrographs_of(self, ids: Sequence[str]) -> list[str] | None:
+        """The imaging unit of each particle ``ids`` names: its ``micrograph``, else its
+        ``sample`` ("" where it has neither), or None when none has either. Particles of one
+        micrograph share its dose, defocus and contrast, so class-share intervals redraw
+        whole micrographs (lipoclass.quantify)."""
+        by_id = {p.id: p.micrograph or p.sample for p in self.particles}
         groups = [by_id.get(i) or "" for i in ids]
         return groups if any(groups) else None
 
@@ -281,7 +284,8 @@ def load_dataset(
             if not math.isfinite(v):
                 raise LipoclassError(f"{where}: feature '{fc}' is {text!r}, not a finite number")
             feats[fc] = v
-        particles.append(Particle(pid, image, mask, label, px, get("sample") or None, r, feats))
+        particles.append(Particle(pid, image, mask, label, px, get("sample") or None, r, feats,
+                                  get("micrograph") or None))  # fmt: skip
     if not particles:
         raise LipoclassError(f"{csv_path}: no particles")
 
@@ -409,6 +413,7 @@ class DatasetWriter:
         sample: str | None = None,
         features: Mapping[str, float] | None = None,
         suffix: str = ".png",
+        micrograph: str | None = None,
     ) -> None:
         """Write one particle's image (and mask, as 0/255 PNG) and queue its row."""
         img_rel = f"images/{pid}{suffix}"
@@ -417,7 +422,7 @@ class DatasetWriter:
         if mask is not None:
             mask_rel = f"masks/{pid}.png"
             write_image(self.staging / mask_rel, (np.asarray(mask) > 0).astype(np.uint8) * 255)
-        self.add_row(pid, img_rel, mask_rel, label, pixel_size_nm, sample, features)
+        self.add_row(pid, img_rel, mask_rel, label, pixel_size_nm, sample, features, micrograph)
 
     def add_row(
         self,
@@ -428,6 +433,7 @@ class DatasetWriter:
         pixel_size_nm: float | None = None,
         sample: str | None = None,
         features: Mapping[str, float] | None = None,
+        micrograph: str | None = None,
     ) -> None:
         """Queue a row whose files the caller already wrote under ``self.staging``."""
         feats = dict(features or {})
@@ -442,6 +448,7 @@ class DatasetWriter:
                 "label": label or "",
                 "pixel_size_nm": "" if pixel_size_nm is None else f"{pixel_size_nm:.6g}",
                 "sample": sample or "",
+                "micrograph": micrograph or "",
                 **{k: repr(float(v)) for k, v in feats.items()},
             }
         )
@@ -452,9 +459,11 @@ class DatasetWriter:
             return
         try:
             cols = ["id", "image", "mask", "label", "pixel_size_nm", "sample"]
+            if any(r["micrograph"] for r in self.rows):  # the column only when known
+                cols.append("micrograph")
             cols += self.feature_names
             with (self.staging / "particles.csv").open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=cols, restval="")
+                w = csv.DictWriter(fh, fieldnames=cols, restval="", extrasaction="ignore")
                 w.writeheader()
                 w.writerows(self.rows)
             lines = [f"{k} = {_toml_value(v)}" for k, v in self.meta.items()]

@@ -167,6 +167,7 @@ def crop_micrographs(
                     pixel_size_nm=mic.pixel_size_nm,
                     sample=samples[mic.name] if samples is not None else mic.name,
                     suffix=suffix,
+                    micrograph=mic.name,
                 )
                 prov.append(
                     {

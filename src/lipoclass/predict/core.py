@@ -456,9 +456,12 @@ def predict(
         if how:
             n_fallback[g] = n_fallback.get(g, 0) + 1
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
+    # the micrograph of each particle (only from a micrograph column: the sample may be a lot)
+    mics = [ds.particles[int(i)].micrograph or "" for i in index]
     rows = class_shares(probs, groups, runner.classes, runner.quantifiers, share_cfg,
                         labels=labels if (labels >= 0).any() else None,
-                        excluded=excluded, fallback=n_fallback)  # fmt: skip
+                        excluded=excluded, fallback=n_fallback,
+                        micrographs=mics if any(mics) else None)  # fmt: skip
     _write_predictions(out_path, ds, index, runner.classes, probs, review, labels, fallback)
     write_shares(rows, shares_out)
     excluded_out = shares_out.with_name(f"{out_path.stem}_excluded.csv")

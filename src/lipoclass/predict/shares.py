@@ -62,7 +62,9 @@ class ShareRow:
     ``fallback``: particles of ``n`` predicted by the documented fallback (docs/deployment.md);
     ``methods``: method -> (share, lo, hi) for the methods available; ``share``/``share_lo``/
     ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0); ``true_share``: among the
-    ``n`` predicted particles, NaN without labels."""
+    ``n`` predicted particles, NaN without labels; ``micrographs``: distinct micrographs of
+    the sample (0 when particles.csv names none); ``resampling``: ``micrographs`` when the
+    interval's replicates redrew whole micrographs, else ``particles``."""
 
     sample: str
     cls: str
@@ -75,6 +77,8 @@ class ShareRow:
     methods: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     true_share: float = math.nan
     fallback: int = 0
+    micrographs: int = 0  # distinct micrographs among the n particles (0: not known)
+    resampling: str = ""  # how the interval redrew the sample (quantify.RESAMPLING_UNITS)
 
 
 def _as_proba(probs: Any, c: int) -> np.ndarray:
@@ -94,6 +98,7 @@ def class_shares(
     labels: np.ndarray | None = None,
     excluded: Mapping[str, int] | None = None,
     fallback: Mapping[str, int] | None = None,
+    micrographs: Sequence[str] | None = None,
 ) -> list[ShareRow]:
     """Shares per group (sample) with intervals, for every available method.
 
@@ -102,7 +107,10 @@ def class_shares(
     fitted ``lipoclass.quantify.Quantifiers`` (None: CC and PCC only, sampling intervals);
     ``labels`` (N,) true index or -1; ``excluded`` sample -> particles not predicted (a
     sample with only such particles gets rows with n = 0 and no shares); ``fallback`` sample
-    -> particles among its ``n`` predicted by the documented fallback."""
+    -> particles among its ``n`` predicted by the documented fallback; ``micrographs`` (N,)
+    the micrograph of each particle or None: a sample of ``quantify.MIN_GROUPS`` or more
+    micrographs gets intervals whose replicates redraw whole micrographs (error rates vary
+    between micrographs), otherwise particles."""
     from lipoclass.quantify import sampling_estimate
 
     cfg = config or ShareConfig()
@@ -111,6 +119,9 @@ def class_shares(
     garr = np.asarray(list(groups), dtype=object)
     if len(garr) != len(p):
         raise ValueError(f"{len(p)} particles but {len(garr)} group names")
+    mic = None if micrographs is None else np.asarray(list(micrographs), dtype=object)
+    if mic is not None and len(mic) != len(p):
+        raise ValueError(f"{len(p)} particles but {len(mic)} micrograph names")
     excl = dict(excluded or {})
     fb = dict(fallback or {})
     if quantifiers is not None:
@@ -128,9 +139,10 @@ def class_shares(
         sel = garr == g
         n = int(sel.sum())
         est: ShareEstimate | None = None
+        gm = None if mic is None else mic[sel].astype(str)
         if n:
-            est = (quantifiers.estimate(p[sel], qcfg) if quantifiers is not None
-                   else sampling_estimate(p[sel], qcfg))  # fmt: skip
+            est = (quantifiers.estimate(p[sel], qcfg, groups=gm) if quantifiers is not None
+                   else sampling_estimate(p[sel], qcfg, groups=gm))  # fmt: skip
         true = np.full(c, math.nan)
         if labels is not None and n:
             lab = np.asarray(labels)[sel]
@@ -145,7 +157,9 @@ def class_shares(
             best = per.get(qcfg.recommended, (math.nan, math.nan, math.nan))
             rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
                                  *best, methods=per, true_share=float(true[k]),
-                                 fallback=int(fb.get(g, 0))))  # fmt: skip
+                                 fallback=int(fb.get(g, 0)),
+                                 micrographs=len(set(gm.tolist())) if gm is not None else 0,
+                                 resampling="" if est is None else est.resampling))  # fmt: skip
     return rows
 
 
@@ -156,12 +170,13 @@ def _fmt(v: float) -> str:
 def share_columns(with_true: bool) -> list[str]:
     """shares.csv header: sample, class, n, excluded, <m>, <m>_lo, <m>_hi for every method in
     ``METHODS`` (empty cells where unavailable), recommended, share, share_lo, share_hi,
-    fallback [, true_share] (``fallback`` added after the existing columns, so the earlier
-    positions stay)."""
+    fallback, micrographs, resampling [, true_share] (added after the existing columns, so the
+    earlier positions stay)."""
     cols = ["sample", "class", "n", "excluded"]
     for m in METHODS:
         cols += [m, f"{m}_lo", f"{m}_hi"]
-    cols += ["recommended", "share", "share_lo", "share_hi", "fallback"]
+    cols += ["recommended", "share", "share_lo", "share_hi", "fallback", "micrographs",
+             "resampling"]  # fmt: skip
     return cols + ["true_share"] * with_true
 
 
@@ -179,7 +194,8 @@ def write_shares(rows: Sequence[ShareRow], path: str | os.PathLike[str]) -> Path
                 line: list[Any] = [r.sample, r.cls, r.n, r.excluded]
                 for m in METHODS:
                     line += [_fmt(v) for v in r.methods.get(m, nan3)]
-                line += [r.recommended, *map(_fmt, (r.share, r.share_lo, r.share_hi)), r.fallback]
+                line += [r.recommended, *map(_fmt, (r.share, r.share_lo, r.share_hi)), r.fallback,
+                         r.micrographs, r.resampling]  # fmt: skip
                 if with_true:
                     line.append(_fmt(r.true_share))
                 w.writerow(line)

@@ -9,12 +9,15 @@ both the test sample and the finite calibration set.
 from lipoclass.quantify.core import (
     EMQ_CALIBRATIONS,
     METHODS,
+    MIN_GROUPS,
+    RESAMPLING_UNITS,
     SAMPLING_METHODS,
     QuantifierConfig,
     Quantifiers,
     ShareEstimate,
     fit_quantifiers,
     load_quantifiers,
+    replicate_weights,
     sampling_estimate,
     save_quantifiers,
 )
@@ -22,12 +25,15 @@ from lipoclass.quantify.core import (
 __all__ = [
     "EMQ_CALIBRATIONS",
     "METHODS",
+    "MIN_GROUPS",
+    "RESAMPLING_UNITS",
     "SAMPLING_METHODS",
     "QuantifierConfig",
     "Quantifiers",
     "ShareEstimate",
     "fit_quantifiers",
     "load_quantifiers",
+    "replicate_weights",
     "sampling_estimate",
     "save_quantifiers",
 ]

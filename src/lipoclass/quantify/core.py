@@ -23,12 +23,15 @@ from lipoclass.errors import LipoclassError
 __all__ = [
     "EMQ_CALIBRATIONS",
     "METHODS",
+    "MIN_GROUPS",
+    "RESAMPLING_UNITS",
     "SAMPLING_METHODS",
     "QuantifierConfig",
     "Quantifiers",
     "ShareEstimate",
     "fit_quantifiers",
     "load_quantifiers",
+    "replicate_weights",
     "sampling_estimate",
     "save_quantifiers",
 ]
@@ -41,6 +44,15 @@ SAMPLING_METHODS: Final = ("cc", "pcc")
 
 EMQ_CALIBRATIONS: Final = (None, "bcts", "ts", "vs", "nbvs")
 """Recalibrations QuaPy's EMQ offers (Alexandari et al. 2020); ``None``: plain EM (Saerens 2002)."""
+
+RESAMPLING_UNITS: Final = ("particles", "micrographs", "particles+rates")
+"""How a bootstrap replicate redraws a test sample: particle by particle; whole micrographs
+(cluster bootstrap; needs at least ``MIN_GROUPS`` micrographs in the sample); or, for a
+sample of fewer micrographs, particles plus the error-rate deviations of as many
+micrographs drawn from the calibration set (needs ``MIN_GROUPS`` calibration micrographs)."""
+
+MIN_GROUPS: Final = 5
+"""Fewest distinct micrographs (or samples) for which replicates redraw whole ones."""
 
 _ROW_SUM_TOL = 1e-3  # |row sum - 1| allowed in posteriors
 _EPS = 1e-12  # floor on posteriors fed to EMQ (its calibrators take logs)
@@ -108,6 +120,8 @@ class ShareEstimate:
     level: float
     recommended: str
     methods: tuple[str, ...] = field(default=METHODS)
+    resampling: str = "particles"  # how replicates redrew the sample: RESAMPLING_UNITS
+    n_groups: int = 0  # distinct micrographs in the sample (0: not known)
 
     @property
     def best(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,7 +195,7 @@ class Quantifiers:
         groups: np.ndarray | None = None,
     ) -> None:
         # proba (n_cal, C) validated; labels (n_cal,) int in [0, C), every class present;
-        # groups (n_cal,) sample (micrograph, grid) of each particle, or None
+        # groups (n_cal,) micrograph (else sample) of each particle, or None
         self.config = config
         self.n_classes = int(proba.shape[1])
         self._n_cal = int(proba.shape[0])
@@ -198,7 +212,8 @@ class Quantifiers:
         rng = np.random.default_rng([config.seed, 1])
         by_class = [np.flatnonzero(labels == k) for k in range(self.n_classes)]
         members = _group_members(groups)
-        self.cal_resampling = "samples" if members is not None else "particles"
+        # one of RESAMPLING_UNITS
+        self.cal_resampling = "micrographs" if members is not None else "particles"
         refit = [m for m in config.methods if m in ("acc", "pacc", "emq")]
         self._cal_reps: list[dict[str, Any]] = []
         with warnings.catch_warnings():
@@ -209,6 +224,9 @@ class Quantifiers:
                     idx = np.concatenate([rng.choice(ix, size=ix.size) for ix in by_class])
                 p, y = proba[idx], labels[idx]
                 self._cal_reps.append({m: self._fit(m, p, y) for m in refit})
+        # per calibration micrograph, how its error rates deviate from the calibration set's
+        # (borrowed by test samples of too few micrographs to redraw: "particles+rates")
+        self._rate_effects = None if members is None else _rate_effects(proba, labels, members)
 
     def _fit(self, name: str, proba: np.ndarray, labels: np.ndarray) -> Any:
         """QuaPy quantifier ``name`` fitted on (proba (n, C), labels (n,)) through the stub."""
@@ -233,13 +251,18 @@ class Quantifiers:
         """Size of the calibration (out-of-fold) set the quantifiers were fitted on."""
         return self._n_cal
 
-    def estimate(self, test_proba: Any, config: QuantifierConfig | None = None) -> ShareEstimate:
+    def estimate(
+        self, test_proba: Any, config: QuantifierConfig | None = None, groups: Any = None
+    ) -> ShareEstimate:
         """Shares of the sample with posteriors ``test_proba`` (m, C), m >= 1, per method.
 
         ``config`` (default: the fitting config) may change ``n_boot``, ``level``, ``seed``
         and ``recommended`` at estimate time; its ``methods`` must be among the fitted ones
-        (the calibration replicates are the ``n_cal_boot`` drawn at fit time). A sample
-        without particles (m == 0) raises LipoclassError.
+        (the calibration replicates are the ``n_cal_boot`` drawn at fit time). ``groups``
+        (m,): the micrograph of each particle; with ``MIN_GROUPS`` or more the replicates
+        redraw whole micrographs (the classifier's error rates differ between micrographs,
+        so the sample's own rates are a draw too), otherwise particles. A sample without
+        particles (m == 0) raises LipoclassError.
         """
         cfg = self.config if config is None else config
         missing = [m for m in cfg.methods if m not in self._fitted]
@@ -250,7 +273,18 @@ class Quantifiers:
         if m == 0:
             raise LipoclassError("test posteriors: the sample has no particles to quantify")
         share = {name: _aggregate(name, self._fitted[name], test) for name in cfg.methods}
-        reps = self._bootstrap(test, cfg)  # name -> (n_boot, C)
+        rng = np.random.default_rng([cfg.seed, 2])
+        weights, unit, n_groups = replicate_weights(m, groups, cfg.n_boot, rng)  # (B, m)
+        shift = None
+        effects = getattr(self, "_rate_effects", None)  # (absent in older pickles)
+        if unit == "particles" and n_groups >= 1 and effects is not None:
+            # the sample's own micrographs' error rates are a draw as well: each replicate
+            # adds the deviations of n_groups calibration micrographs, weighted by the
+            # estimated shares (docs/deployment.md, Intervals)
+            q_hat = next(share[k] for k in ("pacc", "acc", "pcc", "cc") if k in share)
+            shift = _rate_shift(effects, q_hat, n_groups, cfg.n_boot, rng)
+            unit = "particles+rates"
+        reps = self._bootstrap(test, weights, cfg, shift)  # name -> (n_boot, C)
         lo, hi = _intervals(share, reps, m, 1.0 - float(cfg.level))
         return ShareEstimate(
             share=share,
@@ -260,24 +294,33 @@ class Quantifiers:
             level=float(cfg.level),
             recommended=cfg.recommended,
             methods=cfg.methods,
+            resampling=unit,
+            n_groups=n_groups,
         )
 
-    def _bootstrap(self, test: np.ndarray, cfg: QuantifierConfig) -> dict[str, np.ndarray]:
-        """Replicates (n_boot, C) per method: test sample (m, C) resampled, replicate b paired
+    def _bootstrap(
+        self,
+        test: np.ndarray,
+        weights: np.ndarray,
+        cfg: QuantifierConfig,
+        shift: dict[str, np.ndarray] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Replicates (n_boot, C) per method: the test sample (m, C) reweighted by the
+        replicate weights (B, m) (how often each particle was redrawn), the unadjusted shares
+        moved by ``shift`` ("crisp", "soft": (B, C) each) when given, replicate b paired
         with calibration replicate ``b % n_cal_boot``; ACC/PACC replicates are unconstrained
         (may leave [0, 1]). Vectorised over replicates: the ACC/PACC systems are solved with
         numpy (QuaPy's exact solver, ``solve_adjustment(..., "inversion", "exact-cc")``), EMQ
         runs the EM update of QuaPy's ``EMQ.EM`` (accelerated, to convergence) on all
         replicates at once on the posteriors recalibrated once per calibration replicate."""
-        b_total, (m, c) = cfg.n_boot, test.shape
+        b_total, c = weights.shape[0], test.shape[1]
         n_cal = len(self._cal_reps)
-        rng = np.random.default_rng([cfg.seed, 2])
-        t_idx = rng.integers(0, m, size=(b_total, m), dtype=np.int32)  # (B, m)
         cal_of = np.arange(b_total) % n_cal  # (B,)
         crisp = np.argmax(test, axis=1)  # (m,)
         reps: dict[str, np.ndarray] = {}
-        cc = np.stack([np.bincount(crisp[r], minlength=c) for r in t_idx]) / m  # (B, C)
-        pcc = np.stack([test[r].mean(axis=0) for r in t_idx])  # (B, C)
+        cc, pcc = _weighted_means(weights, np.eye(c)[crisp]), _weighted_means(weights, test)
+        if shift is not None:
+            cc, pcc = cc + shift["crisp"], pcc + shift["soft"]
         if "cc" in cfg.methods:
             reps["cc"] = cc
         if "pcc" in cfg.methods:
@@ -295,27 +338,26 @@ class Quantifiers:
                     out[sel] = unadj[sel]
             reps[name] = out
         if "emq" in cfg.methods:
-            reps["emq"] = self._emq_bootstrap(_floor(test), t_idx, cal_of)
+            reps["emq"] = self._emq_bootstrap(_floor(test), weights, cal_of)
         return reps
 
-    def _emq_bootstrap(self, test: np.ndarray, t_idx: np.ndarray, cal_of: np.ndarray) -> np.ndarray:
-        """EMQ replicates (B, C): posteriors recalibrated by each calibration replicate's
-        EMQ, then EM on the resampled rows ``t_idx`` (B, m) with that replicate's prior."""
-        b_total, m = t_idx.shape
-        c = test.shape[1]
-        out = np.empty((b_total, c))
+    def _emq_bootstrap(
+        self, test: np.ndarray, weights: np.ndarray, cal_of: np.ndarray
+    ) -> np.ndarray:
+        """EMQ replicates (B, C): posteriors (m, C) recalibrated by each calibration
+        replicate's EMQ, then weighted EM (replicate weights (B, m)) with that replicate's
+        prior, all replicates of one calibration replicate at once."""
+        out = np.empty((weights.shape[0], test.shape[1]))
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore")
-            px, ptr = [], []  # per calibration replicate: recalibrated (m, C), prior (C,)
-            for rep in self._cal_reps:
+            for k, rep in enumerate(self._cal_reps):
+                sel = np.flatnonzero(cal_of == k)
+                if not sel.size:
+                    continue
                 q = rep["emq"]
-                px.append(np.asarray(q._calibrate_if_requested(test), dtype=np.float64))
-                ptr.append(np.asarray(q.train_prevalence, dtype=np.float64))
-            chunk = max(1, 3_000_000 // max(m * c, 1))  # replicates per batch (memory)
-            for s in range(0, b_total, chunk):
-                sel = np.arange(s, min(s + chunk, b_total))
-                x = np.stack([px[cal_of[i]][t_idx[i]] for i in sel])  # (b, m, C)
-                out[sel] = _em_batch(np.stack([ptr[cal_of[i]] for i in sel]), x)
+                px = np.asarray(q._calibrate_if_requested(test), dtype=np.float64)  # (m, C)
+                ptr = np.asarray(q.train_prevalence, dtype=np.float64)  # (C,)
+                out[sel] = _em_batch(ptr, px, weights[sel])
         return out
 
 
@@ -342,9 +384,12 @@ def _intervals(
     return lo, hi
 
 
-def sampling_estimate(test_proba: Any, config: QuantifierConfig) -> ShareEstimate:
+def sampling_estimate(
+    test_proba: Any, config: QuantifierConfig, groups: Any = None
+) -> ShareEstimate:
     """CC and PCC shares of a sample (m, C) without calibration data (e.g. an ONNX file
-    alone): intervals from resampling the sample's particles only, no QuaPy needed.
+    alone): intervals from resampling the sample only (its micrographs when ``groups``
+    names ``MIN_GROUPS`` or more), no QuaPy needed.
 
     Both are biased towards the training class shares when the sample's shares differ;
     ``config.recommended`` must be ``cc`` or ``pcc``."""
@@ -360,43 +405,43 @@ def sampling_estimate(test_proba: Any, config: QuantifierConfig) -> ShareEstimat
     crisp = np.argmax(test, axis=1)  # (m,)
     share = {"cc": np.bincount(crisp, minlength=c) / m, "pcc": test.mean(axis=0)}
     rng = np.random.default_rng([config.seed, 2])
-    idx = rng.integers(0, m, size=(config.n_boot, m))  # (B, m)
-    onehot = np.eye(c)[crisp]  # (m, C)
-    reps = {"cc": onehot[idx].mean(axis=1), "pcc": test[idx].mean(axis=1)}  # (B, C) each
+    w8, unit, n_groups = replicate_weights(m, groups, config.n_boot, rng)  # (B, m)
+    reps = {"cc": _weighted_means(w8, np.eye(c)[crisp]), "pcc": _weighted_means(w8, test)}
     lo, hi = _intervals(share, reps, m, 1.0 - float(config.level))
     return ShareEstimate(share, lo, hi, m, float(config.level), config.recommended,
-                         SAMPLING_METHODS)  # fmt: skip
+                         SAMPLING_METHODS, unit, n_groups)  # fmt: skip
 
 
 _EM_TOL = 1e-7  # max |change| of the priors between SQUAREM steps
 _EM_MAX_ITER = 300  # SQUAREM steps (3 EM updates each)
 
 
-def _em_update(ptr: np.ndarray, px: np.ndarray, qs: np.ndarray) -> np.ndarray:
-    """One EM update (QuaPy's ``EMQ.EM`` step): priors qs (b, C) -> (b, C) for posteriors px
-    (b, m, C) obtained under the training priors ptr (b, C)."""
-    w = qs / ptr  # (b, C); ptr (b, C)
-    denom = np.matmul(px, w[:, :, None])  # (b, m, 1)
-    return w * np.matmul(px.transpose(0, 2, 1), 1.0 / denom)[:, :, 0] / px.shape[1]
+def _em_update(ptr: np.ndarray, px: np.ndarray, w8: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """One EM update (QuaPy's ``EMQ.EM`` step) per replicate: priors qs (b, C) -> (b, C) for
+    posteriors px (m, C) obtained under the training prior ptr (C,), the particles weighted
+    by w8 (b, m) (bootstrap counts, each row summing to its replicate's size)."""
+    w = qs / ptr  # (b, C)
+    denom = px @ w.T  # (m, b): sum_c px[i, c] w[b, c]
+    return w * ((w8 / denom.T) @ px) / w8.sum(axis=1, keepdims=True)  # (b, C)
 
 
-def _em_batch(tr_prev: np.ndarray, px: np.ndarray) -> np.ndarray:
+def _em_batch(tr_prev: np.ndarray, px: np.ndarray, w8: np.ndarray) -> np.ndarray:
     """Saerens et al. (2002) EM prior adjustment, as QuaPy's ``EMQ.EM`` but run to
     convergence with SQUAREM acceleration (Varadhan & Roland 2008; the same fixed point, in
-    ~10-30 steps instead of hundreds of plain EM updates): prior (C,), posteriors (b, m, C)
-    -> estimated priors (b, C), each replicate stopping on its own. ``tr_prev``: (C,) or one
-    training prior per replicate (b, C)."""
-    b = px.shape[0]
-    ptr = np.array(np.broadcast_to(tr_prev, (b, px.shape[2])), dtype=np.float64)  # (b, C)
-    zero = np.prod(ptr, axis=1) == 0  # as QuaPy: smooth a zero prior
-    ptr[zero] = (ptr[zero] + 1e-4) / (ptr[zero] + 1e-4).sum(axis=1, keepdims=True)
-    qs = ptr.copy()  # (b, C)
+    ~10-30 steps instead of hundreds of plain EM updates): training prior (C,), posteriors
+    (m, C), particle weights of each replicate (b, m) -> estimated priors (b, C), each
+    replicate stopping on its own."""
+    b = w8.shape[0]
+    ptr = np.asarray(tr_prev, dtype=np.float64).copy()  # (C,)
+    if np.prod(ptr) == 0:  # as QuaPy: smooth a zero prior
+        ptr = (ptr + 1e-4) / (ptr + 1e-4).sum()
+    qs = np.tile(ptr, (b, 1))  # (b, C)
     active = np.arange(b)
-    x, pt = px, ptr
+    wa = w8
     for _ in range(_EM_MAX_ITER):
         q0 = qs[active]
-        q1 = _em_update(pt, x, q0)
-        q2 = _em_update(pt, x, q1)
+        q1 = _em_update(ptr, px, wa, q0)
+        q2 = _em_update(ptr, px, wa, q1)
         r, v = q1 - q0, q2 - 2 * q1 + q0  # (a, C)
         nr, nv = np.linalg.norm(r, axis=1), np.linalg.norm(v, axis=1)
         alpha = np.where(nv > 0, -nr / np.where(nv > 0, nv, 1.0), -1.0)
@@ -411,14 +456,90 @@ def _em_batch(tr_prev: np.ndarray, px: np.ndarray) -> np.ndarray:
             alpha[bad] = (alpha[bad] - 1.0) / 2
         qx[bad] = q2[bad]
         qx /= qx.sum(axis=1, keepdims=True)
-        new = _em_update(pt, x, qx)  # stabilising EM update
+        new = _em_update(ptr, px, wa, qx)  # stabilising EM update
         done = np.abs(new - q0).max(axis=1) < _EM_TOL
         qs[active] = new
         if done.any():  # shrink the batch only when a replicate has converged
-            active, x, pt = active[~done], x[~done], pt[~done]
+            active, wa = active[~done], wa[~done]
         if active.size == 0:
             break
     return qs
+
+
+def _weighted_means(w8: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per replicate, the weighted mean of the rows of ``values`` (m, C): (B, C)."""
+    return (w8 @ values) / w8.sum(axis=1, keepdims=True)
+
+
+def _rate_effects(
+    proba: np.ndarray, labels: np.ndarray, members: list[np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per calibration micrograph g and true class k, the deviation of its mean prediction
+    from the calibration set's: "soft" (mean posterior) and "crisp" (share of argmax), each
+    (G, C, C) [g, true k, predicted], NaN where micrograph g has no particle of class k."""
+    c = proba.shape[1]
+    crisp = np.eye(c)[np.argmax(proba, axis=1)]  # (n, C)
+    out = {}
+    for key, val in (("soft", proba), ("crisp", crisp)):
+        overall = np.stack([val[labels == k].mean(axis=0) for k in range(c)])  # (C, C)
+        eff = np.full((len(members), c, c), np.nan)
+        for g, ix in enumerate(members):
+            for k in range(c):
+                sel = ix[labels[ix] == k]
+                if sel.size:
+                    eff[g, k] = val[sel].mean(axis=0) - overall[k]
+        out[key] = eff
+    return out
+
+
+def _rate_shift(
+    effects: dict[str, np.ndarray],
+    q_hat: np.ndarray,
+    n_groups: int,
+    n_boot: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Per replicate, how ``n_groups`` micrographs drawn from the calibration set would move
+    a sample's unadjusted shares: sum_k q_hat[k] * (mean deviation of class k over the drawn
+    micrographs that hold it; 0 where none does), "soft" and "crisp", (B, C) each.
+
+    A micrograph's deviation is measured on its few particles, so it also carries their
+    sampling noise, which the redrawn test particles carry already: slightly conservative."""
+    out = {}
+    picks = rng.integers(0, effects["soft"].shape[0], size=(n_boot, n_groups))  # (B, G)
+    q = np.clip(np.asarray(q_hat, dtype=np.float64), 0.0, 1.0)  # (C,)
+    for key, eff in effects.items():
+        drawn = eff[picks]  # (B, G, C, C)
+        have = ~np.isnan(drawn[..., 0])  # (B, G, C)
+        total = np.nansum(drawn, axis=1)  # (B, C, C)
+        mean = total / np.maximum(have.sum(axis=1), 1)[..., None]  # (B, C, C)
+        out[key] = np.einsum("k,bkc->bc", q, mean)  # (B, C)
+    return out
+
+
+def replicate_weights(
+    m: int, groups: Any, n_boot: int, rng: np.random.Generator
+) -> tuple[np.ndarray, str, int]:
+    """Bootstrap replicates of a sample of ``m`` particles as weights (n_boot, m): how often
+    each particle is drawn. With ``groups`` (m,) naming ``MIN_GROUPS`` or more micrographs,
+    whole micrographs are redrawn with replacement (every particle of a micrograph drawn k
+    times gets weight k); otherwise particles are. Returns (weights, unit, distinct groups)."""
+    if groups is not None:
+        garr = np.asarray(groups, dtype=str).reshape(-1)
+        if garr.shape != (m,):
+            raise LipoclassError(f"test groups: expected {m} micrograph names, got {garr.size}")
+        _, inv = np.unique(garr, return_inverse=True)
+        g = int(inv.max()) + 1
+        if g >= MIN_GROUPS:
+            picks = rng.integers(0, g, size=(n_boot, g))  # (B, G) micrographs drawn
+            counts = np.stack([np.bincount(r, minlength=g) for r in picks])  # (B, G)
+            return counts[:, inv].astype(np.float64), "micrographs", g
+        n_groups = g
+    else:
+        n_groups = 0
+    idx = rng.integers(0, m, size=(n_boot, m))  # (B, m) particles drawn
+    w8 = np.stack([np.bincount(r, minlength=m) for r in idx]).astype(np.float64)
+    return w8, "particles", n_groups
 
 
 def _clopper_pearson(x: np.ndarray, m: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -444,7 +565,8 @@ def _aggregate(name: str, q: Any, test: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore")
             px = np.asarray(q._calibrate_if_requested(_floor(test)), dtype=np.float64)
-            est = _em_batch(np.asarray(q.train_prevalence, dtype=np.float64), px[None])[0]
+            prior = np.asarray(q.train_prevalence, dtype=np.float64)
+            est = _em_batch(prior, px, np.ones((1, len(px))))[0]
     elif name in ("acc", "pacc"):
         # QuaPy's constrained solution; when the exact solution of q = M p is already on the
         # simplex it *is* that minimiser (zero loss), so the optimiser is skipped
@@ -461,7 +583,7 @@ def _aggregate(name: str, q: Any, test: np.ndarray) -> np.ndarray:
 
 
 #: fewest distinct samples for which calibration replicates redraw whole samples
-MIN_CAL_GROUPS = 5
+MIN_CAL_GROUPS = MIN_GROUPS
 
 
 def _group_members(groups: np.ndarray | None) -> list[np.ndarray] | None:

@@ -349,6 +349,7 @@ def synthesize(
                 label=classes[int(labels[i])],
                 pixel_size_nm=round(samples[s].pixel_size_nm, 4),
                 sample=sample_names[s],
+                micrograph=sample_names[s],
             )
         grid = cfg.contact_grid
         for c, cls in enumerate(classes):
