@@ -10,12 +10,12 @@ micrographs of the pool, as a lab's sample does: micrographs are taken in random
 they hold ``m`` particles and every class the sample needs, and the particles are drawn from
 those only, so the sample's error rates are those of its own few micrographs (the intervals
 then redraw micrographs, ``lipoclass.quantify``); ``--draw particles`` draws from the whole
-pool (every sample sees the pool's average error rates). Settings: the thesis prior of the
-problem, 80/10/10, 50/25/25, 98/1/1, uniform and one without the last class (90/10/0).
-Prints per setting and method the mean absolute error of the shares (MAE over classes and
-samples), the worst absolute error, and the coverage of the 95 % intervals (share of
-(sample, class) pairs whose interval holds the population share), then the pooled summary
-and the method the rule recommends: the lowest
+pool (every sample sees the pool's average error rates). Settings: the thesis priors of both
+problems (in the model's class order), 80/10/10, 50/25/25, 98/1/1, uniform and one without
+the last class (90/10/0). Prints per setting and method the mean absolute error of the
+shares (MAE over classes and samples), the worst absolute error, and the coverage of the
+95 % intervals (share of (sample, class) pairs whose interval holds the population share),
+then the pooled summary and the method the rule recommends: the lowest
 pooled MAE among methods with pooled coverage >= 90 % that beat CC's MAE.
 
 Several MODEL_DIRs, each trained on its own independently rendered synthetic set, are pooled
@@ -49,10 +49,13 @@ def settings(problem: str, n_classes: int) -> dict[str, tuple[float, ...]]:
     """Named test shares in the model's class order (the synth problems' order)."""
     from lipoclass.synth.scenes import PROBLEMS
 
-    _, counts = PROBLEMS[problem]
-    thesis = tuple(float(c) / sum(counts) for c in counts)
-    out = {
-        "thesis " + "/".join(f"{100 * t:.3g}" for t in thesis): thesis,
+    out: dict[str, tuple[float, ...]] = {}
+    # the thesis priors of both problems, in the model's class order (its own problem first)
+    for name in sorted(PROBLEMS, key=lambda p: p != problem):
+        counts = PROBLEMS[name][1]
+        thesis = tuple(float(c) / sum(counts) for c in counts)
+        out[f"thesis {name[:3]}. " + "/".join(f"{100 * t:.3g}" for t in thesis)] = thesis
+    out |= {
         "80/10/10": (0.8, 0.1, 0.1),
         "50/25/25": (0.5, 0.25, 0.25),
         "98/1/1": (0.98, 0.01, 0.01),
@@ -235,7 +238,7 @@ def main() -> None:
             f"{k} {v['mae']:.4f}/{v['worst']:.3f}/{100 * v['coverage']:.0f}"
             for k, v in per_model[str(b.path)].items()), flush=True)  # fmt: skip
     print(f"cells: MAE / worst abs error / 95 % coverage (%), over {len(benches)} model(s)")
-    print(f"{'setting':<22} {'m':>6} " + " ".join(f"{m:>17}" for m in METHODS))
+    print(f"{'setting':<28} {'m':>6} " + " ".join(f"{m:>17}" for m in METHODS))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for (name, m), errs in cells_of.items():
         key = f"{name} | {m}"
@@ -243,7 +246,7 @@ def main() -> None:
                         for k in METHODS}  # fmt: skip
         cells = [f"{v['mae']:.4f}/{v['worst']:.3f}/{100 * v['coverage']:3.0f}"
                  for v in results[key].values()]  # fmt: skip
-        print(f"{name:<22} {m:>6} " + " ".join(f"{c:>17}" for c in cells))
+        print(f"{name:<28} {m:>6} " + " ".join(f"{c:>17}" for c in cells))
     summary = {k: _summary(np.concatenate([np.array(e[k]) for e in cells_of.values()]),
                            np.concatenate([np.array(h[k]) for h in hits_of.values()]))
                for k in METHODS}  # fmt: skip

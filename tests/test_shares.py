@@ -224,7 +224,9 @@ def test_predict_loads_stored_quantifiers(tmp_path, tiny_dataset, capsys):
     res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv",
                   config=PredictConfig(device="cpu", n_boot=50))  # fmt: skip
     out = capsys.readouterr().out
-    assert res.quantifier_note == "" and "note:" not in out and "EXCLUDED" not in out
+    assert res.quantifier_note == "" and "EXCLUDED" not in out
+    notes = [line for line in out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "names no micrograph" in notes[0]  # only the resampling note
     assert {r.sample for r in res.share_rows} == {"all"}
     assert not (tmp_path / "p_shares.png").exists()  # one sample: no comparison plot
     assert all(not math.isnan(r.methods["pacc"][0]) for r in res.share_rows)

@@ -788,12 +788,15 @@ def _collect(
     by_s: dict[str, int] = {}
     for r in results:
         by_s[r.sample] = by_s.get(r.sample, 0) + skipped[r.name]
+    # the intervals redraw a sample's micrographs (one micrograph: borrowed rate spread)
     by_sample = class_shares(probs, samples, classes, quant, scfg, labels=lab,
-                             excluded={k: v for k, v in by_s.items() if v})  # fmt: skip
+                             excluded={k: v for k, v in by_s.items() if v},
+                             micrographs=names)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same warnings as just given for the samples
         by_mic = class_shares(probs, names, classes, quant, scfg, labels=lab,
-                              excluded={k: v for k, v in skipped.items() if v})  # fmt: skip
+                              excluded={k: v for k, v in skipped.items() if v},
+                              micrographs=names)  # fmt: skip
     return MicrographPredictResult(
         out,
         classes,

@@ -495,6 +495,13 @@ def predict(
               f"is in {shares_out.name})")  # fmt: skip
         if runner.quant_note:
             print(f"note: {runner.quant_note}")
+        if rows and all(r.resampling == "particles" for r in rows if r.n):
+            print(
+                "note: the intervals redraw particles one by one (particles.csv names no "
+                "micrograph, or fewer than 5 per sample and the model's training particles "
+                "named none), so the micrograph-to-micrograph variation of the error rates "
+                "is left out; add a 'micrograph' column (docs/deployment.md, Intervals)"
+            )
         if metrics is not None:
             print(_metrics_table(metrics))
         print(f"predictions: {out_path}\nshares: {shares_out}")
