@@ -54,7 +54,7 @@
 #   N_TRAIN (12000) SEED_TRAIN (1) RATIOS_TRAIN ('balanced') EPOCHS (6) FOLDS (3)
 #   N_SAMPLE (12000) SEED_SAMPLE (7) RATIOS ('full=0.8,uncertain=0.1,empty=0.1')
 #   WORKERS (synth processes, default all)
-# Takes about 5.5 minutes on a shared 2-core CPU (docs/deployment.md gives the measured run).
+# Takes about 9 minutes on a shared 2-core CPU (docs/deployment.md gives the measured run).
 set -euo pipefail
 
 VENV_BIN=${LIPOCLASS_VENV_BIN:-.venv/bin}
