@@ -101,11 +101,10 @@ def training_samples(info: dict, ids: list[str]) -> list[str] | None:
     return load_dataset(path).micrographs_of(ids)
 
 
-def pool_micrographs(pool: Path, ids: np.ndarray) -> np.ndarray | None:
-    """The micrograph (else sample) of each pool particle ``ids``, or None when unknown."""
-    from lipoclass.data import load_dataset
-
-    mics = load_dataset(pool).micrographs_of([str(i) for i in ids])
+def pool_micrographs(pool: Any, ids: np.ndarray) -> np.ndarray | None:
+    """The micrograph (else sample) of each particle ``ids`` of the pool dataset, or None
+    when unknown."""
+    mics = pool.micrographs_of([str(i) for i in ids])
     return None if mics is None else np.asarray(mics, dtype=str)
 
 
@@ -153,7 +152,7 @@ class SampleDrawer:
 class Bench:
     """One model folder's part of the benchmark: quantifiers, pool posteriors, drawer."""
 
-    def __init__(self, path: Path, pool: Path, args: argparse.Namespace) -> None:
+    def __init__(self, path: Path, pool: Path, pool_ds: Any, args: argparse.Namespace) -> None:
         from lipoclass.ensemble import load_model
 
         self.path = path
@@ -168,7 +167,7 @@ class Bench:
         t_fit = time.perf_counter() - t0
         cache = path / f".bench_pool_{pool.name}.npz"
         self.probs, labels, pool_ids = pool_posteriors(path, pool, cache)
-        self.draw = SampleDrawer(labels, pool_micrographs(pool, pool_ids), len(self.classes),
+        self.draw = SampleDrawer(labels, pool_micrographs(pool_ds, pool_ids), len(self.classes),
                                  args.draw)  # fmt: skip
         print(f"model {path} ({loaded.info['model']}, {loaded.kind}), classes "
               f"{', '.join(loaded.classes)}; calibration: {len(y_cal)} out-of-fold particles "
@@ -200,7 +199,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     args = ap.parse_args()
 
-    benches = [Bench(path, args.pool, args) for path in args.models]
+    from lipoclass.data import load_dataset
+
+    pool_ds = load_dataset(args.pool)  # read once: the micrographs of the pool's particles
+    benches = [Bench(path, args.pool, pool_ds, args) for path in args.models]
     classes = benches[0].classes
     if any(b.classes != classes for b in benches):
         raise SystemExit("bench_shares: the model folders have different classes")

@@ -153,8 +153,8 @@ def test_config_validation() -> None:
 def test_calibration_replicates_redraw_whole_samples() -> None:
     """With a sample per particle (micrographs whose conditions shift the classifier's error
     rates), the calibration replicates redraw whole samples and the adjusted intervals widen;
-    with fewer than MIN_CAL_GROUPS samples particles are redrawn; bad shapes are refused."""
-    from lipoclass.quantify.core import MIN_CAL_GROUPS
+    with fewer than MIN_GROUPS samples particles are redrawn; bad shapes are refused."""
+    from lipoclass.quantify import MIN_GROUPS
 
     rng = np.random.default_rng(5)
     probas, labels, groups = [], [], []
@@ -172,7 +172,7 @@ def test_calibration_replicates_redraw_whole_samples() -> None:
     width = {name: q.estimate(test).hi["pacc"] - q.estimate(test).lo["pacc"]
              for name, q in (("plain", plain), ("clustered", clustered))}  # fmt: skip
     assert width["clustered"].mean() > 1.2 * width["plain"].mean(), width
-    few = [f"mic{i % (MIN_CAL_GROUPS - 1)}" for i in range(len(y))]
+    few = [f"mic{i % (MIN_GROUPS - 1)}" for i in range(len(y))]
     assert fit_quantifiers(proba, y, FAST, groups=few).cal_resampling == "particles"
     with pytest.raises(LipoclassError, match="groups"):
         fit_quantifiers(proba, y, FAST, groups=groups[:-1])

@@ -459,13 +459,16 @@ class DatasetWriter:
             return
         try:
             cols = ["id", "image", "mask", "label", "pixel_size_nm", "sample"]
-            if any(r["micrograph"] for r in self.rows):  # the column only when known
+            rows = self.rows
+            if any(r["micrograph"] for r in rows):  # the column only when known
                 cols.append("micrograph")
+            else:
+                rows = [{k: v for k, v in r.items() if k != "micrograph"} for r in rows]
             cols += self.feature_names
             with (self.staging / "particles.csv").open("w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=cols, restval="", extrasaction="ignore")
+                w = csv.DictWriter(fh, fieldnames=cols, restval="")
                 w.writeheader()
-                w.writerows(self.rows)
+                w.writerows(rows)
             lines = [f"{k} = {_toml_value(v)}" for k, v in self.meta.items()]
             (self.staging / "dataset.toml").write_text("\n".join(lines) + "\n")
             publish_folder(self.staging, self.out)

@@ -158,7 +158,7 @@ def class_shares(
             rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
                                  *best, methods=per, true_share=float(true[k]),
                                  fallback=int(fb.get(g, 0)),
-                                 micrographs=len(set(gm.tolist())) if gm is not None else 0,
+                                 micrographs=0 if est is None else est.n_groups,
                                  resampling="" if est is None else est.resampling))  # fmt: skip
     return rows
 

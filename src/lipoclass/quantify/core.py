@@ -204,7 +204,7 @@ class Quantifiers:
         self._fitted = {m: self._fit(m, proba, labels) for m in config.methods}
         # calibration replicates, adjustment refitted with QuaPy on each. Particles of one
         # sample share its imaging conditions, so their errors are not independent: with
-        # MIN_CAL_GROUPS or more samples a replicate redraws whole samples (cluster bootstrap,
+        # MIN_GROUPS or more micrographs a replicate redraws whole ones (cluster bootstrap,
         # the rates then vary as they vary between samples); otherwise particles are redrawn
         # within each class (class counts are a design choice of the annotator, and no class
         # may vanish). A cluster replicate that lacks a class is redrawn (up to 20 times),
@@ -582,17 +582,13 @@ def _aggregate(name: str, q: Any, test: np.ndarray) -> np.ndarray:
     return est / est.sum()
 
 
-#: fewest distinct samples for which calibration replicates redraw whole samples
-MIN_CAL_GROUPS = MIN_GROUPS
-
-
 def _group_members(groups: np.ndarray | None) -> list[np.ndarray] | None:
     """Positions of each sample's particles, or None when there are too few samples."""
     if groups is None:
         return None
     _, inv = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
     members = [np.flatnonzero(inv == g) for g in range(int(inv.max()) + 1)] if inv.size else []
-    return members if len(members) >= MIN_CAL_GROUPS else None
+    return members if len(members) >= MIN_GROUPS else None
 
 
 def _cluster_draw(
@@ -621,7 +617,7 @@ def fit_quantifiers(
     No classifier is trained: ACC/PACC estimate their misclassification rates and EMQ its
     prior (and recalibration) from these data. Every class needs at least one example
     (an adjustment for a class never seen cannot be estimated). ``groups`` (n,): the sample
-    (micrograph, grid) of each particle; with ``MIN_CAL_GROUPS`` or more, the calibration
+    (micrograph, grid) of each particle; with ``MIN_GROUPS`` or more, the calibration
     replicates of the intervals redraw whole samples (``Quantifiers.cal_resampling``).
     """
     cfg = config if config is not None else QuantifierConfig()
