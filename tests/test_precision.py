@@ -129,7 +129,7 @@ def test_cli_precision_flag_validation(capsys: pytest.CaptureFixture[str], tmp_p
 def test_cli_precision_reaches_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
     import argparse
 
-    from lipoclass import cli
+    from lipoclass.cli import _common as cli
 
     got = {}
 
@@ -140,7 +140,7 @@ def test_cli_precision_reaches_the_spec(monkeypatch: pytest.MonkeyPatch) -> None
     ns = argparse.Namespace(model="tiny", mode="auto", size=None, epochs=1, batch_size=8,
                             optimizer="adam", lr=None, balance=None, augment=(),
                             device="cpu", features="vironova", precision="bf16")  # fmt: skip
-    cli._spec_from_args(ns)
+    cli.spec_from_args(ns)
     assert got["precision"] == "bf16"
 
 

@@ -1,0 +1,263 @@
+"""Shared pieces of the command line: the one-line-error parser, typed option converters
+and option groups used by several commands."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from lipoclass.choices import (
+    AUGMENTS,
+    BALANCES_CNN,
+    BALANCES_SVM,
+    DEVICES,
+    EXECUTORS,
+    FEATURE_SETS,
+    INPUT_MODES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SEED_MAX,
+)
+from lipoclass.errors import LipoclassError
+
+__all__ = [
+    "AddCommand",
+    "Parser",
+    "add_detect_options",
+    "add_executor_options",
+    "add_model_options",
+    "augment_list",
+    "detect_config",
+    "folds",
+    "fraction",
+    "length",
+    "positive_float",
+    "positive_int",
+    "seed",
+    "spec_from_args",
+]
+
+AddCommand = Callable[..., Any]
+"""``add(name, handler, help, description)`` -> the new subcommand's parser."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a wrong flag as one line and exit 2 (its default) without usage
+    noise spread over many lines."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")  # prog: "lipoclass [command]"
+
+
+def augment_list(text: str) -> tuple[str, ...]:
+    text = text.strip().lower()
+    if text in ("none", ""):
+        return ()
+    if text == "all":
+        return AUGMENTS
+    items = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in items if t not in AUGMENTS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTS)}, all or none"
+        )
+    return items
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+def seed(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use 0 to {SEED_MAX}")
+    return v
+
+
+def fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.95")
+    return v
+
+
+def folds(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: cross-validation needs at least 2 folds")
+    return v
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v
+
+
+def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) -> None:
+    """Options shared by ``cv`` and ``train`` (names fixed by the CNN issue)."""
+    p.add_argument(
+        "--model",
+        default=default_model,
+        required=default_model is None,
+        help="'svm': a support-vector machine on measured particle features (size, shape, "
+        "grey-level profile); or a neural network (CNN) that looks at the pixels: lipnet4 "
+        "(recommended), lipnet1, lipnet2, lipnet4c, lipnet6, lipnet_fcn, lipnet_hybrid (also "
+        "gets the particle size), tiny (for tests)"
+        + (f" (default: {default_model})" if default_model else ""),
+    )
+    g = p.add_argument_group("input preparation (CNN)")
+    g.add_argument(
+        "--mode",
+        choices=INPUT_MODES,
+        default="auto",
+        help="what the network sees: surround = the whole particle image with its "
+        "surroundings; crop = cut to the particle's mask outline (bounding box); masked = "
+        "cropped and everything outside the mask set to zero (usually best); auto (default): "
+        "masked when every particle has a mask, else surround",
+    )
+    g.add_argument("--size", type=positive_int, default=None, help="images are resized to "
+                   "SIZE x SIZE pixels (default: the model's own, 28 for LipNet-4, 32 for "
+                   "LipNet-6)")  # fmt: skip
+    g = p.add_argument_group("training (CNN)")
+    g.add_argument("--epochs", type=positive_int, default=30, help="passes over the training "
+                   "particles; training may stop earlier when the held-out score stops "
+                   "improving (default: 30)")  # fmt: skip
+    g.add_argument("--batch-size", type=positive_int, default=32,
+                   help="particles per training step (default: 32)")  # fmt: skip
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="training algorithm (default: adam)")  # fmt: skip
+    g.add_argument("--lr", type=positive_float, default=None,
+                   help="learning rate: step size of training; lower it if training "
+                   "diverges (default: 1e-3 adam, 1e-2 sgd)")  # fmt: skip
+    g.add_argument(
+        "--balance",
+        default=None,
+        help="how to handle rare classes. oversample: show rare-class particles more often "
+        "(CNN default); undersample: use fewer particles of common classes; weights: count "
+        "errors on rare classes more (SVM default); smote: add synthetic in-between examples "
+        "of rare classes; focal: a loss that focuses on hard particles (CNN only); none. "
+        f"CNN: {', '.join(BALANCES_CNN)}; SVM: {', '.join(BALANCES_SVM)}",
+    )
+    g.add_argument(
+        "--augment",
+        type=augment_list,
+        default=AUGMENTS,
+        help="random changes applied to training images so the network does not depend on "
+        f"orientation or position: comma list of {','.join(AUGMENTS)}, or all / none "
+        "(default: all)",
+    )
+    g.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to compute: cuda = NVIDIA GPU, cpu, or auto (GPU when "
+                   "present) (default: auto)")  # fmt: skip
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="number format while training: bf16 (bfloat16, about 1.7x faster on "
+                   "processors with AVX-512 BF16 or AMX and on recent GPUs), fp32, or auto "
+                   "(bf16 where the hardware computes it natively, else fp32); predictions "
+                   "are always computed in fp32 (default: auto; bf16 and fp32 gave the same "
+                   "accuracy in our tests)")  # fmt: skip
+    g = p.add_argument_group("SVM")
+    g.add_argument(
+        "--features",
+        choices=FEATURE_SETS,
+        default="vironova",
+        help="measurements the SVM uses: vironova = area, circularity, shape moments, edge "
+        "profile, grey-level histogram and internal texture (the set of the Vironova "
+        "analysis software); all = every computed measurement; precomputed = the numeric "
+        "columns of particles.csv (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=seed, default=0, help="random seed: the same seed gives "
+                   f"the same folds and results (0 to {SEED_MAX}, default: 0)")  # fmt: skip
+
+
+def spec_from_args(args: argparse.Namespace) -> Any:
+    from lipoclass.evaluate import build_spec
+
+    return build_spec(
+        args.model,
+        mode=args.mode,
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        balance=args.balance,
+        augment=args.augment,
+        device=args.device,
+        features=args.features,
+        precision=args.precision,
+    )
+
+
+def add_executor_options(p: Any, what: str) -> None:
+    """--workers / --executor / --address, defined once for every command whose independent
+    tasks (``what``: "folds trained", "study runs", ...) can run in parallel; ``p`` is a parser
+    or an argument group."""
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help=f"{what} at once in local processes (with --executor ray and "
+                   "no --address: the CPUs of the Ray instance started here) "
+                   "(default: 1)")  # fmt: skip
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help=f"where the {what.split()[0]} run: local = this computer, ray = a Ray "
+                   "compute cluster (default: local)")  # fmt: skip
+    p.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start Ray on this computer)")  # fmt: skip
+
+
+def add_detect_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("detection (crop --detect, detect)")
+    g.add_argument("--min-diameter", type=length, default=(20.0, "nm"), metavar="LEN",
+                   help="smallest liposome, e.g. 20nm or 16px (default: 20nm)")  # fmt: skip
+    g.add_argument("--max-diameter", type=length, default=(300.0, "nm"), metavar="LEN",
+                   help="largest liposome, e.g. 300nm or 400px (default: 300nm)")  # fmt: skip
+    g.add_argument("--threshold", type=positive_float, default=6.0,
+                   help="how clear a ring must be (robust z-score; lower finds fainter "
+                   "liposomes and more false ones; default: %(default)s)")  # fmt: skip
+
+
+def length(text: str) -> tuple[float, str]:
+    """'20nm', '16px' or '20' (nm) -> (value, unit)."""
+    t = text.strip().lower()
+    unit = "px" if t.endswith("px") else "nm"
+    num = t[:-2] if t.endswith(("px", "nm")) else t
+    try:
+        v = float(num)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a length like 20nm or 16px") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return v, unit
+
+
+def detect_config(args: argparse.Namespace) -> Any:
+    from lipoclass.micrograph import DetectConfig
+
+    (dmin, umin), (dmax, umax) = args.min_diameter, args.max_diameter
+    if umin != umax:
+        raise LipoclassError("--min-diameter and --max-diameter need the same unit (nm or px)")
+    try:
+        return DetectConfig(min_diameter=dmin, max_diameter=dmax, unit=umin,
+                            threshold=args.threshold)  # fmt: skip
+    except ValueError as exc:
+        raise LipoclassError(f"detect: {exc}") from None

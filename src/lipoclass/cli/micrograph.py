@@ -1,0 +1,152 @@
+"""Micrograph commands: crop, detect."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from lipoclass.cli._common import (
+    AddCommand,
+    add_detect_options,
+    detect_config,
+    positive_float,
+)
+from lipoclass.errors import LipoclassError
+
+__all__ = ["register"]
+
+
+def _cmd_crop(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph import (
+        CocoSource,
+        CoordinateSource,
+        CropConfig,
+        DetectSource,
+        LabelImageSource,
+        crop_micrographs,
+        read_sample_table,
+    )
+    from lipoclass.micrograph.io import check_micrograph_path
+    from lipoclass.outputs import check_output_folder
+
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
+    check_output_folder(args.out)
+    mics = [check_micrograph_path(m) for m in args.micrographs]
+    if args.classes and not args.labels:
+        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
+    source: Any
+    if args.labels:
+        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
+                                  else None)  # fmt: skip
+    elif args.coco:
+        source = CocoSource(Path(args.coco), mics)
+        mics = mics or source.micrographs
+    elif args.coords:
+        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
+    else:
+        source = DetectSource(detect_config(args))
+    if not mics:
+        raise LipoclassError("no micrographs given")
+    samples = read_sample_table(Path(args.samples)) if args.samples else None
+    try:
+        crop_cfg = CropConfig(surround=args.surround, keep_edge=args.keep_edge)
+    except ValueError as exc:
+        raise LipoclassError(f"crop: {exc}") from None
+    result = crop_micrographs(
+        mics, Path(args.out), source, crop_cfg,
+        pixel_size_nm=args.pixel_size, samples=samples,
+        require_pixel_size=not args.no_pixel_size,
+    )  # fmt: skip
+    print(result.text())
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph.detect import detect_to_folder
+    from lipoclass.outputs import check_output_folder
+
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
+    check_output_folder(args.out)
+    cfg = detect_config(args)
+    counts = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size)
+    for name, n in counts.items():
+        print(f"{name}: {n} particle(s)")
+    print(f"label images and detections.csv -> {args.out}")
+    return 0
+
+
+def _register_crop(add: AddCommand) -> None:
+    p = add(
+        "crop",
+        _cmd_crop,
+        "cut one crop per particle out of micrographs into a particle dataset",
+        "Reads micrographs (MRC, TIFF, PNG) and where the particles are: an instance label "
+        "image (cellpose, StarDist, napari, micro-sam, 'lipoclass detect'), a COCO JSON "
+        "(CVAT, Roboflow), a coordinate CSV or a RELION/cryoSPARC STAR file, or --detect. "
+        "Each crop is centred on one particle with --surround px around it and has its mask. "
+        "Particles whose crop would leave the micrograph are skipped (and counted).",
+    )
+    p.add_argument("micrographs", nargs="*", metavar="MICROGRAPH",
+                   help="micrograph files (with --coco they may be omitted: the images "
+                   "named in the COCO file are used)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output dataset folder (must not exist)")
+    src = p.add_argument_group("where the particles are (choose one)")
+    src = src.add_mutually_exclusive_group(required=True)
+    src.add_argument("--labels", metavar="PATH",
+                     help="instance label image (one micrograph) or folder of label images "
+                     "named like the micrographs (mic.tif, mic_masks.png, ...)")  # fmt: skip
+    src.add_argument("--coco", metavar="JSON", help="COCO annotations (polygons, RLE or boxes)")
+    src.add_argument("--coords", metavar="FILE",
+                     help="CSV with micrograph,x,y and diameter or w,h (pixels; optional "
+                     "label), or a RELION/cryoSPARC .star particle file")  # fmt: skip
+    src.add_argument("--detect", action="store_true",
+                     help="find the liposomes automatically (see 'lipoclass detect')")  # fmt: skip
+    p.add_argument("--classes", metavar="CSV",
+                   help="with --labels: class per instance (columns instance,label and "
+                   "optionally micrograph)")  # fmt: skip
+    p.add_argument("--diameter", type=positive_float, default=None, metavar="PX",
+                   help="particle diameter in pixels where the coordinates give none "
+                   "(needed for STAR files)")  # fmt: skip
+    p.add_argument("--samples", metavar="CSV",
+                   help="sample per micrograph (columns micrograph,sample; default: the "
+                   "micrograph's file name)")  # fmt: skip
+    p.add_argument(
+        "--surround",
+        type=int,
+        default=50,
+        metavar="PX",
+        help="pixels of surroundings on each side of the particle (default: 50)",
+    )
+    p.add_argument("--keep-edge", action="store_true",
+                   help="keep particles near the micrograph edge, padding their crop")  # fmt: skip
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    p.add_argument("--no-pixel-size", action="store_true",
+                   help="accept MRC files without a pixel size (crops get none)")  # fmt: skip
+    add_detect_options(p)
+
+
+def _register_detect(add: AddCommand) -> None:
+    p = add(
+        "detect",
+        _cmd_detect,
+        "find liposomes on micrographs and write instance label images",
+        "Classical detector (no training): band-pass filter, ring filters of every radius in "
+        "the diameter range, outline refined along rays, touching liposomes split. Writes "
+        "OUT/<micrograph>.tif label images (0 background, 1..K) and detections.csv; "
+        "'lipoclass crop --labels OUT' then cuts the crops.",
+    )
+    p.add_argument("micrographs", nargs="+", metavar="MICROGRAPH")
+    p.add_argument("--out", required=True, help="output folder for the label images (new)")
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    add_detect_options(p)
+
+
+def register(add: AddCommand) -> None:
+    """Add this group's subcommands."""
+    _register_crop(add)
+    _register_detect(add)
