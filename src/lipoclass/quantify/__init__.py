@@ -6,6 +6,13 @@ returns a :class:`ShareEstimate` with per-method shares and bootstrap intervals 
 both the test sample and the finite calibration set.
 """
 
+from lipoclass.quantify.audit import (
+    NOT_A_PARTICLE,
+    REVIEW_COLUMNS,
+    REVIEW_SPECIAL,
+    UNSURE,
+    draw_audit,
+)
 from lipoclass.quantify.core import (
     EMQ_CALIBRATIONS,
     METHODS,
@@ -23,6 +30,11 @@ from lipoclass.quantify.core import (
 )
 
 __all__ = [
+    "NOT_A_PARTICLE",
+    "REVIEW_COLUMNS",
+    "REVIEW_SPECIAL",
+    "UNSURE",
+    "draw_audit",
     "EMQ_CALIBRATIONS",
     "METHODS",
     "MIN_GROUPS",
