@@ -1,4 +1,4 @@
-"""Micrographs in, particle datasets out: reading MRC/TIFF/PNG micrographs with their pixel
+"""Micrographs in, particle datasets out: reading MRC/TIFF/PNG/JPEG micrographs with their pixel
 size, annotations (instance label images, COCO JSON, coordinate CSV, RELION/cryoSPARC STAR),
 cropping each particle with its surroundings (``lipoclass crop``) and a classical liposome
 detector (``lipoclass detect``), and prediction on whole micrographs (``lipoclass predict
@@ -34,6 +34,7 @@ from lipoclass.micrograph.io import (
     MICROGRAPH_SUFFIXES,
     Micrograph,
     MicrographWarning,
+    fill_nonfinite,
     read_label_image,
     read_micrograph,
     read_pixel_size,
@@ -67,6 +68,7 @@ __all__ = [
     "detect_micrograph",
     "detect_particles",
     "encode_rle_string",
+    "fill_nonfinite",
     "instances_from_labels",
     "match_instances",
     "predict_micrographs",

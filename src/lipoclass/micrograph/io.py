@@ -1,5 +1,12 @@
-"""Reading micrographs (MRC, TIFF 8/16-bit or float, PNG) with their pixel size, and
-instance label images (0 background, 1..K), e.g. from cellpose, StarDist, napari or micro-sam.
+"""Reading micrographs (MRC, TIFF 8/16/32-bit or float, PNG 8/16-bit, JPEG; colour images
+become luminance 0.299 R + 0.587 G + 0.114 B with a warning) with their pixel size, and
+instance label images (0 background, 1..K, any integer type), e.g. from cellpose, StarDist,
+napari or micro-sam.
+
+Non-finite pixels (NaN, +-Inf: dead pixels, masked regions of float exports) are replaced by
+the median of the micrograph's finite pixels, with one ``MicrographWarning`` giving their
+count; ``Micrograph.filled`` marks them so that detection can report the particles touching
+them. A micrograph without any finite pixel is an error.
 
 Pixel size, in order: an explicit value; the MRC header's ``voxel_size`` (Angstrom; 0 means
 unset); TIFF ImageJ metadata (``unit`` nm / um / Angstrom with the resolution tags, as Fiji
@@ -26,14 +33,15 @@ __all__ = [
     "MicrographWarning",
     "check_micrograph_path",
     "check_micrographs",
+    "fill_nonfinite",
     "read_label_image",
     "read_micrograph",
     "read_pixel_size",
     "write_label_image",
 ]
 
-MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png")
-LABEL_SUFFIXES = (".tif", ".tiff", ".png")
+MICROGRAPH_SUFFIXES = (".mrc", ".mrcs", ".map", ".tif", ".tiff", ".png", ".jpg", ".jpeg")
+LABEL_SUFFIXES = (".tif", ".tiff", ".png")  # lossless only: JPEG would change instance ids
 _MRC = (".mrc", ".mrcs", ".map")
 _UNIT_NM = {"nm": 1.0, "nanometer": 1.0, "nanometers": 1.0, "um": 1e3, "µm": 1e3,
             "\\u00b5m": 1e3, "micron": 1e3, "microns": 1e3, "micrometer": 1e3,
@@ -47,12 +55,14 @@ class MicrographWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Micrograph:
-    """One micrograph: pixels (H, W) in the file's own dtype, pixel size in nm (None when
-    unknown) and where it came from."""
+    """One micrograph: pixels (H, W) in the file's own dtype (colour files: float32
+    luminance), pixel size in nm (None when unknown) and where it came from; ``filled``
+    (H, W) bool marks pixels that were NaN/Inf in the file (None when there were none)."""
 
     path: Path
     image: np.ndarray
     pixel_size_nm: float | None
+    filled: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -174,17 +184,78 @@ def read_micrograph(
     ``require_pixel_size`` is False. Colour images are converted to grey with a warning."""
     p = check_micrograph_path(path)
     px = resolve_pixel_size(p, pixel_size_nm, require_pixel_size)
-    arr = read_native(p)  # (H, W), LipoclassError naming the file when unreadable
+    arr = _read_pixels(p)  # (H, W), LipoclassError naming the file when unreadable
     if arr.shape[0] < 8 or arr.shape[1] < 8:
         raise LipoclassError(f"{p}: image of {arr.shape[1]} x {arr.shape[0]} px is too small")
-    return Micrograph(p, arr, px)
+    arr, filled = fill_nonfinite(arr, str(p))
+    return Micrograph(p, arr, px, filled)
+
+
+def _read_pixels(p: Path) -> np.ndarray:
+    """Pixels (H, W) of a micrograph file. Colour PNGs are decoded with imagecodecs (Pillow
+    would cut 16-bit colour to 8 bits), everything else by ``read_native``."""
+    if p.suffix.lower() == ".png":
+        try:
+            head = p.open("rb").read(26)
+        except OSError as exc:
+            raise LipoclassError(f"{p}: unreadable image ({exc})") from None
+        # IHDR byte 25 is the PNG colour type: 2 RGB, 4 grey + alpha, 6 RGBA
+        if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[25] in (2, 4, 6):
+            import imagecodecs
+
+            try:
+                arr = np.asarray(imagecodecs.png_decode(p.read_bytes()))
+            except Exception as exc:
+                raise LipoclassError(
+                    f"{p}: unreadable image ({type(exc).__name__}: {exc})"
+                ) from None
+            if arr.ndim == 3 and arr.shape[-1] == 2:  # grey + alpha: the grey channel
+                return arr[..., 0]
+            if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+                warnings.warn(
+                    MicrographWarning(f"{p}: colour image converted to greyscale (luminance)"),
+                    stacklevel=3,
+                )
+                return arr[..., :3].astype(np.float32) @ _LUMA
+    return read_native(p)
+
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def fill_nonfinite(
+    image: np.ndarray, where: str = "micrograph"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace NaN/Inf pixels of ``image`` (H, W) by the median of its finite pixels, with a
+    ``MicrographWarning`` naming ``where`` and the count. Returns (image, filled mask (H, W)
+    bool or None when every pixel was finite); integer images are returned unchanged. No
+    finite pixel at all raises ``LipoclassError``."""
+    if not np.issubdtype(image.dtype, np.floating):
+        return image, None
+    finite = np.isfinite(image)
+    if finite.all():
+        return image, None
+    n_bad = int(finite.size - np.count_nonzero(finite))
+    if n_bad == finite.size:
+        raise LipoclassError(f"{where}: no finite pixel (every pixel is NaN or Inf)")
+    med = float(np.median(image[finite]))
+    out = np.where(finite, image, np.asarray(med, dtype=image.dtype))
+    warnings.warn(
+        MicrographWarning(
+            f"{where}: {n_bad} NaN/Inf pixel(s) filled with the median of the finite pixels "
+            f"({med:.4g})"
+        ),
+        stacklevel=3,
+    )
+    return out, ~finite
 
 
 def read_label_image(
     path: str | os.PathLike[str], shape: tuple[int, int] | None = None, micrograph: str = ""
 ) -> np.ndarray:
-    """Instance label image (H, W) as int64 (0 background, 1..K instances; RGB label
-    images are not supported). ``shape``: the micrograph's (H, W), checked."""
+    """Instance label image (H, W) as int64 (0 background, 1..K instances) from a TIFF of
+    any integer type (8-64 bit, signed or not; float with whole values) or an 8/16-bit PNG;
+    RGB label images are not supported. ``shape``: the micrograph's (H, W), checked."""
     p = Path(path)
     if not p.is_file():
         raise LipoclassError(f"{p}: label image not found")
@@ -197,10 +268,12 @@ def read_label_image(
         except UserWarning:
             raise LipoclassError(f"{p}: colour label image; expected one integer channel") from None
     if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.mod(arr, 1) == 0):
+        if not np.all(np.isfinite(arr)) or not np.all(np.mod(arr, 1) == 0):
             raise LipoclassError(f"{p}: label image holds non-integer values ({arr.dtype})")
     if arr.min() < 0:
         raise LipoclassError(f"{p}: label image holds negative values")
+    if arr.dtype == np.uint64 and int(arr.max()) > np.iinfo(np.int64).max:
+        raise LipoclassError(f"{p}: label image holds instance ids beyond 2**63")
     if shape is not None and tuple(arr.shape) != tuple(shape):
         of = f" of {micrograph}" if micrograph else ""
         raise LipoclassError(
