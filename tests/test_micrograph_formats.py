@@ -206,3 +206,22 @@ def test_all_nonfinite_is_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("lipoclass: error:") and "dead.tif" in err
     assert "finite" in err and not out.exists()
+
+
+def test_detections_csv_counts_filled_pixels(synth, tmp_path: Path) -> None:
+    import csv
+
+    import tifffile
+
+    img, lab = synth
+    dirty = img.astype(np.float32)
+    ys, xs = np.nonzero(lab == np.bincount(lab.ravel())[1:].argmax() + 1)  # largest liposome
+    cy, cx = int(ys.mean()), int(xs.mean())
+    dirty[cy - 1 : cy + 2, cx - 1 : cx + 2] = np.nan
+    p = tmp_path / "mic.tif"
+    tifffile.imwrite(p, dirty)
+    with pytest.warns(MicrographWarning, match="9 NaN/Inf"):
+        assert main(["detect", str(p), "--pixel-size", str(PX), "--out", str(tmp_path / "d")]) == 0
+    with (tmp_path / "d" / "detections.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(int(r["filled_px"]) for r in rows) == 9

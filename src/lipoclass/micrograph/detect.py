@@ -306,16 +306,19 @@ def detect_to_folder(
             for i, sl in enumerate(ndi.find_objects(labels), start=1):
                 if sl is None:
                     continue
-                area = int((labels[sl] == i).sum())
+                inst = labels[sl] == i
+                area = int(inst.sum())
+                filled = int(mic.filled[sl][inst].sum()) if mic.filled is not None else 0
                 d = 2.0 * math.sqrt(area / math.pi)
                 rows.append(
                     {"micrograph": mic.name, "instance": i,
                      "x": round((sl[1].start + sl[1].stop - 1) / 2, 1),
                      "y": round((sl[0].start + sl[0].stop - 1) / 2, 1),
                      "diameter_px": round(d, 1),
-                     "diameter_nm": round(d * mic.pixel_size_nm, 1) if mic.pixel_size_nm else ""}
+                     "diameter_nm": round(d * mic.pixel_size_nm, 1) if mic.pixel_size_nm else "",
+                     "filled_px": filled}
                 )  # fmt: skip
-        cols = ["micrograph", "instance", "x", "y", "diameter_px", "diameter_nm"]
+        cols = ["micrograph", "instance", "x", "y", "diameter_px", "diameter_nm", "filled_px"]
         with (staging / "detections.csv").open("w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=cols)
             w.writeheader()
