@@ -13,6 +13,7 @@ __all__ = [
     "COMPUTED_FEATURE_SETS",
     "DEVICES",
     "EXECUTORS",
+    "EXPORT_FORMATS",
     "FEATURE_SETS",
     "INFERENCE_PRECISIONS",
     "INPUT_MODES",
@@ -44,6 +45,8 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: where independent tasks (folds, study runs) run
 EXECUTORS: tuple[str, ...] = ("local", "ray")
+#: what 'lipoclass export' writes: an ONNX file or a bioimage.io model package (zip)
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "bioimageio")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
 #: legacy generators do not)
 SEED_MAX = 2**32 - 1

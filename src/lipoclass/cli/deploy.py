@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
+from lipoclass.choices import DEVICES, EXPORT_FORMATS, INFERENCE_PRECISIONS
 from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
@@ -118,12 +118,26 @@ def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> in
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lipoclass.export import ExportConfig, export_onnx
     from lipoclass.outputs import check_output_file
 
-    check_output_file(args.out)
     dataset = Path(args.dataset) if args.dataset else None
-    export_onnx(Path(args.model_dir), Path(args.out), ExportConfig(tolerance=args.tolerance),
+    if args.format == "bioimageio":
+        from lipoclass.export.bioimageio import BioimageioConfig, export_bioimageio
+
+        out = Path(args.out or "model.zip")
+        try:
+            bcfg = BioimageioConfig(tolerance=args.tolerance,
+                                    authors=tuple(args.author or ("lipoclass",)))  # fmt: skip
+        except ValueError as exc:
+            raise LipoclassError(f"export: {exc}") from None
+        export_bioimageio(Path(args.model_dir), out, bcfg, dataset=dataset)
+        return 0
+    from lipoclass.export import ExportConfig, export_onnx
+
+    if args.author:
+        raise LipoclassError("--author goes with --format bioimageio")
+    out = check_output_file(args.out or "model.onnx")
+    export_onnx(Path(args.model_dir), out, ExportConfig(tolerance=args.tolerance),
                 dataset=dataset)  # fmt: skip
     return 0
 
@@ -240,13 +254,29 @@ def _add_predict_micrograph_options(p: Any) -> None:
 
 
 def _register_export_explain(add: AddCommand) -> None:
-    p = add("export", _cmd_export, "export a CNN model folder to ONNX (checked against PyTorch)")
-    p.add_argument("model_dir")
-    p.add_argument("--out", default="model.onnx", help="default: %(default)s")
+    p = add(
+        "export",
+        _cmd_export,
+        "export a CNN model folder to ONNX or a bioimage.io model package (checked against "
+        "PyTorch)",
+        "Writes the whole model (the average of its fold models, calibrated) as one ONNX file, "
+        "or as a bioimage.io model package (zip with rdf.yaml, ONNX weights, test particles, "
+        "cover and README) for the bioimage.io model zoo, ilastik, deepImageJ, Fiji and QuPath.",
+    )
+    p.add_argument("model_dir", help="CNN model folder from 'train' or 'cv'")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                   help="onnx (default): one .onnx file; bioimageio: a model package .zip "
+                   "(docs/deployment.md)")  # fmt: skip
+    p.add_argument("--out", default=None,
+                   help="output file (default: model.onnx; model.zip for bioimageio)")  # fmt: skip
     p.add_argument("--tolerance", type=positive_float, default=1e-4,
                    help="max abs difference allowed vs PyTorch (default: %(default)s)")  # fmt: skip
-    p.add_argument("--dataset", default=None, help="check on up to 256 prepared particles "
-                   "of this dataset (default: the training set model.json records)")  # fmt: skip
+    p.add_argument("--dataset", default=None, help="real particles to check on (ONNX: up to "
+                   "256) and, for bioimageio, the package's test particles (default: the "
+                   "training set model.json records)")  # fmt: skip
+    p.add_argument("--author", action="append", default=None, metavar="NAME",
+                   help="bioimageio: an author of the package (repeat for several; default: "
+                   "lipoclass)")  # fmt: skip
 
     p = add(
         "explain",
