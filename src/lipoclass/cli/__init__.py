@@ -37,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    from lipoclass.cli import data, deploy, fit, micrograph
+    from lipoclass.cli import data, deploy, fit, micrograph, review
 
-    for group in (fit, data, micrograph, deploy):
+    for group in (fit, data, micrograph, deploy, review):
         group.register(add)
     return parser
 
