@@ -23,7 +23,14 @@ from lipoclass.review.apply import (
     apply_reviews,
     final_decisions,
 )
-from lipoclass.review.queues import QUEUES, Queue, bald, build_queues, label_issues, margin_uncertainty
+from lipoclass.review.queues import (
+    QUEUES,
+    Queue,
+    bald,
+    build_queues,
+    label_issues,
+    margin_uncertainty,
+)
 from lipoclass.review.server import ReviewConfig, ReviewSession, create_app, serve
 from lipoclass.review.source import SOURCE_KINDS, ReviewItem, ReviewSource, open_source
 from lipoclass.review.store import CONFLICT_COLUMNS, Decision, ReviewLog, read_decisions
@@ -56,18 +63,26 @@ __all__ = [
 ]
 
 
-def write_queue(source: ReviewSource, queue: str, out: Path, *, audit_size: int = 200,
-                seed: int = 0) -> int:  # fmt: skip
+def write_queue(
+    source: ReviewSource, queue: str, out: Path, *, audit_size: int = 200, seed: int = 0
+) -> int:
     """Write one queue of ``source`` in review order to ``out`` (CSV: rank, id, micrograph,
     label, pred, prob, score); returns its length."""
     from lipoclass.errors import LipoclassError
 
-    queues = build_queues(source.items, source.classes, source.probs, source.members,
-                          audit_size=audit_size, seed=seed,
-                          with_label_issues=source.kind == "dataset")  # fmt: skip
+    queues = build_queues(
+        source.items,
+        source.classes,
+        source.probs,
+        source.members,
+        audit_size=audit_size,
+        seed=seed,
+        with_label_issues=source.kind == "dataset",
+    )
     if queue not in queues:
-        raise LipoclassError(f"{source.path}: no {queue} queue here (available: "
-                             f"{', '.join(queues) or 'none'})")  # fmt: skip
+        raise LipoclassError(
+            f"{source.path}: no {queue} queue here (available: {', '.join(queues) or 'none'})"
+        )
     q = queues[queue]
     tmp = out.with_name(f".{out.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -75,8 +90,16 @@ def write_queue(source: ReviewSource, queue: str, out: Path, *, audit_size: int 
         w.writerow(["rank", "id", "micrograph", "label", "pred", "prob", "score"])
         for r, (i, s) in enumerate(zip(q.order, q.score), start=1):
             it = source.items[i]
-            w.writerow([r, it.id, it.micrograph, it.label, it.pred,
-                        "" if math.isnan(it.prob) else f"{it.prob:.6f}",
-                        "" if math.isnan(s) else f"{s:.6f}"])  # fmt: skip
+            w.writerow(
+                [
+                    r,
+                    it.id,
+                    it.micrograph,
+                    it.label,
+                    it.pred,
+                    "" if math.isnan(it.prob) else f"{it.prob:.6f}",
+                    "" if math.isnan(s) else f"{s:.6f}",
+                ]
+            )
     tmp.replace(out)
     return len(q.order)

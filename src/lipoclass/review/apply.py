@@ -43,9 +43,16 @@ __all__ = [
 
 #: columns of history.csv (what changed, by whom, from which queue)
 HISTORY_COLUMNS: tuple[str, ...] = (
-    "id", "micrograph", "queue", "old_label", "new_label", "action", "reviewer", "time",
+    "id",
+    "micrograph",
+    "queue",
+    "old_label",
+    "new_label",
+    "action",
+    "reviewer",
+    "time",
     "reviews",
-)  # fmt: skip
+)
 #: columns of detection_negatives.csv (shared with the detector's verifier training)
 NEGATIVE_COLUMNS: tuple[str, ...] = ("micrograph", "x", "y", "diameter_px", "id")
 
@@ -65,8 +72,10 @@ class ApplyResult:
         if self.negatives:
             line += f"; {self.negatives} detection negative(s) in detection_negatives.csv"
         if self.negatives_without_place:
-            line += (f"; {self.negatives_without_place} not-a-particle decision(s) without a "
-                     "place on a micrograph (no crops.csv) not written as negatives")  # fmt: skip
+            line += (
+                f"; {self.negatives_without_place} not-a-particle decision(s) without a "
+                "place on a micrograph (no crops.csv) not written as negatives"
+            )
         return line
 
 
@@ -121,16 +130,23 @@ def apply_reviews(
 
 def _open_for_apply(path: Path, dataset: str | os.PathLike[str] | None) -> ReviewSource:
     """Like ``open_source`` but a training dataset needs no model (every particle)."""
-    if path.is_dir() and (path / "particles.csv").is_file() and not (path / "summary.json").is_file():
+    if (
+        path.is_dir()
+        and (path / "particles.csv").is_file()
+        and not (path / "summary.json").is_file()
+    ):
         if dataset is not None:
-            raise LipoclassError(f"{path}: is a dataset itself; --dataset goes with a predictions CSV")
+            raise LipoclassError(
+                f"{path}: is a dataset itself; --dataset goes with a predictions CSV"
+            )
         from lipoclass.data import load_dataset
         from lipoclass.review.source import ReviewItem, _dataset_source
 
         ds = load_dataset(path)
         items = [ReviewItem(p.id, p.micrograph or "", p.label or "") for p in ds.particles]
-        return _dataset_source("dataset", path, path, ds, items, None, ds.classes,
-                               list(range(len(ds))))  # fmt: skip
+        return _dataset_source(
+            "dataset", path, path, ds, items, None, ds.classes, list(range(len(ds)))
+        )
     return open_source(path, dataset=dataset)
 
 
@@ -163,9 +179,20 @@ def _negatives(src: ReviewSource, final: dict[str, Decision]) -> tuple[list[list
 
 
 def _history_rows(final: dict[str, Decision], reviews: Path) -> list[list[Any]]:
-    return [[d.id, d.micrograph, d.queue, d.old_label, d.new_label,
-             _action(d.old_label, d.new_label), d.reviewer, d.time, str(reviews)]
-            for d in final.values()]  # fmt: skip
+    return [
+        [
+            d.id,
+            d.micrograph,
+            d.queue,
+            d.old_label,
+            d.new_label,
+            _action(d.old_label, d.new_label),
+            d.reviewer,
+            d.time,
+            str(reviews),
+        ]
+        for d in final.values()
+    ]
 
 
 def _previous_history(root: Path) -> list[list[str]]:
@@ -179,35 +206,43 @@ def _previous_history(root: Path) -> list[list[str]]:
     return rows[1:]
 
 
-def _apply_dataset(src: ReviewSource, final: dict[str, Decision], reviews: Path,
-                   out: Path) -> ApplyResult:  # fmt: skip
+def _apply_dataset(
+    src: ReviewSource, final: dict[str, Decision], reviews: Path, out: Path
+) -> ApplyResult:
     from lipoclass.data import DatasetWriter
 
     ds = src.dataset
     res = ApplyResult(out, {"relabelled": 0, "confirmed": 0, "removed": 0, "kept (unsure)": 0})
-    for d in final.values():
-        res.counts[_action(d.old_label, d.new_label)] += 1
+    for dec in final.values():
+        res.counts[_action(dec.old_label, dec.new_label)] += 1
     negatives, res.negatives_without_place = _negatives(src, final)
     res.negatives = len(negatives)
     meta = dict(ds.meta or {})
     skip = {"name", "description", "classes", "pixel_size_nm", "source", "licence"}
     extra = {k: v for k, v in meta.items() if k not in skip and not isinstance(v, dict)}
-    extra.update({
-        "version": int(meta.get("version", 1)) + 1,
-        "derived_from": str(Path(ds.root).resolve()),
-        "review_file": str(reviews.resolve()),
-        "review_applied": datetime.now(UTC).isoformat(timespec="seconds"),
-        "review_summary": ", ".join(f"{v} {k}" for k, v in res.counts.items()),
-    })  # fmt: skip
+    extra.update(
+        {
+            "version": int(meta.get("version", 1)) + 1,
+            "derived_from": str(Path(ds.root).resolve()),
+            "review_file": str(reviews.resolve()),
+            "review_applied": datetime.now(UTC).isoformat(timespec="seconds"),
+            "review_summary": ", ".join(f"{v} {k}" for k, v in res.counts.items()),
+        }
+    )
     from lipoclass import __version__
 
     extra["lipoclass_version"] = __version__
     kept_ids: set[str] = set()
-    with DatasetWriter(out, name=str(meta.get("name", ds.name)), classes=list(ds.classes),
-                       description=str(meta.get("description", "")),
-                       pixel_size_nm=meta.get("pixel_size_nm"),
-                       source=str(meta.get("source", "")), licence=str(meta.get("licence", "")),
-                       extra=extra) as w:  # fmt: skip
+    with DatasetWriter(
+        out,
+        name=str(meta.get("name", ds.name)),
+        classes=list(ds.classes),
+        description=str(meta.get("description", "")),
+        pixel_size_nm=meta.get("pixel_size_nm"),
+        source=str(meta.get("source", "")),
+        licence=str(meta.get("licence", "")),
+        extra=extra,
+    ) as w:
         for p in ds.particles:
             d = final.get(p.id)
             if d is not None and d.new_label == NOT_A_PARTICLE:
@@ -217,8 +252,16 @@ def _apply_dataset(src: ReviewSource, final: dict[str, Decision], reviews: Path,
                 label = d.new_label
             img_rel = _copy(p.image, ds.root, w.staging, "images")
             mask_rel = _copy(p.mask, ds.root, w.staging, "masks") if p.mask is not None else ""
-            w.add_row(p.id, img_rel, mask_rel, label, p.pixel_size_nm, p.sample,
-                      dict(p.features), p.micrograph)  # fmt: skip
+            w.add_row(
+                p.id,
+                img_rel,
+                mask_rel,
+                label,
+                p.pixel_size_nm,
+                p.sample,
+                dict(p.features),
+                p.micrograph,
+            )
             kept_ids.add(p.id)
         history = _previous_history(Path(ds.root)) + _history_rows(final, reviews)
         _write_csv(w.staging / "history.csv", HISTORY_COLUMNS, history)
@@ -230,8 +273,11 @@ def _apply_dataset(src: ReviewSource, final: dict[str, Decision], reviews: Path,
                 table = list(csv.reader(fh))
             if table and "id" in table[0]:
                 k = table[0].index("id")
-                _write_csv(w.staging / "crops.csv", table[0],
-                           [r for r in table[1:] if len(r) > k and r[k] in kept_ids])  # fmt: skip
+                _write_csv(
+                    w.staging / "crops.csv",
+                    table[0],
+                    [r for r in table[1:] if len(r) > k and r[k] in kept_ids],
+                )
     return res
 
 
@@ -248,8 +294,9 @@ def _copy(path: Path, root: Path, staging: Path, folder: str) -> str:
     return rel
 
 
-def _apply_micrographs(src: ReviewSource, final: dict[str, Decision], reviews: Path,
-                       out: Path) -> ApplyResult:  # fmt: skip
+def _apply_micrographs(
+    src: ReviewSource, final: dict[str, Decision], reviews: Path, out: Path
+) -> ApplyResult:
     res = ApplyResult(out, {"relabelled": 0, "confirmed": 0, "removed": 0, "kept (unsure)": 0})
     pos = src.index()
     coords = []
@@ -269,10 +316,14 @@ def _apply_micrographs(src: ReviewSource, final: dict[str, Decision], reviews: P
         _write_csv(staging / "history.csv", HISTORY_COLUMNS, _history_rows(final, reviews))
         from lipoclass import __version__
 
-        prov = {"derived_from": str(src.path.resolve()), "review_file": str(reviews.resolve()),
-                "review_applied": datetime.now(UTC).isoformat(timespec="seconds"),
-                "counts": res.counts, "classes": list(src.classes),
-                "lipoclass_version": __version__}  # fmt: skip
+        prov = {
+            "derived_from": str(src.path.resolve()),
+            "review_file": str(reviews.resolve()),
+            "review_applied": datetime.now(UTC).isoformat(timespec="seconds"),
+            "counts": res.counts,
+            "classes": list(src.classes),
+            "lipoclass_version": __version__,
+        }
         (staging / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
         os.replace(staging, out)
     except BaseException:

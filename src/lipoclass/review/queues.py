@@ -16,10 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lipoclass.errors import LipoclassError
+
+if TYPE_CHECKING:
+    from lipoclass.review.source import ReviewItem
 
 __all__ = [
     "QUEUES",
@@ -66,7 +70,9 @@ def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
     return 1.0 - (p[:, -1] - p[:, -2])
 
 
-def spread_by_group(candidates: Sequence[int], score: np.ndarray, groups: Sequence[str]) -> list[int]:
+def spread_by_group(
+    candidates: Sequence[int], score: np.ndarray, groups: Sequence[str]
+) -> list[int]:
     """Order ``candidates`` by score within each group, then take the groups in turns (the
     best of every group first, then the second best, ...), best score first within a turn."""
     rank: dict[int, int] = {}
@@ -102,13 +108,14 @@ def label_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ranked = find_label_issues(y, p, filter_by="prune_by_noise_rate",
-                                   return_indices_ranked_by="self_confidence")  # fmt: skip
+        ranked = find_label_issues(
+            y, p, filter_by="prune_by_noise_rate", return_indices_ranked_by="self_confidence"
+        )
     return have[np.asarray(ranked, dtype=np.int64)]
 
 
 def build_queues(
-    items: Sequence[object],
+    items: Sequence[ReviewItem],
     classes: Sequence[str],
     probs: np.ndarray | None,
     members: np.ndarray | None,
@@ -117,24 +124,25 @@ def build_queues(
     seed: int = 0,
     with_label_issues: bool = False,
 ) -> dict[str, Queue]:
-    """Every queue the source allows (``items``: ReviewItem-like with id, micrograph, label,
-    flagged). ``label-issues`` only with ``with_label_issues`` (out-of-fold probabilities)."""
+    """Every queue the source allows; ``label-issues`` only with ``with_label_issues``
+    (``probs`` are then out-of-fold probabilities)."""
     from lipoclass.quantify import draw_audit
 
     n = len(items)
-    ids = [str(getattr(it, "id")) for it in items]
-    mics = [str(getattr(it, "micrograph") or "") for it in items]
+    ids = [str(it.id) for it in items]
+    mics = [str(it.micrograph or "") for it in items]
     out: dict[str, Queue] = {}
     if probs is not None and n:
         if members is not None:
             score, name = bald(members), "BALD (nats)"
         else:
             score, name = margin_uncertainty(probs), "1 - margin"
-        flagged = [i for i, it in enumerate(items) if getattr(it, "flagged")]
+        flagged = [i for i, it in enumerate(items) if it.flagged]
         cand = flagged if flagged else list(range(n))
         order = spread_by_group(cand, score, mics)
-        out["uncertain"] = Queue("uncertain", tuple(order), tuple(float(score[i]) for i in order),
-                                 name)  # fmt: skip
+        out["uncertain"] = Queue(
+            "uncertain", tuple(order), tuple(float(score[i]) for i in order), name
+        )
     if n:
         pos = {pid: i for i, pid in enumerate(ids)}
         drawn = draw_audit(ids, mics if any(mics) else None, min(audit_size, n), seed=seed)
@@ -142,11 +150,14 @@ def build_queues(
         out["audit"] = Queue("audit", tuple(order), (float("nan"),) * len(order), "random")
     if with_label_issues and probs is not None:
         lookup = {c: k for k, c in enumerate(classes)}
-        labels = np.array([lookup.get(str(getattr(it, "label")), -1) for it in items])
+        labels = np.array([lookup.get(str(it.label), -1) for it in items])
         order_a = label_issues(labels, probs)
         p = np.asarray(probs)
         conf = 1.0 - p[order_a, labels[order_a]] if len(order_a) else np.zeros(0)
-        out["label-issues"] = Queue("label-issues", tuple(int(i) for i in order_a),
-                                    tuple(float(c) for c in conf),
-                                    "1 - probability of the given label")  # fmt: skip
+        out["label-issues"] = Queue(
+            "label-issues",
+            tuple(int(i) for i in order_a),
+            tuple(float(c) for c in conf),
+            "1 - probability of the given label",
+        )
     return out

@@ -110,7 +110,7 @@ class Renderer:
     @staticmethod
     def _window(mic: np.ndarray, cx: float, cy: float, side: float) -> np.ndarray:
         h, w = mic.shape
-        half = max(4, int(round(side / 2)))
+        half = max(4, round(side / 2))
         y0, y1 = max(0, int(cy) - half), min(h, int(cy) + half)
         x0, x1 = max(0, int(cx) - half), min(w, int(cx) + half)
         return mic[y0:y1, x0:x1]
@@ -139,8 +139,10 @@ class Renderer:
         wx1, wy1 = min(w, int(g.x + half)), min(h, int(g.y + half))
         pil = Image.fromarray(mic[wy0:wy1, wx0:wx1]).convert("RGB")
         scale = self.ctx / max(pil.size)
-        pil = pil.resize((max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))),
-                         Image.Resampling.LANCZOS)  # fmt: skip
+        pil = pil.resize(
+            (max(1, round(pil.size[0] * scale)), max(1, round(pil.size[1] * scale))),
+            Image.Resampling.LANCZOS,
+        )
         draw = ImageDraw.Draw(pil)
         for j in self._by_mic.get(g.path, []):
             o = self.src.geometry[j]
@@ -148,7 +150,11 @@ class Renderer:
             bx0, by0, bx1, by1 = o.box
             if bx1 < wx0 or bx0 > wx1 or by1 < wy0 or by0 > wy1:
                 continue
-            box = [(bx0 - wx0) * scale, (by0 - wy0) * scale, (bx1 - wx0) * scale,
-                   (by1 - wy0) * scale]  # fmt: skip
+            box = [
+                (bx0 - wx0) * scale,
+                (by0 - wy0) * scale,
+                (bx1 - wx0) * scale,
+                (by1 - wy0) * scale,
+            ]
             draw.rectangle(box, outline=_HIGHLIGHT if j == i else _OTHER, width=3 if j == i else 1)
         return _png(pil)

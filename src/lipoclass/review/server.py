@@ -56,24 +56,35 @@ class ReviewConfig:
 class ReviewSession:
     """Everything one server holds: the source, its queues, the decisions log, the renderer."""
 
-    def __init__(self, source: ReviewSource, reviews: str | os.PathLike[str],
-                 config: ReviewConfig | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: ReviewSource,
+        reviews: str | os.PathLike[str],
+        config: ReviewConfig | None = None,
+    ) -> None:
         self.cfg = config or ReviewConfig()
         self.source = source
         self.queues: dict[str, Queue] = build_queues(
-            source.items, source.classes, source.probs, source.members,
-            audit_size=self.cfg.audit_size, seed=self.cfg.seed,
+            source.items,
+            source.classes,
+            source.probs,
+            source.members,
+            audit_size=self.cfg.audit_size,
+            seed=self.cfg.seed,
             with_label_issues=source.kind == "dataset",
-        )  # fmt: skip
+        )
         if self.cfg.queue is not None and self.cfg.queue not in self.queues:
             have = ", ".join(self.queues) or "none"
-            raise LipoclassError(f"{source.path}: no {self.cfg.queue} queue here (available: {have})")
+            raise LipoclassError(
+                f"{source.path}: no {self.cfg.queue} queue here (available: {have})"
+            )
         self.default_queue = self.cfg.queue or next(iter(self.queues), "")
         if not self.default_queue:
             raise LipoclassError(f"{source.path}: nothing to review (no particle)")
         self.reviewer = self.cfg.reviewer or _login()
-        self.log = ReviewLog(reviews, ids={it.id for it in source.items},
-                             labels=set(source.classes))  # fmt: skip
+        self.log = ReviewLog(
+            reviews, ids={it.id for it in source.items}, labels=set(source.classes)
+        )
         self.renderer = Renderer(source)
         self.token = secrets.token_urlsafe(24)
 
@@ -86,18 +97,32 @@ class ReviewSession:
             it = self.source.items[i]
             d = self.log.current.get((queue, it.id))
             score = q.score[pos]
-            items.append({
-                "i": i, "id": it.id, "micrograph": it.micrograph, "label": it.label,
-                "pred": it.pred, "prob": None if math.isnan(it.prob) else round(it.prob, 4),
-                "flagged": it.flagged, "score": None if math.isnan(score) else float(f"{score:.4g}"),
-                "decision": d.new_label if d else "", "by": d.reviewer if d else "",
-            })  # fmt: skip
+            items.append(
+                {
+                    "i": i,
+                    "id": it.id,
+                    "micrograph": it.micrograph,
+                    "label": it.label,
+                    "pred": it.pred,
+                    "prob": None if math.isnan(it.prob) else round(it.prob, 4),
+                    "flagged": it.flagged,
+                    "score": None if math.isnan(score) else float(f"{score:.4g}"),
+                    "decision": d.new_label if d else "",
+                    "by": d.reviewer if d else "",
+                }
+            )
         return {
-            "source": str(self.source.path), "kind": self.source.kind,
-            "classes": list(self.source.classes), "special": list(REVIEW_SPECIAL),
-            "queues": list(self.queues), "queue": queue, "score_name": q.score_name,
-            "reviewer": self.reviewer, "reviews": str(self.log.path), "items": items,
-        }  # fmt: skip
+            "source": str(self.source.path),
+            "kind": self.source.kind,
+            "classes": list(self.source.classes),
+            "special": list(REVIEW_SPECIAL),
+            "queues": list(self.queues),
+            "queue": queue,
+            "score_name": q.score_name,
+            "reviewer": self.reviewer,
+            "reviews": str(self.log.path),
+            "items": items,
+        }
 
     def decide(self, queue: str, i: int, label: str, expect: str | None) -> dict[str, Any]:
         if queue not in self.queues:
@@ -105,12 +130,16 @@ class ReviewSession:
         if not 0 <= i < len(self.source.items):
             raise LipoclassError(f"no particle at position {i}")
         it = self.source.items[i]
-        d, conflict = self.log.decide(it.id, it.micrograph, queue, it.label, label,
-                                      self.reviewer, expect)  # fmt: skip
+        d, conflict = self.log.decide(
+            it.id, it.micrograph, queue, it.label, label, self.reviewer, expect
+        )
         out: dict[str, Any] = {"saved": True, "id": d.id, "decision": d.new_label, "time": d.time}
         if conflict is not None:
-            out["conflict"] = {"label": conflict.new_label, "by": conflict.reviewer,
-                               "time": conflict.time}  # fmt: skip
+            out["conflict"] = {
+                "label": conflict.new_label,
+                "by": conflict.reviewer,
+                "time": conflict.time,
+            }
         return out
 
 
@@ -150,8 +179,9 @@ def create_app(session: ReviewSession) -> Any:
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "expected JSON {queue, i, label}"}, status_code=400)
         try:  # the fsync happens in a worker thread, the answer only after it
-            out = await run_in_threadpool(session.decide, queue, i, label,
-                                          None if expect is None else str(expect))  # fmt: skip
+            out = await run_in_threadpool(
+                session.decide, queue, i, label, None if expect is None else str(expect)
+            )
         except LipoclassError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse(out)
@@ -166,8 +196,9 @@ def create_app(session: ReviewSession) -> Any:
                 data = await run_in_threadpool(make, i)
             except LipoclassError as exc:
                 return PlainTextResponse(str(exc), status_code=500)
-            return Response(data, media_type="image/png",
-                            headers={"Cache-Control": "private, max-age=3600"})  # fmt: skip
+            return Response(
+                data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"}
+            )
 
         return endpoint
 
@@ -208,7 +239,9 @@ def serve(session: ReviewSession, *, open_browser: bool = True) -> None:
     try:
         import uvicorn
     except ImportError:
-        raise LipoclassError("lipoclass review needs uvicorn: pip install 'lipoclass[review]'") from None
+        raise LipoclassError(
+            "lipoclass review needs uvicorn: pip install 'lipoclass[review]'"
+        ) from None
     app = create_app(session)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -216,7 +249,9 @@ def serve(session: ReviewSession, *, open_browser: bool = True) -> None:
         sock.bind(("127.0.0.1", session.cfg.port))
     except OSError as exc:
         sock.close()
-        raise LipoclassError(f"cannot listen on 127.0.0.1:{session.cfg.port} ({exc.strerror})") from None
+        raise LipoclassError(
+            f"cannot listen on 127.0.0.1:{session.cfg.port} ({exc.strerror})"
+        ) from None
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/?token={session.token}"
     n = {k: len(q.order) for k, q in session.queues.items()}

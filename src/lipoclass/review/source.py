@@ -101,15 +101,17 @@ def _float(v: str, where: str, col: str) -> float:
     return out
 
 
-def _prob_table(path: Path, header: list[str], rows: list[dict[str, str]]) -> tuple[
-    tuple[str, ...], np.ndarray
-]:  # fmt: skip
+def _prob_table(
+    path: Path, header: list[str], rows: list[dict[str, str]]
+) -> tuple[tuple[str, ...], np.ndarray]:
     classes = tuple(h[2:] for h in header if h.startswith("p_"))
     if len(classes) < 2:
         raise LipoclassError(f"{path}: no p_<class> columns (not written by lipoclass predict)")
     probs = np.array(
-        [[_float(r[f"p_{c}"], f"{path} row {i + 1}", f"p_{c}") for c in classes]
-         for i, r in enumerate(rows)]  # fmt: skip
+        [
+            [_float(r[f"p_{c}"], f"{path} row {i + 1}", f"p_{c}") for c in classes]
+            for i, r in enumerate(rows)
+        ]
     ).reshape(len(rows), len(classes))
     return classes, probs
 
@@ -193,24 +195,49 @@ def _open_micrographs(root: Path) -> ReviewSource:
     recorded = {name: str(mp) for name, mp in mics.items()}
     pcsv = root / "particles.csv"
     header, rows = _read_csv(pcsv)
-    for col in ("micrograph", "particle", "x", "y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1",
-                "diameter_px", "pred", "review"):  # fmt: skip
+    for col in (
+        "micrograph",
+        "particle",
+        "x",
+        "y",
+        "bbox_x0",
+        "bbox_y0",
+        "bbox_x1",
+        "bbox_y1",
+        "diameter_px",
+        "pred",
+        "review",
+    ):
         if col not in header:
             raise LipoclassError(f"{pcsv}: column {col} missing (not written by lipoclass predict)")
     classes, probs = _prob_table(pcsv, header, rows)
-    items, geo = [], []
+    items: list[ReviewItem] = []
+    geo: list[Geometry | None] = []
     for i, r in enumerate(rows):
         where = f"{pcsv} row {i + 1}"
         if r["micrograph"] not in resolved:
             raise LipoclassError(f"{where}: micrograph {r['micrograph']!r} not in summary.json")
         box = tuple(_float(r[k], where, k) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"))
-        geo.append(Geometry(resolved[r["micrograph"]], _float(r["x"], where, "x"),
-                            _float(r["y"], where, "y"), box,  # type: ignore[arg-type]
-                            _float(r["diameter_px"], where, "diameter_px"),
-                            recorded[r["micrograph"]]))  # fmt: skip
-        items.append(ReviewItem(f"{r['micrograph']}_{r['particle']}", r["micrograph"],
-                                r.get("label") or "", r["pred"], float(probs[i].max()),
-                                r["review"] == "1"))  # fmt: skip
+        geo.append(
+            Geometry(
+                resolved[r["micrograph"]],
+                _float(r["x"], where, "x"),
+                _float(r["y"], where, "y"),
+                box,  # type: ignore[arg-type]
+                _float(r["diameter_px"], where, "diameter_px"),
+                recorded[r["micrograph"]],
+            )
+        )
+        items.append(
+            ReviewItem(
+                f"{r['micrograph']}_{r['particle']}",
+                r["micrograph"],
+                r.get("label") or "",
+                r["pred"],
+                float(probs[i].max()),
+                r["review"] == "1",
+            )
+        )
     _check_unique(items, pcsv)
     return ReviewSource("micrographs", root, root, classes, items, probs, geometry=geo)
 
@@ -253,13 +280,21 @@ def _crop_geometry(ds: Any) -> dict[str, Geometry]:
     return out
 
 
-def _dataset_source(kind: str, path: Path, root: Path, ds: Any, items: list[ReviewItem],
-                    probs: np.ndarray | None, classes: tuple[str, ...],
-                    positions: list[int]) -> ReviewSource:  # fmt: skip
+def _dataset_source(
+    kind: str,
+    path: Path,
+    root: Path,
+    ds: Any,
+    items: list[ReviewItem],
+    probs: np.ndarray | None,
+    classes: tuple[str, ...],
+    positions: list[int],
+) -> ReviewSource:
     geo_by = _crop_geometry(ds)
     geo = [geo_by.get(it.id) for it in items]
-    return ReviewSource(kind, path, root, classes, items, probs, dataset=ds, positions=positions,
-                        geometry=geo)  # fmt: skip
+    return ReviewSource(
+        kind, path, root, classes, items, probs, dataset=ds, positions=positions, geometry=geo
+    )
 
 
 def _open_predictions(path: Path, dataset: Path) -> ReviewSource:
@@ -279,8 +314,16 @@ def _open_predictions(path: Path, dataset: Path) -> ReviewSource:
                 f"{path} row {i + 1}: particle id {r['id']!r} is not in dataset {ds.root}"
             )
         part = ds.particles[pos_of[r["id"]]]
-        items.append(ReviewItem(r["id"], part.micrograph or "", part.label or "", r["pred"],
-                                float(probs[i].max()), r.get("review") == "1"))  # fmt: skip
+        items.append(
+            ReviewItem(
+                r["id"],
+                part.micrograph or "",
+                part.label or "",
+                r["pred"],
+                float(probs[i].max()),
+                r.get("review") == "1",
+            )
+        )
         positions.append(pos_of[r["id"]])
     _check_unique(items, path)
     return _dataset_source("predictions", path, path.parent, ds, items, probs, classes, positions)
@@ -316,8 +359,16 @@ def _open_training(path: Path, model: Path) -> ReviewSource:
         if k is None:  # unlabelled, or skipped by prepare: no out-of-fold prediction
             continue
         pr = oprobs[k]
-        items.append(ReviewItem(p.id, p.micrograph or "", p.label or "",
-                                classes[int(pr.argmax())], float(pr.max()), False))  # fmt: skip
+        items.append(
+            ReviewItem(
+                p.id,
+                p.micrograph or "",
+                p.label or "",
+                classes[int(pr.argmax())],
+                float(pr.max()),
+                False,
+            )
+        )
         positions.append(i)
         probs.append(pr)
     known = {p.id for p in ds.particles}
@@ -332,8 +383,10 @@ def _open_training(path: Path, model: Path) -> ReviewSource:
     arr = np.asarray(probs).reshape(len(items), len(classes))
     thr = (info.get("review") or {}).get("threshold")
     if thr is not None:
-        items = [ReviewItem(it.id, it.micrograph, it.label, it.pred, it.prob, it.prob < thr)
-                 for it in items]  # fmt: skip
+        items = [
+            ReviewItem(it.id, it.micrograph, it.label, it.pred, it.prob, it.prob < thr)
+            for it in items
+        ]
     return _dataset_source("dataset", path, path, ds, items, arr, classes, positions)
 
 

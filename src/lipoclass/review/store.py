@@ -46,8 +46,15 @@ class Decision:
     time: str
 
     def row(self) -> list[str]:
-        return [self.id, self.micrograph, self.queue, self.old_label, self.new_label,
-                self.reviewer, self.time]  # fmt: skip
+        return [
+            self.id,
+            self.micrograph,
+            self.queue,
+            self.old_label,
+            self.new_label,
+            self.reviewer,
+            self.time,
+        ]
 
 
 def _now() -> str:
@@ -85,7 +92,9 @@ def read_decisions(
     if header is None:
         return []
     if tuple(header) != REVIEW_COLUMNS:
-        raise LipoclassError(f"{p}: header must be {','.join(REVIEW_COLUMNS)}, got {','.join(header)}")
+        raise LipoclassError(
+            f"{p}: header must be {','.join(REVIEW_COLUMNS)}, got {','.join(header)}"
+        )
     allowed = None if labels is None else set(labels) | set(REVIEW_SPECIAL) | {""}
     out = []
     for r, row in enumerate(rows, start=1):
@@ -97,8 +106,9 @@ def read_decisions(
         if ids is not None and d.id not in ids:
             raise LipoclassError(f"{p} row {r}: particle id {d.id!r} is not under review here")
         if allowed is not None and d.new_label not in allowed:
-            raise LipoclassError(f"{p} row {r}: label {d.new_label!r} is not a class, "
-                                 f"{' or '.join(REVIEW_SPECIAL)}")  # fmt: skip
+            raise LipoclassError(
+                f"{p} row {r}: label {d.new_label!r} is not a class, {' or '.join(REVIEW_SPECIAL)}"
+            )
         out.append(d)
     return out
 
@@ -145,16 +155,24 @@ class ReviewLog:
         os.fsync(fh.fileno())  # type: ignore[attr-defined]
 
     def decide(
-        self, pid: str, micrograph: str, queue: str, old_label: str, new_label: str,
-        reviewer: str, expect: str | None = None,
-    ) -> tuple[Decision, Decision | None]:  # fmt: skip
+        self,
+        pid: str,
+        micrograph: str,
+        queue: str,
+        old_label: str,
+        new_label: str,
+        reviewer: str,
+        expect: str | None = None,
+    ) -> tuple[Decision, Decision | None]:
         """Append one decision (``new_label`` "" = retract) and return it with the decision it
         replaced when that is a conflict: the caller expected ``expect`` (what its page showed)
         but another tab had decided otherwise meanwhile."""
         if pid not in self.ids:
             raise LipoclassError(f"particle id {pid!r} is not under review here")
         if new_label and new_label not in self.labels and new_label not in REVIEW_SPECIAL:
-            raise LipoclassError(f"label {new_label!r} is not a class or {'/'.join(REVIEW_SPECIAL)}")
+            raise LipoclassError(
+                f"label {new_label!r} is not a class or {'/'.join(REVIEW_SPECIAL)}"
+            )
         with self._lock:
             before = self.current.get((queue, pid))
             d = Decision(pid, micrograph, queue, old_label, new_label, reviewer, _now())
@@ -173,8 +191,19 @@ class ReviewLog:
         with self.conflicts_path.open("a", newline="", encoding="utf-8") as fh:
             if new:
                 csv.writer(fh, lineterminator="\n").writerow(CONFLICT_COLUMNS)
-            self._append(fh, [d.id, d.queue, before.new_label, before.reviewer, before.time,
-                              d.new_label, d.reviewer, d.time])  # fmt: skip
+            self._append(
+                fh,
+                [
+                    d.id,
+                    d.queue,
+                    before.new_label,
+                    before.reviewer,
+                    before.time,
+                    d.new_label,
+                    d.reviewer,
+                    d.time,
+                ],
+            )
 
     def close(self) -> None:
         self._fh.close()
