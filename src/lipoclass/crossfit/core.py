@@ -35,6 +35,7 @@ from lipoclass.data import ParticleDataset, publish_folder
 from lipoclass.ensemble import FORMAT_VERSION, member_file
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate import CVConfig, CVResult, ExecutorConfig, cross_validate
+from lipoclass.evaluate.resume import FoldStore, run_fingerprint
 from lipoclass.models.inference import softmax
 from lipoclass.outputs import check_output_folder
 from lipoclass.spec import ModelSpec
@@ -44,6 +45,7 @@ __all__ = ["REVIEW_TARGET", "check_model_out", "fit_model", "resolve_folds", "st
 #: default out-of-fold accuracy the unflagged particles must reach (review threshold)
 REVIEW_TARGET = 0.95
 _STAGING = ".staging-"
+_RESUME = "resume"  # the finished folds inside a staging folder (lipoclass.evaluate.resume)
 
 
 def resolve_folds(dataset: ParticleDataset, folds: int) -> int:
@@ -76,19 +78,45 @@ def staging_folders(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f".{out.name}{_STAGING}*"))
 
 
-def _clean_stale_staging(out: Path) -> None:
-    """Remove staging folders of killed runs (their process no longer exists)."""
+def _stale(st: Path) -> bool:
+    """Whether the process that made staging folder ``st`` no longer exists."""
+    pid = st.name.rsplit("-", 2)[-2] if st.name.count("-") >= 2 else ""
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except OSError:
+        return True
+    return int(pid) == os.getpid()
+
+
+def _take_over_staging(out: Path, staging: Path, store: FoldStore, progress: bool) -> None:
+    """Create ``staging``; the finished folds of a killed run into ``out`` with the same
+    fingerprint move into it (the rest of that run's files, and every other stale staging
+    folder, are removed). Staging folders of live processes are left alone."""
+    adopted = False
     for st in staging_folders(out):
-        pid = st.name.rsplit("-", 2)[-2] if st.name.count("-") >= 2 else ""
-        alive = False
-        if pid.isdigit():
-            try:
-                os.kill(int(pid), 0)
-                alive = int(pid) != os.getpid()
-            except OSError:
-                alive = False
-        if not alive:
-            shutil.rmtree(st, ignore_errors=True)
+        if not _stale(st):
+            continue
+        old = FoldStore(st / _RESUME, store.fingerprint)
+        done = old.finished()
+        if done and not adopted:
+            staging.mkdir()
+            os.replace(st / _RESUME, staging / _RESUME)
+            adopted = True
+            _say(progress, f"{len(done)} finished fold(s) of an interrupted run into {out} "
+                 "found: resuming")  # fmt: skip
+        elif (st / _RESUME).is_dir() and not adopted:
+            _say(progress, f"an interrupted run into {out} used other data or settings: "
+                 "starting fresh")  # fmt: skip
+        shutil.rmtree(st, ignore_errors=True)
+    if not adopted:
+        staging.mkdir()
+
+
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"[fit] {msg}", file=sys.stderr, flush=True)
 
 
 def check_model_out(out: Path) -> None:
@@ -178,13 +206,14 @@ def fit_model(
     if tta and kind != "cnn":
         raise LipoclassError("test-time augmentation (--tta) applies to CNNs only")
     outp.parent.mkdir(parents=True, exist_ok=True)
-    _clean_stale_staging(outp)
     staging = outp.with_name(f".{outp.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    staging.mkdir()
+    store = FoldStore(staging / _RESUME, run_fingerprint(dataset, spec, cv, features_csv))
+    _take_over_staging(outp, staging, store, progress)
     t0 = time.perf_counter()
     try:
         res = cross_validate(dataset, spec, cv, out=staging, features_csv=features_csv,
-                             progress=progress, keep_models=True, executor=executor)  # fmt: skip
+                             progress=progress, keep_models=True, executor=executor,
+                             fold_store=store)  # fmt: skip
         config = json.loads((staging / "config.json").read_text())
         used = ModelSpec.from_dict(config["spec"])  # input mode resolved, features_csv set
         y, raw = res.y_true, res.proba  # (n,), (n, C) out-of-fold
@@ -218,8 +247,11 @@ def fit_model(
             _plot_curves(res, staging / "training_curves.png")
         plot_reliability(raw, cal, y, staging / "reliability.png")
         (staging / "model.json").write_text(json.dumps(info, indent=2, default=_json_default))
+        shutil.rmtree(staging / _RESUME, ignore_errors=True)  # the model needs no fold cache
         publish_folder(staging, outp)
-    except BaseException:
+    except Exception:
+        # a failed run leaves nothing half-written; a kill (SIGKILL, Ctrl-C) keeps the
+        # staging folder's finished folds for the rerun to resume from
         shutil.rmtree(staging, ignore_errors=True)
         raise
     res.run_dir = outp

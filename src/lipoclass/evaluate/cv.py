@@ -20,6 +20,7 @@ from lipoclass import metrics as M
 from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate.executors import ExecutorConfig, run_tasks
+from lipoclass.evaluate.resume import FoldStore
 from lipoclass.provenance import versions
 from lipoclass.spec import ModelSpec
 
@@ -368,6 +369,7 @@ def cross_validate(
     *,
     keep_models: bool = False,
     executor: ExecutorConfig | None = None,
+    fold_store: FoldStore | None = None,
 ) -> CVResult:
     """k-fold cross-validation of ``spec`` on the labelled particles of ``dataset``.
 
@@ -377,6 +379,8 @@ def cross_validate(
     only. Folds are independent tasks run on ``executor`` (serial by default) with the
     same per-fold seeds, so the executor does not change the result. ``keep_models`` keeps
     the fitted fold estimators in ``CVResult.models`` (the members of a model folder).
+    ``fold_store`` keeps each finished fold on disk and reuses the folds a killed run with
+    the same fingerprint finished (``lipoclass.evaluate.resume``).
     Writes the run files into ``out`` when given (see docs/architecture.md).
     """
     t0 = time.perf_counter()
@@ -422,6 +426,7 @@ def cross_validate(
     fold = fold_of[evaluated]
     want_importance = spec.svm is not None and spec.svm.importance
     tasks: list[tuple[Any, ...]] = []
+    resumed: list[FoldOutcome] = []
     for k in range(cv.folds):
         train = evaluated[fold != k]
         test = evaluated[fold == k]
@@ -434,18 +439,28 @@ def cross_validate(
                 f"{dataset.root}: fold {k + 1} training part has only class "
                 f"{classes[int(present[0])]!r} after exclusions (use fewer folds)"
             )
+        hit = None if fold_store is None else fold_store.load(k, train, test)
+        if hit is not None and (hit.model is not None or not keep_models):
+            resumed.append(hit)
+            continue
         tasks.append((dataset, spec, classes, k, _fold_seed(cv.seed, k), train, test,
                       want_importance, keep_models))  # fmt: skip
+    if resumed:
+        _log(progress, f"resumed fold(s) {', '.join(str(r.fold + 1) for r in resumed)} of "
+             f"{cv.folds} from an interrupted run with the same data and settings")  # fmt: skip
     exe = executor or ExecutorConfig()
     where = f" on {exe.workers} local workers" if exe.executor == "local" and exe.parallel else (
         " on Ray" if exe.executor == "ray" else "")  # fmt: skip
     _log(progress, f"plan: {_plan(spec, tasks, y_all, n_classes)}{where}")
 
-    def _done(_: int, r: FoldOutcome) -> None:
+    def _done(i: int, r: FoldOutcome) -> None:
+        if fold_store is not None:
+            fold_store.save(r, tasks[i][5], tasks[i][6])
         _log(progress, f"fold {r.fold + 1}/{cv.folds}: balanced accuracy "
              f"{r.balanced_accuracy:.3f} ({r.seconds:.1f} s)")  # fmt: skip
 
-    outcomes: list[FoldOutcome] = run_tasks(_fit_fold, tasks, exe, _done)
+    outcomes: list[FoldOutcome] = resumed + run_tasks(_fit_fold, tasks, exe, _done)
+    outcomes.sort(key=lambda r: r.fold)
     fold_info: list[dict[str, Any]] = []
     importances: list[np.ndarray] = []
     imp_names: tuple[str, ...] = ()
