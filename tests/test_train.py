@@ -254,6 +254,45 @@ def test_early_stopping_waits_for_min_epochs() -> None:
     assert len(hist.epochs) >= 9
 
 
+def test_callbacks_see_each_epoch_and_can_stop_training(tmp_path: Path) -> None:
+    """Callbacks (minGPT style): a user callback sees every epoch's record and can end
+    training; Checkpoint writes the model and optimizer state atomically."""
+    from lipoclass.train.callbacks import Callback, Checkpoint
+
+    class StopAfterTwo(Callback):
+        def __init__(self) -> None:
+            self.seen: list[int] = []
+
+        def on_epoch_end(self, state) -> None:
+            self.seen.append(state.epoch)
+            state.stop = state.epoch == 2
+
+    x, y = _toy()
+    stopper, ckpt = StopAfterTwo(), Checkpoint(tmp_path / "ckpt.pt")
+    m = create_model("tiny", 3, 12)
+    hist = Trainer(TrainConfig(epochs=6, progress=False), [stopper, ckpt]).fit(
+        m, x[:40], y[:40], seed=0
+    )
+    assert stopper.seen == [1, 2] and len(hist.epochs) == 2
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=False)
+    assert saved["epoch"] == 2 and saved["optimizer"]["state"]
+    for k, v in m.state_dict().items():
+        assert torch.equal(saved["model"][k], v)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_trainer_does_not_branch_on_strategy_types() -> None:
+    """The SMOTE-with-size-features refusal lives in the sampler, not in the trainer."""
+    import inspect
+
+    from lipoclass.train import trainer
+
+    assert "SmoteSampler" not in inspect.getsource(trainer)
+    x, y = _toy()
+    with pytest.raises(LipoclassError, match="smote"):
+        SmoteSampler().setup(x, y, np.random.default_rng(0), aux=np.zeros((len(y), 2)))
+
+
 # ------------------------------------------------------------------ calibration
 
 

@@ -1,8 +1,9 @@
 """CNN training: ``TrainConfig``, the architecture-agnostic ``Trainer`` with imbalance /
-loss / augmentation strategies, and ``CNNEstimator`` (the estimator protocol for
+loss / augmentation strategies and callbacks, and ``CNNEstimator`` (the estimator protocol for
 cross-validation). Model folders are written by ``lipoclass.crossfit`` and read by
 ``lipoclass.ensemble``."""
 
+from lipoclass.train.callbacks import BestState, Callback, Checkpoint, EarlyStopping, ProgressBar
 from lipoclass.train.config import AUGMENTS, BALANCES, TrainConfig
 from lipoclass.train.estimator import CNNEstimator
 from lipoclass.train.strategies import (
@@ -20,11 +21,16 @@ from lipoclass.train.trainer import History, Trainer, seeded_torch, stratified_s
 __all__ = [
     "AUGMENTS",
     "BALANCES",
+    "BestState",
     "CNNEstimator",
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
     "FocalLoss",
     "History",
     "NoSampler",
     "OversampleSampler",
+    "ProgressBar",
     "SmoteSampler",
     "TrainConfig",
     "Trainer",

@@ -151,6 +151,7 @@ class CNNEstimator:
         self.history = trainer.fit(
             self.model, x, y, prep.x[va_rows], prep.y[va_rows],
             aux=aux, aux_val=self._aux(prep, va_rows), seed=int(rng.integers(2**31 - 1)),
+            num_classes=len(self.classes),
         )  # fmt: skip
         self.model.cpu().eval()
         return self

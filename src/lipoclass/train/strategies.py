@@ -35,8 +35,9 @@ class Sampler(Protocol):
     """Decides which training rows one epoch visits (and may add synthetic rows once)."""
 
     def setup(
-        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+        aux: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
 
     def epoch_indices(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
 
@@ -45,8 +46,11 @@ class NoSampler:
     """Every training row once per epoch, shuffled."""
 
     def setup(
-        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+        aux: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The training rows (x, y) once before training; ``aux`` (N,K) features travel with
+        the rows, so a sampler that adds rows must refuse them."""
         return x, y
 
     def epoch_indices(self, y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,9 +101,13 @@ class SmoteSampler(NoSampler):
         self.k_neighbors = k_neighbors
 
     def setup(
-        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+        aux: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
         from imblearn.over_sampling import SMOTE
+
+        if aux is not None:  # synthetic rows have no size features
+            raise LipoclassError("balance 'smote' cannot be combined with size features (aux)")
 
         classes, counts = np.unique(y, return_counts=True)
         if len(classes) < 2:

@@ -15,11 +15,9 @@ On CUDA some kernels (max-pool / grid-sample backward, atomic adds) are nondeter
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +29,10 @@ from lipoclass import metrics as M
 from lipoclass.errors import LipoclassError
 from lipoclass.models.inference import predict_logits, resolve_device
 from lipoclass.threads import pick_threads
+from lipoclass.train.callbacks import Callback, FitState, default_callbacks
 from lipoclass.train.config import TrainConfig
 from lipoclass.train.precision import make_precision
-from lipoclass.train.strategies import SmoteSampler, build_augmentation, make_loss, make_sampler
+from lipoclass.train.strategies import build_augmentation, make_loss, make_sampler
 
 __all__ = [
     "History",
@@ -136,10 +135,13 @@ class Trainer:
     """Trains any ``nn.Module`` mapping (B,1,S,S) [+ aux (B,K)] to logits (B,C).
 
     The imbalance sampler, loss and augmentation are strategy objects built from the config;
-    the trainer knows nothing about architectures."""
+    best state, early stopping and the progress bar are callbacks (``default_callbacks``),
+    and ``callbacks`` adds more (e.g. ``Checkpoint``), called after those. The trainer
+    knows nothing about architectures."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = ()) -> None:
         self.config = config
+        self.callbacks = list(callbacks)
         self.device = resolve_device(config.device)
         self.sampler = make_sampler(config)
         self.augment = build_augmentation(config.augment, config.zoom)
@@ -200,16 +202,20 @@ class Trainer:
         aux: np.ndarray | None = None,
         aux_val: np.ndarray | None = None,
         seed: int = 0,
+        num_classes: int | None = None,
     ) -> History:
         """Train ``model`` in place on x (N,1,S,S) float32 / y (N,) int64 (and optional aux
         (N,K)); with validation data and ``early_stopping`` keep the best epoch's weights
         (by ``val_metric``, ties broken by lower validation loss) and stop after ``patience``
-        epochs without improvement. Returns the history."""
+        epochs without improvement. ``num_classes`` (the model's outputs) defaults to the
+        largest label + 1: pass it when the top class may be absent from ``y``. Returns the
+        history."""
         cfg = self.config
         rng = np.random.default_rng(seed)
-        num_classes = int(getattr(model, "lipo_config", {}).get("num_classes", 0)) or int(
-            max(y.max(), -1 if y_val is None or len(y_val) == 0 else y_val.max()) + 1
-        )
+        if num_classes is None:
+            num_classes = int(
+                max(y.max(), -1 if y_val is None or len(y_val) == 0 else y_val.max()) + 1
+            )
         threads = cfg.threads
         if threads is None and self.device.type == "cpu":
             threads = pick_threads()  # fewer threads while other processes hold cores
@@ -220,115 +226,123 @@ class Trainer:
 
     def _fit(self, model, x, y, x_val, y_val, aux, aux_val, rng, num_classes) -> History:
         cfg, dev = self.config, self.device
-        if aux is not None and isinstance(self.sampler, SmoteSampler):
-            raise LipoclassError("balance 'smote' cannot be combined with size features (aux)")
-        xs, ys = self.sampler.setup(x, y, rng)  # SMOTE adds rows here; others return x, y
-        sampler = self.sampler
-        loss_fn = make_loss(cfg, ys, num_classes, reduction="none").to(dev)  # per sample (B,)
-        class_w = getattr(loss_fn, "weight", None)  # (C,) or None
-        val_loss_fn = nn.CrossEntropyLoss()
+        xs, ys = self.sampler.setup(x, y, rng, aux)  # SMOTE adds rows here; others return x, y
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         model.to(dev, memory_format=fmt)
-        augment = self.augment.to(dev)
-        xt = torch.as_tensor(np.ascontiguousarray(xs), dtype=torch.float32, device=dev)
-        yt = torch.as_tensor(ys, dtype=torch.int64, device=dev)
-        at = None if aux is None else torch.as_tensor(aux, dtype=torch.float32, device=dev)
+        data = _Tensors(
+            x=torch.as_tensor(np.ascontiguousarray(xs), dtype=torch.float32, device=dev),
+            y=torch.as_tensor(ys, dtype=torch.int64, device=dev),
+            aux=None if aux is None else torch.as_tensor(aux, dtype=torch.float32, device=dev),
+            y_np=ys,
+        )
         has_val = x_val is not None and y_val is not None and len(y_val) > 0
         xv = torch.as_tensor(x_val, dtype=torch.float32, device=dev) if has_val else None
         av = None if aux_val is None else torch.as_tensor(aux_val, dtype=torch.float32, device=dev)
+        self.augment = self.augment.to(dev)
+        scaler = torch.amp.GradScaler(
+            "cuda", enabled=dev.type == "cuda" and self.precision.needs_grad_scaler
+        )
         opt = self._optimizer(model)
         sched = self._scheduler(opt)
-        use_scaler = dev.type == "cuda" and self.precision.needs_grad_scaler
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        bs = cfg.batch_size
-        micro = bs if dev.type == "cuda" or cfg.micro_batch is None else min(bs, cfg.micro_batch)
-        chunk = max(bs, (cfg.augment_chunk // bs) * bs)
+        loss_fn = make_loss(cfg, ys, num_classes, reduction="none").to(dev)  # per sample (B,)
         hist = History(metric=cfg.val_metric, precision=self.precision.name)
-        best_key: tuple[float, float] | None = None
-        best_state: dict[str, torch.Tensor] | None = None
-        bad_epochs = 0
+        state = FitState(model, hist, has_val, cfg.epochs, optimizer=opt)
+        callbacks = [*default_callbacks(cfg), *self.callbacks]
+        for cb in callbacks:
+            cb.on_fit_start(state)
         seen, train_time = 0, 0.0
-        bar = _progress(cfg.epochs, cfg.progress)
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            model.train()
-            idx = torch.as_tensor(sampler.epoch_indices(ys, rng), device=dev)
-            total, count = torch.zeros((), device=dev), 0
-            for c0 in range(0, len(idx), chunk):
-                ci = idx[c0 : c0 + chunk]
-                with torch.no_grad():
-                    xc = augment(xt[ci])  # (n,1,S,S), one fused warp per chunk
-                    if cfg.noise_std > 0:
-                        xc = xc + cfg.noise_std * torch.randn_like(xc)
-                    xc = xc.contiguous(memory_format=fmt)
-                yc = yt[ci]
-                ac = None if at is None else at[ci]
-                for b0 in range(0, len(ci), bs):
-                    yb = yc[b0 : b0 + bs]
-                    # normaliser of the batch mean: sum of class weights (weighted CE) or B
-                    denom = class_w[yb].sum() if class_w is not None else float(len(yb))
-                    opt.zero_grad(set_to_none=True)
-                    for m0 in range(b0, b0 + len(yb), micro):  # micro-batches, summed grads
-                        xm, ym = xc[m0 : m0 + micro], yc[m0 : min(m0 + micro, b0 + bs)]
-                        xm = xm[: len(ym)]
-                        with self._autocast():
-                            out = model(xm) if ac is None else model(xm, ac[m0 : m0 + len(ym)])
-                            loss = loss_fn(out.float(), ym).sum() / denom
-                        scaler.scale(loss).backward()
-                        total += loss.detach() * len(yb)  # no host sync per batch
-                    scaler.step(opt)
-                    scaler.update()
-                    count += len(yb)
             lr = opt.param_groups[0]["lr"]
+            total, count = self._train_epoch(model, data, opt, scaler, loss_fn, rng, fmt)
             if sched is not None:
                 sched.step()
             dt = time.perf_counter() - t0
             seen, train_time = seen + count, train_time + dt
-            if not math.isfinite(float(total)):  # one host sync per epoch
+            if not math.isfinite(total):
                 raise LipoclassError(
                     f"training diverged: the loss became non-finite (NaN or infinity) in epoch "
                     f"{epoch}; check the images for NaN pixels (lipoclass info) or lower --lr"
                 )
-            rec = {
-                "epoch": epoch,
-                "train_loss": float(total) / max(count, 1),
-                "lr": lr,
-                "seconds": dt,
-            }
-            if has_val:
-                assert xv is not None and y_val is not None
-                logits = torch.as_tensor(
-                    predict_logits(model, xv, av, dev, 1024, self._eval_autocast)
-                )
-                rec["val_loss"] = float(val_loss_fn(logits, torch.as_tensor(y_val)))
-                pred_val = logits.argmax(1).numpy()
-                rec["val_metric"] = _metric(y_val, pred_val, cfg.val_metric, logits.shape[1])
-                key = (rec["val_metric"], -rec["val_loss"])
-                if best_key is None or key > best_key:
-                    best_key, bad_epochs, hist.best_epoch = key, 0, epoch
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    bad_epochs += 1
-            else:
-                hist.best_epoch = epoch
+            rec = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": lr, "seconds": dt}
+            if xv is not None and y_val is not None:
+                rec.update(self._validate(model, xv, av, y_val))
             hist.epochs.append(rec)
-            bar.update(1)
-            bar.set_postfix_str(
-                f"loss {rec['train_loss']:.3f}"
-                + (f" val {rec['val_metric']:.3f}" if "val_metric" in rec else "")
-            )
-            if (has_val and cfg.early_stopping and bad_epochs >= cfg.patience
-                    and epoch >= cfg.min_epochs):  # fmt: skip
-                hist.stopped_early = True
+            state.epoch, state.record = epoch, rec
+            for cb in callbacks:
+                cb.on_epoch_end(state)
+            if state.stop:
                 break
-        bar.close()
-        if cfg.early_stopping and best_state is not None:
-            model.load_state_dict(best_state)
-        elif has_val:
-            hist.best_epoch = len(hist.epochs)
+        for cb in callbacks:
+            cb.on_fit_end(state)
         model.to(memory_format=torch.contiguous_format).eval()
         hist.images_per_s = seen / train_time if train_time > 0 else math.nan
         return hist
+
+    def _train_epoch(
+        self, model: nn.Module, data: _Tensors, opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler, loss_fn: nn.Module, rng: np.random.Generator,
+        fmt: torch.memory_format,
+    ) -> tuple[float, int]:  # fmt: skip
+        """One epoch: the sampler's index order, augmented in chunks, optimised in batches
+        (micro-batches with summed gradients on CPU). Returns (summed loss, rows seen)."""
+        cfg, dev = self.config, self.device
+        class_w = getattr(loss_fn, "weight", None)  # (C,) or None
+        bs = cfg.batch_size
+        micro = bs if dev.type == "cuda" or cfg.micro_batch is None else min(bs, cfg.micro_batch)
+        chunk = max(bs, (cfg.augment_chunk // bs) * bs)
+        model.train()
+        idx = torch.as_tensor(self.sampler.epoch_indices(data.y_np, rng), device=dev)
+        total, count = torch.zeros((), device=dev), 0
+        for c0 in range(0, len(idx), chunk):
+            ci = idx[c0 : c0 + chunk]
+            with torch.no_grad():
+                xc = self.augment(data.x[ci])  # (n,1,S,S), one fused warp per chunk
+                if cfg.noise_std > 0:
+                    xc = xc + cfg.noise_std * torch.randn_like(xc)
+                xc = xc.contiguous(memory_format=fmt)
+            yc = data.y[ci]
+            ac = None if data.aux is None else data.aux[ci]
+            for b0 in range(0, len(ci), bs):
+                yb = yc[b0 : b0 + bs]
+                # normaliser of the batch mean: sum of class weights (weighted CE) or B
+                denom = class_w[yb].sum() if class_w is not None else float(len(yb))
+                opt.zero_grad(set_to_none=True)
+                for m0 in range(b0, b0 + len(yb), micro):  # micro-batches, summed grads
+                    xm, ym = xc[m0 : m0 + micro], yc[m0 : min(m0 + micro, b0 + bs)]
+                    xm = xm[: len(ym)]
+                    with self._autocast():
+                        out = model(xm) if ac is None else model(xm, ac[m0 : m0 + len(ym)])
+                        loss = loss_fn(out.float(), ym).sum() / denom
+                    scaler.scale(loss).backward()
+                    total += loss.detach() * len(yb)  # no host sync per batch
+                scaler.step(opt)
+                scaler.update()
+                count += len(yb)
+        return float(total), count  # one host sync per epoch
+
+    def _validate(
+        self, model: nn.Module, xv: torch.Tensor, av: torch.Tensor | None, y_val: np.ndarray
+    ) -> dict[str, float]:
+        """``val_loss`` (plain cross-entropy) and ``val_metric`` of the validation data."""
+        dev = self.device
+        logits = torch.as_tensor(predict_logits(model, xv, av, dev, 1024, self._eval_autocast))
+        pred = logits.argmax(1).numpy()
+        return {
+            "val_loss": float(nn.CrossEntropyLoss()(logits, torch.as_tensor(y_val))),
+            "val_metric": _metric(y_val, pred, self.config.val_metric, logits.shape[1]),
+        }
+
+
+@dataclass
+class _Tensors:
+    """The training set on the device: images (N,1,S,S), labels (N,) (also as numpy, for the
+    sampler) and optional aux features (N,K)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    aux: torch.Tensor | None
+    y_np: np.ndarray
 
 
 def _adam_impl() -> dict[str, bool]:
@@ -338,18 +352,3 @@ def _adam_impl() -> dict[str, bool]:
     if "fused" in inspect.signature(torch.optim.Adam).parameters:
         return {"fused": True}
     return {"foreach": True}
-
-
-class _NoBar:
-    def update(self, n: int) -> None: ...
-    def set_postfix_str(self, s: str) -> None: ...
-    def close(self) -> None: ...
-
-
-def _progress(total: int, enabled: bool) -> Any:
-    # A bar only on a terminal: redirected to a log file it would be one endless line.
-    if not enabled or not sys.stderr.isatty():
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="train", unit="epoch", file=sys.stderr, leave=False)
