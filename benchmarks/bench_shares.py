@@ -1,31 +1,28 @@
-"""Benchmark of the class-share methods (``lipoclass.quantify``) on a trained model folder.
+"""Benchmark of the class shares a lab gets from ``predict`` (``lipoclass.quantify``): the
+method chosen per model, its intervals with the "not determinable" rule, and the
+audit-corrected shares (prediction-powered inference) with audits of 50, 100 and 200.
 
-The model's quantifiers are fitted on its out-of-fold posteriors (as ``lipoclass train``
-does). A POOL dataset, rendered independently (another seed, e.g. ``lipoclass synth
-lamellarity P --n 15000 --seed 2 --ratios balanced``), is predicted ONCE with the model's
-ensemble; test samples of ``--sizes`` particles are then drawn from it at fixed shares,
-``--reps`` per setting: multinomial class counts, particles drawn with replacement within
-each true class. With ``--draw micrographs`` (the default) a sample comes from whole
-micrographs of the pool, as a lab's sample does: micrographs are taken in random order until
-they hold ``m`` particles and every class the sample needs, and the particles are drawn from
-those only, so the sample's error rates are those of its own few micrographs (the intervals
-then redraw micrographs, ``lipoclass.quantify``); ``--draw particles`` draws from the whole
-pool (every sample sees the pool's average error rates). Settings: the thesis priors of both
-problems (in the model's class order), 80/10/10, 50/25/25, 98/1/1, uniform and one without
-the last class (90/10/0). Prints per setting and method the mean absolute error of the
-shares (MAE over classes and samples), the worst absolute error, and the coverage of the
-95 % intervals (share of (sample, class) pairs whose interval holds the population share),
-then the pooled summary and the method the rule recommends: the lowest
-pooled MAE among methods with pooled coverage >= 90 % that beat CC's MAE.
+For each MODEL_DIR (e.g. LipNet-4 trained at the thesis prior, ``lipoclass synth lamellarity
+T --n 2500 --seed 1`` then ``lipoclass train T --model lipnet4 --epochs 10 --folds 3
+--group-by sample``), the model's quantifiers and its chosen method are loaded as ``predict``
+loads them (a folder trained before the per-model choice gets it now, from its oof.csv). A
+POOL dataset of the same problem, rendered independently (``lipoclass synth ... P --n 6000
+--seed 2 --ratios balanced``), is predicted once with the model's ensemble. Test samples of
+``--size`` particles are drawn from whole micrographs of the pool (micrographs in random
+order until they hold the sample's size and every class it needs; particles drawn within
+each class from those only, so a sample carries its own micrographs' error rates) at
+80/10/10, 50/25/25 and the model's own problem's thesis prior, ``--reps`` per setting.
 
-Several MODEL_DIRs, each trained on its own independently rendered synthetic set, are pooled
-in the tables (per-model summaries are printed first): with one model every sample shares
-one draw of the calibration set, so the coverage of the large samples, whose intervals are
-mostly calibration uncertainty, would measure that single draw.
+Per model and setting it prints: the recommended method's mean absolute error (MAE, per class
+and sample, in points) against CC's; the coverage of the recommended 95 % intervals that are
+reported (determinable, width <= 25 points) and their mean width; the share of (sample,
+class) pairs reported as not determinable; then for audits of ``--audits`` particles (drawn
+with ``draw_audit``, labelled with the true labels) the coverage, mean and max width and
+effective sample size of the audit-corrected interval, and the coverage and width of the
+labels-only interval. ``--json`` writes everything, ``--figure`` a PNG.
 
-    python benchmarks/bench_shares.py MODEL_DIR [MODEL_DIR ...] POOL [--reps 50]
-        [--sizes 500 2000 10000]
-        [--n-boot 100] [--n-cal-boot 20] [--draw micrographs|particles] [--json out.json]
+    python benchmarks/bench_shares.py MODEL_DIR [MODEL_DIR ...] --pool-lam P1 --pool-enc P2
+        [--reps 30] [--size 1000] [--audits 50 100 200] [--json out.json] [--figure f.png]
 """
 
 from __future__ import annotations
@@ -39,43 +36,30 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.quantify import METHODS, QuantifierConfig, fit_quantifiers
+from lipoclass.quantify import MAX_WIDTH, draw_audit, labels_only_interval, ppi_shares
 
-SIZES = (500, 2000, 10000)
-COVERAGE_MIN = 0.90
+AUDITS = (50, 100, 200)
 
 
-def settings(problem: str, n_classes: int) -> dict[str, tuple[float, ...]]:
-    """Named test shares in the model's class order (the synth problems' order)."""
+def settings(problem: str) -> dict[str, tuple[float, ...]]:
+    """Named test shares in the problem's class order: 80/10/10, 50/25/25, thesis prior."""
     from lipoclass.synth.scenes import PROBLEMS
 
-    out: dict[str, tuple[float, ...]] = {}
-    # the thesis priors of both problems, in the model's class order (its own problem first)
-    for name in sorted(PROBLEMS, key=lambda p: p != problem):
-        counts = PROBLEMS[name][1]
-        thesis = tuple(float(c) / sum(counts) for c in counts)
-        out[f"thesis {name[:3]}. " + "/".join(f"{100 * t:.3g}" for t in thesis)] = thesis
-    out |= {
-        "80/10/10": (0.8, 0.1, 0.1),
-        "50/25/25": (0.5, 0.25, 0.25),
-        "98/1/1": (0.98, 0.01, 0.01),
-        "uniform": (1 / 3, 1 / 3, 1 / 3),
-        "missing 90/10/0": (0.9, 0.1, 0.0),
-    }
-    if n_classes != 3:
-        raise SystemExit("bench_shares: the settings are written for 3 classes")
-    return out
+    counts = PROBLEMS[problem][1]
+    thesis = tuple(float(c) / sum(counts) for c in counts)
+    return {"80/10/10": (0.8, 0.1, 0.1), "50/25/25": (0.5, 0.25, 0.25),
+            "thesis " + "/".join(f"{100 * t:.3g}" for t in thesis): thesis}  # fmt: skip
 
 
-def pool_posteriors(
-    model: Path, pool: Path, cache: Path
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Calibrated ensemble posteriors (n, C), true labels (n,) and ids (n,) of the labelled
-    pool particles, predicted once (cached in ``cache``)."""
+def pool_posteriors(model: Path, pool: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibrated ensemble posteriors (n, C), true labels (n,) and micrographs (n,) of the
+    labelled pool particles, predicted once (cached in the model folder)."""
+    cache = model / f".bench_pool_{pool.name}.npz"
     if cache.is_file():
         z = np.load(cache)
-        if "ids" in z:
-            return z["probs"], z["labels"], z["ids"]
+        if "mics" in z:
+            return z["probs"], z["labels"], z["mics"]
+    from lipoclass.data import load_dataset
     from lipoclass.predict import PredictConfig, predict
 
     t0 = time.perf_counter()
@@ -83,191 +67,183 @@ def pool_posteriors(
         res = predict(model, pool, Path(tmp) / "p.csv", config=PredictConfig(device="cpu",
                       n_boot=50), verbose=False)  # fmt: skip
     keep = res.labels >= 0
-    print(f"pool: {keep.sum()} labelled particles predicted ({len(res.skipped)} skipped) in "
-          f"{time.perf_counter() - t0:.0f} s")  # fmt: skip
-    ids = np.asarray(res.ids, dtype=str)[keep]
-    np.savez(cache, probs=res.probs[keep], labels=res.labels[keep], ids=ids)
-    return res.probs[keep], res.labels[keep], ids
+    ids = [i for i, k in zip(res.ids, keep) if k]
+    mics = np.asarray(load_dataset(pool).micrographs_of(ids), dtype=str)
+    print(f"pool {pool}: {keep.sum()} labelled particles predicted by {model} in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+    np.savez(cache, probs=res.probs[keep], labels=res.labels[keep], mics=mics)
+    return res.probs[keep], res.labels[keep], mics
 
 
-def training_samples(info: dict, ids: list[str]) -> list[str] | None:
-    """The ``sample`` of each out-of-fold particle, read from the training dataset that
-    model.json names (as ``lipoclass train`` passes them to the quantifiers), or None."""
-    from lipoclass.data import load_dataset
-
-    path = Path(str((info.get("dataset") or {}).get("path", "")))
-    if not (path / "particles.csv").is_file():
-        return None
-    return load_dataset(path).micrographs_of(ids)
-
-
-def pool_micrographs(pool: Any, ids: np.ndarray) -> np.ndarray | None:
-    """The micrograph (else sample) of each particle ``ids`` of the pool dataset, or None
-    when unknown."""
-    mics = pool.micrographs_of([str(i) for i in ids])
-    return None if mics is None else np.asarray(mics, dtype=str)
+def draw_sample(
+    rng: np.random.Generator, labels: np.ndarray, members: list[np.ndarray], counts: np.ndarray
+) -> np.ndarray:
+    """Pool positions of one sample at class counts (C,), from whole micrographs."""
+    need, chosen, total = set(np.flatnonzero(counts).tolist()), [], 0
+    for g in rng.permutation(len(members)):
+        chosen.append(members[g])
+        total += len(members[g])
+        need -= set(labels[members[g]].tolist())
+        if total >= counts.sum() and not need:
+            break
+    pos = np.concatenate(chosen)
+    by_class = [pos[labels[pos] == k] for k in range(len(counts))]
+    return np.concatenate([rng.choice(ix, size=n) for ix, n in zip(by_class, counts) if n])
 
 
-class SampleDrawer:
-    """Draws one test sample's pool positions at given class counts (see the module doc)."""
+def run_model(path: Path, pool: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every setting of one model folder; returns its results (JSON-ready)."""
+    from lipoclass.ensemble import load_model
+    from lipoclass.predict import ShareConfig, class_shares, model_quantifiers
 
-    def __init__(self, labels: np.ndarray, mics: np.ndarray | None, n_cls: int, how: str):
-        if how == "micrographs" and mics is None:
-            raise SystemExit("bench_shares: --draw micrographs needs a pool whose particles "
-                             "name their micrograph (or sample)")  # fmt: skip
-        self.labels, self.n_cls = labels, n_cls
-        self.mics = mics if how == "micrographs" else None
-        self.members: list[np.ndarray] = []
-        if self.mics is not None:
-            names, inv = np.unique(self.mics, return_inverse=True)
-            self.members = [np.flatnonzero(inv == g) for g in range(len(names))]
+    loaded = load_model(path)
+    problem = "lamellarity" if "unilamellar" in loaded.classes else "encapsulation"
+    t0 = time.perf_counter()
+    q, note = model_quantifiers(loaded)
+    t_sel = time.perf_counter() - t0
+    sel = q.selection
+    probs, labels, mics = pool_posteriors(path, pool)
+    names, inv = np.unique(mics, return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(names))]
+    rec = q.config.recommended
+    epochs = (loaded.info.get("spec") or {}).get("train", {}).get("epochs", "?")
+    print(f"\n== {path} ({problem}, {loaded.info['model']}, epochs {epochs}): "
+          f"out-of-fold counts {sel.class_counts}; chosen {rec.upper()} "
+          f"({'stored' if not note else f'chosen now, {t_sel:.0f} s'}): {sel.reason}",
+          flush=True)  # fmt: skip
+    out: dict[str, Any] = {"problem": problem, "epochs": epochs, "chosen": rec,
+                           "reason": sel.reason, "selection": sel.to_dict(),
+                           "settings": {}}  # fmt: skip
+    scfg = ShareConfig(n_boot=args.n_boot, seed=args.seed)
+    rng = np.random.default_rng([args.seed, len(str(path))])
+    c = len(loaded.classes)
+    for name, prior in settings(problem).items():
+        truth = np.asarray(prior) / np.sum(prior)
+        acc: dict[str, list[Any]] = {k: [] for k in (
+            "err_rec", "err_cc", "cov", "width", "undet", "t")}  # fmt: skip
+        aud: dict[int, dict[str, list[Any]]] = {k: {"cov": [], "w": [], "ess": [], "lcov": [],
+                                                    "lw": []} for k in args.audits}  # fmt: skip
+        for _ in range(args.reps):
+            idx = draw_sample(rng, labels, members, rng.multinomial(args.size, truth))
+            p, y, g = probs[idx], labels[idx], mics[idx]
+            t1 = time.perf_counter()
+            rows = class_shares(p, ["s"] * len(p), loaded.classes, q, scfg, micrographs=g)
+            acc["t"].append(time.perf_counter() - t1)
+            for k, r in enumerate(rows):
+                acc["err_rec"].append(abs(r.methods[rec][0] - truth[k]))
+                acc["err_cc"].append(abs(r.methods["cc"][0] - truth[k]))
+                acc["undet"].append(not r.determinable)
+                if r.determinable:
+                    acc["cov"].append(r.share_lo - 1e-12 <= truth[k] <= r.share_hi + 1e-12)
+                    acc["width"].append(r.share_hi - r.share_lo)
+            ids = [str(i) for i in range(len(idx))]
+            for ka in args.audits:
+                pick = np.array([int(i) for i in draw_audit(ids, list(g), ka,
+                                 seed=int(rng.integers(2**31)))])  # fmt: skip
+                audited = np.zeros(len(idx), dtype=bool)
+                audited[pick] = True
+                r = ppi_shares(p, audited, y, 0.95)
+                _s, llo, lhi = labels_only_interval(np.bincount(y[pick], minlength=c), ka)
+                a = aud[ka]
+                a["cov"] += ((r.lo <= truth + 1e-12) & (truth - 1e-12 <= r.hi)).tolist()
+                a["w"] += (r.hi - r.lo).tolist()
+                a["ess"].append(float(np.nanmean(r.ess)))
+                a["lcov"] += ((llo <= truth + 1e-12) & (truth - 1e-12 <= lhi)).tolist()
+                a["lw"] += (lhi - llo).tolist()
+        res = {"mae_rec": float(np.mean(acc["err_rec"])), "mae_cc": float(np.mean(acc["err_cc"])),
+               "coverage": float(np.mean(acc["cov"])) if acc["cov"] else float("nan"),
+               "width": float(np.mean(acc["width"])) if acc["width"] else float("nan"),
+               "max_width": float(np.max(acc["width"])) if acc["width"] else float("nan"),
+               "not_determinable": float(np.mean(acc["undet"])),
+               "seconds_per_sample": float(np.median(acc["t"])),
+               "audit": {str(k): {"coverage": float(np.mean(v["cov"])),
+                                  "width": float(np.mean(v["w"])),
+                                  "max_width": float(np.max(v["w"])),
+                                  "ess": float(np.mean(v["ess"])),
+                                  "labels_only_coverage": float(np.mean(v["lcov"])),
+                                  "labels_only_width": float(np.mean(v["lw"]))}
+                         for k, v in aud.items()}}  # fmt: skip
+        out["settings"][name] = res
+        audit_txt = "; ".join(
+            f"audit {k}: cov {100 * v['coverage']:.0f}% width {100 * v['width']:.1f} (max "
+            f"{100 * v['max_width']:.1f}) ESS {v['ess']:.0f}, labels only cov "
+            f"{100 * v['labels_only_coverage']:.0f}% width {100 * v['labels_only_width']:.1f}"
+            for k, v in res["audit"].items())  # fmt: skip
+        print(f"{name:<22} {rec.upper()} MAE {100 * res['mae_rec']:.2f} vs CC "
+              f"{100 * res['mae_cc']:.2f} points; coverage {100 * res['coverage']:.0f}% width "
+              f"{100 * res['width']:.1f} (max {100 * res['max_width']:.1f}); not determinable "
+              f"{100 * res['not_determinable']:.0f}%; {res['seconds_per_sample']:.2f} s/sample"
+              f"\n    {audit_txt}", flush=True)  # fmt: skip
+    return out
 
-    def describe(self) -> str:
-        if self.mics is None:
-            return "the whole pool, particle by particle"
-        sizes = [len(x) for x in self.members]
-        return (f"whole micrographs ({len(sizes)} in the pool, {min(sizes)}-{max(sizes)} "
-                "particles each)")  # fmt: skip
 
-    def __call__(
-        self, rng: np.random.Generator, counts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """(positions (m,), their micrographs (m,) or None) for class counts (C,)."""
-        if self.mics is None:
-            pos = np.arange(len(self.labels))
-        else:
-            need, chosen, total = set(np.flatnonzero(counts).tolist()), [], 0
-            for g in rng.permutation(len(self.members)):
-                chosen.append(self.members[g])
-                total += len(self.members[g])
-                need -= set(self.labels[self.members[g]].tolist())
-                if total >= counts.sum() and not need:
-                    break
-            pos = np.concatenate(chosen)
-        by_class = [pos[self.labels[pos] == k] for k in range(self.n_cls)]
-        idx = np.concatenate([rng.choice(ix, size=n) for ix, n in zip(by_class, counts) if n])
-        return idx, (None if self.mics is None else self.mics[idx])
+def plot(results: dict[str, Any], path: Path, audits: list[int]) -> None:
+    """One row per model: recommended vs CC error, coverage, and the audits' coverage."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-class Bench:
-    """One model folder's part of the benchmark: quantifiers, pool posteriors, drawer."""
-
-    def __init__(self, path: Path, pool: Path, pool_ds: Any, args: argparse.Namespace) -> None:
-        from lipoclass.ensemble import load_model
-
-        self.path = path
-        loaded = load_model(path)
-        self.classes = loaded.classes
-        self.problem = "lamellarity" if "unilamellar" in loaded.classes else "encapsulation"
-        ids, _fold, y_cal, p_cal = loaded.oof()
-        groups = training_samples(loaded.info, ids)
-        cfg = QuantifierConfig(n_boot=args.n_boot, n_cal_boot=args.n_cal_boot, seed=args.seed)
-        t0 = time.perf_counter()
-        self.q = fit_quantifiers(p_cal, y_cal, cfg, groups=groups)
-        t_fit = time.perf_counter() - t0
-        cache = path / f".bench_pool_{pool.name}.npz"
-        self.probs, labels, pool_ids = pool_posteriors(path, pool, cache)
-        self.draw = SampleDrawer(labels, pool_micrographs(pool_ds, pool_ids), len(self.classes),
-                                 args.draw)  # fmt: skip
-        print(f"model {path} ({loaded.info['model']}, {loaded.kind}), classes "
-              f"{', '.join(loaded.classes)}; calibration: {len(y_cal)} out-of-fold particles "
-              f"{np.bincount(y_cal).tolist()} from {len(set(groups or [])) or 'unknown'} "
-              f"micrographs, calibration replicates redraw {self.q.cal_resampling}; pool "
-              f"{np.bincount(labels).tolist()}; quantifiers fitted in {t_fit:.1f} s "
-              f"(n_cal_boot={args.n_cal_boot}); n_boot={args.n_boot}; {args.reps} samples "
-              f"per setting, drawn from {self.draw.describe()}")  # fmt: skip
-
-
-def _summary(e: np.ndarray, h: np.ndarray) -> dict[str, Any]:
-    """MAE, worst error, coverage and coverage per class of errors/hits (n, C)."""
-    return {"mae": float(e.mean()), "worst": float(e.max()), "coverage": float(h.mean()),
-            "coverage_by_class": h.mean(axis=0).tolist()}  # fmt: skip
+    models = list(results)
+    fig, axes = plt.subplots(len(models), 3, figsize=(13, 2.6 * len(models)), squeeze=False)
+    for row, m in zip(axes, models):
+        r = results[m]
+        names = list(r["settings"])
+        x = np.arange(len(names))
+        s = [r["settings"][n] for n in names]
+        row[0].bar(x - 0.2, [100 * v["mae_cc"] for v in s], 0.4, label="CC")
+        row[0].bar(x + 0.2, [100 * v["mae_rec"] for v in s], 0.4,
+                   label=f"recommended ({r['chosen'].upper()})")  # fmt: skip
+        row[0].set_ylabel("MAE (points)")
+        row[0].set_title(f"{Path(m).name}: {r['problem']}, {r['epochs']} epochs", fontsize=9)
+        row[1].bar(x - 0.3, [100 * v["coverage"] for v in s], 0.2, label="model only")
+        for j, k in enumerate(audits):
+            row[1].bar(x - 0.1 + 0.2 * j, [100 * v["audit"][str(k)]["coverage"] for v in s], 0.2,
+                       label=f"audit {k}")  # fmt: skip
+        row[1].axhline(90, color="k", ls="--", lw=1)
+        row[1].set_ylim(50, 101)
+        row[1].set_ylabel("coverage (%)")
+        row[2].bar(x - 0.3, [100 * v["width"] for v in s], 0.2, label="model only")
+        for j, k in enumerate(audits):
+            row[2].bar(x - 0.1 + 0.2 * j, [100 * v["audit"][str(k)]["width"] for v in s], 0.2,
+                       label=f"audit {k}")  # fmt: skip
+        row[2].axhline(100 * MAX_WIDTH, color="k", ls="--", lw=1)
+        row[2].set_ylabel("mean width (points)")
+        for ax in row:
+            ax.set_xticks(x, names, fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    axes[0][1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", type=Path, nargs="+",
-                    help="model folder(s), each trained on its own synthetic set; the "
-                    "summary pools them (coverage over several calibration draws)")  # fmt: skip
-    ap.add_argument("pool", type=Path)
-    ap.add_argument("--reps", type=int, default=50)
-    ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    ap.add_argument("models", type=Path, nargs="+")
+    ap.add_argument("--pool-lam", type=Path, default=None, help="lamellarity pool dataset")
+    ap.add_argument("--pool-enc", type=Path, default=None, help="encapsulation pool dataset")
+    ap.add_argument("--reps", type=int, default=30)
+    ap.add_argument("--size", type=int, default=1000)
+    ap.add_argument("--audits", type=int, nargs="*", default=list(AUDITS))
     ap.add_argument("--n-boot", type=int, default=100)
-    ap.add_argument("--n-cal-boot", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--draw", choices=("micrographs", "particles"), default="micrographs")
-    ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--figure", type=Path, default=None)
     args = ap.parse_args()
+    from lipoclass.ensemble import load_model
 
-    from lipoclass.data import load_dataset
-
-    pool_ds = load_dataset(args.pool)  # read once: the micrographs of the pool's particles
-    benches = [Bench(path, args.pool, pool_ds, args) for path in args.models]
-    classes = benches[0].classes
-    if any(b.classes != classes for b in benches):
-        raise SystemExit("bench_shares: the model folders have different classes")
-    cells_of: dict[tuple[str, int], dict[str, list[np.ndarray]]] = {}
-    hits_of: dict[tuple[str, int], dict[str, list[np.ndarray]]] = {}
-    per_model: dict[str, dict[str, dict[str, Any]]] = {}
-    t_est: list[float] = []
-    n_mics: list[int] = []
-    setting_list = settings(benches[0].problem, len(classes))
-    for i, b in enumerate(benches):
-        rng = np.random.default_rng([args.seed, i])
-        e_mod: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}
-        h_mod: dict[str, list[np.ndarray]] = {k: [] for k in METHODS}
-        for name, prior in setting_list.items():
-            truth = np.asarray(prior) / np.sum(prior)
-            for m in args.sizes:
-                errs = cells_of.setdefault((name, m), {k: [] for k in METHODS})
-                hits = hits_of.setdefault((name, m), {k: [] for k in METHODS})
-                for _ in range(args.reps):
-                    idx, groups = b.draw(rng, rng.multinomial(m, truth))
-                    t1 = time.perf_counter()
-                    est = b.q.estimate(b.probs[idx], groups=groups)
-                    t_est.append(time.perf_counter() - t1)
-                    n_mics.append(est.n_groups)
-                    for k in METHODS:
-                        err = np.abs(est.share[k] - truth)
-                        hit = (est.lo[k] <= truth + 1e-12) & (truth <= est.hi[k] + 1e-12)
-                        errs[k].append(err)
-                        hits[k].append(hit)
-                        e_mod[k].append(err)
-                        h_mod[k].append(hit)
-        per_model[str(b.path)] = {k: _summary(np.array(e_mod[k]), np.array(h_mod[k]))
-                                  for k in METHODS}  # fmt: skip
-        print(f"{b.path}: " + "  ".join(
-            f"{k} {v['mae']:.4f}/{v['worst']:.3f}/{100 * v['coverage']:.0f}"
-            for k, v in per_model[str(b.path)].items()), flush=True)  # fmt: skip
-    print(f"cells: MAE / worst abs error / 95 % coverage (%), over {len(benches)} model(s)")
-    print(f"{'setting':<28} {'m':>6} " + " ".join(f"{m:>17}" for m in METHODS))
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for (name, m), errs in cells_of.items():
-        key = f"{name} | {m}"
-        results[key] = {k: _summary(np.array(errs[k]), np.array(hits_of[(name, m)][k]))
-                        for k in METHODS}  # fmt: skip
-        cells = [f"{v['mae']:.4f}/{v['worst']:.3f}/{100 * v['coverage']:3.0f}"
-                 for v in results[key].values()]  # fmt: skip
-        print(f"{name:<28} {m:>6} " + " ".join(f"{c:>17}" for c in cells))
-    summary = {k: _summary(np.concatenate([np.array(e[k]) for e in cells_of.values()]),
-                           np.concatenate([np.array(h[k]) for h in hits_of.values()]))
-               for k in METHODS}  # fmt: skip
-    print("pooled: " + "  ".join(f"{k} {v['mae']:.4f}/{v['worst']:.3f}/{100 * v['coverage']:.0f}"
-                                 for k, v in summary.items()))  # fmt: skip
-    print("coverage per class (%): " + "  ".join(
-        f"{k} " + "/".join(f"{100 * c:.0f}" for c in v["coverage_by_class"])
-        for k, v in summary.items()) + f"  ({', '.join(classes)})")  # fmt: skip
-    ok = [k for k in METHODS if summary[k]["coverage"] >= COVERAGE_MIN
-          and summary[k]["mae"] < summary["cc"]["mae"]]  # fmt: skip
-    rec = min(ok, key=lambda k: summary[k]["mae"]) if ok else None
-    print(f"recommended by the rule: {rec} (coverage >= {100 * COVERAGE_MIN:.0f} % and MAE "
-          f"below CC's: {ok}); estimate time per sample: median {np.median(t_est):.2f} s, "
-          f"max {np.max(t_est):.2f} s; micrographs per sample: median {np.median(n_mics):.0f}, "
-          f"range {min(n_mics)}-{max(n_mics)}")  # fmt: skip
-    if args.json:
-        out = {"models": [str(p) for p in args.models], "settings": results,
-               "summary": summary, "per_model": per_model, "recommended": rec}  # fmt: skip
-        args.json.write_text(json.dumps(out, indent=1))
+    results = {}
+    for path in args.models:
+        lam = "unilamellar" in load_model(path).classes
+        pool = args.pool_lam if lam else args.pool_enc
+        if pool is None:
+            raise SystemExit(f"bench_shares: {path} needs --pool-{'lam' if lam else 'enc'}")
+        results[str(path)] = run_model(path, pool, args)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    if args.figure:
+        plot(results, args.figure, args.audits)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,13 @@ def test_folder_holds_fold_models_and_cv_results(model: Path, ds_dir: Path) -> N
     assert info["calibration"]["n"] == 24 == np.sum(info["confusion"])
     assert info["review"]["target_accuracy"] == 0.95
     assert info["dataset"]["root"] == str(ds_dir)
+    # the share method chosen for this model from its own out-of-fold data (table + figure)
+    sel = info["quantifiers"]["selection"]
+    assert info["quantifiers"]["recommended"] == sel["chosen"]
+    assert sel["class_counts"] == [10, 8, 6] and sel["reason"]
+    if sel["table"]:
+        assert set(sel["table"]["cc"]) >= {"mae", "coverage", "width"}
+        assert (model / info["quantifiers"]["selection_figure"]).is_file()
 
 
 def test_ensemble_is_the_mean_of_its_members(model: Path, ds_dir: Path) -> None:

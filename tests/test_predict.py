@@ -125,8 +125,13 @@ def test_shares_per_sample_and_cli_table(tmp_path, tiny_dataset, capsys):
     assert {r["class"] for r in rows} == set(CLASSES)
     for s in ("s0", "s1"):
         sub = [r for r in rows if r["sample"] == s]
-        assert sum(float(r["cc"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
-        assert sum(float(r["share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
+        # 7-8 particles per sample: intervals wider than 25 points are not a result
+        for r in sub:
+            wide = r["determinable"] == "no"
+            assert (r["share"] == "" and r["cc"] == "") if wide else float(r["share"]) >= 0
+            assert ("more particles in the sample" in r["reason"]) == wide
+        if all(r["determinable"] == "yes" for r in sub):
+            assert sum(float(r["share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
         assert sum(float(r["true_share"]) for r in sub) == pytest.approx(1.0, abs=1e-3)
         assert all(r["acc"] == "" for r in sub)  # no oof.csv: CC and PCC only
     assert (tmp_path / "p_shares.png").is_file()  # several samples: the comparison plot

@@ -21,7 +21,14 @@ from lipoclass.predict import (
     share_columns,
     write_shares,
 )
-from lipoclass.quantify import METHODS, QuantifierConfig, fit_quantifiers, save_quantifiers
+from lipoclass.quantify import (
+    METHODS,
+    QuantifierConfig,
+    SelectConfig,
+    fit_quantifiers,
+    save_quantifiers,
+    select_method,
+)
 from test_predict import CLASSES, CPU, read_csv, write_model_folder
 
 # posteriors of a particle of true class k ~ Dirichlet(A[k]): fixed class-dependent errors
@@ -137,7 +144,7 @@ def test_predict_cnn_empty_mask_gets_the_automatic_mask_fallback_and_uses_oof(
     assert all(r["excluded"] == "0" for r in rows)
     assert sum(int(r["fallback"]) for r in rows) == len(CLASSES)  # one particle, per class row
     assert sum(int(r["n"]) for r in rows) == 15 * len(CLASSES)  # n per class row
-    assert all(r["emq"] != "" and r["acc"] != "" for r in rows)
+    assert all({"emq", "acc"} <= set(r.methods) for r in res.share_rows)
     assert not (tmp_path / "p_excluded.csv").exists()
     pred = {r["id"]: r for r in read_csv(tmp_path / "p.csv")}
     assert len(pred) == 15 and pred["p0000"]["fallback"].startswith("automatic mask")
@@ -220,10 +227,21 @@ def test_predict_loads_stored_quantifiers(tmp_path, tiny_dataset, capsys):
     ds_dir = tiny_dataset(counts=(4, 3, 3), samples=0)
     y, p = draw(rng, CAL_PRIOR, 400)[::-1]
     write_model_folder(tmp_path / "m", extra={"quantifiers": {"file": "quantifiers.pkl"}})
-    save_quantifiers(fit_quantifiers(p, y, FAST), tmp_path / "m" / "quantifiers.pkl")
+    q = fit_quantifiers(p, y, FAST)
+    save_quantifiers(q, tmp_path / "m" / "quantifiers.pkl")  # as trained before the choice
+    res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv",
+                  config=PredictConfig(device="cpu", n_boot=50))  # fmt: skip
+    assert "predates the per-model choice" in res.quantifier_note
+    assert all(r.recommended == "cc" for r in res.share_rows)  # no oof.csv: the fallback
+    capsys.readouterr()
+    sel = select_method(p, y, None, config=SelectConfig(repeats=1, n_prevalences=3,
+                        n_natural=1, n_boot=50, n_cal_boot=10))  # fmt: skip
+    save_quantifiers(q.with_selection(sel), tmp_path / "m" / "quantifiers.pkl")
     res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv",
                   config=PredictConfig(device="cpu", n_boot=50))  # fmt: skip
     out = capsys.readouterr().out
+    assert all(r.recommended == sel.chosen for r in res.share_rows)
+    assert f"method: {sel.chosen.upper()}, chosen for this model" in out
     assert res.quantifier_note == "" and "EXCLUDED" not in out
     notes = [line for line in out.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "names no micrograph" in notes[0]  # only the resampling note

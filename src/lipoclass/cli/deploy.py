@@ -49,6 +49,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         onnx_path=Path(args.onnx) if args.onnx else None,
         shares_path=Path(args.shares) if args.shares else None,
         config=cfg,
+        audit=Path(args.audit) if args.audit else None,
+        audit_draw=args.audit_draw,
     )
     return 0
 
@@ -70,6 +72,11 @@ def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> in
         raise LipoclassError("micrographs are predicted with a model folder (not --onnx)")
     if args.shares is not None:
         raise LipoclassError("--shares is for datasets; micrograph shares go into --out DIR")
+    if args.audit is not None or args.audit_draw is not None:
+        raise LipoclassError(
+            "--audit/--audit-draw are for particle datasets: run predict on "
+            "the report's particles (or use the review page's audit queue)"
+        )
     if args.out is None:
         raise LipoclassError("give --out DIR for the micrograph report (a new or empty folder)")
     check_output_folder(args.out)
@@ -183,6 +190,15 @@ def _register_predict(add: AddCommand) -> None:
     p.add_argument(
         "--onnx", default=None, help="use this exported ONNX model (onnxruntime) instead of PyTorch"
     )
+    p.add_argument("--audit", default=None, metavar="FILE",
+                   help="a person's labels of a random audit sample of these particles: the "
+                   "review page's reviews.csv (its audit queue) or a CSV id,label (e.g. the "
+                   "file from --audit-draw, filled in); adds audit-corrected shares "
+                   "(prediction-powered inference) and labels-only shares beside the "
+                   "model's")  # fmt: skip
+    p.add_argument("--audit-draw", type=positive_int, default=None, metavar="K",
+                   help="also write <out name>_audit.csv: K particles per sample drawn at "
+                   "random (spread over the micrographs) for a person to label")  # fmt: skip
     p.add_argument(
         "--batch-size",
         type=positive_int,

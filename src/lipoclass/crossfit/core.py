@@ -229,7 +229,7 @@ def fit_model(
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
         groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles
-        quant = _fit_quantifiers(cal, y, staging, progress, groups)
+        quant = _fit_quantifiers(cal, y, staging, progress, groups, list(res.classes))
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
@@ -262,13 +262,24 @@ def fit_model(
 
 
 def _fit_quantifiers(
-    cal: np.ndarray, y: np.ndarray, staging: Path, progress: bool, groups: list[str] | None
+    cal: np.ndarray,
+    y: np.ndarray,
+    staging: Path,
+    progress: bool,
+    groups: list[str] | None,
+    classes: tuple[str, ...] | list[str] = (),
 ) -> dict[str, Any] | None:
     """Fit the class-share quantifiers (``lipoclass.quantify``) once, on the calibrated
     out-of-fold posteriors cal (n, C) and labels y (n,), and store them in the model folder
     (``quantifiers.pkl``); the model.json entry, or None (with a warning) when they cannot
     be fitted (predict then reports CC and PCC only)."""
-    from lipoclass.quantify import QuantifierConfig, fit_quantifiers, save_quantifiers
+    from lipoclass.quantify import (
+        QuantifierConfig,
+        fit_quantifiers,
+        plot_selection,
+        save_quantifiers,
+        select_method,
+    )
 
     t0 = time.perf_counter()
     cfg = QuantifierConfig()
@@ -277,18 +288,27 @@ def _fit_quantifiers(
     except LipoclassError as exc:
         warnings.warn(f"class-share quantifiers not fitted: {exc}", stacklevel=3)
         return None
+    # the method the shares are reported with: chosen for this model by simulating prior
+    # shift on its own out-of-fold data (docs/deployment.md, Method chosen per model)
+    sel = select_method(cal, y, groups, cfg.methods)
+    q.with_selection(sel)
+    cfg = q.config
     save_quantifiers(q, staging / "quantifiers.pkl")
+    if sel.table:
+        plot_selection(sel, classes, staging / "method_selection.png")
     import quapy
 
     secs = time.perf_counter() - t0
     if progress:
         print(f"[fit] quantifiers {', '.join(cfg.methods)} fitted on {len(y)} out-of-fold "
-              f"posteriors with {cfg.n_cal_boot} calibration replicates ({secs:.0f} s)",
+              f"posteriors with {cfg.n_cal_boot} calibration replicates ({secs:.0f} s); "
+              f"recommended for this model: {sel.chosen.upper()} ({sel.reason})",
               file=sys.stderr)  # fmt: skip
     return {"file": "quantifiers.pkl", "methods": list(cfg.methods),
             "recommended": cfg.recommended, "n_cal_boot": cfg.n_cal_boot,
             "emq_calibration": cfg.emq_calibration, "n": len(y),
-            "calibration_resampling": q.cal_resampling,
+            "calibration_resampling": q.cal_resampling, "selection": sel.to_dict(),
+            "selection_figure": "method_selection.png" if sel.table else None,
             "quapy": str(quapy.__version__)}  # fmt: skip
 
 

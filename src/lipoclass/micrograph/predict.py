@@ -543,8 +543,9 @@ def _share_cells(rows: Sequence[ShareRow], by: str) -> tuple[list[str], list[lis
     head = [by, "class", "n", "method", "share % [CI]"] + ["true %"] * with_true
     body = []
     for r in rows:
-        line = [_e(r.sample), _e(r.cls), str(r.n), _e(r.recommended),
-                pct(r.share, r.share_lo, r.share_hi)]  # fmt: skip
+        cell = (pct(r.share, r.share_lo, r.share_hi) if r.determinable
+                else f"not determinable: {_e(r.reason)}")  # fmt: skip
+        line = [_e(r.sample), _e(r.cls), str(r.n), _e(r.recommended), cell]
         if with_true:
             line.append("–" if math.isnan(r.true_share) else f"{100 * r.true_share:.1f}")
         body.append(line)
@@ -576,8 +577,10 @@ def _index_html(
         body.append(f"<p class='note'>No particle on: {_e(', '.join(res.empty))}</p>")
     pct = f"{round(level * 100)}%"
     body.append(
-        f"<h2>Class shares per sample</h2><p class='small'>the recommended method of "
-        f"lipoclass.predict with its {pct} interval; shares.csv has every method. Files: "
+        f"<h2>Class shares per sample</h2><p class='small'>the method chosen for this model "
+        f"from its out-of-fold data (model folder: method_selection.png) with its {pct} "
+        "interval; a share whose interval is wider than 25 points is not determinable (the "
+        "reason says why and what would fix it); shares.csv has every method. Files: "
         "shares.csv, micrograph_shares.csv, particles.csv.</p>"
     )
     body.append(_table(*_share_cells(res.sample_shares, "sample"), left=2))

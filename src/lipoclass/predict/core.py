@@ -22,9 +22,13 @@ from lipoclass.predict.inputs import load_input
 from lipoclass.predict.shares import (
     ShareConfig,
     ShareRow,
+    audit_positions,
     class_shares,
+    ensure_selection,
+    method_line,
     plot_shares,
     shares_table,
+    write_audit_sheet,
     write_shares,
 )
 
@@ -329,7 +333,8 @@ def model_quantifiers(loaded: Any) -> tuple[Any, str]:
     entry = loaded.info.get("quantifiers") or {}
     rel = entry.get("file") if isinstance(entry, dict) else None
     if rel:
-        return load_quantifiers(loaded.path / str(rel), len(loaded.classes)), ""
+        q = load_quantifiers(loaded.path / str(rel), len(loaded.classes))
+        return q, ensure_selection(q, loaded)
     if not (loaded.path / "oof.csv").is_file():
         return None, (
             f"{loaded.path}: no out-of-fold data (oof.csv): only CC and PCC (biased towards "
@@ -341,9 +346,11 @@ def model_quantifiers(loaded: Any) -> tuple[Any, str]:
         q = fit_quantifiers(p, y)
     except LipoclassError as exc:
         return None, f"{loaded.path}: quantifiers not fitted ({exc}): only CC and PCC"
+    sel_note = ensure_selection(q, loaded)
     return q, (
         f"quantifiers fitted now on {loaded.path / 'oof.csv'} ({time.perf_counter() - t0:.1f} s; "
         "retrain with 'lipoclass train' to store them in the model folder)"
+        + (f"; {sel_note}" if sel_note else "")
     )
 
 
@@ -389,6 +396,8 @@ def predict(
     shares_path: str | os.PathLike[str] | None = None,
     config: PredictConfig | None = None,
     verbose: bool = True,
+    audit: str | os.PathLike[str] | None = None,
+    audit_draw: int | None = None,
 ) -> PredictResult:
     """Predict every particle of ``input`` (dataset folder or image folder) and write
     ``predictions.csv`` (``out``) and the class shares (``shares_path``, default
@@ -398,7 +407,9 @@ def predict(
     ``onnx_path``, onnxruntime with the classes and preparation stored in the ONNX metadata
     (review rule and confusion matrix come from the metadata too, or from ``model_dir`` when
     both are given). With labels in the input, per-class metrics are printed (not training
-    data unless you pass it)."""
+    data unless you pass it). ``audit``: a person's labels of an audit sample (reviews.csv or
+    id,label CSV) for audit-corrected shares; ``audit_draw`` K: also write
+    ``<out stem>_audit.csv``, K particles per sample to label (docs/deployment.md, Audit)."""
     cfg = config or PredictConfig()
     if model_dir is None and onnx_path is None:
         raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
@@ -410,8 +421,13 @@ def predict(
         raise LipoclassError(f"--shares {shares_out}: same file as --out")
     from lipoclass.outputs import check_output_file
 
-    for p in (out_path, shares_out):
+    audit_out = out_path.with_name(f"{out_path.stem}_audit.csv")
+    for p in (out_path, shares_out) + ((audit_out,) if audit_draw else ()):
         check_output_file(p)
+    if audit is not None and not Path(audit).is_file():
+        raise LipoclassError(f"--audit {audit}: no such file")
+    if audit_draw is not None and audit_draw < 1:
+        raise LipoclassError(f"--audit-draw must be at least 1, got {audit_draw}")
     runner = _Runner(
         Path(model_dir) if model_dir is not None else None,
         Path(onnx_path) if onnx_path is not None else None,
@@ -458,10 +474,16 @@ def predict(
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     # the micrograph of each particle (only from a micrograph column: the sample may be a lot)
     mics = [ds.particles[int(i)].micrograph or "" for i in index]
+    ids = [ds.particles[int(i)].id for i in index]
+    audit_pos, audit_note = (audit_positions(audit, ids, runner.classes) if audit is not None
+                             else (None, ""))  # fmt: skip
     rows = class_shares(probs, groups, runner.classes, runner.quantifiers, share_cfg,
                         labels=labels if (labels >= 0).any() else None,
                         excluded=excluded, fallback=n_fallback,
-                        micrographs=mics if any(mics) else None)  # fmt: skip
+                        micrographs=mics if any(mics) else None, audit=audit_pos)  # fmt: skip
+    if audit_draw:
+        write_audit_sheet(audit_out, ids, groups, mics if any(mics) else None, audit_draw,
+                          seed=cfg.seed)  # fmt: skip
     _write_predictions(out_path, ds, index, runner.classes, probs, review, labels, fallback)
     write_shares(rows, shares_out)
     excluded_out = shares_out.with_name(f"{out_path.stem}_excluded.csv")
@@ -490,9 +512,13 @@ def predict(
             print(f"{len(skipped)} particle(s) the model cannot predict are EXCLUDED from the "
                   f"shares (column 'excluded'): {shown}{more}; list: {excluded_out}")  # fmt: skip
         print(shares_table(rows, cfg.level))
-        rec = rows[0].recommended if rows else ""
-        print(f"({rec.upper()} recommended, docs/deployment.md; every method with its interval "
-              f"is in {shares_out.name})")  # fmt: skip
+        print(f"{method_line(runner.quantifiers)} (docs/deployment.md; every method with its "
+              f"interval is in {shares_out.name})")  # fmt: skip
+        if audit_note:
+            print(audit_note)
+        if audit_draw:
+            print(f"audit sample to label ({audit_draw} per sample, drawn at random by "
+                  f"micrograph): {audit_out}; label it, then add --audit {audit_out}")  # fmt: skip
         if runner.quant_note:
             print(f"note: {runner.quant_note}")
         if rows and all(r.resampling == "particles" for r in rows if r.n):
@@ -507,7 +533,6 @@ def predict(
         print(f"predictions: {out_path}\nshares: {shares_out}")
         if plot_out.is_file() and len({r.sample for r in rows}) > 1:
             print(f"shares plot: {plot_out}")
-    ids = [ds.particles[int(i)].id for i in index]
     return PredictResult(out_path, shares_out, runner.classes, ids, probs, pred, review, labels,
                          rows, thr, skipped, metrics, runner.quant_note,
                          [(pid, how) for pid, how in zip(ids, fallback) if how])  # fmt: skip

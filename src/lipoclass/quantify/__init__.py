@@ -7,11 +7,13 @@ both the test sample and the finite calibration set.
 """
 
 from lipoclass.quantify.audit import (
+    AUDIT_QUEUE,
     NOT_A_PARTICLE,
     REVIEW_COLUMNS,
     REVIEW_SPECIAL,
     UNSURE,
     draw_audit,
+    read_audit,
 )
 from lipoclass.quantify.core import (
     EMQ_CALIBRATIONS,
@@ -28,10 +30,30 @@ from lipoclass.quantify.core import (
     sampling_estimate,
     save_quantifiers,
 )
+from lipoclass.quantify.ppi import (
+    MIN_AUDIT,
+    PPIResult,
+    labels_only_interval,
+    ppi_mean,
+    ppi_shares,
+)
+from lipoclass.quantify.select import (
+    FALLBACK_METHOD,
+    MAX_WIDTH,
+    MethodSelection,
+    SelectConfig,
+    class_rate_uncertainty,
+    plot_selection,
+    select_method,
+)
 
 __all__ = [
+    "AUDIT_QUEUE",
     "EMQ_CALIBRATIONS",
+    "FALLBACK_METHOD",
+    "MAX_WIDTH",
     "METHODS",
+    "MIN_AUDIT",
     "MIN_GROUPS",
     "NOT_A_PARTICLE",
     "RESAMPLING_UNITS",
@@ -39,13 +61,23 @@ __all__ = [
     "REVIEW_SPECIAL",
     "SAMPLING_METHODS",
     "UNSURE",
+    "MethodSelection",
+    "PPIResult",
     "QuantifierConfig",
     "Quantifiers",
+    "SelectConfig",
     "ShareEstimate",
+    "class_rate_uncertainty",
     "draw_audit",
     "fit_quantifiers",
+    "labels_only_interval",
     "load_quantifiers",
+    "plot_selection",
+    "ppi_mean",
+    "ppi_shares",
+    "read_audit",
     "replicate_weights",
     "sampling_estimate",
     "save_quantifiers",
+    "select_method",
 ]

@@ -8,11 +8,22 @@ The decisions file (``reviews.csv``) that the review page appends to has the col
 
 from __future__ import annotations
 
+import csv
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["NOT_A_PARTICLE", "REVIEW_COLUMNS", "REVIEW_SPECIAL", "UNSURE", "draw_audit"]
+__all__ = [
+    "AUDIT_QUEUE",
+    "NOT_A_PARTICLE",
+    "REVIEW_COLUMNS",
+    "REVIEW_SPECIAL",
+    "UNSURE",
+    "draw_audit",
+    "read_audit",
+]
 
 #: columns of reviews.csv, in order (one row per decision, appended and flushed at once)
 REVIEW_COLUMNS: tuple[str, ...] = (
@@ -66,3 +77,70 @@ def draw_audit(
         members = np.flatnonzero(inverse == g)
         picked.extend(rng.choice(members, size=int(take[g]), replace=False).tolist())
     return [ids[i] for i in rng.permutation(np.asarray(picked))]
+
+
+AUDIT_QUEUE = "audit"
+"""``queue`` of reviews.csv rows that belong to the audit sample (the review page's audit
+queue); decisions from other queues (uncertain particles, ...) are not a random sample."""
+
+
+def read_audit(
+    path: str | os.PathLike[str], ids: Sequence[str], classes: Sequence[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The person's labels of an audit: ``path`` is the review page's decisions (reviews.csv,
+    header :data:`REVIEW_COLUMNS`; only rows of the :data:`AUDIT_QUEUE` queue; a later
+    decision for the same id replaces an earlier one, as the log is append-only) or a CSV with
+    columns ``id`` and ``label`` (other columns ignored; an empty label is a particle not yet
+    labelled). Returns (id -> outcome index: a class's index in ``classes``, or
+    ``len(classes)`` for :data:`NOT_A_PARTICLE`; counts of what was skipped: ``unsure``,
+    ``unlabelled``). Raises LipoclassError naming the file and row for an unknown id, an
+    unknown label, a duplicate id (id,label files), a missing column or no usable row."""
+    from lipoclass.errors import LipoclassError
+
+    p = Path(path)
+    try:
+        with p.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise LipoclassError(f"{p}: cannot read the audit file ({exc})") from None
+    review = all(col in header for col in REVIEW_COLUMNS)
+    col = "new_label" if review else "label"
+    if "id" not in header or col not in header:
+        raise LipoclassError(
+            f"{p}: an audit file needs the columns id,label (or the review page's "
+            f"reviews.csv: {','.join(REVIEW_COLUMNS)}); found {','.join(header) or 'none'}"
+        )
+    known = set(ids)
+    index = {c: i for i, c in enumerate(classes)}
+    index[NOT_A_PARTICLE] = len(classes)
+    out: dict[str, int] = {}
+    skipped = {"unsure": 0, "unlabelled": 0, "other_queues": 0}
+    for line, r in enumerate(rows, start=2):
+        pid, lab = (r.get("id") or "").strip(), (r.get(col) or "").strip()
+        if review and (r.get("queue") or "").strip() != AUDIT_QUEUE:
+            skipped["other_queues"] += 1
+            continue
+        if pid not in known:
+            raise LipoclassError(f"{p} row {line}: id {pid!r} is not a particle of this input")
+        if not review and pid in out:
+            raise LipoclassError(f"{p} row {line}: id {pid!r} appears twice")
+        if not lab:
+            skipped["unlabelled"] += 1
+            out.pop(pid, None)
+            continue
+        if lab == UNSURE:
+            skipped["unsure"] += 1
+            out.pop(pid, None)
+            continue
+        if lab not in index:
+            raise LipoclassError(
+                f"{p} row {line}: label {lab!r} is not a class of the model "
+                f"({', '.join(classes)}) nor {NOT_A_PARTICLE!r} / {UNSURE!r}"
+            )
+        out[pid] = index[lab]
+    if not out:
+        what = f"no audit-queue ('{AUDIT_QUEUE}') decisions" if review else "no labelled rows"
+        raise LipoclassError(f"{p}: {what}; nothing to correct the shares with")
+    return out, skipped

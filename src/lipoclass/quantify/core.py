@@ -65,8 +65,11 @@ class QuantifierConfig:
     ``n_boot`` bootstrap replicates give the ``level`` percentile intervals; each pairs a
     resampled test sample with one of ``n_cal_boot`` resampled calibration sets (drawn and
     fitted once, in :func:`fit_quantifiers`). ``seed`` seeds both (the same sample always gets
-    the same interval). ``recommended`` is the method a report shows first; ``emq_calibration``
-    is the recalibration EMQ fits on the out-of-fold posteriors (``None``: plain EM).
+    the same interval). ``recommended`` is the method a report shows first: the default, CC,
+    is only the fallback; ``lipoclass train`` replaces it by the method chosen for the model
+    from its own out-of-fold data (:func:`lipoclass.quantify.select_method`,
+    :meth:`Quantifiers.with_selection`). ``emq_calibration`` is the recalibration EMQ fits on
+    the out-of-fold posteriors (``None``: plain EM).
     """
 
     methods: tuple[str, ...] = METHODS
@@ -74,7 +77,7 @@ class QuantifierConfig:
     n_boot: int = 200
     n_cal_boot: int = 40
     seed: int = 0
-    recommended: str = "pacc"  # by the rule of benchmarks/bench_shares.py (docs/deployment.md)
+    recommended: str = ""  # "": the fallback, CC (or the first method); select.py decides
     emq_calibration: str | None = "bcts"
 
     def __post_init__(self) -> None:
@@ -95,6 +98,8 @@ class QuantifierConfig:
             raise ValueError(f"n_cal_boot must be an int in [10, n_boot], got {self.n_cal_boot!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not self.recommended:
+            object.__setattr__(self, "recommended", "cc" if "cc" in methods else methods[0])
         if self.recommended not in methods:
             raise ValueError(f"recommended {self.recommended!r} is not in methods {list(methods)}")
         if self.emq_calibration not in EMQ_CALIBRATIONS:
@@ -122,6 +127,11 @@ class ShareEstimate:
     methods: tuple[str, ...] = field(default=METHODS)
     resampling: str = "particles"  # how replicates redrew the sample: RESAMPLING_UNITS
     n_groups: int = 0  # distinct micrographs in the sample (0: not known)
+    # per method (C,): standard deviation of the replicates due to the calibration
+    # (out-of-fold) set and due to the sample itself (a two-way split of the bootstrap
+    # variance; empty for methods without calibration replicates)
+    sd_cal: dict[str, np.ndarray] = field(default_factory=dict)
+    sd_test: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def best(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -227,6 +237,17 @@ class Quantifiers:
         # per calibration micrograph, how its error rates deviate from the calibration set's
         # (borrowed by test samples of too few micrographs to redraw: "particles+rates")
         self._rate_effects = None if members is None else _rate_effects(proba, labels, members)
+        self.class_counts = np.bincount(labels, minlength=self.n_classes)  # (C,)
+        self.selection: Any = None  # MethodSelection once chosen (with_selection)
+
+    def with_selection(self, selection: Any) -> Quantifiers:
+        """These quantifiers with ``selection`` (a :class:`~lipoclass.quantify.MethodSelection`)
+        attached and its chosen method as the recommended one (in place; returns self)."""
+        from dataclasses import replace as _replace
+
+        self.selection = selection
+        self.config = _replace(self.config, recommended=selection.chosen)
+        return self
 
     def _fit(self, name: str, proba: np.ndarray, labels: np.ndarray) -> Any:
         """QuaPy quantifier ``name`` fitted on (proba (n, C), labels (n,)) through the stub."""
@@ -286,6 +307,7 @@ class Quantifiers:
             unit = "particles+rates"
         reps = self._bootstrap(test, weights, cfg, shift)  # name -> (n_boot, C)
         lo, hi = _intervals(share, reps, m, 1.0 - float(cfg.level))
+        sd_cal, sd_test = _variance_split(reps, len(self._cal_reps))
         return ShareEstimate(
             share=share,
             lo=lo,
@@ -296,6 +318,8 @@ class Quantifiers:
             methods=cfg.methods,
             resampling=unit,
             n_groups=n_groups,
+            sd_cal=sd_cal,
+            sd_test=sd_test,
         )
 
     def _bootstrap(
@@ -359,6 +383,28 @@ class Quantifiers:
                 ptr = np.asarray(q.train_prevalence, dtype=np.float64)  # (C,)
                 out[sel] = _em_batch(ptr, px, weights[sel])
         return out
+
+
+def _variance_split(
+    reps: dict[str, np.ndarray], n_cal: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per method, (sd due to the calibration set, sd due to the sample), each (C,), from
+    replicates (B, C) where replicate b used calibration replicate ``b % n_cal``: one-way
+    analysis of variance (within a calibration replicate only the sample varies; the variance
+    of the replicate means, less the within part over the group size, is the calibration's)."""
+    sd_cal: dict[str, np.ndarray] = {}
+    sd_test: dict[str, np.ndarray] = {}
+    for name, r in reps.items():
+        b = r.shape[0]
+        per = b // n_cal if n_cal else 0
+        if name in SAMPLING_METHODS or per < 2:
+            continue
+        g = r[: per * n_cal].reshape(per, n_cal, -1)  # [j, k]: replicate j * n_cal + k
+        within = g.var(axis=0, ddof=1).mean(axis=0)  # (C,)
+        between = g.mean(axis=0).var(axis=0, ddof=1) - within / per  # (C,)
+        sd_test[name] = np.sqrt(within)
+        sd_cal[name] = np.sqrt(np.maximum(between, 0.0))
+    return sd_cal, sd_test
 
 
 def _intervals(
