@@ -154,8 +154,7 @@ def _use_single_affine(on: bool) -> None:
 
 def make_spec(config: str, model: str, threads: int) -> ModelSpec:
     spec = build_spec(model)
-    assert spec.train is not None
-    train = dataclasses.replace(spec.train, progress=False, threads=threads)
+    train = dataclasses.replace(spec.config, progress=False, threads=threads)
     prep = spec.prep
     hold = False
     for tok in _expand(config.split("+")):
@@ -177,7 +176,7 @@ def make_spec(config: str, model: str, threads: int) -> ModelSpec:
     if hold:
         train = dataclasses.replace(train, early_stopping=False)
         return _HoldoutSpec(model, prep, train, None)
-    return ModelSpec(model, prep, train, None)
+    return ModelSpec(model, prep, train)
 
 
 def run_one(dataset, config: str, model: str, seed: int, folds: int, threads: int) -> dict:

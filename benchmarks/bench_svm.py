@@ -18,7 +18,6 @@ import csv
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +66,7 @@ def main() -> None:
               f"{ds.class_counts()} ({time.perf_counter() - t:.1f} s to write+load)")  # fmt: skip
         spec = build_spec("svm", features="precomputed")
         if args.no_importance:
-            assert spec.svm is not None
-            spec = replace(spec, svm=replace(spec.svm, importance=False))
+            spec = spec.with_config(importance=False)
         out = Path(args.out) if args.out else tmp / "run"
         t = time.perf_counter()
         cpu = time.process_time()

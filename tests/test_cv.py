@@ -4,6 +4,7 @@ exclusions, output files, baselines, and the ``cv`` command."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate import CVConfig, CVResult, ModelSpec, build_spec, cross_validate, make_folds
+from lipoclass.kinds import Kind, register_kind, unregister_kind
 from test_svm import feature_dataset
 
 METRIC_KEYS = {
@@ -64,19 +66,46 @@ class SpyEstimator:
 
 
 @dataclass(frozen=True)
-class SpySpec(ModelSpec):
+class SpyConfig:
     unusable: int = 0
     oracle: bool = False
 
-    def __post_init__(self) -> None:  # no train/svm config needed
-        pass
 
-    def make_estimator(self, seed: int, classes: tuple[str, ...] = ()) -> Any:
-        return SpyEstimator(self.model, seed, classes, self.unusable, self.oracle)
+class SpyKind(Kind):
+    """A model kind whose estimators are spies (registered for this module's tests)."""
+
+    name = "spy"
+    member_suffix = ".spy"
+
+    def model_names(self) -> tuple[str, ...]:
+        return ("spy", "m1", "m2")
+
+    def config_class(self) -> type:
+        return SpyConfig
+
+    def build(self, model: str, options: dict[str, Any]) -> tuple[PrepConfig, Any]:
+        return PrepConfig(), SpyConfig()
+
+    def make_estimator(self, spec: Any, seed: int, classes: tuple[str, ...]) -> Any:
+        cfg = spec.config
+        return SpyEstimator(spec.model, seed, classes, cfg.unusable, cfg.oracle)
+
+    def save_member(self, estimator: Any, path: Any) -> None:
+        raise NotImplementedError
+
+    def load_member(self, path: Any, info: Any, prep: Any, classes: Any) -> Any:
+        raise NotImplementedError
 
 
-def spy_spec(name: str = "spy", **kw: Any) -> SpySpec:
-    return SpySpec(name, PrepConfig(), None, None, **kw)
+@pytest.fixture(autouse=True)
+def _spy_kind() -> Iterator[None]:
+    register_kind(SpyKind(), replace_existing=True)
+    yield
+    unregister_kind("spy")
+
+
+def spy_spec(name: str = "spy", **kw: Any) -> ModelSpec:
+    return ModelSpec(name, PrepConfig(), SpyConfig(**kw))
 
 
 # --------------------------------------------------------------------------- folds
@@ -213,7 +242,7 @@ def test_runner_input_errors(tiny_dataset: Any) -> None:
 
 def test_build_spec() -> None:
     spec = build_spec("svm", features="all", balance=None)
-    assert spec.svm is not None and spec.svm.balance == "weights" and spec.svm.features == "all"
+    assert spec.config.balance == "weights" and spec.config.features == "all"
     assert ModelSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(LipoclassError, match="choose from svm"):
         build_spec("resnet9000")
@@ -222,8 +251,8 @@ def test_build_spec() -> None:
     from lipoclass.models import default_input_size
 
     cnn = build_spec("tiny", balance=None, augment=("flip",), epochs=2)
-    assert cnn.train is not None and cnn.svm is None
-    assert cnn.train.balance == "oversample" and cnn.train.augment == ("flip",)
+    assert cnn.kind.name == "cnn" and spec.kind.name == "svm"
+    assert cnn.config.balance == "oversample" and cnn.config.augment == ("flip",)
     assert cnn.prep.size == default_input_size("tiny")
     assert build_spec("tiny", size=20).prep.size == 20
     assert ModelSpec.from_dict(cnn.to_dict()) == cnn

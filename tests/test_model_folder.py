@@ -25,7 +25,7 @@ FAST = {"epochs": 2, "progress": False, "batch_size": 16, "threads": 1, "device"
 
 
 def _spec(model: str = "tiny", size: int = 16, **kw) -> ModelSpec:
-    return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}), None)
+    return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}))
 
 
 @pytest.fixture
@@ -247,13 +247,13 @@ def test_svm_model_is_an_ensemble_of_fold_svms(tiny_dataset, tmp_path: Path) -> 
     from lipoclass.models.svm import SVMConfig
 
     ds = load_dataset(tiny_dataset((10, 8, 6), size=(24, 32)))
-    spec = ModelSpec("svm", PrepConfig(), None, SVMConfig(inner_folds=2))
+    spec = ModelSpec("svm", PrepConfig(), SVMConfig(inner_folds=2))
     out, _ = fit_model(ds, spec, CVConfig(folds=3), tmp_path / "s", progress=False)
     lm = load_model(out)
-    assert lm.kind == "svm" and lm.n_members == 3
+    assert lm.kind.name == "svm" and lm.n_members == 3
     probs, ids = lm.predict_proba(ds)
     pos = np.array([ds.ids.index(i) for i in ids])
-    each = np.stack([e.predict_proba(ds, pos) for e in lm.estimators])  # (K, n, C)
+    each = np.stack([e.predict_proba(ds, pos) for e in lm.members])  # (K, n, C)
     np.testing.assert_allclose(probs, each.mean(0), atol=1e-12)
 
 
@@ -342,7 +342,7 @@ def test_truncated_svm_member_is_one_line(tiny_dataset, tmp_path: Path, capsys) 
     from lipoclass.models.svm import SVMConfig
 
     ds = load_dataset(tiny_dataset((8, 6, 6), size=(24, 32)))
-    spec = ModelSpec("svm", PrepConfig(), None, SVMConfig(inner_folds=2))
+    spec = ModelSpec("svm", PrepConfig(), SVMConfig(inner_folds=2))
     out, _ = fit_model(ds, spec, CVConfig(folds=3), tmp_path / "s", progress=False)
     blob = (out / "members" / "fold2.joblib").read_bytes()
     (out / "members" / "fold2.joblib").write_bytes(blob[: len(blob) // 3])

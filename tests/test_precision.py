@@ -108,7 +108,7 @@ def test_precision_choices_are_defined_once() -> None:
 
 def test_build_spec_threads_precision() -> None:
     spec = build_spec("tiny", precision="fp32")
-    assert spec.train is not None and spec.train.precision == "fp32"
+    assert spec.config.precision == "fp32"
     assert build_spec("tiny").train.precision == "auto"  # type: ignore[union-attr]
     with pytest.raises(LipoclassError, match="--precision"):
         build_spec("tiny", precision="fp8")

@@ -130,7 +130,7 @@ def test_predict_uses_the_engine_with_eager_results(tmp_path, tiny_dataset, monk
     """predict on the CPU goes through CPUEngine (forced to trace here) and still gives
     softmax(model(x) / T) of the plain module."""
     from lipoclass.data import PrepConfig, load_dataset, prepare
-    from lipoclass.predict import engine as engine_mod
+    from lipoclass.models import engine as engine_mod
 
     ds_dir = tiny_dataset(counts=(6, 5, 4))
     write_model_folder(tmp_path / "m")
@@ -141,7 +141,7 @@ def test_predict_uses_the_engine_with_eager_results(tmp_path, tiny_dataset, monk
             super().__init__(module, temperature, EngineConfig(min_trace=0))
             made.append(self)
 
-    monkeypatch.setattr("lipoclass.predict.core.CPUEngine", Spy)
+    monkeypatch.setattr("lipoclass.models.engine.CPUEngine", Spy)
     res = predict(tmp_path / "m", ds_dir, tmp_path / "p.csv", config=CPU, verbose=False)
     assert len(made) == 1 and made[0].mode == "eager"  # tiny: global pooling, any size
     module = made[0].eager

@@ -163,7 +163,7 @@ def _svm_folder(tiny_dataset, out: Path) -> Path:
     from lipoclass.spec import ModelSpec
 
     ds = load_dataset(tiny_dataset((8, 6, 6), size=(24, 32), seed=5))
-    spec = ModelSpec("svm", PrepConfig(), None, SVMConfig(inner_folds=2, importance=False))
+    spec = ModelSpec("svm", PrepConfig(), SVMConfig(inner_folds=2, importance=False))
     folder, _ = fit_model(ds, spec, CVConfig(folds=3), out, progress=False)
     return Path(folder)
 

@@ -353,7 +353,7 @@ def test_synthetic_auto_made_once(tmp_path: Path) -> None:
     seen: list[str] = []
 
     def run(dataset: Any, spec: Any, cv: Any, out: Path) -> None:
-        seen.append(spec.train.synthetic)
+        seen.append(spec.config.synthetic)
         write_fake_metrics(dataset, spec, cv, out)
 
     run_study(study, [ds], tmp_path / "out", run_fn=run, report=False)

@@ -334,7 +334,7 @@ def ds_dir(tiny_dataset) -> Path:
 def _spec(model: str = "tiny", size: int = 16, **kw):
     from lipoclass.spec import ModelSpec
 
-    return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}), None)
+    return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}))
 
 
 def test_cnn_estimator_protocol(ds_dir: Path) -> None:

@@ -1,20 +1,19 @@
 """What a cross-validation run evaluates: the estimator protocol, ``ModelSpec`` and
-``build_spec`` (the CLI's model options turned into a validated spec)."""
+``build_spec`` (the CLI's model options turned into a validated spec). What differs between
+model kinds (CNN, SVM, ...) lives in ``lipoclass.kinds``; nothing here tests a kind."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lipoclass.choices import BALANCES_CNN, BALANCES_SVM, PRECISIONS
+from lipoclass.choices import BALANCES_CNN, BALANCES_SVM
 from lipoclass.data import ParticleDataset, PrepConfig
-from lipoclass.errors import LipoclassError
 
 if TYPE_CHECKING:
-    from lipoclass.models.svm import SVMConfig
-    from lipoclass.train import TrainConfig
+    from lipoclass.kinds import Kind
 
 __all__ = ["BALANCES_CNN", "BALANCES_SVM", "Estimator", "ModelSpec", "build_spec"]
 
@@ -39,25 +38,29 @@ class Estimator(Protocol):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model configuration: ``model`` is "svm" or a CNN registry name; ``train`` is set
-    for CNNs and ``svm`` for the SVM. ``classes`` is filled by the runner when needed."""
+    """One model configuration: ``model`` is a ``--model`` name of some kind
+    (``lipoclass.kinds``: "svm" or a CNN registry name), ``config`` that kind's config
+    (``TrainConfig`` for CNNs, ``SVMConfig`` for the SVM)."""
 
     model: str
     prep: PrepConfig
-    train: TrainConfig | None = None
-    svm: SVMConfig | None = None
+    config: Any
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must be a non-empty name")
-        if self.model == "svm" and self.svm is None:
-            raise ValueError("model 'svm' needs an SVMConfig (svm=...)")
-        if self.model != "svm" and self.train is None:
-            raise ValueError(f"CNN model {self.model!r} needs a TrainConfig (train=...)")
+        want = self.kind.config_class()
+        if not isinstance(self.config, want):
+            raise ValueError(
+                f"model {self.model!r} needs a {want.__name__}, got {type(self.config).__name__}"
+            )
 
     @property
-    def kind(self) -> str:
-        return "svm" if self.model == "svm" else "cnn"
+    def kind(self) -> Kind:
+        """The model kind (``lipoclass.kinds``) that builds, saves and loads this model."""
+        from lipoclass.kinds import kind_for_model
+
+        return kind_for_model(self.model)
 
     def for_dataset(self, dataset: ParticleDataset) -> ModelSpec:
         """This spec with input mode ``auto`` resolved for ``dataset`` (``PrepConfig.resolve``),
@@ -65,52 +68,29 @@ class ModelSpec:
         prep = self.prep.resolve(dataset)
         if prep is self.prep:
             return self
-        from dataclasses import replace
-
         return replace(self, prep=prep)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (inverse: ``from_dict``)."""
-        from dataclasses import asdict
+    def with_config(self, **changes: Any) -> ModelSpec:
+        """This spec with fields of its kind's config replaced (ValueError/TypeError when
+        a field is unknown or a value invalid)."""
+        return replace(self, config=replace(self.config, **changes))
 
-        return {
-            "model": self.model,
-            "prep": asdict(self.prep),
-            "train": self.train.to_dict() if self.train is not None else None,
-            "svm": self.svm.to_dict() if self.svm is not None else None,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (inverse: ``from_dict``); the config under its kind's key."""
+        kind = self.kind
+        return {"model": self.model, "prep": asdict(self.prep),
+                kind.config_key: kind.config_to_dict(self.config)}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        train = svm = None
-        if d.get("train") is not None:
-            from lipoclass.train import TrainConfig
+        from lipoclass.kinds import kind_for_model
 
-            train = TrainConfig.from_dict(d["train"])
-        if d.get("svm") is not None:
-            from lipoclass.models.svm import SVMConfig
-
-            svm = SVMConfig.from_dict(d["svm"])
-        return cls(d["model"], PrepConfig(**d["prep"]), train, svm)
+        kind = kind_for_model(str(d["model"]))
+        return cls(d["model"], PrepConfig(**d["prep"]), kind.config_from_dict(d[kind.config_key]))
 
     def make_estimator(self, seed: int, classes: tuple[str, ...] = ()) -> Estimator:
-        """A fresh, unfitted estimator (SVMEstimator or CNNEstimator)."""
-        if self.model == "svm":
-            from lipoclass.models.svm import SVMEstimator
-
-            assert self.svm is not None
-            return SVMEstimator(self.svm, seed, classes)
-        from lipoclass.train import CNNEstimator
-
-        assert self.train is not None
-        est: Estimator = CNNEstimator(self.model, self.prep, self.train, seed)
-        return est
-
-
-def _cnn_names() -> list[str]:
-    from lipoclass.models import list_models
-
-    return list(list_models())
+        """A fresh, unfitted estimator of the model's kind."""
+        return self.kind.make_estimator(self, seed, tuple(classes))
 
 
 def build_spec(
@@ -128,59 +108,20 @@ def build_spec(
     features: str = "vironova",
     precision: str = "auto",
 ) -> ModelSpec:
-    """Validated ``ModelSpec`` from CLI-style options (bad names -> ``LipoclassError``).
+    """Validated ``ModelSpec`` from CLI-style options (bad names -> ``LipoclassError``);
+    the model's kind (``lipoclass.kinds``) takes the options it uses.
 
     ``size=None`` uses the model's designed input size; ``balance=None`` the default of the
     model kind (oversample for CNNs as in thesis 8.1, class weights for the SVM as in 8.4).
     ``precision`` (CNN): auto (default: bf16 where the CPU computes it natively), fp32 or
     bf16 (``TrainConfig.precision``); the SVM ignores it.
     """
+    from lipoclass.kinds import kind_for_model
+
     model = model.strip()
-    if model == "svm":
-        from lipoclass.models.svm import SVMConfig
-
-        bal = "weights" if balance is None else balance
-        if bal not in BALANCES_SVM:
-            raise LipoclassError(
-                f"--balance {bal!r} is not valid for the SVM; choose from {', '.join(BALANCES_SVM)}"
-            )
-        try:
-            svm = SVMConfig(features=features, balance=bal)  # type: ignore[arg-type]
-            prep = PrepConfig(mode=mode, size=28 if size is None else size)  # type: ignore[arg-type]
-        except ValueError as exc:
-            raise LipoclassError(f"SVM options: {exc}") from None
-        return ModelSpec("svm", prep, None, svm)
-
-    names = _cnn_names()
-    if model not in names:
-        raise LipoclassError(
-            f"--model {model!r} is unknown; choose from svm, {', '.join(sorted(names))}"
-        )
-    if precision not in PRECISIONS:
-        raise LipoclassError(
-            f"--precision {precision!r} is unknown; choose from {', '.join(PRECISIONS)}"
-        )
-    bal = "oversample" if balance is None else balance
-    if bal not in BALANCES_CNN:
-        raise LipoclassError(
-            f"--balance {bal!r} is not valid for a CNN; choose from {', '.join(BALANCES_CNN)}"
-        )
-    from lipoclass.models import default_input_size
-    from lipoclass.train import TrainConfig
-
-    kw: dict[str, Any] = {}
-    if augment is not None:
-        kw["augment"] = tuple(augment)
-    try:
-        prep = PrepConfig(
-            mode=mode,  # type: ignore[arg-type]
-            size=int(default_input_size(model)) if size is None else size,
-        )
-        train = TrainConfig(
-            epochs=epochs, batch_size=batch_size, optimizer=optimizer,  # type: ignore[arg-type]
-            lr=lr, balance=bal, device=device, precision=precision,  # type: ignore[arg-type]
-            **kw,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise LipoclassError(f"model options: {exc}") from None
-    return ModelSpec(model, prep, train, None)
+    kind = kind_for_model(model)
+    options = {"mode": mode, "size": size, "epochs": epochs, "batch_size": batch_size,
+               "optimizer": optimizer, "lr": lr, "balance": balance, "augment": augment,
+               "device": device, "features": features, "precision": precision}  # fmt: skip
+    prep, config = kind.build(model, options)
+    return ModelSpec(model, prep, config)

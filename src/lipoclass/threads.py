@@ -12,10 +12,12 @@ counts this process's own training of the last minute."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
-__all__ = ["busy_cores", "pick_threads", "usable_cores"]
+__all__ = ["busy_cores", "pick_threads", "torch_threads", "usable_cores"]
 
 _PROBE: tuple[float, float] | None = None  # (monotonic time, busy cores)
 
@@ -74,3 +76,22 @@ def pick_threads(cores: int | None = None, load: float | None = None) -> int:
             except (AttributeError, OSError):
                 return n
     return max(1, min(n, n - round(max(0.0, float(load)))))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run with ``n`` torch intra-op threads (``None``: leave them), restoring the caller's
+    setting afterwards. The one place training and inference set torch's thread count."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if int(n) != before:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        if int(n) != before:
+            torch.set_num_threads(before)

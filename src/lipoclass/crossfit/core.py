@@ -7,8 +7,10 @@ temperature (CNN), the review threshold, ECE, the reliability plot and the confu
 so the deployed ensemble is exactly the model whose errors were measured. The run folder is
 the model folder (format version 2, read by ``lipoclass.ensemble.load_model``)::
 
-    MODEL/model.json            what predict needs: classes, prep, members, calibration, review
-    MODEL/members/fold<k>.pt    (CNN: state dict + model kwargs) or fold<k>.joblib (SVM)
+    MODEL/model.json            what predict needs: classes, prep, input, members, calibration,
+                                review (the input record: crop surroundings, pixel size)
+    MODEL/members/fold<k>.<suffix>   one per fold, written by the model kind
+                                (``lipoclass.kinds``: CNN fold<k>.pt, SVM fold<k>.joblib)
     MODEL/quantifiers.pkl    class-share quantifiers fitted on the out-of-fold posteriors
     MODEL/metrics.json, oof.csv, config.json, confusion*.png   the cross-validation results
     MODEL/reliability.png, training_curves.png                 out-of-fold calibration, curves
@@ -32,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from lipoclass.data import ParticleDataset, publish_folder
-from lipoclass.ensemble import FORMAT_VERSION, member_file
+from lipoclass.ensemble import FORMAT_VERSION, input_record, member_file
 from lipoclass.errors import LipoclassError
 from lipoclass.evaluate import CVConfig, CVResult, ExecutorConfig, cross_validate
 from lipoclass.evaluate.resume import FoldStore, run_fingerprint
-from lipoclass.models.inference import softmax
+from lipoclass.kinds import Kind
 from lipoclass.outputs import check_output_folder
 from lipoclass.spec import ModelSpec
 
@@ -131,45 +133,14 @@ def check_model_out(out: Path) -> None:
     check_output_folder(out)
 
 
-def _save_members(staging: Path, res: CVResult, kind: str) -> list[str]:
+def _save_members(staging: Path, res: CVResult, kind: Kind) -> list[str]:
     (staging / "members").mkdir()
     rels = []
     for k in sorted(res.models):
-        est = res.models[k]
         rel = member_file(kind, k)
-        if kind == "cnn":
-            import torch
-
-            torch.save({"state_dict": est.model.state_dict(),
-                        "model_kwargs": dict(est.model.lipo_config)}, staging / rel)  # fmt: skip
-        else:
-            import joblib
-
-            joblib.dump(est, staging / rel)
+        kind.save_member(res.models[k], staging / rel)
         rels.append(rel)
     return rels
-
-
-def _plot_curves(res: CVResult, path: Path) -> None:
-    """training_curves.png: each fold model's training loss per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for k in sorted(res.models):
-        h = res.models[k].history
-        if h is None or not h.epochs:
-            continue
-        ep = [r["epoch"] for r in h.epochs]
-        ax.plot(ep, [r["train_loss"] for r in h.epochs], label=f"fold {k + 1}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss (augmented, balanced)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def fit_model(
@@ -191,7 +162,6 @@ def fit_model(
     whether predictions average the 8 flips/quarter turns of each particle (CNN)."""
     from lipoclass.train.calibration import (
         expected_calibration_error,
-        fit_temperature,
         plot_reliability,
         review_threshold,
     )
@@ -203,8 +173,10 @@ def fit_model(
         raise LipoclassError(f"review target must be in (0, 1], got {review_target}")
     cv = replace(cv, folds=resolve_folds(dataset, cv.folds))
     kind = spec.kind
-    if tta and kind != "cnn":
-        raise LipoclassError("test-time augmentation (--tta) applies to CNNs only")
+    if tta and not kind.supports_tta:
+        raise LipoclassError(
+            f"test-time augmentation (--tta) does not apply to {kind.name} models (CNNs only)"
+        )
     outp.parent.mkdir(parents=True, exist_ok=True)
     staging = outp.with_name(f".{outp.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     store = FoldStore(staging / _RESUME, run_fingerprint(dataset, spec, cv, features_csv))
@@ -217,22 +189,17 @@ def fit_model(
         config = json.loads((staging / "config.json").read_text())
         used = ModelSpec.from_dict(config["spec"])  # input mode resolved, features_csv set
         y, raw = res.y_true, res.proba  # (n,), (n, C) out-of-fold
-        if kind == "cnn":
-            logits = np.log(np.clip(raw, 1e-300, None))  # = logits up to a per-row constant
-            temp = fit_temperature(logits, y)
-            cal = softmax(logits, temp)
-            calibration: dict[str, Any] = {"method": "temperature", "temperature": temp}
-        else:
-            cal = raw
-            calibration = {"method": "sigmoid"}  # Platt scaling inside each fold's SVC
+        cal, calibration = kind.calibrate(raw, y)  # out-of-fold predictions only
+        calibration = {**calibration, "fitted_on": "out-of-fold predictions", "n": len(y)}
         calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
         groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles
         quant = _fit_quantifiers(cal, y, staging, progress, groups, list(res.classes))
         info: dict[str, Any] = {
-            "format_version": FORMAT_VERSION, "kind": kind, "model": used.model,
+            "format_version": FORMAT_VERSION, "kind": kind.name, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
+            "input": input_record(dataset, used.prep),
             "spec": used.to_dict(), "cv": asdict(cv), "seed": int(cv.seed),
             "members": members, "calibration": calibration, "review": review,
             "tta": bool(tta), "confusion": res.metrics["confusion"],
@@ -241,10 +208,7 @@ def fit_model(
             "dataset": {**config["dataset"], "path": str(dataset.root.resolve())},
             "versions": config["versions"], "quantifiers": quant,
         }  # fmt: skip
-        if kind == "cnn":
-            first = res.models[min(res.models)]
-            info["model_kwargs"] = dict(first.model.lipo_config)
-            _plot_curves(res, staging / "training_curves.png")
+        info.update(kind.folder_info(res.models, staging))
         plot_reliability(raw, cal, y, staging / "reliability.png")
         (staging / "model.json").write_text(json.dumps(info, indent=2, default=_json_default))
         shutil.rmtree(staging / _RESUME, ignore_errors=True)  # the model needs no fold cache

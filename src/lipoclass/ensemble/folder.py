@@ -2,10 +2,18 @@
 (cross-fitting), their out-of-fold calibration and the CV results, as written by
 ``lipoclass.crossfit.fit_model``.
 
-A model's calibrated probability for a particle is the mean over its fold models of
-``softmax(logits / T)`` (CNN, one temperature T fitted on all out-of-fold logits) or of the
-fold SVMs' Platt-scaled probabilities, optionally averaged over the 8 flips/quarter turns of
-the input as well (test-time augmentation, ``tta``). Loading needs no training code."""
+A model's calibrated probability for a particle is the mean over its fold models of their
+calibrated probabilities (CNN: ``softmax(logits / T)`` with one temperature T fitted on all
+out-of-fold logits; SVM: the fold SVMs' Platt-scaled probabilities), optionally averaged
+over the 8 flips/quarter turns of the input as well (test-time augmentation, ``tta``). The
+members are read by the folder's model kind (``lipoclass.kinds``) and run by the one
+ensemble predictor (``lipoclass.ensemble.EnsemblePredictor``). Loading needs no training
+code.
+
+``model.json`` also holds the *input record* (``input``): everything that prepares an input
+from a micrograph or crop (input mode, size, aspect, normalisation, the crop surroundings
+``surround_px`` of the training crops, the training pixel size and whether inputs are
+rescaled to it), so a model folder predicts the same without its training data."""
 
 from __future__ import annotations
 
@@ -13,67 +21,97 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
-from lipoclass.models import create_model, size_features
-from lipoclass.models.inference import (
-    DIHEDRAL,
-    cpu_eval_copy,
-    cpu_logits,
-    dihedral,
-    predict_logits,
-    softmax,
-)
+from lipoclass.kinds import Kind, get_kind, kind_names
 
-__all__ = ["FORMAT_VERSION", "KINDS", "LoadedModel", "load_model", "member_file"]
+if TYPE_CHECKING:
+    from lipoclass.ensemble.predictor import EnsemblePredictor, PredictorConfig
+
+__all__ = [
+    "DEFAULT_SURROUND_PX",
+    "FORMAT_VERSION",
+    "LoadedModel",
+    "input_record",
+    "load_model",
+    "member_file",
+]
 
 FORMAT_VERSION = 2
-KINDS = ("cnn", "svm")
-_SUFFIX = {"cnn": ".pt", "svm": ".joblib"}
+#: crop surroundings (px) assumed for a model whose training crops recorded none
+DEFAULT_SURROUND_PX = 50
 
 
-def member_file(kind: str, fold: int) -> str:
-    """Path (relative to the model folder) of fold model ``fold``."""
-    return f"members/fold{int(fold)}{_SUFFIX[kind]}"
+def member_file(kind: Kind, fold: int) -> str:
+    """Path (relative to the model folder) of fold model ``fold`` of a ``kind`` model."""
+    return f"members/fold{int(fold)}{kind.member_suffix}"
 
 
-def _tta_views(x: np.ndarray) -> list[np.ndarray]:
-    """The 8 dihedral views of x (N,1,S,S) as contiguous float32 arrays."""
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    return [dihedral(xt, k, f).contiguous().numpy() for k, f in DIHEDRAL]
+def input_record(dataset: ParticleDataset, prep: PrepConfig) -> dict[str, Any]:
+    """model.json ``input``: how an input is prepared from a micrograph or crop. The
+    preparation (``prep``), the crop surroundings of the training crops (``surround_px``,
+    from the dataset.toml ``lipoclass crop`` writes; None when the crops came from
+    elsewhere), the training pixel size (median over the particles, nm; None when unknown)
+    with its range, and ``rescaled``: False (each particle is resized to ``size`` px from its
+    own box, whatever the pixel size; no rescaling to the training pixel size)."""
+    surround = (dataset.meta or {}).get("surround_px")
+    px = np.array([p.pixel_size_nm for p in dataset.particles if p.pixel_size_nm is not None],
+                  dtype=np.float64)  # fmt: skip
+    return {
+        **asdict(prep),
+        "surround_px": None if surround is None else int(surround),
+        "pixel_size_nm": float(np.median(px)) if len(px) else None,
+        "pixel_size_range_nm": [float(px.min()), float(px.max())] if len(px) else None,
+        "rescaled": False,
+    }
 
 
 @dataclass
 class LoadedModel:
-    """A model folder in memory: ``modules`` (CNN fold models, eval mode) or ``estimators``
-    (fold SVMs), ``info`` (model.json). ``predict_proba*`` average the members' calibrated
-    probabilities (and the dihedral views when ``tta``)."""
+    """A model folder in memory: its ``kind`` (``lipoclass.kinds.Kind``), ``members`` (the
+    fold models as the kind loaded them) and ``info`` (model.json). ``predictor()`` runs the
+    ensemble; ``predict_proba*`` are shortcuts on the CPU."""
 
     path: Path
     info: dict[str, Any]
     classes: tuple[str, ...]
     prep: PrepConfig
-    kind: str
-    modules: list[nn.Module] = field(default_factory=list)
-    estimators: list[Any] = field(default_factory=list)
-    _cpu: list[nn.Module] = field(default_factory=list, init=False, repr=False, compare=False)
+    kind: Kind
+    members: list[Any] = field(default_factory=list)
+    _predictors: dict[Any, Any] = field(default_factory=dict, init=False, repr=False,
+                                        compare=False)  # fmt: skip
 
     @property
     def n_members(self) -> int:
-        return len(self.modules) if self.kind == "cnn" else len(self.estimators)
+        return len(self.members)
 
     @property
-    def module(self) -> nn.Module | None:
-        """The first fold model (explain shows one network; they share one architecture)."""
-        return self.modules[0] if self.modules else None
+    def modules(self) -> list[Any]:
+        """The members as torch modules ([] when the kind's members are not networks)."""
+        return self.kind.networks(self.members)
+
+    @property
+    def module(self) -> Any:
+        """The first fold network (explain shows one; they share one architecture) or None."""
+        nets = self.modules
+        return nets[0] if nets else None
+
+    def networks(self, purpose: str, hint: str = "") -> list[Any]:
+        """The member networks, or LipoclassError saying that ``purpose`` needs them."""
+        nets = self.modules
+        if not nets:
+            raise LipoclassError(
+                f"{self.path}: {purpose} supports CNN model folders only (this one is "
+                f"'{self.kind.name}'){'; ' + hint if hint else ''}"
+            )
+        return nets
 
     @property
     def temperature(self) -> float:
@@ -92,107 +130,87 @@ class LoadedModel:
 
     @property
     def needs_aux(self) -> bool:
-        return bool(getattr(self.module, "needs_aux", False))
+        return self.kind.needs_aux(self.members)
+
+    def surround_px(self) -> int:
+        """Crop surroundings (px) the training crops had, from the input record. Fallbacks,
+        each with a warning (docs/deployment.md, Model folders): a folder from before the
+        input record reads the training dataset's dataset.toml if it is still there; else,
+        and when the training crops recorded none, ``DEFAULT_SURROUND_PX``."""
+        rec = self.info.get("input")
+        if isinstance(rec, dict) and "surround_px" in rec:
+            if rec["surround_px"] is not None:
+                return int(rec["surround_px"])
+            if self.prep.mode == "surround":
+                warnings.warn(
+                    f"{self.path}: the training crops recorded no surroundings (not made by "
+                    f"'lipoclass crop'); cutting {DEFAULT_SURROUND_PX} px around each "
+                    "particle box (set --surround to match the training crops)",
+                    stacklevel=2,
+                )
+            return DEFAULT_SURROUND_PX
+        path = (self.info.get("dataset") or {}).get("path")
+        try:
+            import tomllib
+
+            meta = tomllib.loads((Path(str(path)) / "dataset.toml").read_text())
+            got, where = int(meta["surround_px"]), f"the training dataset {path}"
+        except Exception:
+            got, where = DEFAULT_SURROUND_PX, f"the default (training dataset {path} unreadable)"
+        if self.prep.mode == "surround":
+            warnings.warn(
+                f"{self.path}: model folder without an input record (made before lipoclass "
+                f"recorded the crop surroundings); using {got} px from {where}. Retrain, or "
+                "give --surround, so the model folder holds all it needs",
+                stacklevel=2,
+            )
+        return got
+
+    def predictor(self, config: PredictorConfig | None = None) -> EnsemblePredictor:
+        """The ensemble predictor of this model (built once per config)."""
+        from lipoclass.ensemble.predictor import EnsemblePredictor, PredictorConfig
+
+        cfg = config or PredictorConfig(device="cpu")
+        if cfg not in self._predictors:
+            self._predictors[cfg] = EnsemblePredictor(self, config=cfg)
+        return self._predictors[cfg]
+
+    def _cpu(self, batch_size: int, device: Any, tta: bool | None) -> EnsemblePredictor:
+        from lipoclass.ensemble.predictor import PredictorConfig
+
+        dev = str(getattr(device, "type", device))  # a torch.device or its name
+        return self.predictor(PredictorConfig(device=dev, batch_size=batch_size, tta=tta))
 
     def member_proba_arrays(
         self, x: np.ndarray, aux: np.ndarray | None = None, batch_size: int = 1024,
-        device: str | torch.device = "cpu", tta: bool | None = None,
+        device: Any = "cpu", tta: bool | None = None,
     ) -> np.ndarray:  # fmt: skip
         """Calibrated probabilities per member (K, N, C) for prepared x (N,1,S,S) float32
         (and size features aux (N,K') for the hybrid model)."""
-        if self.kind != "cnn":
-            raise LipoclassError(f"{self.path}: prepared arrays need a CNN model folder")
-        if self.needs_aux and aux is None:
-            raise LipoclassError(f"{self.path}: model {self.info['model']} needs size features")
-        c = len(self.classes)
-        if len(x) == 0:
-            return np.zeros((self.n_members, 0, c))
-        use_tta = self.tta if tta is None else bool(tta)
-        views = _tta_views(x) if use_tta else [np.ascontiguousarray(x, dtype=np.float32)]
-        aux = aux if self.needs_aux else None
-        dev = torch.device(device)
-        if dev.type == "cpu" and len(self._cpu) != len(self.modules):
-            self._cpu = [cpu_eval_copy(m) for m in self.modules]
-        out = np.zeros((self.n_members, len(x), c), dtype=np.float64)
-        for k, module in enumerate(self.modules):
-            for v in views:
-                if dev.type == "cpu":
-                    logits = cpu_logits(self._cpu[k], v, aux, batch_size)
-                else:
-                    module.to(dev)
-                    logits = predict_logits(module, v, aux, dev, batch_size)
-                    module.cpu()
-                out[k] += softmax(logits, self.temperature)
-        return out / len(views)
+        return self._cpu(batch_size, device, tta).member_proba_arrays(x, aux)
 
     def predict_proba_arrays(
         self, x: np.ndarray, aux: np.ndarray | None = None, batch_size: int = 1024,
-        device: str | torch.device = "cpu", tta: bool | None = None,
+        device: Any = "cpu", tta: bool | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Ensemble probabilities (N, C): the mean of ``member_proba_arrays`` over members."""
-        return self.member_proba_arrays(x, aux, batch_size, device, tta).mean(axis=0)
+        """Ensemble probabilities (N, C): the mean over members (and views with TTA)."""
+        return self._cpu(batch_size, device, tta).proba_arrays(x, aux)
 
     def usable(self, dataset: ParticleDataset) -> np.ndarray:
-        """(N,) bool: the particles this model can predict."""
-        if self.kind == "svm":
-            return np.asarray(self.estimators[0].usable(dataset), dtype=bool)
-        ok = np.zeros(len(dataset), dtype=bool)
-        ok[prepare(dataset, self.prep).index] = True
-        return ok
+        """(N,) bool: the particles this model can predict as given."""
+        return self.kind.usable(self.members, dataset, self.prep)
 
     def predict_proba(
         self, dataset: ParticleDataset, idx: np.ndarray | None = None, batch_size: int = 1024,
-        device: str | torch.device = "cpu", tta: bool | None = None,
+        device: Any = "cpu", tta: bool | None = None,
     ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
         """(probs (n, C), ids) for the particles of ``dataset`` (or positions ``idx``) that the
-        model can use; the others are left out of ``ids``."""
-        if self.kind == "svm":
-            ok = self.usable(dataset)
-            pos = np.flatnonzero(ok) if idx is None else np.asarray(idx)[ok[np.asarray(idx)]]
-            probs = np.zeros((len(pos), len(self.classes)))
-            if len(pos):
-                probs = np.mean(
-                    [np.asarray(e.predict_proba(dataset, pos)) for e in self.estimators], axis=0
-                )
-            return probs, [dataset.particles[int(i)].id for i in pos]
-        prep = prepare(dataset, self.prep)
-        rows = np.arange(len(prep.index)) if idx is None else _rows_keep(prep.index, idx)
-        aux = size_features(prep.meta[rows]) if self.needs_aux else None
-        probs = self.predict_proba_arrays(prep.x[rows], aux, batch_size, device, tta)
-        return probs, [prep.ids[int(r)] for r in rows]
-
-    def fallback_proba(
-        self, dataset: ParticleDataset, idx: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
-        """SVM fallback for particles without a feature row (docs/deployment.md, *Every
-        particle counted*): their features computed without their own mask
-        (``lipoclass.features.features_without_mask``: automatic mask, else centred disk) and
-        predicted by the fold SVMs. Returns (probs (m, C), positions (m,), what was used per
-        row, [(id, reason)] of those still without features). Only for computed feature sets
-        (``vironova``, ``all``); precomputed features cannot be recomputed, so none."""
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        c = len(self.classes)
-        cfg = self.estimators[0].config if self.kind == "svm" else None
-        if cfg is None or cfg.features_csv is not None or cfg.features == "precomputed":
-            return np.zeros((0, c)), np.zeros(0, dtype=np.int64), [], []
-        from lipoclass.features import features_without_mask
-
-        table, how = features_without_mask(dataset, idx)
-        table = table.select(cfg.features)
-        want = tuple(getattr(self.estimators[0], "feature_names", ()) or table.names)
-        if tuple(table.names) != want:
-            raise LipoclassError(f"{self.path}: the SVM's features differ from the fallback's")
-        ok = np.isfinite(table.values).all(axis=1)  # (m,)
-        failed = list(table.failed) + [
-            (table.ids[r], "without its mask: non-finite feature value")
-            for r in np.flatnonzero(~ok)
-        ]  # fmt: skip
-        X = table.values[ok]
-        probs = np.zeros((len(X), c))
-        if len(X):
-            probs = np.mean([np.asarray(e.predict_proba_values(X)) for e in self.estimators],
-                            axis=0)  # fmt: skip
-        return probs, table.index[ok], [h for h, k in zip(how, ok) if k], failed
+        model can use as given; the others are left out of ``ids``."""
+        probs, index, _skipped = self._cpu(batch_size, device, tta).predict_dataset(dataset)
+        if idx is not None:
+            keep = np.isin(index, np.asarray(idx, dtype=np.int64))
+            probs, index = probs[keep], index[keep]
+        return probs, [dataset.particles[int(i)].id for i in index]
 
     def oof(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
         """The out-of-fold predictions the model was evaluated and calibrated on:
@@ -209,46 +227,11 @@ class LoadedModel:
         except (OSError, KeyError, ValueError) as exc:
             raise LipoclassError(f"{path}: unreadable out-of-fold table ({exc})") from None
         p = p.reshape(len(rows), len(self.classes))
-        if self.kind == "cnn" and self.temperature != 1.0:
-            p = softmax(np.log(np.clip(p, 1e-300, None)), self.temperature)
-        return ids, fold, y, p
-
-
-def _rows_keep(index: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    lookup = {int(p): r for r, p in enumerate(index)}
-    return np.array([lookup[int(i)] for i in np.asarray(idx) if int(i) in lookup], dtype=np.int64)
+        return ids, fold, y, self.kind.calibrate_oof(p, self.info)
 
 
 def _bad(mj: Path, msg: str) -> LipoclassError:
     return LipoclassError(f"{mj}: {msg}")
-
-
-def _load_cnn_member(
-    root: Path, rel: str, info: dict[str, Any], prep: PrepConfig, n_classes: int
-) -> nn.Module:
-    """One fold network, checked against model.json (name, input size, class count)."""
-    path = root / rel
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        kw = dict(blob["model_kwargs"])
-        name, nc, size = kw.pop("name"), int(kw.pop("num_classes")), kw.pop("in_size")
-    except Exception as exc:
-        raise LipoclassError(f"{path}: cannot load weights ({exc})") from None
-    mj = root / "model.json"
-    if name != info["model"]:
-        raise _bad(mj, f"'model' is {info['model']!r} but {rel} holds a {name!r} network")
-    if nc != n_classes:
-        raise _bad(mj, f"{n_classes} classes listed but {rel} has {nc} outputs")
-    if size is not None and int(size) != int(prep.size):
-        raise _bad(mj, f"prep size {prep.size} but {rel} was trained at {size} px")
-    try:
-        module = create_model(name, nc, size, **kw)
-        module.load_state_dict(blob["state_dict"])
-    except LipoclassError:
-        raise
-    except Exception as exc:
-        raise LipoclassError(f"{path}: cannot load weights ({exc})") from None
-    return module.eval()
 
 
 def _check_info(mj: Path, info: Any) -> None:
@@ -261,8 +244,8 @@ def _check_info(mj: Path, info: Any) -> None:
                    "'lipoclass train'")  # fmt: skip
     if version != FORMAT_VERSION:
         raise _bad(mj, f"format_version {version!r} is not supported (expected {FORMAT_VERSION})")
-    if info.get("kind") not in KINDS:
-        raise _bad(mj, f"kind {info.get('kind')!r} is not 'cnn' or 'svm'")
+    if info.get("kind") not in kind_names():
+        raise _bad(mj, f"kind {info.get('kind')!r} is not one of {', '.join(kind_names())}")
     for key in ("classes", "prep", "model", "members"):
         if key not in info:
             raise _bad(mj, f"'{key}' is missing")
@@ -294,7 +277,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LipoclassError(f"{mj}: unreadable model.json ({exc})") from None
     _check_info(mj, info)
-    kind = str(info["kind"])
+    kind = get_kind(str(info["kind"]))
     try:
         prep = PrepConfig(**info["prep"])
     except (TypeError, ValueError) as exc:
@@ -303,19 +286,5 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     for rel in info["members"]:
         if not (root / str(rel)).is_file():
             raise LipoclassError(f"{root}: incomplete model folder ({rel} is missing)")
-    if kind == "svm":
-        import joblib
-
-        ests = []
-        for rel in info["members"]:
-            try:
-                est = joblib.load(root / str(rel))
-            except Exception as exc:
-                raise LipoclassError(f"{root / rel}: cannot load the SVM ({exc})") from None
-            got = tuple(getattr(est, "classes", ()))
-            if got != classes:
-                raise _bad(mj, f"classes {list(classes)} differ from {rel}'s {list(got)}")
-            ests.append(est)
-        return LoadedModel(root, info, classes, prep, kind, estimators=ests)
-    mods = [_load_cnn_member(root, str(rel), info, prep, len(classes)) for rel in info["members"]]
-    return LoadedModel(root, info, classes, prep, kind, modules=mods)
+    members = [kind.load_member(root / str(rel), info, prep, classes) for rel in info["members"]]
+    return LoadedModel(root, info, classes, prep, kind, members)

@@ -130,26 +130,16 @@ def _fit_fold(
     return FoldOutcome(k, p, info, bacc, dt, importance, est if keep_model else None)
 
 
-#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px; docs/cnn.md, Speed), images/s
-_CNN_IMAGES_PER_S = 1000.0
-
-
 def _plan(spec: ModelSpec, tasks: list[tuple[Any, ...]], y: np.ndarray, n_classes: int) -> str:
-    """What a run will do, with a rough duration: "5 folds x 30 epochs of lipnet4 on ..."."""
+    """What a run will do, with a rough duration (the model kind's time plan): "5 folds of
+    lipnet4, each trained on about 800 particles x 30 epochs: about 4 min ..."."""
     n_train = [len(t[5]) for t in tasks]
-    text = f"{len(tasks)} folds of {spec.model}, each trained on about {int(np.mean(n_train))}"
-    if spec.train is None:
-        return text + " particles"
-    per_epoch = []
-    for t in tasks:  # oversampling repeats rare classes up to the majority's count
-        counts = np.bincount(y[t[5]], minlength=n_classes)
-        per_epoch.append(counts.max() * int((counts > 0).sum())
-                         if spec.train.balance == "oversample" else counts.sum())  # fmt: skip
-    seconds = sum(per_epoch) * spec.train.epochs / _CNN_IMAGES_PER_S
-    scale = (spec.prep.size / 28) ** 2
+    counts = [np.bincount(y[t[5]], minlength=n_classes) for t in tasks]  # per fold (C,)
+    what, seconds = spec.kind.plan(spec, counts)
     return (
-        f"{text} particles x {spec.train.epochs} epochs: about "
-        f"{max(1, round(seconds * scale / 60))} min on 2 CPU cores (much less on a GPU)"
+        f"{len(tasks)} folds of {spec.model}, each trained on about {int(np.mean(n_train))} "
+        f"particles{what}: about {max(1, round(seconds / 60))} min on 2 CPU cores (much "
+        "less on a GPU)"
     )
 
 
@@ -385,14 +375,13 @@ def cross_validate(
     """
     t0 = time.perf_counter()
     if features_csv is not None:
-        if spec.svm is None:
-            raise LipoclassError("--features-csv applies to --model svm only")
         csv_path = Path(features_csv)
+        config = spec.kind.with_features_csv(spec.config, str(csv_path))  # or LipoclassError
         if not csv_path.is_file():
             raise LipoclassError(f"{csv_path}: features CSV not found")
         from dataclasses import replace
 
-        spec = replace(spec, svm=replace(spec.svm, features_csv=str(csv_path)))
+        spec = replace(spec, config=config)
     classes = tuple(dataset.classes)
     n_classes = len(classes)
     if n_classes < 2:
@@ -400,8 +389,9 @@ def cross_validate(
             f"{dataset.root}: cross-validation needs at least 2 classes, found {n_classes}"
         )
     spec = spec.for_dataset(dataset)  # input mode "auto" -> the mode actually used
-    if spec.kind == "cnn":
-        _log(progress, f"input mode: {spec.prep.mode}, {spec.prep.size} px")
+    described = spec.kind.describe_input(spec)
+    if described:
+        _log(progress, described)
     fold_of = make_folds(dataset, cv)  # validates labels and class sizes
     y_all = dataset.labels
 
@@ -424,7 +414,7 @@ def cross_validate(
 
     proba = np.zeros((len(evaluated), n_classes), dtype=np.float64)  # (n, C)
     fold = fold_of[evaluated]
-    want_importance = spec.svm is not None and spec.svm.importance
+    want_importance = spec.kind.wants_importance(spec.config)
     tasks: list[tuple[Any, ...]] = []
     resumed: list[FoldOutcome] = []
     for k in range(cv.folds):

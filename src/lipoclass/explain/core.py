@@ -191,8 +191,7 @@ def explain(
 
     cfg = config or ExplainConfig()
     loaded = load_model(model_dir)
-    if loaded.kind != "cnn" or loaded.module is None:
-        raise LipoclassError(f"{model_dir}: explain needs a CNN model folder, not '{loaded.kind}'")
+    nets = loaded.networks("explain")  # LipoclassError when the members are not networks
     ds = load_input(dataset)
     prep = prepare(ds, loaded.prep, cache=True)
     if len(prep) == 0:
@@ -205,14 +204,14 @@ def explain(
         [lookup.get(ds.particles[int(i)].label or "", -1) for i in prep.index], dtype=np.int64
     )
     aux_all = size_features(prep.meta) if loaded.needs_aux else None
-    probs = loaded.predict_proba_arrays(prep.x, aux_all)  # (N, C)
+    probs = loaded.predictor().proba_prepared(prep)  # (N, C), the ensemble on the CPU
     pred = probs.argmax(axis=1)
     rows = _pick_ids(ids, prep.ids, {p.id for p in ds.particles}, dict(prep.skipped), labels,
                      pred, len(classes), cfg.per_class, ds.root)  # fmt: skip
     if not rows:
         raise LipoclassError(f"{dataset}: no particles to explain")
 
-    model = _no_inplace(loaded.module)
+    model = _no_inplace(nets[0])  # the first fold network (they share one architecture)
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     feats = getattr(model, "features", model)
     last_conv = [m for m in feats.modules() if isinstance(m, nn.Conv2d)][-1]

@@ -193,17 +193,13 @@ def export_onnx(
 
     cfg = config or ExportConfig()
     loaded = load_model(model_dir)
-    if loaded.kind != "cnn" or loaded.module is None:
-        raise LipoclassError(
-            f"{model_dir}: ONNX export supports CNN model folders only (this one is "
-            f"'{loaded.kind}'); use 'lipoclass predict' with the model folder instead"
-        )
+    nets = loaded.networks("ONNX export", "use 'lipoclass predict' with the model folder instead")
     dest = Path(out)
     if dest.is_dir():
         raise LipoclassError(f"{dest}: is a folder; give a file name such as model.onnx")
     check_output_file(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ProbabilityModel(loaded.modules, loaded.temperature, loaded.tta).eval()
+    wrapper = ProbabilityModel(nets, loaded.temperature, loaded.tta).eval()
     x, aux, what = _check_inputs(loaded, cfg, dataset)
     size = loaded.prep.size
     dummy: tuple[torch.Tensor, ...] = (torch.zeros(2, 1, size, size),)

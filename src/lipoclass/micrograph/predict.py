@@ -57,8 +57,9 @@ _SKIPPED_COLOUR = "#9a9a9a"
 @dataclass(frozen=True)
 class MicrographPredictConfig:
     """How particles are cut from micrographs for prediction. ``surround``: px around the
-    particle's box (None: the training dataset's ``surround_px`` when its dataset.toml is
-    still there, else 50; it only changes the pixels for the ``surround`` input mode);
+    particle's box (None: the training crops' ``surround_px`` recorded in the model folder's
+    model.json, ``LoadedModel.surround_px``; it only changes the pixels for the
+    ``surround`` input mode);
     ``keep_edge``: also predict particles cut by the micrograph edge (for ``surround`` mode:
     whose crop leaves it, padded as in ``crop --keep-edge``); ``min_area``: smaller masks
     (px) are skipped as specks; ``overlay_px``: longest side of the overlay PNGs (bigger
@@ -173,69 +174,25 @@ def prepare_particles(
     return x.astype(np.float32, copy=False), meta, keep, skipped
 
 
-class _Predictor:
-    """A CNN model folder in one process: mean calibrated probabilities of its fold models
-    (fast CPU engines of ``lipoclass.predict``, or the GPU), with TTA as configured."""
-
-    def __init__(self, model_dir: Path, cfg: PredictConfig) -> None:
-        from lipoclass.ensemble import load_model
-
-        self.loaded = load_model(model_dir)
-        if self.loaded.kind != "cnn":
-            raise LipoclassError(
-                f"{model_dir}: predicting on micrographs needs a CNN model folder (an SVM "
-                "measures particles from a dataset: 'lipoclass crop' the micrographs first)"
-            )
-        self.cfg = cfg
-        self.tta = self.loaded.tta if cfg.tta is None else bool(cfg.tta)
-        self._engines: list[Any] | None = None
-
-    def proba(self, x: np.ndarray, meta: np.ndarray) -> np.ndarray:
-        """(n, C) float64 for x (n, 1, S, S)."""
-        from lipoclass.models import size_features
-        from lipoclass.models.inference import resolve_device
-
-        c = len(self.loaded.classes)
-        if len(x) == 0:
-            return np.zeros((0, c))
-        aux = size_features(meta) if self.loaded.needs_aux else None
-        dev = resolve_device(self.cfg.device)
-        if dev.type != "cpu":
-            return self.loaded.predict_proba_arrays(x, aux, self.cfg.batch_size, dev, self.tta)
-        import torch
-
-        from lipoclass.predict import CPUEngine, EngineConfig
-
-        if self._engines is None:
-            ecfg = EngineConfig(
-                batch_size=self.cfg.batch_size,
-                threads=torch.get_num_threads(),
-                precision=self.cfg.precision,
-            )
-            self._engines = [
-                CPUEngine(m, self.loaded.temperature, ecfg) for m in self.loaded.modules
-            ]
-        views = [x]
-        if self.tta:
-            from lipoclass.models.inference import DIHEDRAL, dihedral
-
-            xt = torch.from_numpy(np.ascontiguousarray(x))
-            views = [dihedral(xt, k, f).contiguous().numpy() for k, f in DIHEDRAL]
-        total = np.zeros((len(x), c), dtype=np.float64)
-        for eng in self._engines:
-            for v in views:
-                total += eng.predict_proba(v, aux)
-        return total / (len(self._engines) * len(views))
+_PREDICTORS: dict[tuple[str, str], Any] = {}  # per worker process: load a model once
 
 
-_PREDICTORS: dict[tuple[str, str], _Predictor] = {}  # per worker process: load a model once
-
-
-def _predictor(model_dir: Path, cfg: PredictConfig) -> _Predictor:
+def _predictor(model_dir: Path, cfg: PredictConfig) -> Any:
+    """The ensemble predictor (``lipoclass.ensemble.EnsemblePredictor``) of a model folder
+    that predicts from prepared images, loaded once per process and config."""
     key = (str(Path(model_dir).resolve()), repr(cfg))
     if key not in _PREDICTORS:
+        from lipoclass.ensemble import EnsemblePredictor, PredictorConfig, load_model
+
+        loaded = load_model(model_dir)
+        pred = EnsemblePredictor(
+            loaded,
+            config=PredictorConfig(device=cfg.device, batch_size=cfg.batch_size,
+                                   precision=cfg.precision, tta=cfg.tta),
+        )  # fmt: skip
+        pred.runners()  # LipoclassError now when the kind does not read images (the SVM)
         _PREDICTORS.clear()
-        _PREDICTORS[key] = _Predictor(model_dir, cfg)
+        _PREDICTORS[key] = pred
     return _PREDICTORS[key]
 
 
@@ -312,14 +269,14 @@ def _process_one(task: _Task) -> _MicResult:
     mic = read_micrograph(task.path, pixel_size_nm=task.pixel_size_nm, require_pixel_size=False)
     anns = task.source.particles(mic)
     x, meta, keep, skipped = prepare_particles(
-        mic, anns, pred.loaded.prep, task.surround, task.mic.keep_edge, task.mic.min_area
+        mic, anns, pred.prep, task.surround, task.mic.keep_edge, task.mic.min_area
     )
-    probs = pred.proba(x, meta)
+    probs = pred.proba_meta(x, meta)
     if not np.isfinite(probs).all():
         raise LipoclassError(f"{mic.path}: the model gave a non-finite probability")
     kept = [anns[i] for i in keep]
     rows = [_geometry(a, mic.pixel_size_nm) for a in kept]
-    thr = pred.loaded.review_threshold
+    thr = pred.model.review_threshold
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(probs), bool)
     kept_set = set(keep)
     others = [a for i, a in enumerate(anns) if i not in kept_set]
@@ -329,7 +286,7 @@ def _process_one(task: _Task) -> _MicResult:
         probs.argmax(axis=1) if len(probs) else np.zeros(0, int),
         review,
         others,
-        pred.loaded.classes,
+        pred.classes,
         task.mic.overlay_px,
     )
     return _MicResult(
@@ -621,18 +578,6 @@ def _index_html(
     )
 
 
-def _training_surround(loaded_info: dict[str, Any]) -> int:
-    """``surround_px`` of the training dataset (its dataset.toml), else 50."""
-    import tomllib
-
-    path = (loaded_info.get("dataset") or {}).get("path")
-    try:
-        meta = tomllib.loads((Path(str(path)) / "dataset.toml").read_text())
-        return int(meta["surround_px"])
-    except Exception:
-        return 50
-
-
 # --------------------------------------------------------------------------- entry point
 
 
@@ -666,8 +611,11 @@ def predict_micrographs(
         micrographs, pixel_size_nm, require_pixel_size, samples, "overlays would clash"
     )
     stems = {p.stem: p for p in paths}
-    pred_main = _predictor(Path(model_dir), cfg)  # checks the model folder before any pixel
-    loaded = pred_main.loaded
+    try:  # checks the model folder before any pixel
+        pred_main = _predictor(Path(model_dir), cfg)
+    except LipoclassError as exc:
+        raise LipoclassError(f"{model_dir}: predicting on micrographs: {exc}") from None
+    loaded = pred_main.model
     classes = tuple(loaded.classes)
     unknown = sorted(set(getattr(source, "classes", ())) - set(classes))
     if unknown:
@@ -675,7 +623,8 @@ def predict_micrographs(
             f"annotation class {unknown[0]!r} is not a class of model {model_dir} "
             f"({', '.join(classes)})"
         )
-    surround = mcfg.surround if mcfg.surround is not None else _training_surround(loaded.info)
+    # the training crops' surroundings, from the model folder's input record
+    surround = mcfg.surround if mcfg.surround is not None else loaded.surround_px()
     tasks = [
         (
             _Task(

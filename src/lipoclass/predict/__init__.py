@@ -1,6 +1,7 @@
 """Prediction for new particles: calibrated probabilities, review flags and class shares per
 sample (``lipoclass.quantify``: CC, PCC, ACC, PACC, EMQ with intervals)."""
 
+from lipoclass.models.engine import CPUEngine, EngineConfig, usable_cores
 from lipoclass.predict.core import (
     PredictConfig,
     PredictResult,
@@ -8,7 +9,6 @@ from lipoclass.predict.core import (
     predict,
     shares_table,
 )
-from lipoclass.predict.engine import CPUEngine, EngineConfig, usable_cores
 from lipoclass.predict.inputs import MASK_SUFFIX, image_folder_dataset, load_input
 from lipoclass.predict.shares import (
     RECOMMENDED_WITHOUT_OOF,

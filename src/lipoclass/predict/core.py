@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import csv
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import DEVICES
-from lipoclass.data import ParticleDataset, PrepConfig, prepare
+from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
+from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
-from lipoclass.predict.engine import CPUEngine, EngineConfig
 from lipoclass.predict.inputs import load_input
 from lipoclass.predict.shares import (
     ShareConfig,
@@ -59,7 +57,11 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        EngineConfig(precision=self.precision)  # validates the inference precision
+        if self.precision not in INFERENCE_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
+                f"got {self.precision!r}"
+            )
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings
@@ -90,14 +92,15 @@ class PredictResult:
 
 
 class _Runner:
-    """The model behind one predict call: classes, prep, review rule and a probability
-    function over a dataset (returns probs (n, C), positions in dataset.particles, skipped)."""
+    """The model behind one predict call: classes, prep, review rule, quantifiers and the
+    ensemble predictor (``lipoclass.ensemble.EnsemblePredictor``)."""
 
     def __init__(self, model_dir: Path | None, onnx_path: Path | None, cfg: PredictConfig):
+        from lipoclass.ensemble import EnsemblePredictor, PredictorConfig
+
         self.cfg = cfg
         self.loaded: Any = None
         self.onnx: Any = None
-        self._engines: list[CPUEngine] | None = None
         info: dict[str, Any] = {}
         if model_dir is not None:
             from lipoclass.ensemble import load_model
@@ -120,18 +123,20 @@ class _Runner:
                 )
             if self.loaded is None:
                 info = {"review": self.onnx.meta.get("review"), "confusion": self.onnx.confusion}
-        src = self.onnx if self.onnx is not None else self.loaded
-        self.classes: tuple[str, ...] = tuple(src.classes)
-        self.prep: PrepConfig = src.prep
+        self.predictor = EnsemblePredictor(
+            self.loaded, onnx=self.onnx,
+            config=PredictorConfig(device=cfg.device, batch_size=cfg.batch_size,
+                                   precision=cfg.precision, tta=cfg.tta),
+        )  # fmt: skip
+        self.classes: tuple[str, ...] = self.predictor.classes
+        self.prep: PrepConfig = self.predictor.prep
         self.review: dict[str, Any] = dict(info.get("review") or {})
         thr = self.review.get("threshold")
         self.review_threshold = None if thr is None else float(thr)
         conf = info.get("confusion")
         self.confusion = None if conf is None else np.asarray(conf, dtype=np.float64)
         self.name = str(onnx_path if self.onnx is not None else model_dir)
-        self.tta = bool(cfg.tta) if cfg.tta is not None else bool(src.tta)
-        if self.tta and self.onnx is None and self.loaded.kind != "cnn":
-            raise LipoclassError("--tta applies to CNN models only")
+        self.tta = self.predictor.tta
         if self.loaded is not None:
             self.quantifiers, self.quant_note = model_quantifiers(self.loaded)
         else:
@@ -144,101 +149,30 @@ class _Runner:
                 ),
             )
 
-    def cpu_engines(self) -> list[CPUEngine]:
-        """One fast CPU engine per fold model (built once per runner)."""
-        if self._engines is None:
-            ecfg = EngineConfig(batch_size=self.cfg.batch_size, precision=self.cfg.precision)
-            self._engines = [CPUEngine(m, self.loaded.temperature, ecfg)
-                             for m in self.loaded.modules]  # fmt: skip
-        return self._engines
-
-    def _cpu_proba(self, x: np.ndarray, aux: np.ndarray | None) -> np.ndarray:
-        """Mean over fold models (and dihedral views with TTA) of calibrated probabilities."""
-        views = [x]
-        if self.tta:
-            import torch
-
-            from lipoclass.models.inference import DIHEDRAL, dihedral
-
-            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            views = [dihedral(xt, k, f).contiguous().numpy() for k, f in DIHEDRAL]
-        total = np.zeros((len(x), len(self.classes)), dtype=np.float64)
-        engines = self.cpu_engines()
-        for eng in engines:
-            for v in views:
-                total += eng.predict_proba(v, aux)
-        return total / (len(engines) * len(views))
-
     def run(self, ds: ParticleDataset) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-        if self.onnx is None and self.loaded.kind == "svm":
-            probs, ids = self.loaded.predict_proba(ds)
-            pos = {p.id: i for i, p in enumerate(ds.particles)}
-            index = np.array([pos[i] for i in ids], dtype=np.int64)
-            got = set(ids)
-            why = self.loaded.estimators[0].unusable_reasons(ds)
-            skipped = [(p.id, why.get(p.id, "no usable features"))
-                       for p in ds.particles if p.id not in got]  # fmt: skip
-            return np.asarray(probs, dtype=np.float64), index, skipped
-        with warnings.catch_warnings():  # predict names them itself, with the fallback used
-            warnings.filterwarnings("ignore", r".*particle\(s\) skipped for mode")
-            prep = prepare(ds, self.prep, cache=False)
-        return self._prepared_proba(prep), prep.index, list(prep.skipped)
+        return self.predictor.predict_dataset(ds)
 
     def fallback(
         self, ds: ParticleDataset, skipped: list[tuple[str, str]]
     ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
-        """The documented fallback (docs/deployment.md, *Every particle counted*) for the
-        particles ``run`` skipped: the SVM computes their features without their own mask
-        (automatic mask, else centred disk); a CNN prepares them on the automatic mask, as a
-        particle without a mask file. Returns (probs (m, C), positions (m,), per row what was
-        done and why, [(id, reason)] of those still excluded)."""
+        """The model kind's documented fallback (docs/deployment.md, *Every particle
+        counted*) for the particles ``run`` skipped (SVM: features without their own mask;
+        CNN: prepared on the automatic mask). Returns (probs (m, C), positions (m,), per row
+        what was done and why, [(id, reason)] of those still excluded)."""
         c = len(self.classes)
         if not skipped:
             return np.zeros((0, c)), np.zeros(0, dtype=np.int64), [], []
         pos_of = {p.id: i for i, p in enumerate(ds.particles)}
         why = dict(skipped)
         idx = np.array([pos_of[pid] for pid, _ in skipped], dtype=np.int64)
-        if self.onnx is None and self.loaded.kind == "svm":
-            probs, index, how, still = self.loaded.fallback_proba(ds, idx)
-            fails = dict(still)
-            done = {ds.particles[int(i)].id for i in index}
-            left = [(pid, f"{r}; {fails[pid]}" if pid in fails else r)
-                    for pid, r in skipped if pid not in done]  # fmt: skip
-        else:
-            from lipoclass.data.prepare import prepare_without_masks
-
-            prep = prepare_without_masks(ds, idx, self.prep)
-            probs, index = self._prepared_proba(prep), prep.index
-            how = ["automatic mask"] * len(prep)
-            fails = dict(prep.skipped)
-            left = [(pid, f"{r}; {fails[pid]}") for pid, r in skipped if pid in fails]
-        what = [f"{h} ({why[ds.particles[int(i)].id]})" for h, i in zip(how, index)]
-        return np.asarray(probs, dtype=np.float64), np.asarray(index, dtype=np.int64), what, left
-
-    def _prepared_proba(self, prep: Any) -> np.ndarray:
-        """(n, C) calibrated probabilities of prepared particles (CNN model folder or ONNX)."""
-        c = len(self.classes)
-        if len(prep) == 0:
-            return np.zeros((0, c))
-        src = self.onnx if self.onnx is not None else self.loaded
-        aux = None
-        if src.needs_aux:
-            from lipoclass.models import size_features
-
-            aux = size_features(prep.meta)
-        if self.onnx is not None:
-            probs = self.onnx.predict_proba_arrays(prep.x, aux, self.cfg.batch_size)
-        else:
-            from lipoclass.models.inference import resolve_device
-
-            dev = resolve_device(self.cfg.device)
-            if dev.type == "cpu":
-                probs = self._cpu_proba(prep.x, aux)
-            else:
-                probs = self.loaded.predict_proba_arrays(
-                    prep.x, aux, self.cfg.batch_size, dev, self.tta
-                )
-        return np.asarray(probs, dtype=np.float64)
+        fb = self.predictor.fallback(ds, idx)
+        fails = dict(fb.failed)
+        done = {ds.particles[int(i)].id for i in fb.index}
+        left = [(pid, f"{r}; {fails[pid]}" if pid in fails else r)
+                for pid, r in skipped if pid not in done]  # fmt: skip
+        what = [f"{h} ({why[ds.particles[int(i)].id]})" for h, i in zip(fb.how, fb.index)]
+        probs = np.asarray(fb.probs, dtype=np.float64).reshape(len(fb.index), c)
+        return probs, np.asarray(fb.index, dtype=np.int64), what, left
 
 
 def _labels_for(ds: ParticleDataset, classes: tuple[str, ...], model: str) -> np.ndarray:

@@ -10,7 +10,6 @@ explicit run crossed with every grid point). Settings keys are the keyword argum
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import tomllib
@@ -51,20 +50,19 @@ PLOTS = ("steps", "f1", "compare")
 _STUDY_KEYS = ("name", "description", "datasets", "folds", "seed", "group_by", "plots")
 
 
-def _config_fields() -> tuple[set[str], set[str]]:
-    """Field names of TrainConfig and SVMConfig (settable on top of build_spec)."""
-    from lipoclass.models.svm import SVMConfig
-    from lipoclass.train import TrainConfig
+def _config_fields() -> set[str]:
+    """Field names of every model kind's config (settable on top of build_spec)."""
+    from lipoclass.kinds import get_kind, kind_names
 
-    train = {f.name for f in dataclasses.fields(TrainConfig)}
-    svm = {f.name for f in dataclasses.fields(SVMConfig)}
-    return train, svm
+    out: set[str] = set()
+    for name in kind_names():
+        out |= get_kind(name).config_fields()
+    return out
 
 
 def setting_keys() -> tuple[str, ...]:
     """Every key a run's settings may use."""
-    train, svm = _config_fields()
-    return tuple(sorted({"model", "label", *BUILD_SPEC_KEYS} | train | svm))
+    return tuple(sorted({"model", "label", *BUILD_SPEC_KEYS} | _config_fields()))
 
 
 def _freeze(v: Any) -> Any:
@@ -226,8 +224,7 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
             raise LipoclassError(
                 f"{where}: unknown key {k!r} in [study] (known: {', '.join(_STUDY_KEYS)})"
             )
-    train_f, svm_f = _config_fields()
-    allowed = {"model", "label", *BUILD_SPEC_KEYS} | train_f | svm_f
+    allowed = {"model", "label", *BUILD_SPEC_KEYS} | _config_fields()
     base = doc.get("base", {})
     grid = doc.get("grid", {})
     runs = doc.get("runs", [])
@@ -315,8 +312,9 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
 
 
 def resolve_spec(run: RunSettings, *, where: str = "study", quick_epochs: int | None = None) -> Any:
-    """``ModelSpec`` of one run: ``build_spec`` with its keys, then the remaining
-    TrainConfig/SVMConfig fields replaced on top. ``quick_epochs`` caps CNN epochs.
+    """``ModelSpec`` of one run: ``build_spec`` with its keys, then the remaining fields of
+    the model kind's config (TrainConfig, SVMConfig, ...) replaced on top. ``quick_epochs``
+    caps CNN epochs.
     ``synthetic = "auto"`` is left for the runner to replace by a folder."""
     from lipoclass.spec import build_spec
 
@@ -334,16 +332,11 @@ def resolve_spec(run: RunSettings, *, where: str = "study", quick_epochs: int | 
         raise LipoclassError(f"{where}: run {run.label!r}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise LipoclassError(f"{where}: run {run.label!r}: {exc}") from None
-    train_f, svm_f = _config_fields()
+    fields = spec.kind.config_fields()  # keys of other kinds do not apply to this run
     try:
-        if spec.train is not None:
-            extra = {k: _freeze(v) for k, v in s.items() if k in train_f}
-            if extra:
-                spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, **extra))
-        if spec.svm is not None:
-            extra = {k: _freeze(v) for k, v in s.items() if k in svm_f}
-            if extra:
-                spec = dataclasses.replace(spec, svm=dataclasses.replace(spec.svm, **extra))
+        extra = {k: _freeze(v) for k, v in s.items() if k in fields}
+        if extra:
+            spec = spec.with_config(**extra)
     except (TypeError, ValueError) as exc:
         raise LipoclassError(f"{where}: run {run.label!r}: {exc}") from None
     return spec

@@ -299,7 +299,7 @@ def run_study(
 
     entries: list[dict[str, Any]] = []
     jobs: dict[str, RunJob] = {}
-    n_labelled: dict[str, int] = {}  # per job key, for the time estimate
+    n_labelled: dict[str, np.ndarray] = {}  # labelled class counts per job key (time plan)
     ds_info: list[dict[str, Any]] = []
     for d, (ds, subset) in enumerate(loaded):
         used = ds.subset(subset) if subset is not None else ds
@@ -320,15 +320,11 @@ def run_study(
         for run, spec in zip(study.runs, specs):
             spec = spec.for_dataset(used)  # input mode "auto" -> masked or surround
             extra = ""
-            if spec.train is not None and spec.train.synthetic == "auto":
-                import dataclasses
-
+            if getattr(spec.config, "synthetic", None) == "auto":  # configs with synthetic data
                 n_syn = min(len(used), quick_n if quick else 3000)
                 folder = _synthetic_for(ds, out, study.seed, n_syn)
                 extra = dataset_fingerprint(load_dataset(folder))
-                spec = dataclasses.replace(
-                    spec, train=dataclasses.replace(spec.train, synthetic=folder)
-                )
+                spec = spec.with_config(synthetic=folder)
             key = run_key(spec, fp, subset, study, extra)
             entries.append(
                 {
@@ -339,7 +335,8 @@ def run_study(
                     "spec": spec.to_dict(),
                 }
             )
-            n_labelled[key] = int((used.labels >= 0).sum())
+            lab = used.labels[used.labels >= 0]
+            n_labelled[key] = np.bincount(lab, minlength=len(used.classes))  # class counts
             if key not in jobs:
                 jobs[key] = RunJob(
                     key,
@@ -402,30 +399,29 @@ def run_study(
     return build_report(out)
 
 
-# rough CPU costs behind the start-of-study estimate (2-core reference machine, LipNet-4 at
-# 28 px; docs/studies.md): seconds per training particle per epoch, and per particle of an
-# SVM run (features once, then the inner grid search per fold)
-_CNN_S_PER_PARTICLE_EPOCH = 1e-3
-_SVM_S_PER_PARTICLE = 5e-3
-
-
-def _plan(jobs: Sequence[RunJob], n_labelled: dict[str, int], folds: int, workers: int) -> str:
-    """One line: what the study will do (runs x folds x epochs) and a rough CPU time."""
-    cnn = [j for j in jobs if j.spec.train is not None]
+def _plan(
+    jobs: Sequence[RunJob], n_labelled: dict[str, np.ndarray], folds: int, workers: int
+) -> str:
+    """One line: what the study will do (runs x folds x epochs) and a rough CPU time, from
+    each model kind's time plan (the one ``cross_validate`` prints) with each fold's
+    training part taken as (folds - 1) / folds of every class."""
     secs = 0.0
+    epochs: set[int] = set()
+    n_epochs_runs = 0
     for j in jobs:
-        n = n_labelled.get(j.key, 0)
-        if j.spec.train is not None:
-            train_n = n * (folds - 1)  # training particles, summed over the folds
-            secs += j.spec.train.epochs * train_n * _CNN_S_PER_PARTICLE_EPOCH
-        else:
-            secs += n * _SVM_S_PER_PARTICLE
+        counts = n_labelled.get(j.key, np.zeros(0, dtype=np.int64))
+        train = np.floor(counts * (folds - 1) / folds).astype(np.int64)
+        secs += j.spec.kind.plan(j.spec, [train] * folds)[1]
+        ep = getattr(j.spec.config, "epochs", None)  # configs trained for epochs
+        if ep is not None:
+            epochs.add(int(ep))
+            n_epochs_runs += 1
     secs /= max(1, min(workers, len(jobs)))
-    epochs = sorted({j.spec.train.epochs for j in cnn})
     what = f"{len(jobs)} run(s) x {folds} folds"
-    if cnn:
-        ep = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
-        what += f"; {len(cnn)} CNN run(s) train up to {ep} epochs per fold"
+    if epochs:
+        lo, hi = min(epochs), max(epochs)
+        ep_text = str(lo) if lo == hi else f"{lo}-{hi}"
+        what += f"; {n_epochs_runs} of them train up to {ep_text} epochs per fold"
     if secs < 90:
         rough = f"{max(1, round(secs / 10) * 10)} s"
     elif secs < 5400:

@@ -28,7 +28,7 @@ from torch import nn
 from lipoclass import metrics as M
 from lipoclass.errors import LipoclassError
 from lipoclass.models.inference import predict_logits, resolve_device
-from lipoclass.threads import pick_threads
+from lipoclass.threads import pick_threads, torch_threads
 from lipoclass.train.callbacks import Callback, FitState, default_callbacks
 from lipoclass.train.config import TrainConfig
 from lipoclass.train.precision import make_precision
@@ -58,20 +58,6 @@ def seeded_torch(seed: int, device: torch.device | None = None) -> Iterator[None
         for d in devices:
             torch.cuda.default_generators[d].manual_seed(int(seed))
         yield
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Temporarily set torch's intra-op thread count (``None``: leave it)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def stratified_split(

@@ -1,5 +1,6 @@
-"""Fast PyTorch inference on the CPU for ``predict``: calibrated probabilities from prepared
-arrays with the same results as ``softmax(model(x) / T)`` (to ~1e-6).
+"""Fast PyTorch inference on the CPU for the ensemble predictor (``lipoclass.ensemble``):
+calibrated probabilities from prepared arrays with the same results as
+``softmax(model(x) / T)`` (to ~1e-6).
 
 Why each step (docs/deployment.md, Speed; LipNet-4 at 28 px on 2 shared cores):
 
@@ -15,15 +16,12 @@ Why each step (docs/deployment.md, Speed; LipNet-4 at 28 px on 2 shared cores):
 - inputs are fed as zero-copy views in cache-sized chunks (about 128 particles at 28 px; 256
   or more spill the activations out of the caches and run ~1.5x slower), torch uses the cores
   other processes leave free (``lipoclass.threads.pick_threads``; the chunked loop is
-  ``lipoclass.models.inference.cpu_logits``,
-  shared with ``LoadedModel``), and the tempered softmax is done on the logits in float32."""
+  ``lipoclass.models.inference.cpu_logits``), and the tempered softmax is done on the
+  logits in float32."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +29,8 @@ import torch
 from torch import nn
 
 from lipoclass.choices import INFERENCE_PRECISIONS
-from lipoclass.models.inference import cpu_chunk, cpu_eval_copy, cpu_logits
-from lipoclass.threads import pick_threads
+from lipoclass.models.inference import CPU_CHUNK_PIXELS, cpu_chunk, cpu_eval_copy, cpu_logits
+from lipoclass.threads import pick_threads, torch_threads, usable_cores
 
 __all__ = ["CPUEngine", "EngineConfig", "usable_cores"]
 
@@ -49,7 +47,7 @@ class EngineConfig:
     docs/deployment.md)."""
 
     batch_size: int = 1024
-    chunk_pixels: int = 128 * 28 * 28
+    chunk_pixels: int = CPU_CHUNK_PIXELS
     trace: bool = True
     min_trace: int = 8192
     threads: int | None = None
@@ -72,27 +70,6 @@ class EngineConfig:
                 f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
                 f"got {self.precision!r}"
             )
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity-aware where the OS tells)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, restoring the caller's setting afterwards."""
-    before = torch.get_num_threads()
-    if n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n != before:
-            torch.set_num_threads(before)
 
 
 def _variable_size(module: nn.Module) -> bool:
@@ -177,7 +154,7 @@ class CPUEngine:
         # None: the cores other processes leave free (2 OpenMP threads on a shared 2-core
         # machine are far slower than 1 when another process holds a core)
         threads = self.cfg.threads or pick_threads()
-        with _torch_threads(threads), torch.inference_mode():
+        with torch_threads(threads), torch.inference_mode():
             if not self._tried and len(xt) >= self.cfg.min_trace and xt.ndim == 4:
                 self._try_trace(xt)
             model = self.eager
