@@ -109,7 +109,7 @@ def test_precision_choices_are_defined_once() -> None:
 def test_build_spec_threads_precision() -> None:
     spec = build_spec("tiny", precision="fp32")
     assert spec.config.precision == "fp32"
-    assert build_spec("tiny").train.precision == "auto"  # type: ignore[union-attr]
+    assert build_spec("tiny").config.precision == "auto"
     with pytest.raises(LipoclassError, match="--precision"):
         build_spec("tiny", precision="fp8")
 
