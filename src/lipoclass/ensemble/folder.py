@@ -196,6 +196,11 @@ class LoadedModel:
         """Ensemble probabilities (N, C): the mean over members (and views with TTA)."""
         return self._cpu(batch_size, device, tta).proba_arrays(x, aux)
 
+    def member_proba(self, dataset: ParticleDataset, idx: np.ndarray) -> np.ndarray | None:
+        """(K, len(idx), C): each fold member's calibrated probabilities for the particles at
+        positions ``idx`` (CPU); None when one of them cannot be handled as given."""
+        return self.predictor().member_proba_dataset(dataset, idx)
+
     def usable(self, dataset: ParticleDataset) -> np.ndarray:
         """(N,) bool: the particles this model can predict as given."""
         return self.kind.usable(self.members, dataset, self.prep)

@@ -187,7 +187,27 @@ class EnsemblePredictor:
             aux = size_features(meta)
         return self.proba_arrays(x, aux)
 
+    def member_proba_meta(self, x: np.ndarray, meta: np.ndarray) -> np.ndarray:
+        """(K, n, C) per member for prepared x with ``META_COLUMNS`` rows ``meta``."""
+        aux = None
+        if self.needs_aux and len(x):
+            from lipoclass.models import size_features
+
+            aux = size_features(meta)
+        return self.member_proba_arrays(x, aux)
+
     # ------------------------------------------------------------------ datasets
+
+    def member_proba_dataset(self, dataset: ParticleDataset, idx: np.ndarray) -> np.ndarray | None:
+        """(K, len(idx), C) per fold member for the particles at ``idx`` of ``dataset`` (None
+        when one cannot be handled as given, or for an ONNX graph: one member)."""
+        if self.onnx is not None:
+            return None
+        assert self.model is not None
+        m = self.model
+        idx = np.asarray(idx, dtype=np.int64)
+        return m.kind.member_proba_dataset(m.members, dataset, idx, self.prep,
+                                           self.member_proba_meta)  # fmt: skip
 
     def predict_dataset(
         self, dataset: ParticleDataset

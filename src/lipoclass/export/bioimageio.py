@@ -86,11 +86,9 @@ class BioimageioConfig:
 def _check_exportable(loaded: Any, model_dir: Path) -> dict[str, Any]:
     """The model.json ``prep`` record, checked: a CNN folder whose preparation is fully
     recorded (no key left to a default, no unresolved ``auto``)."""
-    if loaded.kind != "cnn" or loaded.module is None:
-        raise LipoclassError(
-            f"{model_dir}: bioimage.io export supports CNN model folders only (this one is "
-            f"'{loaded.kind}', which needs handcrafted features no bioimage.io runtime computes)"
-        )
+    loaded.networks(  # LipoclassError unless the members are networks
+        "bioimage.io export", "it needs handcrafted features no bioimage.io runtime computes"
+    )
     raw = loaded.info.get("prep")
     missing = [k for k in PREP_KEYS if not isinstance(raw, dict) or k not in raw]
     if missing:

@@ -208,6 +208,26 @@ class Kind(ABC):
         ``dataset``; the default prepares the images and runs ``proba_prepared``."""
         return predict_prepared(dataset, prep, proba_prepared)
 
+    def member_proba_dataset(
+        self,
+        members: Sequence[Any],
+        dataset: ParticleDataset,
+        idx: np.ndarray,
+        prep: PrepConfig,
+        member_proba: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> np.ndarray | None:
+        """(K, len(idx), C): each member's calibrated probabilities for the particles at
+        ``idx``, or None when one of them cannot be handled as given. The default prepares
+        the images and runs ``member_proba(x, meta)``."""
+        from lipoclass.data import prepare
+
+        prepared = prepare(dataset, prep)
+        row_of = {int(p): r for r, p in enumerate(prepared.index)}
+        if any(int(i) not in row_of for i in idx):
+            return None
+        rows = np.array([row_of[int(i)] for i in idx], dtype=np.int64)
+        return member_proba(prepared.x[rows], prepared.meta[rows])
+
     def fallback(
         self,
         members: Sequence[Any],

@@ -137,6 +137,19 @@ class SVMKind(Kind):
                    for p, k in zip(dataset.particles, ok) if not k]  # fmt: skip
         return np.asarray(probs, dtype=np.float64), pos.astype(np.int64), skipped
 
+    def member_proba_dataset(
+        self,
+        members: Sequence[Any],
+        dataset: ParticleDataset,
+        idx: np.ndarray,
+        prep: PrepConfig,
+        member_proba: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> np.ndarray | None:
+        ok = self.usable(members, dataset, prep)
+        if not ok[idx].all():
+            return None
+        return np.stack([np.asarray(e.predict_proba(dataset, idx)) for e in members])
+
     def fallback(
         self,
         members: Sequence[Any],

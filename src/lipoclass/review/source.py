@@ -398,20 +398,4 @@ def _member_probs(model: Path, src: ReviewSource) -> np.ndarray | None:
     loaded = load_model(model)
     if tuple(loaded.classes) != src.classes or src.dataset is None or loaded.n_members < 2:
         return None
-    ds = src.dataset
-    idx = np.asarray(src.positions, dtype=np.int64)
-    if loaded.kind == "svm":
-        ok = np.asarray(loaded.usable(ds), dtype=bool)
-        if not ok[idx].all():
-            return None
-        return np.stack([np.asarray(e.predict_proba(ds, idx)) for e in loaded.estimators])
-    from lipoclass.data import prepare
-    from lipoclass.models import size_features
-
-    prep = prepare(ds, loaded.prep)
-    row_of = {int(p): r for r, p in enumerate(prep.index)}
-    if any(int(i) not in row_of for i in idx):
-        return None
-    rows = np.array([row_of[int(i)] for i in idx], dtype=np.int64)
-    aux = size_features(prep.meta[rows]) if loaded.needs_aux else None
-    return loaded.member_proba_arrays(prep.x[rows], aux)
+    return loaded.member_proba(src.dataset, np.asarray(src.positions, dtype=np.int64))
