@@ -26,7 +26,7 @@ class _Killed(BaseException):
 
 
 def _spec() -> ModelSpec:
-    return ModelSpec("tiny", PrepConfig(size=16), TrainConfig(**FAST), None)
+    return ModelSpec("tiny", PrepConfig(size=16), TrainConfig(**FAST))
 
 
 def _counting(monkeypatch: pytest.MonkeyPatch, kill_at: int | None = None) -> list[int]:
