@@ -20,6 +20,7 @@ __all__ = [
     "MODES",
     "OPTIMIZERS",
     "PRECISIONS",
+    "REVIEW_QUEUES",
     "SEED_MAX",
 ]
 
@@ -47,6 +48,8 @@ INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: what 'lipoclass export' writes: an ONNX file or a bioimage.io model package (zip)
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "bioimageio")
+#: review queues of 'lipoclass review', in the order the page offers them (docs/review.md)
+REVIEW_QUEUES: tuple[str, ...] = ("uncertain", "audit", "label-issues")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
 #: legacy generators do not)
 SEED_MAX = 2**32 - 1
