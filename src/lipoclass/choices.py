@@ -21,7 +21,9 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "REVIEW_QUEUES",
+    "SCHEDULES",
     "SEED_MAX",
+    "VAL_METRICS",
 ]
 
 #: training-time image augmentations of the CNNs
@@ -39,6 +41,11 @@ MODES: tuple[str, ...] = ("surround", "crop", "masked")
 #: what a user may ask for: a concrete mode, or ``auto``
 INPUT_MODES: tuple[str, ...] = ("auto", *MODES)
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: learning-rate schedules of CNN training
+SCHEDULES: tuple[str, ...] = ("cosine", "none", "step")
+#: the score that picks a model: the CNN's best epoch (early stopping) and the SVM's C/gamma
+#: (names as in ``lipoclass.metrics.SUMMARY_METRICS``)
+VAL_METRICS: tuple[str, ...] = ("balanced_accuracy", "macro_f1")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: numeric precision of CNN training (auto: bf16 where the hardware computes it natively)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")

@@ -142,8 +142,8 @@ def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) 
                    "LipNet-6)")  # fmt: skip
     g = p.add_argument_group("training (CNN)")
     g.add_argument("--epochs", type=positive_int, default=30, help="passes over the training "
-                   "particles; training may stop earlier when the held-out score stops "
-                   "improving (default: 30)")  # fmt: skip
+                   "particles; every fold runs all of them on all its training particles "
+                   "(no early stopping: docs/cnn.md, ablation) (default: 30)")  # fmt: skip
     g.add_argument("--batch-size", type=positive_int, default=32,
                    help="particles per training step (default: 32)")  # fmt: skip
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",

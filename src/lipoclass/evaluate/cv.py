@@ -130,26 +130,19 @@ def _fit_fold(
     return FoldOutcome(k, p, info, bacc, dt, importance, est if keep_model else None)
 
 
-#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px; docs/cnn.md, Speed), images/s
-_CNN_IMAGES_PER_S = 1000.0
-
-
 def _plan(spec: ModelSpec, tasks: list[tuple[Any, ...]], y: np.ndarray, n_classes: int) -> str:
     """What a run will do, with a rough duration: "5 folds x 30 epochs of lipnet4 on ..."."""
     n_train = [len(t[5]) for t in tasks]
     text = f"{len(tasks)} folds of {spec.model}, each trained on about {int(np.mean(n_train))}"
     if spec.train is None:
         return text + " particles"
-    per_epoch = []
-    for t in tasks:  # oversampling repeats rare classes up to the majority's count
-        counts = np.bincount(y[t[5]], minlength=n_classes)
-        per_epoch.append(counts.max() * int((counts > 0).sum())
-                         if spec.train.balance == "oversample" else counts.sum())  # fmt: skip
-    seconds = sum(per_epoch) * spec.train.epochs / _CNN_IMAGES_PER_S
-    scale = (spec.prep.size / 28) ** 2
+    from lipoclass.train.plan import training_seconds
+
+    counts = [np.bincount(y[t[5]], minlength=n_classes) for t in tasks]
+    seconds = training_seconds(counts, spec.train, spec.prep.size)
     return (
         f"{text} particles x {spec.train.epochs} epochs: about "
-        f"{max(1, round(seconds * scale / 60))} min on 2 CPU cores (much less on a GPU)"
+        f"{max(1, round(seconds / 60))} min on 2 CPU cores (much less on a GPU)"
     )
 
 
@@ -309,8 +302,7 @@ class CVResult:
     def table(self) -> str:
         """Console table: per-class metrics (mean ± std over folds), summary, baselines."""
         m = self.metrics
-        head = ["class", "n"] + [h.upper() if h != "f1_tpr_tnr" else "F1(TPR,TNR)"
-                                 for h in M.CLASS_METRICS]  # fmt: skip
+        head = ["class", "n"] + [M.metric_label(h) for h in M.CLASS_METRICS]
         rows = [head]
         for name, e in m["per_class"].items():
             rows.append(

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lipoclass import metrics as M
 from lipoclass.study.config import load_study
 from lipoclass.study.runner import check_study_folder, run_study
 
@@ -16,7 +17,7 @@ __all__ = ["DEMO_N_QUICK", "benchmark_table", "run_demo"]
 
 DEMO_N_QUICK = 2000  # stratified subset the quick study evaluates (thesis class shares kept)
 DEMO_QUICK_EPOCHS = 8
-_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
+_METRICS = M.CLASS_METRICS
 
 
 def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
@@ -40,12 +41,12 @@ def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
             rows.append((f"baseline: {name}", base[name]))
     classes = list(rows[0][1].get("classes", []))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  {'class':<14}" + "".join(f"{m.upper():>7}" for m in _METRICS)]
+    lines = [f"{'':{width}}  {'class':<14}" + "".join(f"{M.metric_label(m):>12}" for m in _METRICS)]
     for label, m in rows:
         for c in classes:
             pc = m.get("per_class", {}).get(c, {})
             vals = "".join(
-                f"{pc[k]:7.3f}" if isinstance(pc.get(k), int | float) else f"{'-':>7}"
+                f"{pc[k]:12.3f}" if isinstance(pc.get(k), int | float) else f"{'-':>12}"
                 for k in _METRICS
             )
             lines.append(f"{label:{width}}  {c:<14}{vals}")

@@ -299,7 +299,7 @@ def run_study(
 
     entries: list[dict[str, Any]] = []
     jobs: dict[str, RunJob] = {}
-    n_labelled: dict[str, int] = {}  # per job key, for the time estimate
+    n_labelled: dict[str, np.ndarray] = {}  # per job key: labelled per class (time estimate)
     ds_info: list[dict[str, Any]] = []
     for d, (ds, subset) in enumerate(loaded):
         used = ds.subset(subset) if subset is not None else ds
@@ -339,7 +339,8 @@ def run_study(
                     "spec": spec.to_dict(),
                 }
             )
-            n_labelled[key] = int((used.labels >= 0).sum())
+            lab = used.labels[used.labels >= 0]
+            n_labelled[key] = np.bincount(lab, minlength=len(used.classes))
             if key not in jobs:
                 jobs[key] = RunJob(
                     key,
@@ -402,24 +403,27 @@ def run_study(
     return build_report(out)
 
 
-# rough CPU costs behind the start-of-study estimate (2-core reference machine, LipNet-4 at
-# 28 px; docs/studies.md): seconds per training particle per epoch, and per particle of an
-# SVM run (features once, then the inner grid search per fold)
-_CNN_S_PER_PARTICLE_EPOCH = 1e-3
+# rough CPU cost of an SVM run behind the start-of-study estimate (2-core reference machine;
+# docs/studies.md): seconds per particle (features once, then the inner grid search per fold);
+# CNN runs use the estimate of ``lipoclass cv`` (``lipoclass.train.plan.training_seconds``)
 _SVM_S_PER_PARTICLE = 5e-3
 
 
-def _plan(jobs: Sequence[RunJob], n_labelled: dict[str, int], folds: int, workers: int) -> str:
+def _plan(
+    jobs: Sequence[RunJob], n_labelled: dict[str, np.ndarray], folds: int, workers: int
+) -> str:
     """One line: what the study will do (runs x folds x epochs) and a rough CPU time."""
+    from lipoclass.train.plan import training_seconds
+
     cnn = [j for j in jobs if j.spec.train is not None]
     secs = 0.0
     for j in jobs:
-        n = n_labelled.get(j.key, 0)
-        if j.spec.train is not None:
-            train_n = n * (folds - 1)  # training particles, summed over the folds
-            secs += j.spec.train.epochs * train_n * _CNN_S_PER_PARTICLE_EPOCH
+        counts = n_labelled.get(j.key, np.zeros(1, dtype=np.int64))
+        if j.spec.train is not None:  # each fold trains on (folds - 1) / folds of each class
+            fold_counts = [np.round(counts * (folds - 1) / folds)] * folds
+            secs += training_seconds(fold_counts, j.spec.train, j.spec.prep.size)
         else:
-            secs += n * _SVM_S_PER_PARTICLE
+            secs += int(counts.sum()) * _SVM_S_PER_PARTICLE
     secs /= max(1, min(workers, len(jobs)))
     epochs = sorted({j.spec.train.epochs for j in cnn})
     what = f"{len(jobs)} run(s) x {folds} folds"
