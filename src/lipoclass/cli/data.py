@@ -69,11 +69,12 @@ def _cmd_synth_micrographs(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from lipoclass.data import load_dataset
-    from lipoclass.data.info import dataset_info, default_figure_path
+    from lipoclass.data.info import dataset_info
     from lipoclass.outputs import check_output_file
 
     ds = load_dataset(args.dataset, allow_outside=args.allow_outside_paths)
-    figure = check_output_file(Path(args.figure) if args.figure else default_figure_path(ds))
+    # outputs go only where the user says: no figure without --figure
+    figure = check_output_file(Path(args.figure)) if args.figure else None
     info = dataset_info(ds, figure=figure, check=True)
     print(info.text())
     if info.problems:
@@ -174,8 +175,8 @@ def _register_info(add: AddCommand) -> None:
         "can stop before training on a broken dataset.",
     )
     p.add_argument("dataset", help="dataset folder (with particles.csv)")
-    p.add_argument("--figure", default=None, help="where to write the image-size figure "
-                   "(PNG; default: <dataset name>_info.png in the current folder)")  # fmt: skip
+    p.add_argument("--figure", default=None, help="also draw the particle image sizes by "
+                   "class into this PNG file (default: no figure)")  # fmt: skip
     p.add_argument("--allow-outside-paths", action="store_true", help="accept image paths "
                    "in particles.csv that lead outside the dataset folder "
                    "(e.g. ../other/a.png)")  # fmt: skip
