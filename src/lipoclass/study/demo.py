@@ -1,5 +1,9 @@
 """``lipoclass demo``: synthesise the default lamellarity set, run the ``benchmark`` study
-(LipNet-4 vs SVM, identical 5 folds) and print the thesis' Figure 22 numbers as a table."""
+(LipNet-4 vs SVM, identical 5 folds) and print this run's per-class metrics
+(``metrics.CLASS_METRICS``) of both models and the baselines in the layout of the thesis'
+Figure 22. The numbers are measured here, on synthetic data (quick by default: a stratified
+subset of ``DEMO_N_QUICK`` particles, ``DEMO_QUICK_EPOCHS`` CNN epochs); they are not the
+thesis' figures."""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ _METRICS = M.CLASS_METRICS
 
 
 def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
-    """Per-class TPR/TNR/PPV/NPV/F1 of every finished run and the baselines, as text."""
+    """Per-class metrics (``metrics.CLASS_METRICS``) of every finished run and the
+    baselines, as text."""
     study_dir = Path(study_dir)
     meta = json.loads((study_dir / "study.json").read_text())
     rows: list[tuple[str, dict[str, Any]]] = []
