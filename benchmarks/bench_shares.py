@@ -100,6 +100,11 @@ def run_model(path: Path, pool: Path, args: argparse.Namespace) -> dict[str, Any
     problem = "lamellarity" if "unilamellar" in loaded.classes else "encapsulation"
     t0 = time.perf_counter()
     q, note = model_quantifiers(loaded)
+    if args.reselect:  # the method chosen again by today's rule (folder trained earlier)
+        from lipoclass.predict.shares import ensure_selection
+
+        q.selection = None
+        note = ensure_selection(q, loaded)
     t_sel = time.perf_counter() - t0
     sel = q.selection
     probs, labels, mics = pool_posteriors(path, pool)
@@ -228,6 +233,8 @@ def main() -> None:
     ap.add_argument("--audits", type=int, nargs="*", default=list(AUDITS))
     ap.add_argument("--n-boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reselect", action="store_true",
+                    help="choose each model's method again from its oof.csv (today's rule)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None)
     args = ap.parse_args()
