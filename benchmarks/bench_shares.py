@@ -233,8 +233,11 @@ def main() -> None:
     ap.add_argument("--audits", type=int, nargs="*", default=list(AUDITS))
     ap.add_argument("--n-boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reselect", action="store_true",
-                    help="choose each model's method again from its oof.csv (today's rule)")
+    ap.add_argument(
+        "--reselect",
+        action="store_true",
+        help="choose each model's method again from its oof.csv (today's rule)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None)
     args = ap.parse_args()
