@@ -206,7 +206,7 @@ def plot(results: dict[str, Any], path: Path, audits: list[int]) -> None:
             row[1].bar(x - 0.1 + 0.2 * j, [100 * v["audit"][str(k)]["coverage"] for v in s], 0.2,
                        label=f"audit {k}")  # fmt: skip
         row[1].axhline(90, color="k", ls="--", lw=1)
-        row[1].set_ylim(50, 101)
+        row[1].set_ylim(0, 101)
         row[1].set_ylabel("coverage (%)")
         row[2].bar(x - 0.3, [100 * v["width"] for v in s], 0.2, label="model only")
         for j, k in enumerate(audits):
