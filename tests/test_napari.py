@@ -68,7 +68,8 @@ def test_prediction_folder_layers(prediction):
     assert list(f["pred"]) == [r["pred"] for r in rows]
     assert list(f["review"]) == [r["review"] == "1" for r in rows]
     np.testing.assert_allclose(f["p_multilamellar"], [float(r["p_multilamellar"]) for r in rows])
-    assert set(f["new_label"]) == {""} and list(f["id"])[0] == f"{mic.stem}_{rows[0]['particle']}"
+    assert set(f["new_label"]) == {""}
+    assert f["id"].iloc[0] == f"{mic.stem}_{rows[0]['particle']}"
     # label k is the k-th row: its pixels' centroid is the row's x, y (no overlap: true masks)
     for k, r in enumerate(rows[:5], start=1):
         ys, xs = np.nonzero(lab == k)

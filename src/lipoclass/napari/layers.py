@@ -99,7 +99,7 @@ def prediction_layers(folder: str | os.PathLike[str]) -> list[LayerData]:
         mics = summary["micrographs"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LipoclassError(f"{root / 'summary.json'}: unreadable ({exc})") from None
-    header, rows, classes = _prediction_table(root)
+    _header, rows, classes = _prediction_table(root)
     layers: list[LayerData] = []
     for i, m in enumerate(mics):
         name = str(m["name"])

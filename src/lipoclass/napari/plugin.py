@@ -2,8 +2,6 @@
 magicgui widgets named in ``napari.yaml``. Everything they show or save is built by
 ``lipoclass.napari.layers``."""
 
-from __future__ import annotations
-
 import os
 import tempfile
 from collections.abc import Callable
@@ -108,13 +106,15 @@ def recolour(layer: Any) -> None:
 def correct_widget() -> Any:
     """Dock widget: set the class of the selected particle (napari's picker or the label
     spin box selects it) and append the corrections to a reviews.csv."""
+    from magicgui.types import FileDialogMode
     from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton
     from napari.layers import Labels
 
     layer_box = ComboBox(label="particles", choices=_labels_layers, nullable=True)
     cls_box = ComboBox(label="new class", choices=lambda _w: _class_choices(layer_box.value))
     who = LineEdit(label="reviewer", value=os.environ.get("USER", ""))
-    path = FileEdit(label="reviews.csv", mode="w", value="reviews.csv")
+    path = FileEdit(label="reviews.csv", mode=FileDialogMode.OPTIONAL_FILE,
+                    value=Path("reviews.csv"))  # fmt: skip
     set_btn = PushButton(text="Set class of selected particle")
     save_btn = PushButton(text="Save corrections")
     box = Container(widgets=[layer_box, cls_box, set_btn, who, path, save_btn])
@@ -131,7 +131,9 @@ def correct_widget() -> Any:
         layer = layer_box.value
         if not isinstance(layer, Labels):
             raise LipoclassError("choose a particles layer")
-        save_reviews(path.value, layer.features, layer.metadata.get("classes", []), who.value)
+        save_reviews(
+            Path(str(path.value)), layer.features, layer.metadata.get("classes", []), who.value
+        )
 
     set_btn.changed.connect(_set)
     save_btn.changed.connect(_save)
