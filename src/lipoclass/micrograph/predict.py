@@ -324,6 +324,7 @@ def _process_one(task: _Task) -> _MicResult:
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(probs), bool)
     kept_set = set(keep)
     others = [a for i, a in enumerate(anns) if i not in kept_set]
+    others += getattr(task.source, "rejected", lambda m: [])(mic)  # detector's rejects
     png = _overlay_png(
         mic,
         kept,
