@@ -124,3 +124,21 @@ def test_synth_distractors_deterministic_and_validated() -> None:
         MicrographConfig(gradient=2.0)
     with pytest.raises(ValueError, match="debris"):
         MicrographConfig(debris=-1.0)
+
+
+def test_detect_source_hands_over_rejected_candidates() -> None:
+    """Micrograph predict draws the verifier's rejects (grey) from ``DetectSource.rejected``."""
+    from lipoclass.micrograph import DetectSource, Micrograph
+
+    cfg = MicrographConfig(size=384, density=0.2, seed=4243, pixel_size_nm=1.2, ice=10.0,
+                           debris=15.0, carbon=1.0)  # fmt: skip
+    m = render_micrograph(cfg, 0)
+    mic = Micrograph(Path("m.tif"), m.image.astype(np.float32), 1.2)
+    det = detect_candidates(mic.image, DetectConfig(), 1.2)
+    src = DetectSource()
+    kept = src.particles(mic)
+    rejected = src.rejected(mic)
+    assert len(kept) == int(det.labels.max())
+    assert 0 < len(rejected) <= int((~det.accepted).sum())
+    assert all(a.key.startswith("rejected") for a in rejected)
+    assert src.rejected(mic) == []  # handed over once
