@@ -70,6 +70,12 @@ def test_viewer_opens_prediction_folder_and_corrects(make_napari_viewer_proxy, t
     got = read_decisions(tmp_path / "reviews.csv", ids=set(lab.features["id"]),
                          labels=set(CLASSES))  # fmt: skip
     assert [(d.queue, d.new_label, d.reviewer) for d in got] == [("napari", new, "ana")]
+    # the writer through napari's save: an instance label image equal to the layer
+    import tifffile
+
+    saved = napari.save_layers(str(tmp_path / "edited.tif"), [lab], plugin="lipoclass")
+    assert saved == [str(tmp_path / "edited.tif")]
+    np.testing.assert_array_equal(tifffile.imread(saved[0]), lab.data)
 
 
 def test_predict_widget_adds_particles_layer(make_napari_viewer_proxy, tmp_path):
