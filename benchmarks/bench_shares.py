@@ -100,6 +100,11 @@ def run_model(path: Path, pool: Path, args: argparse.Namespace) -> dict[str, Any
     problem = "lamellarity" if "unilamellar" in loaded.classes else "encapsulation"
     t0 = time.perf_counter()
     q, note = model_quantifiers(loaded)
+    if args.reselect:  # the method chosen again by today's rule (folder trained earlier)
+        from lipoclass.predict.shares import ensure_selection
+
+        q.selection = None
+        note = ensure_selection(q, loaded)
     t_sel = time.perf_counter() - t0
     sel = q.selection
     probs, labels, mics = pool_posteriors(path, pool)
@@ -201,7 +206,7 @@ def plot(results: dict[str, Any], path: Path, audits: list[int]) -> None:
             row[1].bar(x - 0.1 + 0.2 * j, [100 * v["audit"][str(k)]["coverage"] for v in s], 0.2,
                        label=f"audit {k}")  # fmt: skip
         row[1].axhline(90, color="k", ls="--", lw=1)
-        row[1].set_ylim(50, 101)
+        row[1].set_ylim(0, 101)
         row[1].set_ylabel("coverage (%)")
         row[2].bar(x - 0.3, [100 * v["width"] for v in s], 0.2, label="model only")
         for j, k in enumerate(audits):
@@ -228,6 +233,11 @@ def main() -> None:
     ap.add_argument("--audits", type=int, nargs="*", default=list(AUDITS))
     ap.add_argument("--n-boot", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reselect",
+        action="store_true",
+        help="choose each model's method again from its oof.csv (today's rule)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--figure", type=Path, default=None)
     args = ap.parse_args()

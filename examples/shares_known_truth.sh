@@ -27,7 +27,7 @@
 #   N_TRAIN (2500) SEED_TRAIN (1) RATIOS_TRAIN ('': the thesis prior) EPOCHS (10) FOLDS (3)
 #   N_SAMPLE (2000) SEED_SAMPLE (7) RATIOS ('full=0.8,uncertain=0.1,empty=0.1') AUDIT (200)
 #   WORKERS (synth processes, default all)
-# Takes about 5 minutes on a shared 2-core CPU (docs/deployment.md gives the measured run).
+# Takes about 5-8 minutes on a shared 2-core CPU (docs/deployment.md gives a measured run).
 set -euo pipefail
 
 VENV_BIN=${LIPOCLASS_VENV_BIN:-.venv/bin}

@@ -449,6 +449,19 @@ def test_every_option_has_help() -> None:
             assert not re.search(rf"\b{word}\b", help_text), (name, word)
 
 
-def test_readme_documents_exit_codes() -> None:
+def test_readme_documents_exit_codes(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The README's exit-code table lists exactly the codes main() returns, and the CLI
+    returns them: 2 for bad input, 130 for an interrupt."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert "## Exit codes" in readme and "130" in readme
+    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(c) for c in re.findall(r"^\| (\d+) \|", section, flags=re.M)}
+    assert documented == {0, 1, 2, 130}
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("lipoclass: error:")
+    import lipoclass.data
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lipoclass.data, "load_dataset", interrupted)
+    assert main(["info", str(tmp_path / "d")]) == 130

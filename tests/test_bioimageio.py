@@ -124,3 +124,32 @@ def test_bad_input_gives_one_line(tmp_path, tiny_dataset, capsys):
     assert rc == 2 and ".zip" in capsys.readouterr().err
     rc = main(["export", str(tmp_path / "ok"), "--out", str(tmp_path / "a.onnx"), "--author", "X"])
     assert rc == 2 and "--author goes with --format bioimageio" in capsys.readouterr().err
+
+
+def test_size_feature_input_of_lipnet_hybrid(tmp_path, tiny_dataset, capsys):
+    """A model with size features gets a second input ``aux`` whose channels are named after
+    the features, and the package still passes its own test run."""
+    import torch
+
+    from lipoclass.models import AUX_FEATURES, create_model
+
+    ds_dir = tiny_dataset(counts=(4, 3, 3))
+    write_model_folder(tmp_path / "m", size=28, extra={"dataset": str(ds_dir)})
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        m = create_model("lipnet_hybrid", len(CLASSES), 28).eval()
+    torch.save({"state_dict": m.state_dict(), "model_kwargs": dict(m.lipo_config)},
+               tmp_path / "m" / "members" / "fold0.pt")  # fmt: skip
+    info.update(model="lipnet_hybrid", model_kwargs=dict(m.lipo_config))
+    (tmp_path / "m" / "model.json").write_text(json.dumps(info))
+    zp = tmp_path / "h.zip"
+    assert main(["export", str(tmp_path / "m"), "--format", "bioimageio", "--out", str(zp)]) == 0
+    with zipfile.ZipFile(zp) as zf:
+        rdf = yaml.safe_load(zf.read("rdf.yaml"))
+        assert "test_aux.npy" in zf.namelist()
+    assert [t["id"] for t in rdf["inputs"]] == ["input", "aux"]
+    assert rdf["inputs"][1]["axes"][1]["channel_names"] == list(AUX_FEATURES)
+    core = pytest.importorskip("bioimageio.core")
+    summary = core.test_model(zp, weight_format="onnx", devices=["cpu"])
+    assert summary.status == "passed", summary.format()

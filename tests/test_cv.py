@@ -339,9 +339,6 @@ def test_cli_no_labels(
 def test_cli_features_csv_of_another_dataset(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    features = pytest.importorskip("lipoclass.features")
-    if not hasattr(features, "FeatureTable"):
-        pytest.skip("lipoclass.features.FeatureTable not available yet")
     ds = feature_dataset(tmp_path, counts=(12, 6, 5))
     bad = tmp_path / "other.csv"
     bad.write_text("id,area\nzz1,1.0\nzz2,2.0\n")
@@ -357,9 +354,6 @@ def test_cli_features_csv_of_another_dataset(
 def test_svm_cv_on_real_vesicles(vesicle_dir: Path, tmp_path: Path) -> None:
     """Real EM vesicles (CV/DV/DVH), Vironova features, 3 folds: runs end to end and beats
     the majority baseline on balanced accuracy."""
-    features = pytest.importorskip("lipoclass.features")
-    if not hasattr(features, "compute_features"):
-        pytest.skip("lipoclass.features.compute_features not available yet")
     ds = load_dataset(vesicle_dir)
     res = cross_validate(ds, build_spec("svm"), CVConfig(folds=3), out=tmp_path / "r",
                          progress=False)  # fmt: skip

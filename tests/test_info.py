@@ -11,7 +11,7 @@ import pytest
 
 from lipoclass.cli import main
 from lipoclass.data import load_dataset, write_image
-from lipoclass.data.info import dataset_info, default_figure_path
+from lipoclass.data.info import dataset_info
 
 Factory = Callable[..., Path]
 
@@ -71,7 +71,6 @@ def test_figure_written_atomically(tiny_dataset: Factory, tmp_path: Path) -> Non
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in fig.parent.iterdir()] == ["sizes.png"]  # no temp left
     assert f"figure: {fig}" in info.text()
-    assert default_figure_path(ds) == Path("tiny_info.png")
 
 
 def test_cli_info(
@@ -83,7 +82,7 @@ def test_cli_info(
     assert main(["info", str(root)]) == 0
     out = capsys.readouterr().out
     assert "7 particles" in out and "problems: none" in out
-    assert (tmp_path / "tiny_info.png").is_file()  # default figure in the current folder
+    assert not list(tmp_path.glob("*.png"))  # outputs only where --figure says
     assert main(["info", str(root), "--figure", str(tmp_path / "f.png")]) == 0
     assert (tmp_path / "f.png").is_file()
     capsys.readouterr()

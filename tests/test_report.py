@@ -107,13 +107,29 @@ def test_cli_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "invalid JSON" in capsys.readouterr().err
 
 
+def _pixels(png: bytes) -> np.ndarray:
+    """Greyscale pixels (H, W) of a PNG."""
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.float64)
+
+
 def test_figures_render() -> None:
     from lipoclass.report import figures as F
 
     m = {"per_class": {"a": {"tpr": 0.5, "tpr_std": 0.1, "f1": 0.4, "f1_ci": [0.3, 0.5]}}}
+    m2 = {"per_class": {"a": {"tpr": 0.9, "tpr_std": 0.1, "f1": 0.8, "f1_ci": [0.7, 0.9]}}}
     for fn in (F.steps_figure, F.f1_figure, F.compare_figure):
         png = fn(["x", "y"], [m, None], ["a"], "t")
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        img = _pixels(png)
+        assert img.shape[0] > 100 and img.shape[1] > 100
+        assert (img < 200).mean() > 0.005  # drawn: axes, labels, bars (not a blank page)
+        # the content follows the metrics: other values draw another figure
+        other = _pixels(fn(["x", "y"], [m2, None], ["a"], "t"))
+        assert other.shape != img.shape or np.abs(other - img).max() > 0
     assert np.isnan(F._get(None, "a", "tpr"))
 
 

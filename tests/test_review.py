@@ -558,3 +558,53 @@ def test_apply_micrographs_gives_coords_and_detection_negatives(
     hist = _rows(out / "history.csv")
     assert {h["action"] for h in hist} == {"removed", "relabelled", "kept (unsure)"}
     assert json.loads((out / "provenance.json").read_text())["counts"]["removed"] == 1
+
+
+def test_micrograph_loop_through_crop_keeps_the_place(mic_folder: Path, tmp_path: Path) -> None:
+    """apply's coords.csv -> ``lipoclass crop --coords`` -> a labelled dataset whose crops.csv
+    keeps each particle's micrograph: its review shows the micrograph around the particle and
+    a not-a-particle decision becomes a detection negative at the particle's centre."""
+    reviews = mic_folder / "reviews.csv"
+    ids = {f"mic000{m}_{k}" for m in (1, 2) for k in range(1, 5)}
+    log = ReviewLog(reviews, ids=ids, labels=set(CLASSES))
+    for k, lab in zip(range(1, 5), ("unilamellar", "multilamellar", "unilamellar", "uncertain")):
+        log.decide(f"mic0001_{k}", "mic0001", "audit", "", lab, "ana")
+    log.close()
+    applied = tmp_path / "applied"
+    apply_reviews(mic_folder, reviews, applied)
+    ds = tmp_path / "ds"
+    mic1 = mic_folder.parent / "mics" / "mic0001.tif"
+    rc = main(["crop", str(mic1), "--coords", str(applied / "coords.csv"), "--surround", "6",
+               "--no-pixel-size", "--out", str(ds)])  # fmt: skip
+    assert rc == 0
+    from lipoclass.data import load_dataset
+
+    crops = load_dataset(ds)
+    assert sorted(p.label or "" for p in crops.particles) == sorted(
+        ["unilamellar", "multilamellar", "unilamellar", "uncertain"]
+    )
+    from lipoclass.review.apply import _open_for_apply
+
+    src2 = _open_for_apply(ds, None)  # the dataset's particles (a review needs a model too)
+    assert all(g is not None for g in src2.geometry)  # crops.csv: the place on the micrograph
+    from lipoclass.review.render import Renderer
+
+    ctx = Renderer(src2).context(0)
+    from io import BytesIO
+
+    from PIL import Image
+
+    img = Image.open(BytesIO(ctx))
+    assert img.mode == "RGB" and max(img.size) == 480  # a micrograph window, not the crop
+    first = crops.particles[0].id
+    again = tmp_path / "reviews2.csv"
+    _write_reviews(again, [(first, "audit", crops.particles[0].label or "", "not_a_particle")])
+    out = tmp_path / "ds-v2"
+    apply_reviews(ds, again, out)
+    neg = _rows(out / "detection_negatives.csv")
+    assert [r["id"] for r in neg] == [first]
+    g = src2.geometry[0]
+    assert g is not None and (float(neg[0]["x"]), float(neg[0]["y"])) == (g.x, g.y)
+    assert neg[0]["micrograph"] == str(mic1)
+    assert float(neg[0]["diameter_px"]) == pytest.approx(31, abs=4)  # measured on the mask
+    assert first not in {r["id"] for r in _rows(out / "crops.csv")}

@@ -38,6 +38,7 @@ def test_verdict_rule():
     table["emq"]["coverage"] = 0.5
     chosen, why = _verdict(table, meths, 0.90, 40, 0.95)
     assert chosen == "cc" and "no method" in why and "PACC 85%" in why
+    assert "not the bias" in why and "covered 50%" in why and "--audit" in why
     table["cc"]["coverage"] = 0.96  # CC qualifies and is the only one: chosen on merit
     assert _verdict(table, meths, 0.90, 40, 0.95)[0] == "cc"
     table["cc"]["coverage"] = 0.5

@@ -210,9 +210,8 @@ def test_precomputed_without_columns_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_features_csv_is_used_and_cached(tmp_path: Path) -> None:
-    features = pytest.importorskip("lipoclass.features")
-    if not hasattr(features, "precomputed_table"):
-        pytest.skip("lipoclass.features API not available yet")
+    from lipoclass import features
+
     ds = feature_dataset(tmp_path, counts=(12, 8, 6))
     path = features.precomputed_table(ds).to_csv(tmp_path / "f.csv")
     cfg = S.SVMConfig(features="all", features_csv=str(path), C_grid=(1.0,), gamma_grid=(1.0,))

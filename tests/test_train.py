@@ -402,3 +402,21 @@ def test_fused_augmentation_keeps_a_centred_disk_and_shape() -> None:
     base = torch.arange(16.0).view(4, 4)
     options = [base, base.flip(-1), base.flip(-2), base.flip(-1).flip(-2)]
     assert all(any(torch.equal(f[0], o) for o in options) for f in flipped)
+
+
+def test_cv_and_study_time_estimates_agree() -> None:
+    """One estimate (lipoclass.train.plan) behind the cv/train plan line and the study's:
+    on imbalanced data (9000/500/500, 5 folds, oversampling) both say 54 min."""
+    from lipoclass.data import PrepConfig
+    from lipoclass.evaluate.cv import _plan as cv_plan
+    from lipoclass.spec import ModelSpec
+    from lipoclass.study.runner import RunJob
+    from lipoclass.study.runner import _plan as study_plan
+
+    spec = ModelSpec("lipnet4", PrepConfig(size=28), TrainConfig(epochs=30), None)
+    y = np.repeat([0, 1, 2], [9000, 500, 500])
+    fold = np.arange(len(y)) % 5
+    tasks = [(None, spec, (), k, 0, np.flatnonzero(fold != k)) for k in range(5)]
+    assert "about 54 min" in cv_plan(spec, tasks, y, 3)
+    job = RunJob("k", "l", "d", None, spec, 5, 0, None, "r")
+    assert "~54 min" in study_plan([job], {"k": np.array([9000, 500, 500])}, 5, 1)

@@ -20,7 +20,10 @@ __all__ = [
     "MODES",
     "OPTIMIZERS",
     "PRECISIONS",
+    "REVIEW_QUEUES",
+    "SCHEDULES",
     "SEED_MAX",
+    "VAL_METRICS",
 ]
 
 #: training-time image augmentations of the CNNs
@@ -38,6 +41,11 @@ MODES: tuple[str, ...] = ("surround", "crop", "masked")
 #: what a user may ask for: a concrete mode, or ``auto``
 INPUT_MODES: tuple[str, ...] = ("auto", *MODES)
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+#: learning-rate schedules of CNN training
+SCHEDULES: tuple[str, ...] = ("cosine", "none", "step")
+#: the score that picks a model: the CNN's best epoch (early stopping) and the SVM's C/gamma
+#: (names as in ``lipoclass.metrics.SUMMARY_METRICS``)
+VAL_METRICS: tuple[str, ...] = ("balanced_accuracy", "macro_f1")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: numeric precision of CNN training (auto: bf16 where the hardware computes it natively)
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
@@ -47,6 +55,8 @@ INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: what 'lipoclass export' writes: an ONNX file or a bioimage.io model package (zip)
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "bioimageio")
+#: review queues of 'lipoclass review', in the order the page offers them (docs/review.md)
+REVIEW_QUEUES: tuple[str, ...] = ("uncertain", "audit", "label-issues")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
 #: legacy generators do not)
 SEED_MAX = 2**32 - 1

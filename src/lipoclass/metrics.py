@@ -25,6 +25,7 @@ __all__ = [
     "log_loss",
     "macro_f1",
     "mcc",
+    "metric_label",
     "normalize_rows",
     "summary_metrics",
 ]
@@ -33,6 +34,14 @@ __all__ = [
 CLASS_METRICS = ("tpr", "tnr", "ppv", "npv", "f1", "f1_tpr_tnr")
 #: top-level metrics; all but log_loss come from the confusion matrix
 SUMMARY_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "log_loss")
+_LABELS = {"f1_tpr_tnr": "F1(TPR,TNR)"}
+
+
+def metric_label(name: str) -> str:
+    """Column heading of a per-class metric in tables and figures ("TPR", "F1(TPR,TNR)")."""
+    return _LABELS.get(name, name.upper())
+
+
 _EPS = 1e-15  # probability clip for log loss (as scikit-learn did before 1.5)
 
 

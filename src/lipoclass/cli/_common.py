@@ -142,8 +142,8 @@ def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) 
                    "LipNet-6)")  # fmt: skip
     g = p.add_argument_group("training (CNN)")
     g.add_argument("--epochs", type=positive_int, default=30, help="passes over the training "
-                   "particles; training may stop earlier when the held-out score stops "
-                   "improving (default: 30)")  # fmt: skip
+                   "particles; every fold runs all of them on all its training particles "
+                   "(no early stopping: docs/cnn.md, ablation) (default: 30)")  # fmt: skip
     g.add_argument("--batch-size", type=positive_int, default=32,
                    help="particles per training step (default: 32)")  # fmt: skip
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
@@ -231,9 +231,17 @@ def add_detect_options(p: argparse.ArgumentParser) -> None:
                    help="smallest liposome, e.g. 20nm or 16px (default: 20nm)")  # fmt: skip
     g.add_argument("--max-diameter", type=length, default=(300.0, "nm"), metavar="LEN",
                    help="largest liposome, e.g. 300nm or 400px (default: 300nm)")  # fmt: skip
-    g.add_argument("--threshold", type=positive_float, default=6.0,
+    g.add_argument("--threshold", type=positive_float, default=5.0,
                    help="how clear a ring must be (robust z-score; lower finds fainter "
                    "liposomes and more false ones; default: %(default)s)")  # fmt: skip
+    g.add_argument("--verifier", default="default", metavar="PATH",
+                   help="liposome verifier that rejects candidates that are not liposomes "
+                   "(ice, debris, film edges, gaps between liposomes): a folder from "
+                   "'lipoclass detect-train', 'default' (trained on synthetic micrographs) "
+                   "or 'none' (keep every candidate)")  # fmt: skip
+    g.add_argument("--min-score", type=float, default=None, metavar="S",
+                   help="reject candidates whose liposome score (0-1) is below S (default: "
+                   "the verifier's own threshold)")  # fmt: skip
 
 
 def length(text: str) -> tuple[float, str]:
@@ -258,6 +266,7 @@ def detect_config(args: argparse.Namespace) -> Any:
         raise LipoclassError("--min-diameter and --max-diameter need the same unit (nm or px)")
     try:
         return DetectConfig(min_diameter=dmin, max_diameter=dmax, unit=umin,
-                            threshold=args.threshold)  # fmt: skip
+                            threshold=args.threshold, verifier=args.verifier,
+                            min_score=args.min_score)  # fmt: skip
     except ValueError as exc:
         raise LipoclassError(f"detect: {exc}") from None

@@ -62,6 +62,11 @@ def _cmd_synth_micrographs(args: argparse.Namespace) -> int:
         seed=args.seed,
         ratios=parse_ratios(args.ratios) if args.ratios else None,
         pixel_size_nm=args.pixel_size,
+        touching=args.touching,
+        ice=args.ice,
+        carbon=args.carbon,
+        debris=args.debris,
+        gradient=args.gradient,
     )
     print(f"{args.count} micrograph(s) with label images and annotations.csv -> {out}")
     return 0
@@ -69,11 +74,12 @@ def _cmd_synth_micrographs(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from lipoclass.data import load_dataset
-    from lipoclass.data.info import dataset_info, default_figure_path
+    from lipoclass.data.info import dataset_info
     from lipoclass.outputs import check_output_file
 
     ds = load_dataset(args.dataset, allow_outside=args.allow_outside_paths)
-    figure = check_output_file(Path(args.figure) if args.figure else default_figure_path(ds))
+    # outputs go only where the user says: no figure without --figure
+    figure = check_output_file(Path(args.figure)) if args.figure else None
     info = dataset_info(ds, figure=figure, check=True)
     print(info.text())
     if info.problems:
@@ -161,6 +167,20 @@ def _register_synth(add: AddCommand) -> None:
                    help="micrograph file type (default: %(default)s)")  # fmt: skip
     g.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: drawn per micrograph, 0.4-1.2)")  # fmt: skip
+    g.add_argument("--touching", type=float, default=0.3, metavar="SHARE",
+                   help="share of liposomes placed against another, 0-1 (default: "
+                   "%(default)s)")  # fmt: skip
+    g.add_argument("--ice", type=float, default=2.0, metavar="N",
+                   help="dark ice blobs per 1024 x 1024 px (default: %(default)s)")  # fmt: skip
+    g.add_argument("--carbon", type=float, default=0.5, metavar="P",
+                   help="chance of a carbon-film edge per micrograph (default: "
+                   "%(default)s)")  # fmt: skip
+    g.add_argument("--debris", type=float, default=0.0, metavar="N",
+                   help="irregular dark fragments and fibres per 1024 x 1024 px (default: "
+                   "%(default)s)")  # fmt: skip
+    g.add_argument("--gradient", type=float, default=0.0, metavar="F",
+                   help="uneven illumination: relative brightness change across the field, "
+                   "0-0.8 (default: %(default)s)")  # fmt: skip
 
 
 def _register_info(add: AddCommand) -> None:
@@ -174,8 +194,8 @@ def _register_info(add: AddCommand) -> None:
         "can stop before training on a broken dataset.",
     )
     p.add_argument("dataset", help="dataset folder (with particles.csv)")
-    p.add_argument("--figure", default=None, help="where to write the image-size figure "
-                   "(PNG; default: <dataset name>_info.png in the current folder)")  # fmt: skip
+    p.add_argument("--figure", default=None, help="also draw the particle image sizes by "
+                   "class into this PNG file (default: no figure)")  # fmt: skip
     p.add_argument("--allow-outside-paths", action="store_true", help="accept image paths "
                    "in particles.csv that lead outside the dataset folder "
                    "(e.g. ../other/a.png)")  # fmt: skip

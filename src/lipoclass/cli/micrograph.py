@@ -1,4 +1,4 @@
-"""Micrograph commands: crop, detect."""
+"""Micrograph commands: crop, detect, detect-train."""
 
 from __future__ import annotations
 
@@ -71,10 +71,40 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise LipoclassError(f"{args.out}: already exists (choose another --out)")
     check_output_folder(args.out)
     cfg = detect_config(args)
-    counts = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size)
-    for name, n in counts.items():
-        print(f"{name}: {n} particle(s)")
-    print(f"label images and detections.csv -> {args.out}")
+    result = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size,
+                              truth=Path(args.truth) if args.truth else None)  # fmt: skip
+    print(result.text())
+    return 0
+
+
+def _cmd_detect_train(args: argparse.Namespace) -> int:
+    from lipoclass.micrograph import CocoSource, LabelImageSource
+    from lipoclass.micrograph.io import check_micrograph_path
+    from lipoclass.micrograph.verify import train_detect_verifier
+    from lipoclass.outputs import check_output_folder
+
+    if Path(args.out).exists():
+        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
+    check_output_folder(args.out)
+    mics = [check_micrograph_path(m) for m in args.micrographs]
+    source: Any
+    if args.labels:
+        source = LabelImageSource(Path(args.labels), mics)
+    else:
+        source = CocoSource(Path(args.coco), mics)
+        mics = mics or source.micrographs
+    if not mics:
+        raise LipoclassError("no micrographs given")
+    cfg = detect_config(args)
+    ver, stats = train_detect_verifier(
+        mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
+        negatives=Path(args.negatives) if args.negatives else None,
+    )  # fmt: skip
+    print(f"{int(stats['positives'])} annotated liposome(s) and {int(stats['negatives'])} other "
+          f"candidate(s) on {len(mics)} micrograph(s)")  # fmt: skip
+    print(f"threshold {ver.threshold:.2f}: out-of-fold precision {stats['oof_precision']:.3f}, "
+          f"recall {stats['oof_recall']:.3f} (of the candidates)")  # fmt: skip
+    print(f"verifier -> {args.out} (use: lipoclass detect ... --verifier {args.out})")
     return 0
 
 
@@ -134,13 +164,52 @@ def _register_detect(add: AddCommand) -> None:
         "detect",
         _cmd_detect,
         "find liposomes on micrographs and write instance label images",
-        "Classical detector (no training): band-pass filter, ring filters of every radius in "
-        "the diameter range, outline refined along rays, touching liposomes split. Writes "
-        "OUT/<micrograph>.tif label images (0 background, 1..K) and detections.csv; "
-        "'lipoclass crop --labels OUT' then cuts the crops.",
+        "Band-pass filter, ring filters of every radius in the diameter range, outline "
+        "refined along rays, touching liposomes split; every candidate then gets a liposome "
+        "score from the verifier and those below its threshold are rejected (ice, debris, "
+        "film edges, gaps between liposomes). Writes OUT/<micrograph>.tif label images of "
+        "the accepted liposomes (0 background, 1..K), detections.csv (every candidate with "
+        "its score, status and the reason of a rejection) and overlays/<micrograph>.png "
+        "(accepted in blue, rejected in grey); 'lipoclass crop --labels OUT' then cuts the "
+        "crops.",
     )
     p.add_argument("micrographs", nargs="+", metavar="MICROGRAPH")
     p.add_argument("--out", required=True, help="output folder for the label images (new)")
+    p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
+                   help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
+    p.add_argument("--truth", metavar="LABELS",
+                   help="true instance label image (one micrograph) or folder of them named "
+                   "like the micrographs: prints precision, recall, F1 (mask IoU >= 0.5) "
+                   "and mean IoU per micrograph and overall, and writes "
+                   "detection_scores.csv")  # fmt: skip
+    add_detect_options(p)
+
+
+def _register_detect_train(add: AddCommand) -> None:
+    p = add(
+        "detect-train",
+        _cmd_detect_train,
+        "train the detector's liposome verifier on your own annotated micrographs",
+        "Runs the candidate finder of 'lipoclass detect' on annotated micrographs; "
+        "candidates that match an annotated particle (mask IoU >= 0.5) are liposomes, all "
+        "other candidates are not, nor are the rows of --negatives (detection_negatives.csv "
+        "from the review page). Fits the verifier (logistic regression on ring, interior and "
+        "outline features) and picks its threshold on out-of-fold scores. Writes "
+        "OUT/verifier.json and OUT/training.csv; use it with 'detect --verifier OUT'.",
+    )
+    p.add_argument("micrographs", nargs="*", metavar="MICROGRAPH",
+                   help="annotated micrographs (with --coco they may be omitted)")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder for the verifier (new)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--labels",
+        metavar="PATH",
+        help="instance label image or folder of them named like the micrographs",
+    )
+    src.add_argument("--coco", metavar="JSON", help="COCO annotations (polygons, RLE or boxes)")
+    p.add_argument("--negatives", metavar="CSV",
+                   help="detection_negatives.csv (micrograph,x,y,diameter_px,id): candidates "
+                   "a reviewer marked as not a particle")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     add_detect_options(p)
@@ -150,3 +219,4 @@ def register(add: AddCommand) -> None:
     """Add this group's subcommands."""
     _register_crop(add)
     _register_detect(add)
+    _register_detect_train(add)

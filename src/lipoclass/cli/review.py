@@ -7,12 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lipoclass.choices import REVIEW_QUEUES as _QUEUES
 from lipoclass.cli._common import AddCommand, Parser, positive_int, seed
 from lipoclass.errors import LipoclassError
 
 __all__ = ["register"]
-
-from lipoclass.review.queues import QUEUES as _QUEUES  # light: numpy only
 
 
 class _AnyName(dict):  # type: ignore[type-arg]

@@ -173,6 +173,118 @@ def _inside(root: Path, rel: str, allow_outside: bool, where: str, what: str) ->
     return path
 
 
+def _read_meta(toml_path: Path) -> tuple[dict[str, Any], list[str] | None, float | None]:
+    """dataset.toml (when present): (all of it, declared classes or None, default pixel
+    size or None), each checked."""
+    meta: dict[str, Any] = _read_toml(toml_path) if toml_path.is_file() else {}
+    declared = meta.get("classes")
+    if declared is not None and (
+        not isinstance(declared, list) or not all(isinstance(c, str) for c in declared)
+    ):
+        raise LipoclassError(f"{toml_path}: 'classes' must be a list of class names")
+    default_px = meta.get("pixel_size_nm")
+    if default_px is not None and not isinstance(default_px, int | float):
+        raise LipoclassError(f"{toml_path}: 'pixel_size_nm' must be a number")
+    return meta, declared, default_px
+
+
+def _read_table(csv_path: Path) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of particles.csv with ',', ';' or tab columns; the header must hold
+    ``id`` and ``image`` and no column twice."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+        delimiter = _delimiter(fh.readline())
+        fh.seek(0)  # the utf-8-sig decoder drops a BOM again after the seek
+        reader = csv.reader(fh, delimiter=delimiter)
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise LipoclassError(f"{csv_path}: empty file") from None
+        rows = list(reader)
+    for req in ("id", "image"):
+        if req not in header:
+            found = ", ".join(repr(h) for h in header[:6]) + (" ..." if len(header) > 6 else "")
+            raise LipoclassError(
+                f"{csv_path}: required column '{req}' is missing (header columns found: "
+                f"{found}; separate columns with ',', ';' or tab)"
+            )
+    dup_cols = [c for c, n in Counter(header).items() if n > 1]
+    if dup_cols:
+        raise LipoclassError(f"{csv_path}: column '{dup_cols[0]}' appears twice in the header")
+    return header, rows
+
+
+@dataclass(frozen=True)
+class _RowContext:
+    """What checking one row of particles.csv needs."""
+
+    root: Path
+    csv_path: Path
+    header: list[str]
+    col: dict[str, int]
+    feature_cols: tuple[str, ...]
+    declared: list[str] | None
+    default_px: float | None
+    allow_outside: bool
+    check_files: bool
+
+
+def _parse_row(ctx: _RowContext, r: int, values: list[str], seen: dict[str, int]) -> Particle:
+    """Row ``r`` of particles.csv as a checked ``Particle`` (``seen``: id -> first row)."""
+    where = f"{ctx.csv_path} row {r}"
+    if len(values) != len(ctx.header):
+        raise LipoclassError(f"{where}: {len(values)} fields, header has {len(ctx.header)}")
+
+    def get(name: str) -> str:
+        return values[ctx.col[name]].strip() if name in ctx.col else ""
+
+    pid = get("id")
+    if pid == "":
+        raise LipoclassError(f"{where}: empty id")
+    where = f"{ctx.csv_path} row {r} (id {pid})"
+    if pid in seen:
+        raise LipoclassError(f"{where}: duplicate id, first used in row {seen[pid]}")
+    seen[pid] = r
+    image_rel = get("image")
+    if image_rel == "":
+        raise LipoclassError(f"{where}: empty image path")
+    image = _inside(ctx.root, image_rel, ctx.allow_outside, where, "image")
+    if ctx.check_files and not image.is_file():
+        raise LipoclassError(f"{where}: image file {image_rel} not found")
+    mask_rel = get("mask")
+    mask = _inside(ctx.root, mask_rel, ctx.allow_outside, where, "mask") if mask_rel else None
+    if ctx.check_files and mask is not None and not mask.is_file():
+        raise LipoclassError(f"{where}: mask file {mask_rel} not found")
+    label = get("label") or None
+    if label is not None and ctx.declared is not None and label not in ctx.declared:
+        raise LipoclassError(
+            f"{where}: unknown class {label!r} (dataset.toml lists {', '.join(ctx.declared)})"
+        )
+    px = _float_or_none(get("pixel_size_nm"), "pixel_size_nm", where)
+    if px is not None and px <= 0:
+        raise LipoclassError(f"{where}: pixel_size_nm must be positive, got {px}")
+    if px is None and ctx.default_px is not None:
+        px = float(ctx.default_px)
+    feats = {fc: _feature_value(values[ctx.col[fc]].strip(), fc, where) for fc in ctx.feature_cols}
+    return Particle(pid, image, mask, label, px, get("sample") or None, r, feats,
+                    get("micrograph") or None)  # fmt: skip
+
+
+def _feature_value(text: str, fc: str, where: str) -> float:
+    """A feature cell as a finite float; LipoclassError naming the row and column."""
+    if text == "":
+        raise LipoclassError(f"{where}: column '{fc}' is empty (feature values needed)")
+    try:
+        v = float(text)
+    except ValueError:
+        raise LipoclassError(
+            f"{where}: column '{fc}' is not a known column and {text!r} is not a "
+            f"number (extra columns must be numeric features)"
+        ) from None
+    if not math.isfinite(v):
+        raise LipoclassError(f"{where}: feature '{fc}' is {text!r}, not a finite number")
+    return v
+
+
 def load_dataset(
     path: str | os.PathLike[str], *, check_files: bool = True, allow_outside: bool = False
 ) -> ParticleDataset:
@@ -195,97 +307,17 @@ def load_dataset(
     if not csv_path.is_file():
         raise LipoclassError(f"{root}: not a particle dataset (no particles.csv)")
 
-    meta: dict[str, Any] = {}
-    toml_path = root / "dataset.toml"
-    if toml_path.is_file():
-        meta = _read_toml(toml_path)
-    declared = meta.get("classes")
-    if declared is not None and (
-        not isinstance(declared, list) or not all(isinstance(c, str) for c in declared)
-    ):
-        raise LipoclassError(f"{toml_path}: 'classes' must be a list of class names")
-    default_px = meta.get("pixel_size_nm")
-    if default_px is not None and not isinstance(default_px, int | float):
-        raise LipoclassError(f"{toml_path}: 'pixel_size_nm' must be a number")
-
-    with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-        delimiter = _delimiter(fh.readline())
-        fh.seek(0)  # the utf-8-sig decoder drops a BOM again after the seek
-        reader = csv.reader(fh, delimiter=delimiter)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise LipoclassError(f"{csv_path}: empty file") from None
-        rows = list(reader)
-    for req in ("id", "image"):
-        if req not in header:
-            found = ", ".join(repr(h) for h in header[:6]) + (" ..." if len(header) > 6 else "")
-            raise LipoclassError(
-                f"{csv_path}: required column '{req}' is missing (header columns found: "
-                f"{found}; separate columns with ',', ';' or tab)"
-            )
-    dup_cols = [c for c, n in Counter(header).items() if n > 1]
-    if dup_cols:
-        raise LipoclassError(f"{csv_path}: column '{dup_cols[0]}' appears twice in the header")
+    meta, declared, default_px = _read_meta(root / "dataset.toml")
+    header, rows = _read_table(csv_path)
     col = {name: i for i, name in enumerate(header)}
     feature_cols = tuple(h for h in header if h not in KNOWN_COLUMNS)
-
+    ctx = _RowContext(root, csv_path, header, col, feature_cols, declared, default_px,
+                      allow_outside, check_files)  # fmt: skip
     particles: list[Particle] = []
     seen: dict[str, int] = {}
     for r, values in enumerate(rows, start=1):
-        if not values or all(v.strip() == "" for v in values):
-            continue
-        where = f"{csv_path} row {r}"
-        if len(values) != len(header):
-            raise LipoclassError(f"{where}: {len(values)} fields, header has {len(header)}")
-
-        def get(name: str, values: list[str] = values) -> str:
-            return values[col[name]].strip() if name in col else ""
-
-        pid = get("id")
-        if pid == "":
-            raise LipoclassError(f"{where}: empty id")
-        where = f"{csv_path} row {r} (id {pid})"
-        if pid in seen:
-            raise LipoclassError(f"{where}: duplicate id, first used in row {seen[pid]}")
-        seen[pid] = r
-        image_rel = get("image")
-        if image_rel == "":
-            raise LipoclassError(f"{where}: empty image path")
-        image = _inside(root, image_rel, allow_outside, where, "image")
-        if check_files and not image.is_file():
-            raise LipoclassError(f"{where}: image file {image_rel} not found")
-        mask_rel = get("mask")
-        mask = _inside(root, mask_rel, allow_outside, where, "mask") if mask_rel else None
-        if check_files and mask is not None and not mask.is_file():
-            raise LipoclassError(f"{where}: mask file {mask_rel} not found")
-        label = get("label") or None
-        if label is not None and declared is not None and label not in declared:
-            raise LipoclassError(
-                f"{where}: unknown class {label!r} (dataset.toml lists {', '.join(declared)})"
-            )
-        px = _float_or_none(get("pixel_size_nm"), "pixel_size_nm", where)
-        if px is not None and px <= 0:
-            raise LipoclassError(f"{where}: pixel_size_nm must be positive, got {px}")
-        if px is None and default_px is not None:
-            px = float(default_px)
-        feats: dict[str, float] = {}
-        for fc in feature_cols:
-            text = values[col[fc]].strip()
-            if text == "":
-                raise LipoclassError(f"{where}: column '{fc}' is empty (feature values needed)")
-            try:
-                v = float(text)
-            except ValueError:
-                raise LipoclassError(
-                    f"{where}: column '{fc}' is not a known column and {text!r} is not a "
-                    f"number (extra columns must be numeric features)"
-                ) from None
-            if not math.isfinite(v):
-                raise LipoclassError(f"{where}: feature '{fc}' is {text!r}, not a finite number")
-            feats[fc] = v
-        particles.append(Particle(pid, image, mask, label, px, get("sample") or None, r, feats,
-                                  get("micrograph") or None))  # fmt: skip
+        if values and any(v.strip() != "" for v in values):
+            particles.append(_parse_row(ctx, r, values, seen))
     if not particles:
         raise LipoclassError(f"{csv_path}: no particles")
 

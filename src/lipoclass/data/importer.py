@@ -269,55 +269,89 @@ def import_export(
         raise LipoclassError(f"{export_json}: no records")
 
     errors: list[tuple[str, str]] = []
-    good: list[_Good] = []
     seen: dict[str, int] = {}
     ignored: Counter[str] = Counter()
+    good: list[_Good] = []
     for n, rec in enumerate(records, start=1):
-        if not isinstance(rec, dict):
-            errors.append((f"#{n}", f"not a JSON object but {type(rec).__name__}"))
-            continue
-        raw_id = rec.get("Id")
-        if raw_id is None or isinstance(raw_id, bool | list | dict) or str(raw_id).strip() == "":
-            errors.append((f"#{n}", "missing Id"))
-            continue
-        rid = str(raw_id).strip()
-        if rid in seen:
-            errors.append((rid, f"duplicate Id (first used by record #{seen[rid]})"))
-            continue
-        seen[rid] = n
-        try:
-            if "Class" not in rec:
-                raise ValueError("missing Class")
-            code = _class_code(rec["Class"])
-            if code not in CLASS_CODES:
-                known = ", ".join(f"{c} {p}/{nm}" for c, (p, nm) in CLASS_CODES.items())
-                raise ValueError(f"unknown class code {code} (known: {known})")
-            prob, label = CLASS_CODES[code]
-            name = rec.get("Bmp", rec.get("Image"))
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError("no image file name (key Bmp or Image)")
-            image = images / name.strip()
-            if not image.is_file():
-                raise ValueError(f"image file {name} not found in {images}")
-            read_image(image)  # decodable? raises LipoclassError naming the file
-            mask = None
-            if isinstance(rec.get("Mask"), str) and rec["Mask"].strip():
-                mask = images / rec["Mask"].strip()
-                if not mask.is_file():
-                    raise ValueError(f"mask file {rec['Mask']} not found in {images}")
-                if read_image(mask).shape != read_image(image).shape:
-                    raise ValueError(f"mask {rec['Mask']} and image {name} differ in size")
-            feats, ign = _record_features(rec, cfg)
-            ignored.update(ign)
-        except (ValueError, LipoclassError) as exc:
-            errors.append((rid, str(exc)))
-            continue
-        px = None
-        length, diam = feats.get("length"), feats.get("diameters_in_pixels")
-        if length is not None and diam is not None and length > 0 and diam > 0:
-            px = length / diam  # Length is the diameter in nm (thesis section 3)
-        good.append(_Good(rid, label, prob, code, image, mask, feats, px))
+        g = _check_record(n, rec, images, cfg, seen, errors, ignored)
+        if g is not None:
+            good.append(g)
+    problem = _one_problem(good, export_json)
+    notes: list[str] = []
+    if ignored:
+        notes.append("ignored non-numeric keys: " + ", ".join(sorted(ignored)))
+    columns, kept = _feature_columns(good, errors, notes)
+    errors.sort(key=lambda e: _record_order(e[0], seen))
 
+    result = ImportResult(export_json, out, problem, len(records), None, errors, notes)
+    if errors and not keep_going:
+        return result
+    if not kept:
+        raise LipoclassError(
+            f"{export_json}: no good record to import (first problem: record "
+            f"{errors[0][0]}: {errors[0][1]})"
+        )
+    assert problem is not None
+    _write_dataset(export_json, out, problem, kept, columns, len(errors))
+    result.dataset = load_dataset(out)
+    return result
+
+
+def _check_record(
+    n: int, rec: Any, images: Path, cfg: ImportConfig, seen: dict[str, int],
+    errors: list[tuple[str, str]], ignored: Counter[str],
+) -> _Good | None:  # fmt: skip
+    """Record ``n`` checked (id unique, class code known, image and mask readable and of one
+    size, numeric features); None with an entry in ``errors`` when it is bad."""
+    if not isinstance(rec, dict):
+        errors.append((f"#{n}", f"not a JSON object but {type(rec).__name__}"))
+        return None
+    raw_id = rec.get("Id")
+    if raw_id is None or isinstance(raw_id, bool | list | dict) or str(raw_id).strip() == "":
+        errors.append((f"#{n}", "missing Id"))
+        return None
+    rid = str(raw_id).strip()
+    if rid in seen:
+        errors.append((rid, f"duplicate Id (first used by record #{seen[rid]})"))
+        return None
+    seen[rid] = n
+    try:
+        if "Class" not in rec:
+            raise ValueError("missing Class")
+        code = _class_code(rec["Class"])
+        if code not in CLASS_CODES:
+            known = ", ".join(f"{c} {p}/{nm}" for c, (p, nm) in CLASS_CODES.items())
+            raise ValueError(f"unknown class code {code} (known: {known})")
+        prob, label = CLASS_CODES[code]
+        name = rec.get("Bmp", rec.get("Image"))
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("no image file name (key Bmp or Image)")
+        image = images / name.strip()
+        if not image.is_file():
+            raise ValueError(f"image file {name} not found in {images}")
+        read_image(image)  # decodable? raises LipoclassError naming the file
+        mask = None
+        if isinstance(rec.get("Mask"), str) and rec["Mask"].strip():
+            mask = images / rec["Mask"].strip()
+            if not mask.is_file():
+                raise ValueError(f"mask file {rec['Mask']} not found in {images}")
+            if read_image(mask).shape != read_image(image).shape:
+                raise ValueError(f"mask {rec['Mask']} and image {name} differ in size")
+        feats, ign = _record_features(rec, cfg)
+        ignored.update(ign)
+    except (ValueError, LipoclassError) as exc:
+        errors.append((rid, str(exc)))
+        return None
+    px = None
+    length, diam = feats.get("length"), feats.get("diameters_in_pixels")
+    if length is not None and diam is not None and length > 0 and diam > 0:
+        px = length / diam  # Length is the diameter in nm (thesis section 3)
+    return _Good(rid, label, prob, code, image, mask, feats, px)
+
+
+def _one_problem(good: list[_Good], export_json: Path) -> str | None:
+    """The problem (lamellarity / encapsulation) of the good records; LipoclassError when
+    an export mixes both."""
     problems: set[str] = {g.problem for g in good}
     if len(problems) > 1:
         first = {p: next(g for g in good if g.problem == p) for p in sorted(problems)}
@@ -327,12 +361,14 @@ def import_export(
             f"(lamellarity) but record {a.rid} has code {a.code} (encapsulation); "
             f"split the export into one file per problem"
         )
-    problem: str | None = problems.pop() if problems else None
-    notes: list[str] = []
-    if ignored:
-        notes.append("ignored non-numeric keys: " + ", ".join(sorted(ignored)))
+    return problems.pop() if problems else None
 
-    # feature columns: those most records have; a record lacking one is bad, rarer ones dropped
+
+def _feature_columns(
+    good: list[_Good], errors: list[tuple[str, str]], notes: list[str]
+) -> tuple[list[str], list[_Good]]:
+    """Feature columns: those most records have (in first-seen order); a record lacking one
+    is bad (into ``errors``), rarer columns are dropped (noted). Returns (columns, kept)."""
     col_count: Counter[str] = Counter(c for g in good for c in g.features)
     order: list[str] = []
     for g in good:
@@ -348,17 +384,15 @@ def import_export(
             errors.append((g.rid, f"missing feature {missing[0]} (others have it)"))
         else:
             kept.append(g)
-    errors.sort(key=lambda e: _record_order(e[0], seen))
+    return columns, kept
 
-    result = ImportResult(export_json, out, problem, len(records), None, errors, notes)
-    if errors and not keep_going:
-        return result
-    if not kept:
-        raise LipoclassError(
-            f"{export_json}: no good record to import (first problem: record "
-            f"{errors[0][0]}: {errors[0][1]})"
-        )
-    assert problem is not None
+
+def _write_dataset(
+    export_json: Path, out: Path, problem: str, kept: list[_Good], columns: list[str],
+    n_errors: int,
+) -> None:  # fmt: skip
+    """The dataset folder ``out``: copied images / masks (file names from the ids) and
+    particles.csv with the kept feature columns."""
     classes = [nm for _, (p, nm) in sorted(CLASS_CODES.items()) if p == problem]
     with DatasetWriter(
         out,
@@ -366,7 +400,7 @@ def import_export(
         classes=classes,
         description=f"{problem} particles imported from {export_json.name}",
         source=str(export_json),
-        extra={"problem": problem, "import_errors": len(errors)},
+        extra={"problem": problem, "import_errors": n_errors},
     ) as w:
         used: set[str] = set()
         for g in kept:
@@ -382,8 +416,6 @@ def import_export(
                 shutil.copyfile(g.mask, w.staging / mask_rel)
             feats = {c: g.features[c] for c in columns}
             w.add_row(g.rid, img_rel, mask_rel, g.label, g.pixel_size_nm, None, feats)
-    result.dataset = load_dataset(out)
-    return result
 
 
 def _record_order(rid: str, seen: dict[str, int]) -> int:

@@ -5,7 +5,6 @@ found by decoding each image and mask."""
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from lipoclass.data.dataset import ParticleDataset, empty_class_messages
 from lipoclass.data.io import image_size, read_image
 from lipoclass.errors import LipoclassError
 
-__all__ = ["DatasetInfo", "dataset_info", "default_figure_path"]
+__all__ = ["DatasetInfo", "dataset_info"]
 
 _UNLABELLED = "(unlabelled)"
 
@@ -128,13 +127,6 @@ class DatasetInfo:
         return "\n".join(lines)
 
 
-def default_figure_path(ds: ParticleDataset) -> Path:
-    """``<dataset name>_info.png`` in the current directory (what ``lipoclass info`` writes
-    when ``--figure`` is not given)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ds.name).strip("._") or "dataset"
-    return Path(f"{stem}_info.png")
-
-
 def _check_particle(p_image: Path, p_mask: Path | None) -> tuple[list[str], bool | None]:
     """Decode one particle; return (problems, mask_is_empty or None without mask)."""
     problems: list[str] = []
@@ -181,8 +173,8 @@ def dataset_info(
     """Summarise ``ds``. Image sizes come from file headers (fast); ``check=True`` decodes every
     image and mask and lists problems (unreadable, colour, non-finite pixels, mask size
     mismatch, empty mask); a class of dataset.toml without particles is always a problem.
-    ``figure``: write the size-distribution PNG there (nothing when None; the CLI passes
-    ``default_figure_path(ds)`` when ``--figure`` is absent)."""
+    ``figure``: write the size-distribution PNG there (nothing when None; ``lipoclass info`` writes
+    one only with ``--figure``)."""
     sizes = np.full((len(ds), 2), -1, dtype=np.int64)
     problems: list[tuple[str, str]] = [("", msg) for msg in empty_class_messages(ds)]
     empty_masks: int | None = 0 if check else None

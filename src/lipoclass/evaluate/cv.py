@@ -299,8 +299,7 @@ class CVResult:
     def table(self) -> str:
         """Console table: per-class metrics (mean ± std over folds), summary, baselines."""
         m = self.metrics
-        head = ["class", "n"] + [h.upper() if h != "f1_tpr_tnr" else "F1(TPR,TNR)"
-                                 for h in M.CLASS_METRICS]  # fmt: skip
+        head = ["class", "n"] + [M.metric_label(h) for h in M.CLASS_METRICS]
         rows = [head]
         for name, e in m["per_class"].items():
             rows.append(

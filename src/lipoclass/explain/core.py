@@ -182,8 +182,6 @@ def explain(
     import matplotlib
 
     matplotlib.use("Agg")
-    from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam
-
     from lipoclass.data import prepare
     from lipoclass.ensemble import load_model
     from lipoclass.models import size_features
@@ -212,15 +210,11 @@ def explain(
         raise LipoclassError(f"{dataset}: no particles to explain")
 
     model = _no_inplace(nets[0])  # the first fold network (they share one architecture)
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    feats = getattr(model, "features", model)
-    last_conv = [m for m in feats.modules() if isinstance(m, nn.Conv2d)][-1]
-    x = torch.from_numpy(prep.x[rows])  # (n, 1, S, S)
-    aux = None if aux_all is None else torch.from_numpy(aux_all[rows])
-    extra = None if aux is None else (aux,)
-    sel_ids = [prep.ids[r] for r in rows]
-    target = torch.as_tensor(pred[rows])
-
+    sel = _Selection(
+        rows=rows, x=torch.from_numpy(prep.x[rows]),  # (n, 1, S, S)
+        aux=None if aux_all is None else torch.from_numpy(aux_all[rows]),
+        ids=[prep.ids[r] for r in rows], target=torch.as_tensor(pred[rows]),
+    )  # fmt: skip
     dest = Path(out)
     reusable = dest.is_dir() and (not any(dest.iterdir()) or (dest / "index.html").is_file())
     if dest.exists() and not reusable:
@@ -229,82 +223,13 @@ def explain(
     stage = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     stage.mkdir()
     try:
-        sections: list[tuple[str, str, list[str]]] = []
-        filt = [_plot_filters(n, m, cfg, stage / f"filters_{i}_{n.replace('.', '_')}.png")
-                for i, (n, m) in enumerate(convs)]  # fmt: skip
-        sections.append(("Filters", "Weights of every convolution (rows: output channels, "
-                         f"columns: input channels; colormap {cfg.cmap}, symmetric about 0; "
-                         "cf. thesis Fig. 14).", filt))  # fmt: skip
-
-        acts: dict[str, np.ndarray] = {}
-        hooks = [m.register_forward_hook(
-            lambda _m, _i, o, n=n: acts.__setitem__(n, o.detach().numpy()))
-            for n, m in convs]  # fmt: skip
-        with torch.no_grad():
-            model(x) if aux is None else model(x, aux)
-        for h in hooks:
-            h.remove()
-        act_png = [_plot_activations(n, acts[n], prep.x[rows], sel_ids, cfg,
-                                     stage / f"activations_{i}_{n.replace('.', '_')}.png")
-                   for i, (n, _) in enumerate(convs)]  # fmt: skip
-        sections.append(("Activations", "Output of each convolution (before its ReLU) for the "
-                         "chosen particles; first column: the prepared input (cf. Fig. 15).",
-                         act_png))  # fmt: skip
-
-        with warnings.catch_warnings():  # captum's notes on hooks and requires_grad
-            warnings.simplefilter("ignore")
-            deconv = Deconvolution(model).attribute(x, target=target, additional_forward_args=extra)
-            gbp = GuidedBackprop(model).attribute(x, target=target, additional_forward_args=extra)
-            cam = LayerGradCam(model, last_conv).attribute(
-                x, target=target, additional_forward_args=extra, relu_attributions=True
-            )
-        cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
-        sal: list[str] = []
-        for j, pid in enumerate(sel_ids):
-            r = rows[j]
-            fig = _figure(8, 2.3)
-            axes = fig.subplots(1, 4)
-            img = prep.x[r, 0]
-            truth = classes[labels[r]] if labels[r] >= 0 else "unlabelled"
-            axes[0].imshow(img, cmap="gray")
-            axes[0].set_title(f"{pid}: {truth}\npred {classes[pred[r]]} "
-                              f"p={probs[r, pred[r]]:.2f}", fontsize=7)  # fmt: skip
-            axes[0].set_axis_off()
-            _overlay(axes[1], img, deconv[j, 0].detach().numpy(), cfg.cmap, "deconvolution", True)
-            _overlay(axes[2], img, gbp[j, 0].detach().numpy(), cfg.cmap, "guided backprop", True)
-            _overlay(axes[3], img, cam[j, 0].detach().numpy(), "jet", "Grad-CAM (last conv)",
-                     False)  # fmt: skip
-            sal.append(_save(fig, stage / f"saliency_{len(sal):03d}.png", cfg.dpi))
-        sections.append(("Saliency", "Per particle, for its predicted class: deconvolution, "
-                         "guided backprop (signed, symmetric limits) and Grad-CAM on the last "
-                         "convolution, overlaid on the prepared input.", sal))  # fmt: skip
-
-        avg_png: list[str] = []
-        ok = np.flatnonzero((labels >= 0) & (labels == pred))
-        if len(ok):
-            fig = _figure(2.4 * len(classes), 2.6)
-            axes = np.atleast_1d(fig.subplots(1, len(classes)))
-            gb = GuidedBackprop(model)
-            for k, name in enumerate(classes):
-                members = ok[labels[ok] == k][: cfg.max_class_average]
-                ax = axes[k]
-                ax.set_axis_off()
-                if len(members) == 0:
-                    ax.set_title(f"{name}: none correct", fontsize=7)
-                    continue
-                xa = torch.from_numpy(prep.x[members])
-                ea = None if aux_all is None else (torch.from_numpy(aux_all[members]),)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    a = gb.attribute(xa, target=k, additional_forward_args=ea).detach().abs()
-                ax.imshow(a.mean(0)[0].numpy(), cmap="magma")
-                ax.set_title(f"{name} (n={len(members)})", fontsize=7)
-            avg_png.append(_save(fig, stage / "class_average_guided_backprop.png", cfg.dpi))
-            text = ("Mean |guided backprop| over correctly predicted labelled particles of "
-                    "each class (at most " f"{cfg.max_class_average}).")  # fmt: skip
-        else:
-            text = "No correctly predicted labelled particles: class averages not drawn."
-        sections.append(("Class averages", text, avg_png))
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+        sections = [
+            _filters_section(convs, cfg, stage),
+            _activations_section(model, convs, sel, prep.x, cfg, stage),
+            _saliency_section(model, sel, prep.x, labels, pred, probs, classes, cfg, stage),
+            _class_average_section(model, prep.x, aux_all, labels, pred, classes, cfg, stage),
+        ]
         title = (
             f"lipoclass explain: {loaded.info.get('model')} ({Path(model_dir).name}) on {ds.name}"
         )
@@ -313,3 +238,123 @@ def explain(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return dest / "index.html"
+
+
+@dataclass
+class _Selection:
+    """The particles to explain: rows into the prepared arrays, their inputs (n,1,S,S),
+    optional size features (n,K), ids and predicted classes (n,)."""
+
+    rows: list[int]
+    x: torch.Tensor
+    aux: torch.Tensor | None
+    ids: list[str]
+    target: torch.Tensor
+
+    @property
+    def extra(self) -> tuple[torch.Tensor, ...] | None:
+        return None if self.aux is None else (self.aux,)
+
+
+Section = tuple[str, str, list[str]]
+
+
+def _filters_section(
+    convs: list[tuple[str, nn.Conv2d]], cfg: ExplainConfig, stage: Path
+) -> Section:
+    filt = [_plot_filters(n, m, cfg, stage / f"filters_{i}_{n.replace('.', '_')}.png")
+            for i, (n, m) in enumerate(convs)]  # fmt: skip
+    return ("Filters", "Weights of every convolution (rows: output channels, "
+            f"columns: input channels; colormap {cfg.cmap}, symmetric about 0; "
+            "cf. thesis Fig. 14).", filt)  # fmt: skip
+
+
+def _activations_section(
+    model: nn.Module, convs: list[tuple[str, nn.Conv2d]], sel: _Selection, px: np.ndarray,
+    cfg: ExplainConfig, stage: Path,
+) -> Section:  # fmt: skip
+    acts: dict[str, np.ndarray] = {}
+    hooks = [m.register_forward_hook(
+        lambda _m, _i, o, n=n: acts.__setitem__(n, o.detach().numpy()))
+        for n, m in convs]  # fmt: skip
+    with torch.no_grad():
+        model(sel.x) if sel.aux is None else model(sel.x, sel.aux)
+    for h in hooks:
+        h.remove()
+    act_png = [_plot_activations(n, acts[n], px[sel.rows], sel.ids, cfg,
+                                 stage / f"activations_{i}_{n.replace('.', '_')}.png")
+               for i, (n, _) in enumerate(convs)]  # fmt: skip
+    text = ("Output of each convolution (before its ReLU) for the chosen particles; first "
+            "column: the prepared input (cf. Fig. 15).")  # fmt: skip
+    return ("Activations", text, act_png)
+
+
+def _saliency_section(
+    model: nn.Module, sel: _Selection, px: np.ndarray, labels: np.ndarray, pred: np.ndarray,
+    probs: np.ndarray, classes: Sequence[str], cfg: ExplainConfig, stage: Path,
+) -> Section:  # fmt: skip
+    from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam
+
+    feats = getattr(model, "features", model)
+    last_conv = [m for m in feats.modules() if isinstance(m, nn.Conv2d)][-1]
+    x, target, extra = sel.x, sel.target, sel.extra
+    with warnings.catch_warnings():  # captum's notes on hooks and requires_grad
+        warnings.simplefilter("ignore")
+        deconv = Deconvolution(model).attribute(x, target=target, additional_forward_args=extra)
+        gbp = GuidedBackprop(model).attribute(x, target=target, additional_forward_args=extra)
+        cam = LayerGradCam(model, last_conv).attribute(
+            x, target=target, additional_forward_args=extra, relu_attributions=True
+        )
+    cam = LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), "bilinear")
+    sal: list[str] = []
+    for j, pid in enumerate(sel.ids):
+        r = sel.rows[j]
+        fig = _figure(8, 2.3)
+        axes = fig.subplots(1, 4)
+        img = px[r, 0]
+        truth = classes[labels[r]] if labels[r] >= 0 else "unlabelled"
+        axes[0].imshow(img, cmap="gray")
+        axes[0].set_title(f"{pid}: {truth}\npred {classes[pred[r]]} "
+                          f"p={probs[r, pred[r]]:.2f}", fontsize=7)  # fmt: skip
+        axes[0].set_axis_off()
+        _overlay(axes[1], img, deconv[j, 0].detach().numpy(), cfg.cmap, "deconvolution", True)
+        _overlay(axes[2], img, gbp[j, 0].detach().numpy(), cfg.cmap, "guided backprop", True)
+        _overlay(axes[3], img, cam[j, 0].detach().numpy(), "jet", "Grad-CAM (last conv)",
+                 False)  # fmt: skip
+        sal.append(_save(fig, stage / f"saliency_{len(sal):03d}.png", cfg.dpi))
+    return ("Saliency", "Per particle, for its predicted class: deconvolution, "
+            "guided backprop (signed, symmetric limits) and Grad-CAM on the last "
+            "convolution, overlaid on the prepared input.", sal)  # fmt: skip
+
+
+def _class_average_section(
+    model: nn.Module, px: np.ndarray, aux_all: np.ndarray | None, labels: np.ndarray,
+    pred: np.ndarray, classes: Sequence[str], cfg: ExplainConfig, stage: Path,
+) -> Section:  # fmt: skip
+    from captum.attr import GuidedBackprop
+
+    ok = np.flatnonzero((labels >= 0) & (labels == pred))
+    if not len(ok):
+        text = "No correctly predicted labelled particles: class averages not drawn."
+        return ("Class averages", text, [])
+    fig = _figure(2.4 * len(classes), 2.6)
+    axes = np.atleast_1d(fig.subplots(1, len(classes)))
+    gb = GuidedBackprop(model)
+    for k, name in enumerate(classes):
+        members = ok[labels[ok] == k][: cfg.max_class_average]
+        ax = axes[k]
+        ax.set_axis_off()
+        if len(members) == 0:
+            ax.set_title(f"{name}: none correct", fontsize=7)
+            continue
+        xa = torch.from_numpy(px[members])
+        ea = None if aux_all is None else (torch.from_numpy(aux_all[members]),)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = gb.attribute(xa, target=k, additional_forward_args=ea).detach().abs()
+        ax.imshow(a.mean(0)[0].numpy(), cmap="magma")
+        ax.set_title(f"{name} (n={len(members)})", fontsize=7)
+    avg = [_save(fig, stage / "class_average_guided_backprop.png", cfg.dpi)]
+    text = ("Mean |guided backprop| over correctly predicted labelled particles of "
+            "each class (at most " f"{cfg.max_class_average}).")  # fmt: skip
+    return ("Class averages", text, avg)

@@ -94,13 +94,10 @@ class CNNKind(Kind):
         return est
 
     def plan(self, spec: ModelSpec, train_counts: Sequence[np.ndarray]) -> tuple[str, float]:
+        from lipoclass.train.plan import training_seconds  # the one estimate (cv and study)
+
         cfg = spec.config
-        per_epoch = 0
-        for counts in train_counts:  # oversampling repeats rare classes up to the majority
-            per_epoch += (int(counts.max()) * int((counts > 0).sum())
-                          if cfg.balance == "oversample" else int(counts.sum()))  # fmt: skip
-        scale = (spec.prep.size / 28) ** 2
-        return f" x {cfg.epochs} epochs", per_epoch * cfg.epochs * scale / CNN_IMAGES_PER_S
+        return f" x {cfg.epochs} epochs", training_seconds(train_counts, cfg, spec.prep.size)
 
     # ------------------------------------------------------------------ model folder: write
 

@@ -21,7 +21,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -611,7 +611,9 @@ class CoordinateSource:
 
 
 class DetectSource:
-    """Particles found by ``lipoclass.micrograph.detect.detect_particles`` (unlabelled)."""
+    """Particles found by ``lipoclass.micrograph.detect`` (unlabelled): the accepted
+    candidates; ``rejected(mic)`` gives the candidates the verifier rejected on the last
+    ``particles(mic)`` call for that micrograph (their circular outlines, for overlays)."""
 
     classes: tuple[str, ...] = ()
 
@@ -619,8 +621,18 @@ class DetectSource:
         from lipoclass.micrograph.detect import DetectConfig
 
         self.cfg = cfg if cfg is not None else DetectConfig()
+        self._rejected: dict[Path, list[ParticleAnnotation]] = {}
 
     def particles(self, mic: Micrograph) -> list[ParticleAnnotation]:
-        from lipoclass.micrograph.detect import detect_micrograph
+        from lipoclass.micrograph.detect import detect_candidates, paint_outlines
 
-        return instances_from_labels(detect_micrograph(mic, self.cfg))
+        det = detect_candidates(mic.image, self.cfg, mic.pixel_size_nm, str(mic.path))
+        rej = np.flatnonzero(~det.accepted)
+        lab, _ = paint_outlines(mic.shape, det.cy[rej], det.cx[rej], det.radii[rej])
+        self._rejected[mic.path] = [
+            replace(a, key=f"rejected{a.key}") for a in instances_from_labels(lab)
+        ]
+        return instances_from_labels(det.labels)
+
+    def rejected(self, mic: Micrograph) -> list[ParticleAnnotation]:
+        return self._rejected.pop(mic.path, [])

@@ -110,6 +110,53 @@ def _as_output(crop: np.ndarray) -> tuple[np.ndarray, str]:
     return crop.astype(np.float32), ".tif"
 
 
+def _crop_micrograph(
+    writer: DatasetWriter, mic: Micrograph, source: AnnotationSource, cfg: CropConfig,
+    samples: dict[str, str] | None, result: CropResult, prov: list[dict[str, object]],
+) -> int:  # fmt: skip
+    """Crop the annotated particles of one micrograph into ``writer`` (provenance rows into
+    ``prov``, skip counts into ``result``); returns how many were written."""
+    anns = source.particles(mic)
+    n = 0
+    for ann in anns:
+        if int(ann.mask.sum()) < cfg.min_area:
+            result.small_skipped += 1
+            continue
+        got = crop_particle(mic.image, ann, cfg.surround, cfg.keep_edge)
+        if got is None:
+            result.edge_skipped += 1
+            continue
+        crop, mask, (y0, x0) = got
+        if not (y0 >= 0 and x0 >= 0 and y0 + crop.shape[0] <= mic.shape[0]
+                and x0 + crop.shape[1] <= mic.shape[1]):  # fmt: skip
+            result.edge_padded += 1
+        arr, suffix = _as_output(crop)
+        pid = f"{mic.name}_{ann.key.zfill(4)}"  # ids sort by particle number
+        writer.add(
+            pid,
+            image=arr,
+            mask=mask,
+            label=ann.label,
+            pixel_size_nm=mic.pixel_size_nm,
+            sample=samples[mic.name] if samples is not None else mic.name,
+            suffix=suffix,
+            micrograph=mic.name,
+        )
+        prov.append(
+            {
+                "id": pid,
+                "micrograph": str(mic.path),
+                "particle": ann.key,
+                "y": round(ann.cy, 2),
+                "x": round(ann.cx, 2),
+                "crop_y0": y0,
+                "crop_x0": x0,
+            }
+        )
+        n += 1
+    return n
+
+
 def crop_micrographs(
     micrographs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -131,7 +178,6 @@ def crop_micrographs(
         micrographs, pixel_size_nm, require_pixel_size, samples, "particle ids would clash"
     )
     result = CropResult(out)
-    width = 4
     with DatasetWriter(
         out,
         name=out.name,
@@ -143,44 +189,7 @@ def crop_micrographs(
         prov: list[dict[str, object]] = []
         for p in paths:
             mic: Micrograph = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
-            anns = source.particles(mic)
-            n = 0
-            for ann in anns:
-                if int(ann.mask.sum()) < cfg.min_area:
-                    result.small_skipped += 1
-                    continue
-                got = crop_particle(mic.image, ann, cfg.surround, cfg.keep_edge)
-                if got is None:
-                    result.edge_skipped += 1
-                    continue
-                crop, mask, (y0, x0) = got
-                if not (y0 >= 0 and x0 >= 0 and y0 + crop.shape[0] <= mic.shape[0]
-                        and x0 + crop.shape[1] <= mic.shape[1]):  # fmt: skip
-                    result.edge_padded += 1
-                arr, suffix = _as_output(crop)
-                pid = f"{mic.name}_{ann.key.zfill(width)}"
-                writer.add(
-                    pid,
-                    image=arr,
-                    mask=mask,
-                    label=ann.label,
-                    pixel_size_nm=mic.pixel_size_nm,
-                    sample=samples[mic.name] if samples is not None else mic.name,
-                    suffix=suffix,
-                    micrograph=mic.name,
-                )
-                prov.append(
-                    {
-                        "id": pid,
-                        "micrograph": str(mic.path),
-                        "particle": ann.key,
-                        "y": round(ann.cy, 2),
-                        "x": round(ann.cx, 2),
-                        "crop_y0": y0,
-                        "crop_x0": x0,
-                    }
-                )
-                n += 1
+            n = _crop_micrograph(writer, mic, source, cfg, samples, result, prov)
             result.per_micrograph[mic.name] = n
             if n == 0:
                 warnings.warn(

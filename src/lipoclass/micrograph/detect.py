@@ -1,28 +1,37 @@
-"""Finding liposomes on a micrograph when nobody has annotated it: a classical, documented
-pipeline (docs/micrographs.md) that writes instance label images (0 background, 1..K).
+"""Finding liposomes on a micrograph when nobody has annotated it: a classical candidate
+finder plus a liposome verifier (docs/micrographs.md), writing instance label images (0
+background, 1..K) and a table of every candidate with its liposome score.
 
+0. **Working scale.** The micrograph is block-averaged so that the smallest liposome of the
+   diameter range is about 16 px across (no reduction when it is smaller than 32 px); all
+   of steps 1-4 run there and the outlines are drawn at full resolution at the end.
 1. **Band-pass.** Gaussian smoothing at ``smooth`` px (shot noise) minus a Gaussian at 4x
    that scale (ice-thickness gradients, carbon, the low-frequency background), divided by a
    robust noise level (1.4826 x median absolute deviation): a z-score of local darkness.
    Membranes, seen edge-on at the rim of a vesicle, are the darkest thin structures.
 2. **Ring filter bank (a circular Hough transform by convolution).** The z-score map is
-   correlated with thin rings of every radius in the diameter range (4 % steps), computed in
+   correlated with thin rings of every radius in the diameter range (5 % steps), computed in
    Fourier space (the transform of a ring of radius r is J0(2 pi k r), times a Gaussian for
-   its width), one octave of radii at a time on a block-averaged map (radius >= 8 px there),
-   so 4k micrographs stay cheap. Each radius' response is turned into a significance by its
-   own robust noise level, so radii and octaves compare; a circle integrates the evidence
-   along its whole circumference, which makes noisy, faint or broken membranes detectable.
-3. **Seeds.** Local maxima of the best significance over radii above ``threshold`` are
-   candidate (centre, radius) pairs; taken in order of significance, a candidate is dropped
-   when it overlaps an accepted one by more than touching and overlapping vesicles do
-   (centre distance < 0.6 x radii sum) or lies inside it (inner shells of multilamellar
-   vesicles, vesicles inside vesicles).
-4. **Local segmentation.** Each seed's radius is refined per direction: along 48 rays the
-   darkest point (membrane) within +-15 % of the radius is taken, the 48 radii are median
+   its width), one octave of radii at a time on a block-averaged map (radius >= 8 px there).
+   Each radius' response is turned into a significance by its own robust noise level, so
+   radii and octaves compare; a circle integrates the evidence along its whole circumference,
+   which makes noisy, faint or broken membranes detectable.
+3. **Candidates.** Local maxima of the best significance over radii above ``threshold``;
+   taken in order of significance, a candidate is dropped when it overlaps an accepted one by
+   more than touching and overlapping vesicles do (centre distance < 0.6 x radii sum) or lies
+   inside it (inner shells of multilamellar vesicles, vesicles inside vesicles).
+4. **Local segmentation.** Each candidate's radius is refined per direction: along 48 rays
+   the darkest point (membrane) within +-15 % of the radius is taken, the 48 radii are median
    filtered around the circle and the outline is put half a bilayer (2.3 nm) outside the
-   membrane's centre line. A pixel inside several outlines (touching, overlapping vesicles)
-   goes to the one whose outline it is relatively deepest in, which splits pairs along the
-   line between them, like a watershed from the seeds.
+   membrane's centre line. A pixel inside several outlines goes to the one whose outline it
+   is relatively deepest in, which splits pairs along the line between them.
+5. **Verification.** Every candidate gets features (ring contrast against its interior and
+   surroundings, interior darkness in the low-pass image, how evenly the ring goes round,
+   outline irregularity, how much of its outline it keeps against its neighbours, one-sided
+   steps such as film edges; ``FEATURES``) and a liposome score from a verifier
+   (``lipoclass.micrograph.verify``; by default the one shipped with the package, trained on
+   synthetic micrographs with distractors). Candidates scoring below the verifier's threshold
+   are rejected with a reason; the accepted ones are segmented again without them.
 
 Vesicles whose centre lies outside the image are not found. Assumes dark particles on a
 lighter background (TEM bright field); ``invert=True`` for the opposite.
@@ -39,6 +48,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,28 +56,45 @@ from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
 __all__ = [
+    "DETECTION_COLUMNS",
     "DIAMETER_UNITS",
+    "FEATURES",
+    "SCORE_COLUMNS",
     "DetectConfig",
+    "DetectResult",
+    "Detections",
+    "detect_candidates",
     "detect_micrograph",
     "detect_particles",
     "detect_to_folder",
+    "detection_rows",
+    "overlay_png",
+    "paint_outlines",
 ]
 
 DIAMETER_UNITS = ("nm", "px")
+_N_RAYS = 48
+_WORK_MIN_D = 16.0  # px: smallest liposome diameter at the working scale
 
 
 @dataclass(frozen=True)
 class DetectConfig:
     """Detector settings. Diameters in ``unit`` (nm needs the micrograph's pixel size);
     ``smooth``: noise smoothing sigma in px (None: 1.5 px, or 1.2 nm when the pixel size is
-    known, clipped to 1-4 px); ``threshold``: significance (robust z) of a ring."""
+    known, clipped to 1-4 px, at the working scale); ``threshold``: significance (robust z)
+    of a ring to become a candidate; ``verifier``: folder or JSON file of a verifier
+    (``lipoclass detect-train``), ``"default"`` for the packaged one or ``"none"`` to accept
+    every candidate; ``min_score``: liposome score below which a candidate is rejected (None:
+    the verifier's own threshold)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
     unit: str = "nm"
     smooth: float | None = None
-    threshold: float = 6.0
+    threshold: float = 5.0
     invert: bool = False
+    verifier: str = "default"
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         if self.unit not in DIAMETER_UNITS:
@@ -81,6 +108,8 @@ class DetectConfig:
             raise ValueError(f"smooth must be 0.3..20 px, got {self.smooth}")
         if not 1.0 <= self.threshold <= 100:
             raise ValueError(f"threshold must be 1..100, got {self.threshold}")
+        if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be 0..1, got {self.min_score}")
 
     def diameters_px(self, pixel_size_nm: float | None, where: str = "") -> tuple[float, float]:
         """(min, max) diameter in px for a micrograph of ``pixel_size_nm``."""
@@ -94,20 +123,77 @@ class DetectConfig:
         return self.min_diameter / pixel_size_nm, self.max_diameter / pixel_size_nm
 
 
-def _zscore(img: np.ndarray, sigma: float) -> np.ndarray:
-    """Band-passed darkness as a robust z-score (H, W) float32."""
+#: candidate features the verifier sees (all scale-free: z units, fractions, ratios)
+FEATURES = (
+    "log_significance",  # log of the ring filter's robust z
+    "rim_z",  # mean band-pass darkness on the refined membrane
+    "rim_minus_inner",  # membrane darker than the interior (0-0.6 r)
+    "rim_minus_outer",  # membrane darker than the surroundings (1.25-1.5 r)
+    "rim_coverage",  # share of rays whose membrane point is clearly dark (z > 1)
+    "rim_asymmetry",  # first angular harmonic of the membrane darkness / its mean
+    "inner_dark",  # low-pass interior darkness against the surroundings, noise units
+    "inner_rim_ratio",  # interior darkness / membrane darkness (solid blob ~1)
+    "outer_step",  # first harmonic of the surroundings' low-pass darkness (film edge)
+    "radius_jitter",  # spread of the per-ray radii before smoothing / radius
+    "ellipticity",  # second angular harmonic of the outline radii / radius
+    "kept_fraction",  # share of its own outline area it keeps against its neighbours
+    "inner_texture",  # interior band-pass standard deviation
+)
+
+
+@dataclass
+class Detections:
+    """Every candidate of one micrograph, at full resolution: centre (``cy``, ``cx``) px,
+    ``radii`` (N, 48) outline radius per ray (px, ray k at angle 2 pi k / 48 from +x
+    towards +y), ring ``significance`` (N,), ``features`` (N, F) (``FEATURES``), liposome
+    ``score`` (N,) (NaN without a verifier), ``accepted`` (N,) bool, ``reason`` (N,) why a
+    candidate was rejected ("" when accepted), ``instance`` (N,) its id in ``labels`` (0 when
+    rejected or when it lost all its pixels) and ``labels`` (H, W) int32 of the accepted."""
+
+    cy: np.ndarray
+    cx: np.ndarray
+    radii: np.ndarray
+    significance: np.ndarray
+    features: np.ndarray
+    score: np.ndarray
+    accepted: np.ndarray
+    reason: list[str]
+    instance: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.cy)
+
+
+def _sigma(cfg: DetectConfig, pixel_size_nm: float | None, factor: int) -> float:
+    if cfg.smooth is not None:
+        return cfg.smooth
+    if pixel_size_nm is not None:
+        return float(np.clip(1.2 / (pixel_size_nm * factor), 1.0, 4.0))
+    return 1.5
+
+
+def _bandpass(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(band-passed darkness z (H, W), low-pass darkness in the same noise units (H, W)),
+    float32."""
     from scipy import ndimage as ndi
 
-    band = ndi.gaussian_filter(img, 4.0 * sigma) - ndi.gaussian_filter(img, sigma)
-    med = float(np.median(band))
-    mad = float(np.median(np.abs(band - med), overwrite_input=True)) * 1.4826
-    return ((band - med) / mad if mad > 0 else band * 0.0).astype(np.float32)
+    low = ndi.gaussian_filter(img, sigma)
+    band = ndi.gaussian_filter(low, math.sqrt(15.0) * sigma) - low  # = G(4 sigma) - G(sigma)
+    med = float(np.median(band[::2, ::2]))
+    mad = float(np.median(np.abs(band[::2, ::2] - med))) * 1.4826
+    if not mad > 0:
+        return np.zeros_like(band), np.zeros_like(band)
+    band -= med
+    band /= mad
+    low /= -mad
+    return band, low
 
 
 def _ring_candidates(
     z: np.ndarray, rmin: float, rmax: float, threshold: float
 ) -> list[tuple[float, float, float, float]]:
-    """(significance, cy, cx, radius) of ring-filter maxima, all in full-resolution px."""
+    """(significance, cy, cx, radius) of ring-filter maxima, all in px of ``z``."""
     from scipy import fft as sfft
     from scipy import ndimage as ndi
     from scipy import special
@@ -117,7 +203,7 @@ def _ring_candidates(
     r_lo = rmin
     while r_lo < rmax:
         f = max(1, int(r_lo // 8))  # block size: radius >= 8 px on the averaged map
-        r_hi = min(rmax, 2.0 * r_lo)
+        r_hi = min(rmax * 1.0001, 2.0 * r_lo)
         hh, ww = h // f, w // f
         if hh < 4 or ww < 4:
             break
@@ -154,7 +240,7 @@ def _ring_candidates(
                 resp /= mad  # significance, in place
                 np.copyto(best_r, r, where=resp > best)
                 np.maximum(best, resp, out=best)
-            r *= 1.04
+            r *= 1.05
         peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
         for y, x in np.argwhere(peak & (best > threshold)):
             out.append(
@@ -168,92 +254,327 @@ def _suppress(
     cands: list[tuple[float, float, float, float]],
 ) -> list[tuple[float, float, float, float]]:
     """Greedy non-maximum suppression of circles (see step 3 of the module docstring)."""
+    from scipy.spatial import cKDTree
+
     kept: list[tuple[float, float, float, float]] = []
-    for s, y, x, r in sorted(cands, reverse=True):
+    if not cands:
+        return kept
+    order = sorted(cands, reverse=True)
+    rmax = max(c[3] for c in order)
+    pts = np.array([(c[1], c[2]) for c in order])
+    tree = cKDTree(pts)
+    taken = np.zeros(len(order), dtype=bool)
+    for i, (s, y, x, r) in enumerate(order):
         ok = True
-        for _s2, y2, x2, r2 in kept:
+        for j in tree.query_ball_point((y, x), r + rmax):
+            if not taken[j]:
+                continue
+            _s2, y2, x2, r2 = order[j]
             d = math.hypot(y - y2, x - x2)
             if d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r:
                 ok = False
                 break
         if ok:
+            taken[i] = True
             kept.append((s, y, x, r))
     return kept
 
 
-_N_RAYS = 48
+def _theta() -> np.ndarray:
+    return np.linspace(0, 2 * np.pi, _N_RAYS, endpoint=False)
 
 
-def _refine_radii(z: np.ndarray, cy: float, cx: float, r: float) -> np.ndarray:
-    """Membrane radius along 48 rays (48,) px: darkest point within +-15 % of ``r``."""
+def _sample(img: np.ndarray, cy: np.ndarray, cx: np.ndarray, rad: np.ndarray) -> np.ndarray:
+    """``img`` at centre + rad along the 48 rays: cy, cx (N,), rad (N, 48, S) -> (N, 48, S)."""
     from scipy import ndimage as ndi
 
-    theta = np.linspace(0, 2 * np.pi, _N_RAYS, endpoint=False)
-    steps = np.linspace(0.85 * r, 1.15 * r, 13)  # (S,)
-    ys = cy + steps[None, :] * np.sin(theta)[:, None]  # (48, S)
-    xs = cx + steps[None, :] * np.cos(theta)[:, None]
-    vals = ndi.map_coordinates(z, [ys.ravel(), xs.ravel()], order=1, mode="nearest")
-    vals = vals.reshape(_N_RAYS, steps.size)
-    radii = steps[np.argmax(vals, axis=1)]
-    return ndi.median_filter(radii, size=7, mode="wrap")
+    th = _theta()
+    ys = cy[:, None, None] + rad * np.sin(th)[None, :, None]
+    xs = cx[:, None, None] + rad * np.cos(th)[None, :, None]
+    v = ndi.map_coordinates(img, [ys.ravel(), xs.ravel()], order=1, mode="nearest")
+    return v.reshape(rad.shape).astype(np.float32)
+
+
+def _refine(z: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray) -> tuple[Any, Any, Any]:
+    """(raw per-ray membrane radii (N, 48), median-filtered radii (N, 48), membrane darkness
+    per ray (N, 48)): the darkest point within +-15 % of ``r`` along each ray."""
+    from scipy import ndimage as ndi
+
+    steps = np.linspace(0.85, 1.15, 13)
+    rad = r[:, None, None] * steps[None, None, :] * np.ones((1, _N_RAYS, 1))
+    vals = _sample(z, cy, cx, rad)  # (N, 48, 13)
+    k = np.argmax(vals, axis=2)
+    raw = np.take_along_axis(rad, k[..., None], axis=2)[..., 0]
+    rim = np.take_along_axis(vals, k[..., None], axis=2)[..., 0]
+    smooth = ndi.median_filter(raw, size=(1, 7), mode="wrap") if len(raw) else raw
+    return raw, smooth, rim
+
+
+def paint_outlines(
+    shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radii: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Instance labels (H, W) int32 from star-shaped outlines (candidate i -> label i + 1;
+    a pixel inside several goes to the one it is relatively deepest in) and each outline's
+    own area in px (N,) before that sharing."""
+    h, w = shape
+    labels = np.zeros((h, w), dtype=np.int32)
+    best = np.full((h, w), np.inf, dtype=np.float32)
+    own = np.zeros(len(cy), dtype=np.int64)
+    th = np.r_[_theta(), 2 * np.pi]
+    for i in range(len(cy)):
+        rr = radii[i]
+        ext = float(rr.max()) + 2
+        y0, y1 = max(0, int(cy[i] - ext)), min(h, math.ceil(cy[i] + ext) + 1)
+        x0, x1 = max(0, int(cx[i] - ext)), min(w, math.ceil(cx[i] + ext) + 1)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy[i])
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx[i])
+        rho = np.sqrt(yy * yy + xx * xx)  # (h', w')
+        ang = np.mod(np.arctan2(yy, xx), 2 * np.pi)
+        rad = np.interp(ang, th, np.r_[rr, rr[0]])  # outline radius at each pixel's angle
+        rel = rho / rad
+        inside = rel <= 1.0
+        own[i] = int(inside.sum())
+        take = inside & (rel < best[y0:y1, x0:x1])
+        labels[y0:y1, x0:x1][take] = i + 1
+        best[y0:y1, x0:x1][take] = rel[take]
+    return labels, own
+
+
+def _features(
+    z: np.ndarray,
+    low: np.ndarray,
+    cand: np.ndarray,
+    raw: np.ndarray,
+    radii: np.ndarray,
+    rim: np.ndarray,
+) -> np.ndarray:
+    """Candidate features (N, F) in ``FEATURES`` order; ``cand`` (N, 4) significance, cy, cx,
+    r at the working scale; ``raw``/``radii``/``rim`` from ``_refine``."""
+    n = len(cand)
+    if n == 0:
+        return np.zeros((0, len(FEATURES)), dtype=np.float64)
+    sig, cy, cx, _r = cand.T
+    rm = radii.mean(axis=1)  # (N,)
+    th = _theta()
+    inner_rad = rm[:, None, None] * np.linspace(0.0, 0.6, 5)[None, None, :] * np.ones((1, 48, 1))
+    outer_rad = rm[:, None, None] * np.linspace(1.25, 1.5, 3)[None, None, :] * np.ones((1, 48, 1))
+    zi = _sample(z, cy, cx, inner_rad)
+    zo = _sample(z, cy, cx, outer_rad)
+    li = _sample(low, cy, cx, inner_rad).mean(axis=(1, 2))
+    lo_ray = _sample(low, cy, cx, outer_rad).mean(axis=2)  # (N, 48)
+    lr = _sample(low, cy, cx, radii[:, :, None]).mean(axis=(1, 2))
+    lo = lo_ray.mean(axis=1)
+    rim_z = rim.mean(axis=1)
+    e1 = np.exp(1j * th)
+    rim_asym = np.abs((rim * e1).mean(axis=1)) / np.maximum(np.abs(rim_z), 0.5)
+    inner_dark = li - lo
+    rim_dark = lr - lo
+    outer_step = np.abs(((lo_ray - lo[:, None]) * e1).mean(axis=1))
+    jitter = raw.std(axis=1) / rm
+    ell = np.abs((radii * np.exp(2j * th)).mean(axis=1)) / rm
+    labels, own = paint_outlines(z.shape, cy, cx, radii)
+    kept = np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.maximum(own, 1)
+    feats = np.column_stack(
+        [
+            np.log(np.maximum(sig, 1e-3)),
+            rim_z,
+            rim_z - zi.mean(axis=(1, 2)),
+            rim_z - zo.mean(axis=(1, 2)),
+            (rim > 1.0).mean(axis=1),
+            rim_asym,
+            inner_dark,
+            inner_dark / np.maximum(np.abs(rim_dark), 0.5) * np.sign(rim_dark + 1e-9),
+            outer_step,
+            jitter,
+            ell,
+            kept,
+            zi.std(axis=(1, 2)),
+        ]
+    )
+    return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _working(image: np.ndarray, factor: int, invert: bool) -> np.ndarray:
+    img = np.asarray(image, dtype=np.float32)
+    if factor > 1:
+        h, w = (img.shape[0] // factor) * factor, (img.shape[1] // factor) * factor
+        img = img[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return -img if invert else img
+
+
+def detect_candidates(
+    image: np.ndarray,
+    cfg: DetectConfig,
+    pixel_size_nm: float | None = None,
+    where: str = "",
+    verifier: Any = None,
+) -> Detections:
+    """Every candidate of ``image`` (H, W) with its features, liposome score and verdict.
+    ``verifier``: an object with ``score(features) -> (N,)``, ``reasons(features)`` and
+    ``threshold``; None uses ``cfg.verifier`` (loaded once and cached), False accepts every
+    candidate (training)."""
+    dmin, dmax = cfg.diameters_px(pixel_size_nm, where)
+    factor = max(1, int(dmin // _WORK_MIN_D))
+    h, w = image.shape
+    work = _working(image, factor, cfg.invert)
+    z, low = _bandpass(work, _sigma(cfg, pixel_size_nm, factor))
+    rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
+    seeds = _suppress(_ring_candidates(z, rmin, rmax, cfg.threshold)) if np.any(z) else []
+    cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
+    inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
+    inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
+    cand = cand[inside]
+    raw, radii, rim = _refine(z, cand[:, 1], cand[:, 2], cand[:, 3])
+    feats = _features(z, low, cand, raw, radii, rim)
+    # to full resolution: centre of working pixel j is full-resolution (j + 0.5) f - 0.5
+    offset = 2.3 / pixel_size_nm if pixel_size_nm is not None else 1.5  # half a bilayer
+    cy = (cand[:, 1] + 0.5) * factor - 0.5
+    cx = (cand[:, 2] + 0.5) * factor - 0.5
+    full_radii = radii * factor + offset
+    if verifier is None:
+        from lipoclass.micrograph.verify import load_verifier
+
+        verifier = load_verifier(cfg.verifier)
+    if verifier is None or verifier is False or len(cand) == 0:
+        score = np.full(len(cand), np.nan)
+        accepted = np.ones(len(cand), dtype=bool)
+        reason = [""] * len(cand)
+    else:
+        score = np.asarray(verifier.score(feats), dtype=np.float64)
+        thr = cfg.min_score if cfg.min_score is not None else verifier.threshold
+        accepted = score >= thr
+        why = verifier.reasons(feats)
+        reason = ["" if a else why[i] for i, a in enumerate(accepted)]
+    idx = np.flatnonzero(accepted)
+    lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
+    present = np.zeros(len(idx) + 1, dtype=bool)
+    present[np.unique(lab)] = True
+    present[0] = False
+    lut = np.zeros(len(idx) + 1, dtype=np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    instance = np.zeros(len(cand), dtype=np.int64)
+    instance[idx] = lut[1:]
+    return Detections(
+        cy, cx, full_radii, cand[:, 0], feats, score, accepted, reason, instance, lut[lab]
+    )
 
 
 def detect_particles(
     image: np.ndarray, cfg: DetectConfig, pixel_size_nm: float | None = None, where: str = ""
 ) -> np.ndarray:
-    """Instance labels (H, W) int32 (0 background, 1..K) of the vesicles on ``image`` (H, W)."""
-    dmin, dmax = cfg.diameters_px(pixel_size_nm, where)
-    if cfg.smooth is not None:
-        sigma = cfg.smooth
-    elif pixel_size_nm is not None:
-        sigma = float(np.clip(1.2 / pixel_size_nm, 1.0, 4.0))
-    else:
-        sigma = 1.5
-    img = np.asarray(image, dtype=np.float32)
-    if cfg.invert:
-        img = -img
-    h, w = img.shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    z = _zscore(img, sigma)
-    if not np.any(z):
-        return labels
-    rmin, rmax = max(dmin / 2, 4.0), max(dmax / 2, 5.0)
-    seeds = _suppress(_ring_candidates(z, rmin, rmax, cfg.threshold))
-    offset = 2.3 / pixel_size_nm if pixel_size_nm is not None else 1.5  # half a bilayer
-    best = np.full((h, w), np.inf, dtype=np.float32)
-    theta = np.linspace(0, 2 * np.pi, _N_RAYS, endpoint=False)
-    k = 0
-    for _s, cy, cx, r in seeds:
-        if not (0 <= cy <= h - 1 and 0 <= cx <= w - 1):
-            continue
-        radii = _refine_radii(z, cy, cx, r) + offset  # (48,) outline radius per ray
-        ext = float(radii.max()) + 2
-        y0, y1 = max(0, int(cy - ext)), min(h, math.ceil(cy + ext) + 1)
-        x0, x1 = max(0, int(cx - ext)), min(w, math.ceil(cx + ext) + 1)
-        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
-        rho = np.sqrt(yy * yy + xx * xx)  # (h', w')
-        ang = np.mod(np.arctan2(yy, xx), 2 * np.pi)
-        # outline radius at every pixel's angle, interpolated around the circle
-        rad = np.interp(ang, np.r_[theta, 2 * np.pi], np.r_[radii, radii[0]])
-        rel = rho / rad
-        take = (rel <= 1.0) & (rel < best[y0:y1, x0:x1])
-        if not take.any():
-            continue
-        k += 1
-        labels[y0:y1, x0:x1][take] = k
-        best[y0:y1, x0:x1][take] = rel[take]
-    # renumber 1..K without gaps (an instance may have lost all its pixels to others)
-    present = np.unique(labels)
-    present = present[present > 0]
-    lut = np.zeros(k + 1, dtype=np.int32)
-    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
-    return lut[labels]
+    """Instance labels (H, W) int32 (0 background, 1..K) of the accepted vesicles on
+    ``image`` (H, W)."""
+    return detect_candidates(image, cfg, pixel_size_nm, where).labels
 
 
 def detect_micrograph(mic: Micrograph, cfg: DetectConfig) -> np.ndarray:
     """``detect_particles`` on a read micrograph (its pixel size, its file in messages)."""
     return detect_particles(mic.image, cfg, mic.pixel_size_nm, str(mic.path))
+
+
+# --------------------------------------------------------------------------- folder output
+
+DETECTION_COLUMNS = (
+    "micrograph", "candidate", "instance", "status", "score", "reason", "x", "y",
+    "diameter_px", "diameter_nm", "significance", "filled_px",
+)  # fmt: skip
+SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
+                 "mean_iou")  # fmt: skip
+
+
+def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
+    """One ``detections.csv`` row per candidate (accepted: centre and equivalent diameter of
+    its mask; rejected: of its outline)."""
+    from scipy import ndimage as ndi
+
+    rows: list[dict[str, object]] = []
+    objs = ndi.find_objects(det.labels)
+    px = mic.pixel_size_nm
+    for i in range(len(det)):
+        inst = int(det.instance[i])
+        if inst > 0 and objs[inst - 1] is not None:
+            sl = objs[inst - 1]
+            m = det.labels[sl] == inst
+            area = float(m.sum())
+            x = (sl[1].start + sl[1].stop - 1) / 2
+            y = (sl[0].start + sl[0].stop - 1) / 2
+            filled = int(mic.filled[sl][m].sum()) if mic.filled is not None else 0
+        else:
+            rr = det.radii[i]
+            area = float(np.pi * np.mean(rr * rr))
+            x, y, filled = float(det.cx[i]), float(det.cy[i]), 0
+        d = 2.0 * math.sqrt(area / math.pi)
+        rows.append(
+            {"micrograph": mic.name, "candidate": i + 1, "instance": inst or "",
+             "status": "accepted" if det.accepted[i] else "rejected",
+             "score": "" if np.isnan(det.score[i]) else round(float(det.score[i]), 4),
+             "reason": det.reason[i], "x": round(x, 1), "y": round(y, 1),
+             "diameter_px": round(d, 1), "diameter_nm": round(d * px, 1) if px else "",
+             "significance": round(float(det.significance[i]), 2), "filled_px": filled}
+        )  # fmt: skip
+    return rows
+
+
+def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
+    """The micrograph (block-averaged to at most ``max_px`` a side, contrast-stretched) with
+    accepted outlines in blue and rejected candidates in light grey, as PNG bytes."""
+    import imagecodecs
+    from skimage.draw import polygon_perimeter
+
+    h, w = mic.shape
+    f = max(1, math.ceil(max(h, w) / max_px))
+    img = np.asarray(mic.image, dtype=np.float32)
+    hh, ww = h // f, w // f
+    img = img[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))
+    lo, hi = np.percentile(img, [0.5, 99.5])
+    grey = np.clip((img - lo) / max(float(hi - lo), 1e-6) * 255, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    th = np.r_[_theta(), 0.0]
+    order = np.argsort(det.accepted, kind="stable")  # rejected first, accepted on top
+    for i in order:
+        rr = np.r_[det.radii[i], det.radii[i][0]]
+        ys = ((det.cy[i] + rr * np.sin(th)) + 0.5) / f - 0.5
+        xs = ((det.cx[i] + rr * np.cos(th)) + 0.5) / f - 0.5
+        py, pxx = polygon_perimeter(ys, xs, shape=(hh, ww), clip=False)
+        ok = (py >= 0) & (py < hh) & (pxx >= 0) & (pxx < ww)
+        colour = (0, 114, 178) if det.accepted[i] else (200, 200, 200)
+        if not det.accepted[i]:
+            ok &= (np.arange(py.size) // 3) % 2 == 0  # dashed
+        rgb[py[ok], pxx[ok]] = colour
+    return bytes(imagecodecs.png_encode(rgb))
+
+
+def _truth_files(truth: Path, paths: Sequence[Path]) -> dict[Path, Path]:
+    from lipoclass.micrograph.annotations import _find_label_file
+
+    return {p: _find_label_file(truth, p, len(paths) == 1) for p in paths}
+
+
+@dataclass
+class DetectResult:
+    """What ``detect_to_folder`` did: accepted and rejected candidates per micrograph, and
+    the scores against the truth (``InstanceMatch`` per micrograph and pooled) when given."""
+
+    out: Path
+    accepted: dict[str, int]
+    rejected: dict[str, int]
+    scores: dict[str, Any]
+
+    def text(self) -> str:
+        lines = [f"{name}: {n} particle(s), {self.rejected[name]} candidate(s) rejected"
+                 for name, n in self.accepted.items()]  # fmt: skip
+        if self.scores:
+            lines.append("scores against the truth (mask IoU >= 0.5):")
+            lines.append(f"{'micrograph':<24} {'truth':>6} {'found':>6} {'match':>6} "
+                         f"{'prec':>6} {'recall':>6} {'F1':>6} {'mIoU':>6}")  # fmt: skip
+            for name, m in self.scores.items():
+                lines.append(f"{name:<24} {m.n_truth:>6} {m.n_found:>6} {len(m.pairs):>6} "
+                             f"{m.precision:>6.3f} {m.recall:>6.3f} {m.f1:>6.3f} "
+                             f"{m.mean_iou:>6.3f}")  # fmt: skip
+        lines.append(f"label images, detections.csv and overlays/ -> {self.out}")
+        return "\n".join(lines)
 
 
 def detect_to_folder(
@@ -262,69 +583,76 @@ def detect_to_folder(
     cfg: DetectConfig,
     *,
     pixel_size_nm: float | None = None,
-) -> dict[str, int]:
-    """Detect on every micrograph; write ``out/<stem>.tif`` label images and
-    ``out/detections.csv`` (micrograph, instance, x, y, diameter_px, diameter_nm) into a
-    staging folder renamed to ``out`` at the end. Returns particles per micrograph. All
-    paths and pixel sizes are checked before the first detection."""
-    from scipy import ndimage as ndi
-
+    truth: Path | None = None,
+) -> DetectResult:
+    """Detect on every micrograph; write into ``out`` (a staging folder renamed at the end)
+    ``<stem>.tif`` label images of the accepted particles, ``detections.csv`` (every
+    candidate, ``DETECTION_COLUMNS``), ``overlays/<stem>.png`` and, with ``truth`` (label
+    image or folder, as ``crop --labels``), ``detection_scores.csv`` (``SCORE_COLUMNS``,
+    per micrograph and ``all``). Paths, pixel sizes, the truth files and the verifier are
+    checked before the first detection."""
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import (
-        check_micrograph_path,
+        check_micrographs,
+        read_label_image,
         read_micrograph,
-        resolve_pixel_size,
         write_label_image,
     )
+    from lipoclass.micrograph.match import match_instances, pool_matches
+    from lipoclass.micrograph.verify import load_verifier
 
     out = Path(out)
     if out.exists():
         raise LipoclassError(f"{out}: already exists (choose another --out)")
-    paths = [check_micrograph_path(m) for m in micrographs]
-    stems: dict[str, Path] = {}
-    for p in paths:
-        if p.stem in stems:
-            raise LipoclassError(f"{p}: same name as {stems[p.stem]} (label images would clash)")
-        stems[p.stem] = p
-    need_px = cfg.unit == "nm"
-    pxs = {p: resolve_pixel_size(p, pixel_size_nm, need_px) for p in paths}
+    paths, pxs = check_micrographs(
+        micrographs, pixel_size_nm, cfg.unit == "nm", None, "label images would clash"
+    )
     for p in paths:
         cfg.diameters_px(pxs[p], str(p))  # nm without a pixel size: fail before any work
+    truth_files = _truth_files(Path(truth), paths) if truth is not None else {}
+    verifier = load_verifier(cfg.verifier) or False
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    counts: dict[str, int] = {}
+    result = DetectResult(out, {}, {}, {})
     try:
-        staging.mkdir(parents=True)
+        (staging / "overlays").mkdir(parents=True)
         rows: list[dict[str, object]] = []
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
-            labels = detect_micrograph(mic, cfg)
-            write_label_image(staging / f"{mic.name}.tif", labels, mic.pixel_size_nm)
-            n = int(labels.max(initial=0))
-            counts[mic.name] = n
+            det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
+            write_label_image(staging / f"{mic.name}.tif", det.labels, mic.pixel_size_nm)
+            (staging / "overlays" / f"{mic.name}.png").write_bytes(overlay_png(mic, det))
+            n = int(det.labels.max(initial=0))
+            result.accepted[mic.name] = n
+            result.rejected[mic.name] = int((~det.accepted).sum())
             if n == 0:
                 warnings.warn(MicrographWarning(f"{p}: no particle found"), stacklevel=2)
-            for i, sl in enumerate(ndi.find_objects(labels), start=1):
-                if sl is None:
-                    continue
-                inst = labels[sl] == i
-                area = int(inst.sum())
-                filled = int(mic.filled[sl][inst].sum()) if mic.filled is not None else 0
-                d = 2.0 * math.sqrt(area / math.pi)
-                rows.append(
-                    {"micrograph": mic.name, "instance": i,
-                     "x": round((sl[1].start + sl[1].stop - 1) / 2, 1),
-                     "y": round((sl[0].start + sl[0].stop - 1) / 2, 1),
-                     "diameter_px": round(d, 1),
-                     "diameter_nm": round(d * mic.pixel_size_nm, 1) if mic.pixel_size_nm else "",
-                     "filled_px": filled}
-                )  # fmt: skip
-        cols = ["micrograph", "instance", "x", "y", "diameter_px", "diameter_nm", "filled_px"]
-        with (staging / "detections.csv").open("w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=cols)
-            w.writeheader()
-            w.writerows(rows)
+            rows += detection_rows(mic, det)
+            if p in truth_files:
+                t = read_label_image(truth_files[p], mic.shape, p.name)
+                result.scores[mic.name] = match_instances(t, det.labels)
+        _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
+        if result.scores:
+            result.scores["all"] = pool_matches(list(result.scores.values()))
+            _write_csv(staging / "detection_scores.csv", SCORE_COLUMNS,
+                       [_score_row(k, m) for k, m in result.scores.items()])  # fmt: skip
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return counts
+    return result
+
+
+def _score_row(name: str, m: Any) -> dict[str, object]:
+    def r(v: float) -> object:
+        return "" if math.isnan(v) else round(v, 4)
+
+    return {"micrograph": name, "truth": m.n_truth, "detected": m.n_found,
+            "matched": len(m.pairs), "precision": r(m.precision), "recall": r(m.recall),
+            "f1": r(m.f1), "mean_iou": r(m.mean_iou)}  # fmt: skip
+
+
+def _write_csv(path: Path, cols: Sequence[str], rows: list[dict[str, object]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(cols))
+        w.writeheader()
+        w.writerows(rows)

@@ -1,6 +1,7 @@
 """Matching found particles to known ones on the same micrograph (instance label images):
-detection recall against the truth of synthetic micrographs, and carrying the true classes
-over to detected outlines (so a model can be trained on the outlines the detector draws)."""
+detection scores against a truth (synthetic micrographs, a lab's annotations: ``detect
+--truth``), and carrying the true classes over to detected outlines (so a model can be
+trained on the outlines the detector draws)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["InstanceMatch", "match_instances", "transfer_labels"]
+__all__ = ["InstanceMatch", "match_instances", "pool_matches", "transfer_labels"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,27 @@ class InstanceMatch:
     @property
     def precision(self) -> float:
         return len(self.pairs) / self.n_found if self.n_found else float("nan")
+
+    @property
+    def f1(self) -> float:
+        """2 matched / (truth + found)."""
+        total = self.n_truth + self.n_found
+        return 2 * len(self.pairs) / total if total else float("nan")
+
+    @property
+    def mean_iou(self) -> float:
+        """Mean mask IoU of the matched pairs (NaN without a match)."""
+        return float(np.mean(self.iou)) if len(self.iou) else float("nan")
+
+
+def pool_matches(matches: list[InstanceMatch]) -> InstanceMatch:
+    """Several micrographs' matches as one (counts summed, pairs and IoUs concatenated; the
+    pair ids then no longer name one image)."""
+    pairs = [m.pairs for m in matches] or [np.zeros((0, 2), np.int64)]
+    ious = [m.iou for m in matches] or [np.zeros(0)]
+    n_truth = sum(m.n_truth for m in matches)
+    n_found = sum(m.n_found for m in matches)
+    return InstanceMatch(np.concatenate(pairs), np.concatenate(ious), n_truth, n_found)
 
 
 def match_instances(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> InstanceMatch:

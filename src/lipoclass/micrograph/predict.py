@@ -223,6 +223,7 @@ class _MicResult:
     skipped: dict[str, int]
     overlay: bytes
     error: str | None = None
+    label_image: bytes = b""  # instance label image (TIFF): value k = the k-th row of ``rows``
 
 
 def _geometry(ann: ParticleAnnotation, px: float | None) -> dict[str, Any]:
@@ -280,6 +281,7 @@ def _process_one(task: _Task) -> _MicResult:
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(probs), bool)
     kept_set = set(keep)
     others = [a for i, a in enumerate(anns) if i not in kept_set]
+    others += getattr(task.source, "rejected", lambda m: [])(mic)  # detector's rejects
     png = _overlay_png(
         mic,
         kept,
@@ -300,7 +302,28 @@ def _process_one(task: _Task) -> _MicResult:
         [a.label for a in kept],
         skipped,
         png,
+        label_image=_label_tiff(mic.shape, kept),
     )
+
+
+def _label_tiff(shape: tuple[int, int], kept: Sequence[ParticleAnnotation]) -> bytes:
+    """The classified particles as an instance label image (TIFF bytes, zlib): value k is
+    the micrograph's k-th row of particles.csv (1-based); where masks overlap, the later
+    particle's pixels win. napari, Fiji and ``crop --labels`` read it."""
+    import tifffile
+
+    lab = np.zeros(shape, dtype=np.uint16 if len(kept) < 65535 else np.uint32)  # (H, W)
+    for k, a in enumerate(kept, start=1):
+        h, w = a.mask.shape
+        t0, l0 = max(a.top, 0), max(a.left, 0)
+        t1, l1 = min(a.top + h, shape[0]), min(a.left + w, shape[1])
+        if t1 <= t0 or l1 <= l0:
+            continue
+        m = a.mask[t0 - a.top : t1 - a.top, l0 - a.left : l1 - a.left]  # (h', w') bool
+        lab[t0:t1, l0:l1][m] = k
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, lab, compression="zlib")
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- drawing
@@ -658,6 +681,7 @@ def predict_micrographs(
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         (staging / "overlays").mkdir(parents=True)
+        (staging / "labels").mkdir()
         results: list[_MicResult] = []
         if runner is None:
             for i, t in enumerate(tasks):
@@ -665,7 +689,8 @@ def predict_micrographs(
                 if r.error:
                     raise LipoclassError(r.error)
                 (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
-                r.overlay = b""  # streamed out: only rows and probabilities stay
+                (staging / "labels" / f"{r.name}.tif").write_bytes(r.label_image)
+                r.overlay = r.label_image = b""  # streamed out: only rows and probabilities stay
                 results.append(r)
                 done(i, r)
         else:
@@ -674,7 +699,8 @@ def predict_micrographs(
                 if r.error:
                     raise LipoclassError(r.error)
                 (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
-                r.overlay = b""
+                (staging / "labels" / f"{r.name}.tif").write_bytes(r.label_image)
+                r.overlay = r.label_image = b""
         if bar is not None:
             bar.close()
             bar = None

@@ -39,7 +39,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from lipoclass.choices import BALANCES_SVM, FEATURE_SETS
+from lipoclass.choices import BALANCES_SVM, FEATURE_SETS, VAL_METRICS
 from lipoclass.errors import LipoclassError
 
 __all__ = [
@@ -51,7 +51,9 @@ __all__ = [
 ]
 
 SVM_BALANCES = BALANCES_SVM
-SCORINGS = ("balanced_accuracy", "f1_macro")
+SCORINGS = VAL_METRICS
+#: scikit-learn's scorer name of each score (``macro_f1`` is sklearn's ``f1_macro``)
+_SKLEARN_SCORER = {"balanced_accuracy": "balanced_accuracy", "macro_f1": "f1_macro"}
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class SVMConfig:
     C_grid: tuple[float, ...] = (1.0, 10.0, 100.0)
     gamma_grid: tuple[float, ...] = (0.25, 1.0, 4.0)
     inner_folds: int = 3
-    scoring: Literal["balanced_accuracy", "f1_macro"] = "balanced_accuracy"
+    scoring: Literal["balanced_accuracy", "macro_f1"] = "balanced_accuracy"
     search_max_per_class: int | None = 1000
     calibration_folds: int = 2
     importance: bool = True
@@ -97,6 +99,8 @@ class SVMConfig:
             raise ValueError(f"gamma_grid must be non-empty and positive, got {self.gamma_grid}")
         if int(self.inner_folds) < 2:
             raise ValueError(f"inner_folds must be at least 2, got {self.inner_folds}")
+        if self.scoring == "f1_macro":  # the name model folders before issue 19 recorded
+            object.__setattr__(self, "scoring", "macro_f1")
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
         if self.search_max_per_class is not None and int(self.search_max_per_class) < 2:
@@ -211,7 +215,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> SVMClassifier:
         """Search C/gamma on X (inner CV) and fit the final calibrated pipeline on X."""
-        if self.balance not in SVM_BALANCES:
+        if self.balance not in SVM_BALANCES:  # scikit-learn estimators validate in fit
             raise ValueError(f"balance must be one of {', '.join(SVM_BALANCES)}")
         X, y = validate_data(self, X, y)  # X (n, F) float64
         check_classification_targets(y)
@@ -245,7 +249,7 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
             search = GridSearchCV(
                 self._pipeline(self._svc(1.0, gammas[0], cw), min_inner_train),
                 {"svc__C": [float(c) for c in self.C_grid], "svc__gamma": gammas},
-                scoring=self.scoring,
+                scoring=_SKLEARN_SCORER.get(self.scoring, self.scoring),
                 cv=StratifiedKFold(inner, shuffle=True, random_state=seed),
                 refit=False,
                 n_jobs=self.n_jobs,

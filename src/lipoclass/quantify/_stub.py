@@ -1,5 +1,5 @@
 """The posterior "classifier" QuaPy's quantifiers are fitted around (imported lazily: it
-needs scikit-learn). Module level, so fitted quantifiers pickle (``quantifiers.joblib``)."""
+needs scikit-learn). Module level, so fitted quantifiers pickle (``quantifiers.pkl``)."""
 
 from __future__ import annotations
 

@@ -281,20 +281,47 @@ def _verdict(
     pct = round(100 * level)
     if not ok:
         chosen = FALLBACK_METHOD if FALLBACK_METHOD in meths else meths[0]
-        if covers:
-            wide = ", ".join(f"{m.upper()} {100 * table[m]['width']:.0f}" for m in covers)
-            return chosen, (
-                f"the methods whose {pct}% intervals cover the true shares in at least "
-                f"{100 * min_cov:.0f}% of {n} simulated samples have intervals too wide to "
-                f"report (mean width {wide} points, more than {100 * max_width:.0f}): "
-                f"{chosen.upper()} (counting) recommended"
-            )
-        best = max(meths, key=lambda m: table[m]["coverage"])
-        return chosen, (
-            f"no method's {pct}% intervals covered the true shares in at least "
-            f"{100 * min_cov:.0f}% of {n} simulated samples (best: {best.upper()} "
-            f"{100 * table[best]['coverage']:.0f}%): {chosen.upper()} (counting) recommended"
+        caveat = (
+            f"; its intervals hold the sampling error only, not the bias towards the training "
+            f"shares (they covered {100 * table[chosen]['coverage']:.0f}% in the simulation): "
+            "audit the sample (--audit) for valid intervals"
         )
+        return chosen, _fallback_reason(table, meths, covers, chosen, min_cov, n, pct,
+                                        max_width) + caveat  # fmt: skip
+    return _chosen_reason(table, ok, min_cov, n, pct)
+
+
+def _fallback_reason(
+    table: dict[str, dict[str, Any]],
+    meths: tuple[str, ...],
+    covers: list[str],
+    chosen: str,
+    min_cov: float,
+    n: int,
+    pct: int,
+    max_width: float,
+) -> str:
+    """Why no method qualified (the fallback's reason)."""
+    if covers:
+        wide = ", ".join(f"{m.upper()} {100 * table[m]['width']:.0f}" for m in covers)
+        return (
+            f"the methods whose {pct}% intervals cover the true shares in at least "
+            f"{100 * min_cov:.0f}% of {n} simulated samples have intervals too wide to "
+            f"report (mean width {wide} points, more than {100 * max_width:.0f}): "
+            f"{chosen.upper()} (counting) recommended"
+        )
+    best = max(meths, key=lambda m: table[m]["coverage"])
+    return (
+        f"no method's {pct}% intervals covered the true shares in at least "
+        f"{100 * min_cov:.0f}% of {n} simulated samples (best: {best.upper()} "
+        f"{100 * table[best]['coverage']:.0f}%): {chosen.upper()} (counting) recommended"
+    )
+
+
+def _chosen_reason(
+    table: dict[str, dict[str, Any]], ok: list[str], min_cov: float, n: int, pct: int
+) -> tuple[str, str]:
+    """(the qualifying method with the lowest error, its reason)."""
     chosen = min(ok, key=lambda m: table[m]["mae"])
     t = table[chosen]
     cc = table.get("cc")

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass import metrics as M
+
 __all__ = [
     "compare_figure",
     "dataset_figure",
@@ -16,7 +18,7 @@ __all__ = [
     "steps_figure",
 ]
 
-_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
+_METRICS = M.CLASS_METRICS
 
 
 def _plt() -> Any:
@@ -186,7 +188,7 @@ def compare_figure(
             _run_bars(
                 ax, x, j, n, y, yerr, label=lab, color=colours[j], edgecolor="0.3", linewidth=0.3
             )
-        ax.set_xticks(x, [key.upper() for key in _METRICS])
+        ax.set_xticks(x, [M.metric_label(key) for key in _METRICS])
         ax.set_title(c)
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)

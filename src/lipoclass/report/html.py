@@ -18,14 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass import metrics as M
 from lipoclass.errors import LipoclassError
 from lipoclass.report import figures as F
 
 __all__ = ["GALLERY_PER_CLASS", "RunRecord", "build_report", "load_runs"]
 
 GALLERY_PER_CLASS = 6  # thumbnails per class and kind (misclassified, least confident)
-_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
-_SUMMARY = ("balanced_accuracy", "macro_f1", "mcc", "log_loss", "accuracy")
+_METRICS = M.CLASS_METRICS
+# the summary metrics, the ones that weigh classes equally first (the study table shows 4)
+_SUMMARY = tuple(sorted(M.SUMMARY_METRICS, key=("balanced_accuracy", "macro_f1", "mcc",
+                                                "log_loss", "accuracy").index))  # fmt: skip
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
@@ -200,7 +203,7 @@ def _class_table(m: Mapping[str, Any], classes: Sequence[str]) -> str:
             ci_s = f"<br><span class='small'>[{_num(ci[0])}, {_num(ci[1])}]</span>" if ci else ""
             cells.append(_pm(pc, k) + ci_s)
         rows.append(cells)
-    head = ["class", "n"] + [f"{k.upper()}" for k in _METRICS]
+    head = ["class", "n"] + [M.metric_label(k) for k in _METRICS]
     return _table(head, rows)
 
 
@@ -212,7 +215,7 @@ def _baseline_table(m: Mapping[str, Any], classes: Sequence[str]) -> str:
             rows.append([_e(name.replace("_", " ")), _e(c)] + [_num(pc.get(k)) for k in _METRICS])
     if not rows:
         return ""
-    return _table(["baseline", "class"] + [k.upper() for k in _METRICS], rows, left=2)
+    return _table(["baseline", "class"] + [M.metric_label(k) for k in _METRICS], rows, left=2)
 
 
 # --------------------------------------------------------------------------- gallery

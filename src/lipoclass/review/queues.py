@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipoclass.choices import REVIEW_QUEUES
 from lipoclass.errors import LipoclassError
 
 if TYPE_CHECKING:
@@ -35,8 +36,8 @@ __all__ = [
     "spread_by_group",
 ]
 
-#: queue names, in the order the page offers them
-QUEUES: tuple[str, ...] = ("uncertain", "audit", "label-issues")
+#: queue names, in the order the page offers them (defined in lipoclass.choices)
+QUEUES: tuple[str, ...] = REVIEW_QUEUES
 
 
 @dataclass(frozen=True)

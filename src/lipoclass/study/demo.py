@@ -1,5 +1,9 @@
 """``lipoclass demo``: synthesise the default lamellarity set, run the ``benchmark`` study
-(LipNet-4 vs SVM, identical 5 folds) and print the thesis' Figure 22 numbers as a table."""
+(LipNet-4 vs SVM, identical 5 folds) and print this run's per-class metrics
+(``metrics.CLASS_METRICS``) of both models and the baselines in the layout of the thesis'
+Figure 22. The numbers are measured here, on synthetic data (quick by default: a stratified
+subset of ``DEMO_N_QUICK`` particles, ``DEMO_QUICK_EPOCHS`` CNN epochs); they are not the
+thesis' figures."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lipoclass import metrics as M
 from lipoclass.study.config import load_study
 from lipoclass.study.runner import check_study_folder, run_study
 
@@ -16,11 +21,12 @@ __all__ = ["DEMO_N_QUICK", "benchmark_table", "run_demo"]
 
 DEMO_N_QUICK = 2000  # stratified subset the quick study evaluates (thesis class shares kept)
 DEMO_QUICK_EPOCHS = 8
-_METRICS = ("tpr", "tnr", "ppv", "npv", "f1")
+_METRICS = M.CLASS_METRICS
 
 
 def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
-    """Per-class TPR/TNR/PPV/NPV/F1 of every finished run and the baselines, as text."""
+    """Per-class metrics (``metrics.CLASS_METRICS``) of every finished run and the
+    baselines, as text."""
     study_dir = Path(study_dir)
     meta = json.loads((study_dir / "study.json").read_text())
     rows: list[tuple[str, dict[str, Any]]] = []
@@ -40,12 +46,12 @@ def benchmark_table(study_dir: str | os.PathLike[str]) -> str:
             rows.append((f"baseline: {name}", base[name]))
     classes = list(rows[0][1].get("classes", []))
     width = max(len(r[0]) for r in rows)
-    lines = [f"{'':{width}}  {'class':<14}" + "".join(f"{m.upper():>7}" for m in _METRICS)]
+    lines = [f"{'':{width}}  {'class':<14}" + "".join(f"{M.metric_label(m):>12}" for m in _METRICS)]
     for label, m in rows:
         for c in classes:
             pc = m.get("per_class", {}).get(c, {})
             vals = "".join(
-                f"{pc[k]:7.3f}" if isinstance(pc.get(k), int | float) else f"{'-':>7}"
+                f"{pc[k]:12.3f}" if isinstance(pc.get(k), int | float) else f"{'-':>12}"
                 for k in _METRICS
             )
             lines.append(f"{label:{width}}  {c:<14}{vals}")

@@ -310,36 +310,14 @@ def synthesize(
         extra={"synthetic": True, "problem": problem, "seed": seed, "counts": counts.tolist()},
     ) as writer:
         jobs = [
-            {
-                "staging": str(writer.staging),
-                "problem": problem,
-                "seed": seed,
-                "tiff16": cfg.tiff16,
-                "start": a,
-                "stop": min(a + chunk, total),
-                "labels": [classes[j] for j in labels[a : a + chunk]],
-                "samples": [samples[s] for s in sample_idx[a : a + chunk]],
-                "names": names[a : a + chunk],
-            }
+            {"staging": str(writer.staging), "problem": problem, "seed": seed,
+             "tiff16": cfg.tiff16, "start": a, "stop": min(a + chunk, total),
+             "labels": [classes[j] for j in labels[a : a + chunk]],
+             "samples": [samples[s] for s in sample_idx[a : a + chunk]],
+             "names": names[a : a + chunk]}
             for a in range(0, total, chunk)
-        ]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total, desc=f"synth {problem}", unit="particle")
-        if n_workers == 1:
-            for job in jobs:
-                done = _render_chunk(job)
-                if bar is not None:
-                    bar.update(done)
-        else:
-            with ProcessPoolExecutor(max_workers=n_workers) as pool:
-                for done in pool.map(_render_chunk, jobs):
-                    if bar is not None:
-                        bar.update(done)
-        if bar is not None:
-            bar.close()
+        ]  # fmt: skip
+        _render_all(jobs, n_workers, f"synth {problem}" if progress else None, total)
         for i in range(total):
             s = int(sample_idx[i])
             writer.add_row(
@@ -351,14 +329,38 @@ def synthesize(
                 sample=sample_names[s],
                 micrograph=sample_names[s],
             )
-        grid = cfg.contact_grid
         for c, cls in enumerate(classes):
-            members = np.flatnonzero(labels == c)[: grid * grid]
-            examples = [read_image(writer.staging / f"images/{names[i]}{suffix}") for i in members]
-            contact_sheet(
-                examples,
-                f"{problem}: {cls} (first {len(examples)} of {int(counts[c])})",
-                writer.staging / f"contact_{cls}.png",
-                grid=grid,
-            )
+            members = np.flatnonzero(labels == c)[: cfg.contact_grid**2]
+            _contact(writer.staging, [f"images/{names[i]}{suffix}" for i in members],
+                     f"{problem}: {cls}", int(counts[c]), f"contact_{cls}.png",
+                     cfg.contact_grid)  # fmt: skip
     return load_dataset(out)
+
+
+def _render_all(jobs: list[dict[str, Any]], n_workers: int, desc: str | None, total: int) -> None:
+    """Render every chunk job (in ``n_workers`` processes when more than 1), with a
+    progress bar titled ``desc`` (None: no bar)."""
+    bar = None
+    if desc is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit="particle")
+    if n_workers == 1:
+        for job in jobs:
+            done = _render_chunk(job)
+            if bar is not None:
+                bar.update(done)
+    else:
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            for done in pool.map(_render_chunk, jobs):
+                if bar is not None:
+                    bar.update(done)
+    if bar is not None:
+        bar.close()
+
+
+def _contact(staging: Path, rels: list[str], title: str, count: int, name: str, grid: int) -> None:
+    """One class's contact sheet from the first rendered images ``rels``."""
+    examples = [read_image(staging / rel) for rel in rels]
+    contact_sheet(examples, f"{title} (first {len(examples)} of {count})", staging / name,
+                  grid=grid)  # fmt: skip

@@ -1,7 +1,8 @@
 """Whole synthetic micrographs (``lipoclass synth ... --micrographs``): many liposomes drawn
 by the same renderer as the crops (``render.draw_vesicle`` on a ``scenes.plan_particle``
 plan, one ``render.image_formation`` for the whole field), some touching or overlapping,
-with ice contamination and an optional carbon edge. Writes per micrograph the image (16-bit
+with ice contamination, an optional carbon edge and, on request, debris and an uneven
+illumination (the distractors a detector must reject). Writes per micrograph the image (16-bit
 TIFF with its pixel size in the resolution tags, or float32 MRC with ``voxel_size``), an
 instance label image (0 background, 1..K) and one class table for all micrographs.
 
@@ -68,7 +69,12 @@ class MicrographConfig:
     noise**2, 1 = the sample's drawn dose); ``touching``: share of liposomes placed against
     another (centre distance 0.72-1.0 of the radii sum: touching to clearly overlapping);
     ``ice``: mean number of contamination blobs per 1024 x 1024 px; ``carbon``: chance that
-    a micrograph shows a carbon-film edge (straight or curved hole edge)."""
+    a micrograph shows a carbon-film edge (straight or curved hole edge); ``debris``: mean
+    number of irregular dark fragments and fibres per 1024 x 1024 px; ``gradient``: uneven
+    illumination, the relative change of brightness across the field (0 = even);
+    ``dose_per_area``: with ``pixel_size_nm``, keep the drawn dose per nm^2 (the dose per
+    pixel then grows with the pixel area, as at a lower magnification) instead of the drawn
+    dose per pixel."""
 
     problem: str = "lamellarity"
     count: int = 1
@@ -82,6 +88,9 @@ class MicrographConfig:
     carbon: float = 0.5
     pixel_size_nm: float | None = None
     shares: tuple[float, ...] | None = None
+    debris: float = 0.0
+    gradient: float = 0.0
+    dose_per_area: bool = False
 
     def __post_init__(self) -> None:
         if self.problem not in PROBLEMS:
@@ -102,6 +111,10 @@ class MicrographConfig:
             raise ValueError(f"ice must be in [0, 100], got {self.ice}")
         if not 0.0 <= self.carbon <= 1.0:
             raise ValueError(f"carbon must be in [0, 1], got {self.carbon}")
+        if not 0.0 <= self.debris <= 100.0:
+            raise ValueError(f"debris must be in [0, 100], got {self.debris}")
+        if not 0.0 <= self.gradient <= 0.8:
+            raise ValueError(f"gradient must be in [0, 0.8], got {self.gradient}")
         if self.pixel_size_nm is not None and not 0.05 <= self.pixel_size_nm <= 20.0:
             raise ValueError(f"pixel size must be 0.05..20 nm, got {self.pixel_size_nm}")
         n_cls = len(PROBLEMS[self.problem][0])
@@ -137,6 +150,60 @@ def _micrograph_rng(seed: int, i: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, i)))
 
 
+def _distractor_rng(seed: int, i: int) -> np.random.Generator:
+    # spawn key (3, i): debris and illumination draw from their own stream, so micrographs
+    # rendered without them are the same as before they existed
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, i)))
+
+
+def _add_debris(
+    p: np.ndarray, rng: np.random.Generator, px: float, avoid: list[tuple[float, float, float]]
+) -> None:
+    """One irregular dark fragment (a random star-shaped polygon, 8-60 nm) or a fibre (a
+    thick bent segment, 30-200 nm long) into ``p``, away from the (cy, cx, r) in ``avoid``."""
+    from skimage.draw import polygon
+
+    h, w = p.shape
+    for _try in range(20):
+        cy, cx = rng.uniform(0, h - 1), rng.uniform(0, w - 1)
+        size = rng.uniform(8.0, 60.0) / px if rng.random() < 0.6 else rng.uniform(30, 200) / px
+        if all(math.hypot(cy - y, cx - x) > 0.6 * size + r + 3 for y, x, r in avoid):
+            break
+    else:
+        return
+    dark = float(rng.uniform(0.15, 0.6))
+    if size < 60.0 / px:  # fragment: irregular polygon, sharp and concave in places
+        k = int(rng.integers(5, 11))
+        ang = np.sort(rng.uniform(0, 2 * np.pi, k))
+        rad = 0.5 * size * rng.uniform(0.3, 1.0, k)
+        ys, xs = cy + rad * np.sin(ang), cx + rad * np.cos(ang)
+    else:  # fibre: a bent band a few nm wide
+        a = rng.uniform(0, np.pi)
+        t = np.linspace(-0.5, 0.5, 12) * size
+        bend = rng.normal(0, 0.15) * size * (t / size) ** 2 * 4
+        half = max(1.0, rng.uniform(2.0, 6.0) / px)
+        cyl, cxl = (
+            cy + t * math.sin(a) + bend * math.cos(a),
+            cx + t * math.cos(a) - bend * math.sin(a),
+        )
+        ys = np.r_[cyl + half * math.cos(a), cyl[::-1] - half * math.cos(a)]
+        xs = np.r_[cxl - half * math.sin(a), cxl[::-1] + half * math.sin(a)]
+    rr, cc = polygon(ys, xs, shape=(h, w))
+    p[rr, cc] += -math.log(1.0 - dark)
+
+
+def _illumination(rng: np.random.Generator, h: int, w: int, amount: float) -> np.ndarray:
+    """Relative brightness (H, W) float32 around 1: a linear ramp of +-``amount``/2 in a
+    random direction plus a smooth off-centre fall-off of up to ``amount``/2."""
+    yy = (np.arange(h, dtype=np.float32)[:, None] - (h - 1) / 2) / max(h, w)
+    xx = (np.arange(w, dtype=np.float32)[None, :] - (w - 1) / 2) / max(h, w)
+    a = rng.uniform(0, 2 * np.pi)
+    ramp = amount * (yy * math.sin(a) + xx * math.cos(a))
+    oy, ox = rng.uniform(-0.5, 0.5, 2)
+    fall = 0.5 * amount * ((yy - oy) ** 2 + (xx - ox) ** 2)
+    return (1.0 + ramp - fall).astype(np.float32)
+
+
 def _carbon_distance(rng: np.random.Generator, h: int, w: int) -> tuple[str, np.ndarray]:
     """Signed distance (H, W) float32 in px to a carbon-film edge, positive on the carbon:
     a straight edge or the curved rim of a hole (radius 1-2 field widths) crossing the field,
@@ -169,7 +236,10 @@ def render_micrograph(
     name = name or f"mic{i + 1:04d}"
     sample = draw_sample(rng)
     if cfg.pixel_size_nm is not None:
-        sample = dataclasses.replace(sample, pixel_size_nm=float(cfg.pixel_size_nm))
+        dose = sample.dose
+        if cfg.dose_per_area:  # same electrons per nm^2 as the drawn pixel size had
+            dose *= (float(cfg.pixel_size_nm) / sample.pixel_size_nm) ** 2
+        sample = dataclasses.replace(sample, pixel_size_nm=float(cfg.pixel_size_nm), dose=dose)
     px = sample.pixel_size_nm
     h = w = cfg.size
     classes, shares = cfg.classes, cfg.resolved_shares()
@@ -230,8 +300,14 @@ def render_micrograph(
         edge = 1.0 / (1.0 + np.exp(-np.clip(cdist / 1.5, -30, 30)))  # (H, W) 0 hole .. 1 carbon
         tex = 1.0 + 0.15 * fractal_noise((h, w), 2.0, rng)
         p += thick * edge * tex
+    extra = _distractor_rng(cfg.seed, i)
+    avoid = [(q.cy, q.cx, q.radius) for q, *_ in placed]
+    for _ in range(int(extra.poisson(cfg.debris * scale * scale))):
+        _add_debris(p, extra, px, avoid)
     p *= sample.contrast
     image = image_formation(p, sample, rng, dose_scale=1.0 / (cfg.noise * cfg.noise))
+    if cfg.gradient > 0:
+        image *= _illumination(extra, h, w, cfg.gradient)
 
     # --- instance labels: a pixel inside several outlines goes to the one whose (distorted)
     # centre distance relative to its radius is smallest
@@ -314,6 +390,8 @@ def synthesize_micrographs(
     ice: float = 2.0,
     carbon: float = 0.5,
     pixel_size_nm: float | None = None,
+    debris: float = 0.0,
+    gradient: float = 0.0,
     progress: bool = False,
 ) -> Path:
     """Render ``count`` micrographs of ``problem`` into the new folder ``out`` (layout in the
@@ -324,7 +402,7 @@ def synthesize_micrographs(
         cfg = MicrographConfig(
             problem=problem, count=count, size=size, density=density, noise=noise, fmt=fmt,
             seed=seed, touching=touching, ice=ice, carbon=carbon, pixel_size_nm=pixel_size_nm,
-            shares=shares,
+            shares=shares, debris=debris, gradient=gradient,
         )  # fmt: skip
     except ValueError as exc:
         raise LipoclassError(f"synth: {exc}") from None

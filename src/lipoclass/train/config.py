@@ -5,10 +5,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from lipoclass.choices import AUGMENTS, PRECISIONS
+from lipoclass.choices import AUGMENTS, DEVICES, OPTIMIZERS, PRECISIONS, SCHEDULES, VAL_METRICS
 from lipoclass.choices import BALANCES_CNN as BALANCES
 
 __all__ = ["AUGMENTS", "BALANCES", "TrainConfig"]
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    """ValueError unless ``value`` is one of ``allowed`` (a list of ``lipoclass.choices``)."""
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -74,16 +80,13 @@ class TrainConfig:
             raise ValueError(f"epochs must be at least 1, got {self.epochs}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
         if self.lr is not None and not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.schedule not in ("cosine", "none", "step"):
-            raise ValueError(f"schedule must be cosine, none or step, got {self.schedule!r}")
-        if self.balance not in BALANCES:
-            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("balance", self.balance, BALANCES)
         if not 0 <= self.undersample_drop < 1:
             raise ValueError(f"undersample_drop must be in [0, 1), got {self.undersample_drop}")
         if self.focal_gamma < 0:
@@ -107,20 +110,13 @@ class TrainConfig:
             raise ValueError(f"min_epochs must be at least 1, got {self.min_epochs}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.val_metric not in ("balanced_accuracy", "macro_f1"):
-            raise ValueError(
-                f"val_metric must be balanced_accuracy or macro_f1, got {self.val_metric!r}"
-            )
+        _choice("val_metric", self.val_metric, VAL_METRICS)
         if int(self.augment_chunk) < 1:
             raise ValueError(f"augment_chunk must be at least 1, got {self.augment_chunk}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        _choice("device", self.device, DEVICES)
         if self.micro_batch is not None and int(self.micro_batch) < 1:
             raise ValueError(f"micro_batch must be at least 1, got {self.micro_batch}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
+        _choice("precision", self.precision, PRECISIONS)
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 

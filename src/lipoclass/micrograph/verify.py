@@ -1,0 +1,389 @@
+"""The liposome verifier of ``lipoclass detect``: a logistic regression on the candidate
+features of ``lipoclass.micrograph.detect.FEATURES`` (standardised), stored as a small JSON
+file (feature names, means, scales, coefficients, intercept, threshold). The packaged default
+(``verifier.json`` next to this module) is trained on synthetic micrographs with distractors
+by ``scripts/train_detect_verifier.py``; ``lipoclass detect-train`` trains one from a lab's
+own annotated micrographs (annotated particles are positives, the other candidates negatives,
+plus the rows of a review's ``detection_negatives.csv``). The design comparison is in
+docs/micrographs.md."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipoclass.errors import LipoclassError
+
+__all__ = [
+    "DEFAULT_VERIFIER",
+    "NEGATIVE_COLUMNS",
+    "REASONS",
+    "TrainingSet",
+    "Verifier",
+    "candidate_truth",
+    "collect_training_set",
+    "fit_verifier",
+    "load_verifier",
+    "read_negatives",
+    "train_detect_verifier",
+    "write_training_csv",
+]
+
+DEFAULT_VERIFIER = Path(__file__).with_name("verifier.json")
+VERIFIER_FILE = "verifier.json"
+#: columns of a review's detection_negatives.csv (fixed by the project, see COMMON formats)
+NEGATIVE_COLUMNS = ("micrograph", "x", "y", "diameter_px", "id")
+_FORMAT = "lipoclass-detect-verifier"
+
+#: why a candidate is rejected, by the feature that pulls its score down most
+REASONS = {
+    "log_significance": "faint ring",
+    "rim_z": "weak membrane",
+    "rim_minus_inner": "interior as dark as the rim (no membrane ring)",
+    "rim_minus_outer": "rim no darker than its surroundings",
+    "rim_coverage": "incomplete ring",
+    "rim_asymmetry": "one-sided ring (edge or gap)",
+    "inner_dark": "dark solid interior (ice, debris)",
+    "inner_rim_ratio": "solid dark blob (no membrane ring)",
+    "outer_step": "on a step of the background (film edge)",
+    "radius_jitter": "irregular outline",
+    "ellipticity": "elongated shape",
+    "kept_fraction": "mostly inside neighbours (gap between liposomes)",
+    "inner_texture": "textured interior",
+}
+
+
+@dataclass(frozen=True)
+class Verifier:
+    """Logistic regression on standardised candidate features: score = sigmoid(((x - mean)
+    / scale) . coef + intercept); candidates with score < ``threshold`` are rejected."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    threshold: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected (N, {len(self.features)}) features, got {x.shape}")
+        return (x - self.mean) / self.scale
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Liposome score (N,) in [0, 1] of features ``x`` (N, F)."""
+        t = self._check(x) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
+
+    def reasons(self, x: np.ndarray) -> list[str]:
+        """Per candidate, the feature that lowers its score most, as words (``REASONS``)."""
+        contrib = self._check(x) * self.coef  # (N, F)
+        worst = np.argmin(contrib, axis=1) if len(contrib) else np.zeros(0, int)
+        return [
+            f"low liposome score: {REASONS.get(self.features[k], self.features[k])}" for k in worst
+        ]
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        doc = {
+            "format": _FORMAT,
+            "version": 1,
+            "model": "logistic regression on standardised features",
+            "features": list(self.features),
+            "mean": [round(float(v), 6) for v in self.mean],
+            "scale": [round(float(v), 6) for v in self.scale],
+            "coef": [round(float(v), 6) for v in self.coef],
+            "intercept": round(float(self.intercept), 6),
+            "threshold": round(float(self.threshold), 4),
+            "info": self.info,
+        }
+        Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Verifier:
+        from lipoclass.micrograph.detect import FEATURES
+
+        p = Path(path)
+        if p.is_dir():
+            p = p / VERIFIER_FILE
+        if not p.is_file():
+            raise LipoclassError(f"{path}: verifier not found (a folder from 'detect-train')")
+        try:
+            doc = json.loads(p.read_text())
+            if doc.get("format") != _FORMAT:
+                raise ValueError("not a lipoclass detect verifier")
+            feats = tuple(str(f) for f in doc["features"])
+            arrs = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "scale", "coef")]
+            intercept, thr = float(doc["intercept"]), float(doc["threshold"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LipoclassError(f"{p}: unreadable verifier ({exc})") from None
+        if feats != FEATURES:
+            raise LipoclassError(
+                f"{p}: verifier made for other features ({', '.join(feats)}); retrain it "
+                f"with 'lipoclass detect-train'"
+            )
+        if any(a.shape != (len(feats),) or not np.isfinite(a).all() for a in arrs) or not (
+            np.all(arrs[1] > 0) and np.isfinite(intercept) and 0 <= thr <= 1
+        ):
+            raise LipoclassError(f"{p}: verifier values are malformed")
+        return cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: str, mtime: float) -> Verifier:
+    return Verifier.load(path)
+
+
+def load_verifier(spec: str) -> Verifier | None:
+    """``"none"`` -> None (accept every candidate), ``"default"`` -> the packaged verifier,
+    else a verifier folder or JSON file (cached while the file is unchanged)."""
+    if spec == "none":
+        return None
+    p = DEFAULT_VERIFIER if spec == "default" else Path(spec)
+    q = p / VERIFIER_FILE if p.is_dir() else p
+    if not q.is_file():
+        raise LipoclassError(f"{spec}: verifier not found (a folder from 'detect-train')")
+    return _load_cached(str(q), q.stat().st_mtime)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainingSet:
+    """Candidate features (N, F), labels (N,) 1 liposome / 0 not, and the micrograph of
+    each row (N,)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    micrograph: list[str]
+
+
+def candidate_truth(det: Any, truth: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
+    """1 for each candidate of ``det`` (``detect.Detections``) whose outline (all candidates
+    painted together) matches a truth instance of ``truth`` (H, W) at mask IoU >= ``min_iou``,
+    else 0: (N,) int."""
+    from lipoclass.micrograph.detect import paint_outlines
+    from lipoclass.micrograph.match import match_instances
+
+    lab, _ = paint_outlines(truth.shape, det.cy, det.cx, det.radii)
+    m = match_instances(truth, lab, min_iou)
+    y = np.zeros(len(det), dtype=np.int64)
+    y[m.pairs[:, 1] - 1] = 1
+    return y
+
+
+def read_negatives(path: Path) -> dict[str, list[tuple[float, float, float]]]:
+    """``detection_negatives.csv`` -> {micrograph stem: [(x, y, diameter_px)]}."""
+    from lipoclass.micrograph.annotations import _number, _read_csv, _stem
+
+    header, rows = _read_csv(path, "detection negatives")
+    for req in ("micrograph", "x", "y"):
+        if req not in header:
+            raise LipoclassError(f"{path}: required column '{req}' is missing")
+    out: dict[str, list[tuple[float, float, float]]] = {}
+    for r, row in rows:
+        where = f"{path} row {r}"
+        d = _number(row["diameter_px"], "diameter_px", where) if row.get("diameter_px") else 0.0
+        out.setdefault(_stem(row["micrograph"]), []).append(
+            (_number(row["x"], "x", where), _number(row["y"], "y", where), d)
+        )
+    return out
+
+
+def _apply_negatives(det: Any, y: np.ndarray, points: list[tuple[float, float, float]]) -> int:
+    """Set candidates centred within half their radius of a negative point to 0; count."""
+    n = 0
+    r = det.radii.mean(axis=1) if len(det) else np.zeros(0)
+    for x, yy, _d in points:
+        if not len(det):
+            break
+        dist = np.hypot(det.cx - x, det.cy - yy)
+        k = int(np.argmin(dist))
+        if dist[k] <= 0.5 * r[k]:
+            y[k] = 0
+            n += 1
+    return n
+
+
+def collect_training_set(
+    micrographs: Sequence[Any],
+    truths: Sequence[np.ndarray],
+    cfg: Any,
+    negatives: dict[str, list[tuple[float, float, float]]] | None = None,
+) -> TrainingSet:
+    """Candidates (without verification) of each micrograph (``io.Micrograph``), labelled by
+    the truth label image of the same index and the extra negatives."""
+    from lipoclass.micrograph.detect import detect_candidates
+
+    xs, ys, names = [], [], []
+    for mic, truth in zip(micrographs, truths):
+        det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(mic.path), verifier=False)
+        y = candidate_truth(det, truth)
+        if negatives and mic.name in negatives:
+            _apply_negatives(det, y, negatives[mic.name])
+        xs.append(det.features)
+        ys.append(y)
+        names += [mic.name] * len(y)
+    from lipoclass.micrograph.detect import FEATURES
+
+    x = np.concatenate(xs) if xs else np.zeros((0, len(FEATURES)))
+    return TrainingSet(x, np.concatenate(ys) if ys else np.zeros(0, np.int64), names)
+
+
+def _best_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The score threshold maximising F1 of the positive class on (y, p)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    f1 = []
+    for t in grid:
+        pred = p >= t
+        tp = float(np.sum(pred & (y == 1)))
+        f1.append(2 * tp / max(float(pred.sum() + (y == 1).sum()), 1.0))
+    return float(grid[int(np.argmax(f1))])
+
+
+def fit_verifier(
+    ts: TrainingSet,
+    seed: int = 0,
+    c: float = 1.0,
+    threshold: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[Verifier, dict[str, float]]:
+    """Fit the logistic regression on ``ts``; the threshold (None) maximises the F1 of the
+    out-of-fold scores (5 folds grouped by micrograph when there are enough, else by
+    candidate). Returns the verifier and out-of-fold figures at that threshold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    from lipoclass.micrograph.detect import FEATURES
+
+    y = ts.y.astype(np.int64)
+    npos, nneg = int(y.sum()), int((y == 0).sum())
+    if npos < 5 or nneg < 5:
+        raise LipoclassError(
+            f"too few examples to train a verifier: {npos} annotated liposome(s) and {nneg} "
+            f"other candidate(s) found (need at least 5 of each)"
+        )
+    mean = ts.x.mean(axis=0)
+    scale = ts.x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    xs = (ts.x - mean) / scale
+
+    def model() -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+
+    groups = np.asarray(ts.micrograph)
+    k = min(5, len(set(ts.micrograph)))
+    oof = np.zeros(len(y))
+    if k >= 3:
+        splits = GroupKFold(n_splits=k).split(xs, y, groups)
+    else:
+        splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y)
+    for tr, te in splits:
+        if len(set(y[tr])) < 2:
+            oof[te] = y[tr].mean()
+            continue
+        oof[te] = model().fit(xs[tr], y[tr]).predict_proba(xs[te])[:, 1]
+    thr = _best_threshold(y, oof) if threshold is None else float(threshold)
+    pred = oof >= thr
+    tp = float(np.sum(pred & (y == 1)))
+    stats = {
+        "positives": float(npos),
+        "negatives": float(nneg),
+        "threshold": thr,
+        "oof_precision": tp / max(float(pred.sum()), 1.0),
+        "oof_recall": tp / max(float(npos), 1.0),
+    }
+    m = model().fit(xs, y)
+    meta = dict(info or {})
+    meta.update({"positives": npos, "negatives": nneg, "C": c,
+                 "oof_precision": round(stats["oof_precision"], 4),
+                 "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
+    ver = Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
+                   float(m.intercept_[0]), thr, meta)  # fmt: skip
+    return ver, stats
+
+
+def write_training_csv(path: Path, ts: TrainingSet) -> None:
+    """The training candidates (micrograph, label, features) as CSV."""
+    from lipoclass.micrograph.detect import FEATURES
+
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["micrograph", "liposome", *FEATURES])
+        for name, yy, row in zip(ts.micrograph, ts.y, ts.x):
+            w.writerow([name, int(yy), *(f"{v:.5g}" for v in row)])
+
+
+def _truth_image(mic: Any, anns: Sequence[Any]) -> np.ndarray:
+    """Annotations (``ParticleAnnotation``) painted into an instance label image (H, W)."""
+    lab = np.zeros(mic.shape, dtype=np.int64)
+    for k, a in enumerate(anns, start=1):
+        mh, mw = a.mask.shape
+        y0, x0 = max(0, a.top), max(0, a.left)
+        y1, x1 = min(mic.shape[0], a.top + mh), min(mic.shape[1], a.left + mw)
+        if y1 <= y0 or x1 <= x0:
+            continue
+        sub = a.mask[y0 - a.top : y1 - a.top, x0 - a.left : x1 - a.left]
+        lab[y0:y1, x0:x1][sub] = k
+    return lab
+
+
+def train_detect_verifier(
+    micrographs: Sequence[str | os.PathLike[str]],
+    source: Any,
+    cfg: Any,
+    out: str | os.PathLike[str],
+    *,
+    negatives: Path | None = None,
+    pixel_size_nm: float | None = None,
+    seed: int = 0,
+) -> tuple[Verifier, dict[str, float]]:
+    """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
+    of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
+    candidates negatives) and the rows of ``negatives`` (a review's
+    ``detection_negatives.csv``); fit a verifier and write ``out/verifier.json`` and
+    ``out/training.csv`` (staging folder renamed at the end)."""
+    import shutil
+    import uuid
+
+    from lipoclass.data import publish_folder
+    from lipoclass.micrograph.io import check_micrographs, read_micrograph
+
+    out = Path(out)
+    if out.exists():
+        raise LipoclassError(f"{out}: already exists (choose another --out)")
+    paths, pxs = check_micrographs(
+        micrographs, pixel_size_nm, cfg.unit == "nm", None, "training rows would clash"
+    )
+    for p in paths:
+        cfg.diameters_px(pxs[p], str(p))
+    neg = read_negatives(Path(negatives)) if negatives is not None else None
+    mics, truths = [], []
+    for p in paths:
+        mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
+        truths.append(_truth_image(mic, source.particles(mic)))
+        mics.append(mic)
+    ts = collect_training_set(mics, truths, cfg, neg)
+    info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
+            "candidate_threshold": cfg.threshold}  # fmt: skip
+    ver, stats = fit_verifier(ts, seed=seed, info=info)
+    staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        staging.mkdir(parents=True)
+        ver.save(staging / VERIFIER_FILE)
+        write_training_csv(staging / "training.csv", ts)
+        publish_folder(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ver, stats

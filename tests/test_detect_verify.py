@@ -1,0 +1,144 @@
+"""The detector's liposome verifier: distractors rejected with a reason and kept in
+detections.csv, scores against a truth (detect --truth), training a verifier from a lab's
+annotations (detect-train, with review negatives), and the synthetic distractors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipoclass.cli import main
+from lipoclass.micrograph import match_instances, read_label_image
+from lipoclass.micrograph.detect import DetectConfig, detect_candidates
+from lipoclass.micrograph.verify import Verifier, load_verifier
+from lipoclass.synth import MicrographConfig, render_micrograph, synthesize_micrographs
+
+PX = 1.5
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three small micrographs with many distractors (seeds unused in verifier training)."""
+    out = tmp_path_factory.mktemp("messy") / "syn"
+    synthesize_micrographs("lamellarity", out, count=3, size=384, density=0.25, seed=777,
+                           pixel_size_nm=PX, ice=12.0, debris=20.0, carbon=1.0,
+                           gradient=0.4, touching=0.5)  # fmt: skip
+    return out
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_verifier_raises_precision_on_distractors() -> None:
+    cfg = MicrographConfig(size=512, density=0.2, seed=4242, pixel_size_nm=1.2, ice=10.0,
+                           debris=15.0, carbon=1.0, touching=0.5, gradient=0.3)  # fmt: skip
+    mic = render_micrograph(cfg, 0)
+    truth = mic.labels.astype(np.int64)
+    raw = detect_candidates(mic.image, DetectConfig(verifier="none"), 1.2)
+    ver = detect_candidates(mic.image, DetectConfig(), 1.2)
+    assert raw.accepted.all() and len(ver) == len(raw)
+    assert (~ver.accepted).sum() >= 3  # distractors rejected ...
+    assert all(r.startswith("low liposome score") for r, a in zip(ver.reason, ver.accepted)
+               if not a)  # fmt: skip
+    assert np.all(ver.score[~ver.accepted] < ver.score[ver.accepted].min() + 1e-9)
+    m_raw, m_ver = match_instances(truth, raw.labels), match_instances(truth, ver.labels)
+    assert m_ver.precision > m_raw.precision  # ... so precision rises
+    assert m_ver.recall >= m_raw.recall - 0.1  # and few liposomes are lost
+
+
+def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "det"
+    mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
+    rc = main(["detect", *mics, "--truth", str(messy / "labels"), "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "precision" in text.lower() or "prec" in text
+    scores = _rows(out / "detection_scores.csv")
+    assert [r["micrograph"] for r in scores] == ["mic0001", "mic0002", "mic0003", "all"]
+    for r in scores[:3]:  # the figures agree with matching the written label images
+        found = read_label_image(out / f"{r['micrograph']}.tif")
+        truth = read_label_image(messy / "labels" / f"{r['micrograph']}.tif")
+        m = match_instances(truth, found)
+        assert int(r["matched"]) == len(m.pairs) and int(r["detected"]) == m.n_found
+        assert float(r["f1"]) == pytest.approx(m.f1, abs=1e-4)
+    assert float(scores[-1]["recall"]) >= 0.6
+    rows = _rows(out / "detections.csv")
+    rejected = [r for r in rows if r["status"] == "rejected"]
+    accepted = [r for r in rows if r["status"] == "accepted"]
+    assert rejected and all(r["reason"] and r["score"] and not r["instance"] for r in rejected)
+    assert all(r["instance"] and not r["reason"] for r in accepted)
+    n_lab = sum(int(read_label_image(out / f"mic000{k}.tif").max()) for k in (1, 2, 3))
+    assert len([r for r in accepted if r["instance"]]) == n_lab
+    assert all((out / "overlays" / f"mic000{k}.png").is_file() for k in (1, 2, 3))
+
+
+def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, capsys) -> None:
+    mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
+    neg = tmp_path / "detection_negatives.csv"
+    neg.write_text("micrograph,x,y,diameter_px,id\n"
+                   f"{mics[0]},10,10,20,mic0001_9999\n")  # fmt: skip
+    out = tmp_path / "ver"
+    rc = main(["detect-train", *mics, "--labels", str(messy / "labels"), "--negatives",
+               str(neg), "--out", str(out)])  # fmt: skip
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "annotated liposome(s)" in cap.out
+    ver = load_verifier(str(out))
+    assert isinstance(ver, Verifier) and 0 < ver.threshold < 1
+    doc = json.loads((out / "verifier.json").read_text())
+    assert doc["info"]["positives"] > 10 and (out / "training.csv").is_file()
+    det = tmp_path / "det"
+    assert main(["detect", mics[0], "--verifier", str(out), "--out", str(det)]) == 0
+    assert read_label_image(det / "mic0001.tif").max() >= 3
+
+
+def test_bad_verifier_is_one_error(messy: Path, tmp_path: Path, capsys) -> None:
+    mic = str(messy / "micrographs" / "mic0001.tif")
+    out = tmp_path / "o"
+    rc = main(["detect", mic, "--verifier", str(tmp_path / "nothere"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("lipoclass: error:") and "nothere" in err
+    assert not out.exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "something else"}')
+    rc = main(["detect", mic, "--verifier", str(bad), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.json" in err and not out.exists()
+
+
+def test_synth_distractors_deterministic_and_validated() -> None:
+    base = MicrographConfig(size=256, seed=3, pixel_size_nm=1.0, carbon=0.0)
+    with_d = MicrographConfig(size=256, seed=3, pixel_size_nm=1.0, carbon=0.0, debris=30.0,
+                              gradient=0.5)  # fmt: skip
+    a, b = render_micrograph(base, 0), render_micrograph(with_d, 0)
+    assert np.array_equal(a.labels, b.labels)  # distractors never change the liposomes
+    assert not np.allclose(a.image, b.image)
+    assert np.array_equal(render_micrograph(with_d, 0).image, b.image)
+    with pytest.raises(ValueError, match="gradient"):
+        MicrographConfig(gradient=2.0)
+    with pytest.raises(ValueError, match="debris"):
+        MicrographConfig(debris=-1.0)
+
+
+def test_detect_source_hands_over_rejected_candidates() -> None:
+    """Micrograph predict draws the verifier's rejects (grey) from ``DetectSource.rejected``."""
+    from lipoclass.micrograph import DetectSource, Micrograph
+
+    cfg = MicrographConfig(size=384, density=0.2, seed=4243, pixel_size_nm=1.2, ice=10.0,
+                           debris=15.0, carbon=1.0)  # fmt: skip
+    m = render_micrograph(cfg, 0)
+    mic = Micrograph(Path("m.tif"), m.image.astype(np.float32), 1.2)
+    det = detect_candidates(mic.image, DetectConfig(), 1.2)
+    src = DetectSource()
+    kept = src.particles(mic)
+    rejected = src.rejected(mic)
+    assert len(kept) == int(det.labels.max())
+    assert 0 < len(rejected) <= int((~det.accepted).sum())
+    assert all(a.key.startswith("rejected") for a in rejected)
+    assert src.rejected(mic) == []  # handed over once
