@@ -413,7 +413,7 @@ def test_cv_and_study_time_estimates_agree() -> None:
     from lipoclass.study.runner import RunJob
     from lipoclass.study.runner import _plan as study_plan
 
-    spec = ModelSpec("lipnet4", PrepConfig(size=28), TrainConfig(epochs=30), None)
+    spec = ModelSpec("lipnet4", PrepConfig(size=28), TrainConfig(epochs=30))
     y = np.repeat([0, 1, 2], [9000, 500, 500])
     fold = np.arange(len(y)) % 5
     tasks = [(None, spec, (), k, 0, np.flatnonzero(fold != k)) for k in range(5)]
