@@ -256,7 +256,7 @@ def test_build_spec() -> None:
     assert cnn.prep.size == default_input_size("tiny")
     assert build_spec("tiny", size=20).prep.size == 20
     assert ModelSpec.from_dict(cnn.to_dict()) == cnn
-    with pytest.raises(LipoclassError, match="not valid for a CNN"):
+    with pytest.raises(LipoclassError, match="CNN options: balance must be one of"):
         build_spec("tiny", balance="wrong")
 
 
@@ -298,7 +298,7 @@ def test_cli_cv_svm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ("extra", "message"),
     [
         (["--model", "nosuchnet"], "unknown; choose from svm"),
-        (["--model", "svm", "--balance", "focal"], "not valid for the SVM"),
+        (["--model", "svm", "--balance", "focal"], "SVM options: balance must be one of"),
         (["--model", "svm", "--features-csv", "missing.csv"], "features CSV not found"),
     ],
 )

@@ -173,7 +173,7 @@ def test_registering_a_taken_name_is_refused(ncm_kind: NCMKind) -> None:
 
 # what a branch on a kind's name looks like (comparisons and the old per-kind spec fields)
 _KIND_BRANCH = re.compile(
-    r"""(kind|model)\s*[!=]=\s*["'](svm|cnn)["']|["'](svm|cnn)["']\s*[!=]=|"""
+    r"""(kind|model)\s*[!=]=\s*["'](svm|cnn)["']|["'](svm|cnn)["']\s*([!=]=|(not\s+)?in\b)|"""
     r"""spec\.(train|svm)\b|\.estimators\b"""
 )
 
@@ -190,3 +190,19 @@ def test_no_code_outside_the_kinds_package_branches_on_the_kind() -> None:
     # and the pattern does catch the old style
     assert _KIND_BRANCH.search('if spec.kind == "cnn":')
     assert _KIND_BRANCH.search("want = spec.svm is not None")
+    assert _KIND_BRANCH.search('if "svm" in models and len(models) > 1:')
+
+
+def test_model_help_lists_every_registered_kind(
+    ncm_kind: NCMKind, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--model's help is built from the kinds registry when shown, so a new kind's models
+    appear without any CLI change."""
+    from lipoclass.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["cv", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "'svm': a support-vector machine" in text
+    assert "lipnet4 (recommended)" in text and "tiny (for tests)" in text
+    assert "a ncm model: ncm" in text

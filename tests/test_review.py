@@ -15,6 +15,7 @@ import pytest
 
 from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
+from lipoclass.micrograph.predict import particle_columns
 from lipoclass.quantify import REVIEW_COLUMNS
 
 pytest.importorskip("starlette")
@@ -57,23 +58,7 @@ def make_micrograph_folder(root: Path, n_mics: int = 2, per_mic: int = 4) -> Pat
     (root / "mics").mkdir(parents=True)
     out = root / "pred"
     out.mkdir()
-    header = [
-        "micrograph",
-        "sample",
-        "particle",
-        "x",
-        "y",
-        "bbox_x0",
-        "bbox_y0",
-        "bbox_x1",
-        "bbox_y1",
-        "area_px",
-        "diameter_px",
-        "diameter_nm",
-        *(f"p_{c}" for c in CLASSES),
-        "pred",
-        "review",
-    ]
+    header = particle_columns(CLASSES)
     lines, mics = [], []
     for m in range(n_mics):
         name = f"mic{m + 1:04d}"

@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from lipoclass.errors import LipoclassError
 
-__all__ = ["check_output_file", "check_output_folder", "check_writable_dir"]
+__all__ = ["check_output_file", "check_output_folder", "check_writable_dir", "save_figure"]
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -109,3 +110,18 @@ def check_output_folder(
         return p
     _check_parents(p)
     return p
+
+
+def save_figure(fig: Any, out: Path, dpi: int) -> Path:
+    """Write the matplotlib figure ``fig`` to ``out`` (PNG) through a temp file renamed into
+    place, so a failed write leaves no half-written file; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return out

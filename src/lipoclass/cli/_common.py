@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lipoclass.choices import (
@@ -27,11 +28,14 @@ __all__ = [
     "add_detect_options",
     "add_executor_options",
     "add_model_options",
+    "add_particle_source_options",
     "augment_list",
     "detect_config",
     "folds",
     "fraction",
     "length",
+    "new_output_folder",
+    "particle_source",
     "positive_float",
     "positive_int",
     "seed",
@@ -49,6 +53,15 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")  # prog: "lipoclass [command]"
 
+    def format_help(self) -> str:
+        # help built from a registry (e.g. --model from the model kinds) is filled in only
+        # when shown: the registries import torch, which parsing must not
+        for action in self._actions:
+            make = getattr(action, "lazy_help", None)
+            if make is not None:
+                action.help = make()
+        return super().format_help()
+
 
 def augment_list(text: str) -> tuple[str, ...]:
     text = text.strip().lower()
@@ -65,68 +78,63 @@ def augment_list(text: str) -> tuple[str, ...]:
     return items
 
 
-def positive_int(text: str) -> int:
+def _parse(text: str, cast: type[int] | type[float]) -> Any:
+    """``cast(text)``, or argparse's one-line error naming what was expected."""
     try:
-        v = int(text)
+        return cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+        what = "an integer" if cast is int else "a number"
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise argparse.ArgumentTypeError(message)
+
+
+def positive_int(text: str) -> int:
+    v: int = _parse(text, int)
+    _check(v >= 1, f"{text!r} must be at least 1")
     return v
 
 
 def seed(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not 0 <= v <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range: use 0 to {SEED_MAX}")
+    v: int = _parse(text, int)
+    _check(0 <= v <= SEED_MAX, f"{text!r} is out of range: use 0 to {SEED_MAX}")
     return v
 
 
 def fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < v <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.95")
+    v: float = _parse(text, float)
+    _check(0 < v <= 1, f"{text!r} must be in (0, 1], e.g. 0.95")
     return v
 
 
 def folds(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"{text!r}: cross-validation needs at least 2 folds")
+    v: int = _parse(text, int)
+    _check(v >= 2, f"{text!r}: cross-validation needs at least 2 folds")
     return v
 
 
 def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    v: float = _parse(text, float)
+    _check(v > 0, f"{text!r} must be positive")
     return v
 
 
 def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) -> None:
-    """Options shared by ``cv`` and ``train`` (names fixed by the CNN issue)."""
-    p.add_argument(
-        "--model",
-        default=default_model,
-        required=default_model is None,
-        help="'svm': a support-vector machine on measured particle features (size, shape, "
-        "grey-level profile); or a neural network (CNN) that looks at the pixels: lipnet4 "
-        "(recommended), lipnet1, lipnet2, lipnet4c, lipnet6, lipnet_fcn, lipnet_hybrid (also "
-        "gets the particle size), tiny (for tests)"
-        + (f" (default: {default_model})" if default_model else ""),
-    )
+    """Options shared by ``cv`` and ``train``; ``--model`` lists every registered model kind's
+    models (``lipoclass.kinds.models_help``)."""
+    default = f" (default: {default_model})" if default_model else ""
+    model = p.add_argument("--model", default=default_model, required=default_model is None,
+                           help="the model to fit" + default)  # fmt: skip
+
+    def model_help() -> str:
+        from lipoclass.kinds import models_help
+
+        return models_help() + default
+
+    model.lazy_help = model_help  # type: ignore[attr-defined]  # see Parser.format_help
     g = p.add_argument_group("input preparation (CNN)")
     g.add_argument(
         "--mode",
@@ -253,8 +261,7 @@ def length(text: str) -> tuple[float, str]:
         v = float(num)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a length like 20nm or 16px") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    _check(v > 0, f"{text!r} must be positive")
     return v, unit
 
 
@@ -270,3 +277,67 @@ def detect_config(args: argparse.Namespace) -> Any:
                             min_score=args.min_score)  # fmt: skip
     except ValueError as exc:
         raise LipoclassError(f"detect: {exc}") from None
+
+
+def new_output_folder(path: str, what: str = "--out") -> Path:
+    """``path`` as a Path, after checking that it does not exist yet and can be created (one
+    line naming it otherwise; ``what``: the option or word the message suggests changing)."""
+    from lipoclass.outputs import check_output_folder
+
+    if Path(path).exists():
+        raise LipoclassError(f"{path}: already exists (choose another {what})")
+    return check_output_folder(path)
+
+
+def add_particle_source_options(choose_one: Any, p: Any, *, predict: bool) -> None:
+    """Where the particles on micrographs are: --labels / --coco / --coords / --detect on
+    ``choose_one`` (a group that allows one of them), --classes and --diameter on ``p``;
+    ``predict``: for 'predict' (detector by default, --classes are true classes reported
+    beside the predictions) rather than 'crop'."""
+    choose_one.add_argument("--labels", metavar="PATH",
+                            help="instance label image (one micrograph) or folder of label "
+                            "images named like the micrographs (mic.tif, mic_masks.png, "
+                            "...)")  # fmt: skip
+    choose_one.add_argument("--coco", metavar="JSON",
+                            help="COCO annotations (polygons, RLE or boxes)")  # fmt: skip
+    choose_one.add_argument("--coords", metavar="FILE",
+                            help="CSV with micrograph,x,y and diameter or w,h (pixels; "
+                            "optional label), or a RELION/cryoSPARC .star particle "
+                            "file")  # fmt: skip
+    choose_one.add_argument("--detect", action="store_true",
+                            help="find the liposomes with the detector (the default)" if predict
+                            else "find the liposomes automatically (see 'lipoclass "
+                            "detect')")  # fmt: skip
+    p.add_argument("--classes", metavar="CSV",
+                   help="with --labels: " + ("true class per instance (reported beside the "
+                   "predictions)" if predict else "class per instance (columns instance,label "
+                   "and optionally micrograph)"))  # fmt: skip
+    p.add_argument("--diameter", type=positive_float, default=None, metavar="PX",
+                   help="particle diameter in pixels where the coordinates give none "
+                   "(needed for STAR files)")  # fmt: skip
+
+
+def particle_source(args: argparse.Namespace, mics: list[Path]) -> tuple[Any, list[Path]]:
+    """The particle source the options of ``add_particle_source_options`` name (at most one;
+    default: the detector) and the micrographs (with --coco and none given: the COCO
+    file's)."""
+    from lipoclass.micrograph import CocoSource, CoordinateSource, DetectSource, LabelImageSource
+
+    picked = [o for o in ("labels", "coco", "coords") if getattr(args, o)]
+    picked += ["detect"] * bool(args.detect)
+    if len(picked) > 1:
+        raise LipoclassError(f"--{picked[0]} and --{picked[1]}: give one annotation source")
+    if args.classes and not args.labels:
+        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
+    source: Any
+    if args.labels:
+        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
+                                  else None)  # fmt: skip
+    elif args.coco:
+        source = CocoSource(Path(args.coco), mics)
+        mics = mics or source.micrographs
+    elif args.coords:
+        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
+    else:
+        source = DetectSource(detect_config(args))
+    return source, mics

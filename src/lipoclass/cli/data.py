@@ -9,6 +9,7 @@ from pathlib import Path
 from lipoclass.choices import SEED_MAX
 from lipoclass.cli._common import (
     AddCommand,
+    new_output_folder,
     positive_float,
     positive_int,
     seed,
@@ -19,14 +20,11 @@ __all__ = ["register"]
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lipoclass.outputs import check_output_folder
     from lipoclass.synth import parse_ratios, synthesize
 
     if args.micrographs:
         return _cmd_synth_micrographs(args)
-    if Path(args.out).exists():
-        raise LipoclassError(f"{args.out}: already exists (choose another output folder)")
-    check_output_folder(args.out)
+    new_output_folder(args.out, "output folder")
     ds = synthesize(
         args.problem,
         Path(args.out),
@@ -43,14 +41,11 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth_micrographs(args: argparse.Namespace) -> int:
-    from lipoclass.outputs import check_output_folder
     from lipoclass.synth import parse_ratios, synthesize_micrographs
 
     if args.n is not None or args.tiff16:
         raise LipoclassError("--n and --tiff16 are for crops; with --micrographs use --count")
-    if Path(args.out).exists():
-        raise LipoclassError(f"{args.out}: already exists (choose another output folder)")
-    check_output_folder(args.out)
+    new_output_folder(args.out, "output folder")
     out = synthesize_micrographs(
         args.problem,
         Path(args.out),

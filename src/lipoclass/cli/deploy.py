@@ -11,7 +11,8 @@ from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
     add_executor_options,
-    detect_config,
+    add_particle_source_options,
+    particle_source,
     positive_float,
     positive_int,
 )
@@ -56,13 +57,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> int:
-    from lipoclass.micrograph import (
-        CocoSource,
-        CoordinateSource,
-        DetectSource,
-        LabelImageSource,
-        read_sample_table,
-    )
+    from lipoclass.micrograph import read_sample_table
     from lipoclass.micrograph.io import check_micrograph_path
     from lipoclass.micrograph.predict import MicrographPredictConfig, predict_micrographs
     from lipoclass.outputs import check_output_folder
@@ -81,22 +76,7 @@ def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> in
         raise LipoclassError("give --out DIR for the micrograph report (a new or empty folder)")
     check_output_folder(args.out)
     mics = [check_micrograph_path(m) for m in inputs]
-    picked = [o for o in ("labels", "coco", "coords") if getattr(args, o)]
-    picked += ["detect"] * bool(args.detect)
-    if len(picked) > 1:
-        raise LipoclassError(f"--{picked[0]} and --{picked[1]}: give one annotation source")
-    if args.classes and not args.labels:
-        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
-    source: Any
-    if args.labels:
-        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
-                                  else None)  # fmt: skip
-    elif args.coco:
-        source = CocoSource(Path(args.coco), mics)
-    elif args.coords:
-        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
-    else:
-        source = DetectSource(detect_config(args))
+    source, mics = particle_source(args, mics)
     samples = read_sample_table(Path(args.samples)) if args.samples else None
     runner = None
     if args.executor != "local" or args.workers > 1:
@@ -234,18 +214,7 @@ def _add_predict_micrograph_options(p: Any) -> None:
     g = p.add_argument_group(
         "micrographs", "where the particles are (at most one; default: --detect), how they are "
         "cut out, and where micrographs are processed (docs/micrographs.md)")  # fmt: skip
-    g.add_argument("--labels", metavar="PATH", default=None,
-                   help="instance label image(s), as for 'crop'")  # fmt: skip
-    g.add_argument("--coco", metavar="JSON", default=None, help="COCO annotations")
-    g.add_argument("--coords", metavar="FILE", default=None,
-                   help="coordinate CSV or RELION/cryoSPARC .star file")  # fmt: skip
-    g.add_argument("--detect", action="store_true",
-                   help="find the liposomes with the detector (the default)")  # fmt: skip
-    g.add_argument("--classes", metavar="CSV", default=None,
-                   help="with --labels: true class per instance (reported beside the "
-                   "predictions)")  # fmt: skip
-    g.add_argument("--diameter", type=positive_float, default=None, metavar="PX",
-                   help="particle diameter where the coordinates give none")  # fmt: skip
+    add_particle_source_options(g, g, predict=True)
     g.add_argument(
         "--samples",
         metavar="CSV",

@@ -9,7 +9,10 @@ from typing import Any
 from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
+    add_particle_source_options,
     detect_config,
+    new_output_folder,
+    particle_source,
     positive_float,
 )
 from lipoclass.errors import LipoclassError
@@ -18,35 +21,12 @@ __all__ = ["register"]
 
 
 def _cmd_crop(args: argparse.Namespace) -> int:
-    from lipoclass.micrograph import (
-        CocoSource,
-        CoordinateSource,
-        CropConfig,
-        DetectSource,
-        LabelImageSource,
-        crop_micrographs,
-        read_sample_table,
-    )
+    from lipoclass.micrograph import CropConfig, crop_micrographs, read_sample_table
     from lipoclass.micrograph.io import check_micrograph_path
-    from lipoclass.outputs import check_output_folder
 
-    if Path(args.out).exists():
-        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
-    check_output_folder(args.out)
+    new_output_folder(args.out)
     mics = [check_micrograph_path(m) for m in args.micrographs]
-    if args.classes and not args.labels:
-        raise LipoclassError("--classes goes with --labels (a class per label-image instance)")
-    source: Any
-    if args.labels:
-        source = LabelImageSource(Path(args.labels), mics, Path(args.classes) if args.classes
-                                  else None)  # fmt: skip
-    elif args.coco:
-        source = CocoSource(Path(args.coco), mics)
-        mics = mics or source.micrographs
-    elif args.coords:
-        source = CoordinateSource(Path(args.coords), mics, diameter=args.diameter)
-    else:
-        source = DetectSource(detect_config(args))
+    source, mics = particle_source(args, mics)
     if not mics:
         raise LipoclassError("no micrographs given")
     samples = read_sample_table(Path(args.samples)) if args.samples else None
@@ -65,11 +45,8 @@ def _cmd_crop(args: argparse.Namespace) -> int:
 
 def _cmd_detect(args: argparse.Namespace) -> int:
     from lipoclass.micrograph.detect import detect_to_folder
-    from lipoclass.outputs import check_output_folder
 
-    if Path(args.out).exists():
-        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
-    check_output_folder(args.out)
+    new_output_folder(args.out)
     cfg = detect_config(args)
     result = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size,
                               truth=Path(args.truth) if args.truth else None)  # fmt: skip
@@ -81,11 +58,8 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
     from lipoclass.micrograph import CocoSource, LabelImageSource
     from lipoclass.micrograph.io import check_micrograph_path
     from lipoclass.micrograph.verify import train_detect_verifier
-    from lipoclass.outputs import check_output_folder
 
-    if Path(args.out).exists():
-        raise LipoclassError(f"{args.out}: already exists (choose another --out)")
-    check_output_folder(args.out)
+    new_output_folder(args.out)
     mics = [check_micrograph_path(m) for m in args.micrographs]
     source: Any
     if args.labels:
@@ -124,22 +98,8 @@ def _register_crop(add: AddCommand) -> None:
                    "named in the COCO file are used)")  # fmt: skip
     p.add_argument("--out", required=True, help="output dataset folder (must not exist)")
     src = p.add_argument_group("where the particles are (choose one)")
-    src = src.add_mutually_exclusive_group(required=True)
-    src.add_argument("--labels", metavar="PATH",
-                     help="instance label image (one micrograph) or folder of label images "
-                     "named like the micrographs (mic.tif, mic_masks.png, ...)")  # fmt: skip
-    src.add_argument("--coco", metavar="JSON", help="COCO annotations (polygons, RLE or boxes)")
-    src.add_argument("--coords", metavar="FILE",
-                     help="CSV with micrograph,x,y and diameter or w,h (pixels; optional "
-                     "label), or a RELION/cryoSPARC .star particle file")  # fmt: skip
-    src.add_argument("--detect", action="store_true",
-                     help="find the liposomes automatically (see 'lipoclass detect')")  # fmt: skip
-    p.add_argument("--classes", metavar="CSV",
-                   help="with --labels: class per instance (columns instance,label and "
-                   "optionally micrograph)")  # fmt: skip
-    p.add_argument("--diameter", type=positive_float, default=None, metavar="PX",
-                   help="particle diameter in pixels where the coordinates give none "
-                   "(needed for STAR files)")  # fmt: skip
+    add_particle_source_options(src.add_mutually_exclusive_group(required=True), p,
+                                predict=False)  # fmt: skip
     p.add_argument("--samples", metavar="CSV",
                    help="sample per micrograph (columns micrograph,sample; default: the "
                    "micrograph's file name)")  # fmt: skip

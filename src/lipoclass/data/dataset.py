@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lipoclass.data.io import write_image
-from lipoclass.errors import LipoclassError
+from lipoclass.errors import LipoclassError, finite_number
 
 __all__ = [
     "KNOWN_COLUMNS",
@@ -123,15 +123,7 @@ class ParticleDataset:
 
 def _float_or_none(text: str, what: str, where: str) -> float | None:
     text = text.strip()
-    if text == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise LipoclassError(f"{where}: {what} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise LipoclassError(f"{where}: {what} is {text!r}, expected a finite number")
-    return value
+    return None if text == "" else finite_number(text, what, where)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 
 from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
 from lipoclass.errors import LipoclassError
-from lipoclass.kinds.base import Backend, Fallback, MemberRunner
+from lipoclass.kinds.base import Backend, Fallback, MemberRunner, get_kind, kind_names
 
 if TYPE_CHECKING:
     from lipoclass.data import ParticleDataset, Prepared, PrepConfig
@@ -101,8 +101,10 @@ class EnsemblePredictor:
             assert model is not None
             self.tta = bool(model.tta) if self.cfg.tta is None else bool(self.cfg.tta)
             if self.tta and not model.kind.supports_tta:
+                with_tta = [k for k in kind_names() if get_kind(k).supports_tta]
                 raise LipoclassError(
-                    f"--tta does not apply to {model.kind.name} models (CNN models only)"
+                    f"--tta does not apply to {model.kind.name} models (only to "
+                    f"{', '.join(with_tta)} models)"
                 )
             self.backend = "cpu" if self.cfg.device == "cpu" else "device"
         self._runners: list[MemberRunner] | None = None

@@ -12,6 +12,7 @@ from lipoclass.kinds.base import (
     kind_for_model,
     kind_names,
     model_names,
+    models_help,
     register_kind,
     unregister_kind,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "kind_for_model",
     "kind_names",
     "model_names",
+    "models_help",
     "register_kind",
     "unregister_kind",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "kind_for_model",
     "kind_names",
     "model_names",
+    "models_help",
     "predict_prepared",
     "register_kind",
     "unregister_kind",
@@ -94,6 +95,10 @@ class Kind(ABC):
     @abstractmethod
     def model_names(self) -> tuple[str, ...]:
         """The ``--model`` names this kind builds."""
+
+    def help_text(self) -> str:
+        """This kind's part of the ``--model`` help: what its models are, and their names."""
+        return f"a {self.name} model: {', '.join(self.model_names())}"
 
     def owns(self, model: str) -> bool:
         """Whether ``--model model`` is of this kind."""
@@ -333,9 +338,16 @@ def kind_for_model(model: str) -> Kind:
     raise LipoclassError(f"--model {model!r} is unknown; choose from {', '.join(model_names())}")
 
 
+def _kinds_by_size() -> list[Kind]:
+    """Every kind, those with fewest model names first (the SVM before the CNNs)."""
+    return sorted(_all_kinds(), key=lambda k: len(k.model_names()))
+
+
 def model_names() -> tuple[str, ...]:
     """Every ``--model`` name of every kind (SVM first, then the CNNs sorted)."""
-    out: list[str] = []
-    for kind in sorted(_all_kinds(), key=lambda k: len(k.model_names())):
-        out.extend(sorted(kind.model_names()))
-    return tuple(out)
+    return tuple(n for kind in _kinds_by_size() for n in sorted(kind.model_names()))
+
+
+def models_help() -> str:
+    """The ``--model`` help: each registered kind's ``help_text``, SVM first."""
+    return "; or ".join(kind.help_text() for kind in _kinds_by_size())

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lipoclass.choices import BALANCES_CNN, PRECISIONS
 from lipoclass.errors import LipoclassError
 from lipoclass.kinds.base import Backend, Kind, MemberRunner
 
@@ -47,6 +46,13 @@ class CNNKind(Kind):
 
         return tuple(list_models())
 
+    def help_text(self) -> str:
+        from lipoclass.models import model_note
+
+        names = sorted(self.model_names(), key=lambda n: model_note(n) != "recommended")
+        listed = [f"{n} ({model_note(n)})" if model_note(n) else n for n in names]
+        return f"a neural network (CNN) that looks at the pixels: {', '.join(listed)}"
+
     def config_class(self) -> type:
         from lipoclass.train import TrainConfig
 
@@ -57,17 +63,7 @@ class CNNKind(Kind):
         from lipoclass.models import default_input_size
         from lipoclass.train import TrainConfig
 
-        precision = options.get("precision", "auto")
-        if precision not in PRECISIONS:
-            raise LipoclassError(
-                f"--precision {precision!r} is unknown; choose from {', '.join(PRECISIONS)}"
-            )
         balance = options.get("balance")
-        bal = "oversample" if balance is None else balance
-        if bal not in BALANCES_CNN:
-            raise LipoclassError(
-                f"--balance {bal!r} is not valid for a CNN; choose from {', '.join(BALANCES_CNN)}"
-            )
         kw: dict[str, Any] = {}
         if options.get("augment") is not None:
             kw["augment"] = tuple(options["augment"])
@@ -80,11 +76,12 @@ class CNNKind(Kind):
             train = TrainConfig(
                 epochs=options.get("epochs", 30), batch_size=options.get("batch_size", 32),
                 optimizer=options.get("optimizer", "adam"), lr=options.get("lr"),
-                balance=bal,  # type: ignore[arg-type]
-                device=options.get("device", "auto"), precision=precision, **kw,
+                balance="oversample" if balance is None else balance,  # type: ignore[arg-type]
+                device=options.get("device", "auto"),
+                precision=options.get("precision", "auto"), **kw,
             )  # fmt: skip
-        except ValueError as exc:
-            raise LipoclassError(f"model options: {exc}") from None
+        except ValueError as exc:  # TrainConfig validates (the one check of each option)
+            raise LipoclassError(f"CNN options: {exc}") from None
         return prep, train
 
     def make_estimator(self, spec: ModelSpec, seed: int, classes: tuple[str, ...]) -> Estimator:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lipoclass.choices import BALANCES_SVM
 from lipoclass.errors import LipoclassError
 from lipoclass.kinds.base import Fallback, Kind
 
@@ -38,6 +37,10 @@ class SVMKind(Kind):
     def model_names(self) -> tuple[str, ...]:
         return ("svm",)
 
+    def help_text(self) -> str:
+        return ("'svm': a support-vector machine on measured particle features (size, shape, "
+                "grey-level profile)")  # fmt: skip
+
     def config_class(self) -> type:
         from lipoclass.models.svm import SVMConfig
 
@@ -48,14 +51,10 @@ class SVMKind(Kind):
         from lipoclass.models.svm import SVMConfig
 
         balance = options.get("balance")
-        bal = "weights" if balance is None else balance
-        if bal not in BALANCES_SVM:
-            raise LipoclassError(
-                f"--balance {bal!r} is not valid for the SVM; choose from {', '.join(BALANCES_SVM)}"
-            )
         size = options.get("size")
-        try:
-            svm = SVMConfig(features=options.get("features", "vironova"), balance=bal)  # type: ignore[arg-type]
+        try:  # SVMConfig validates (the one check of --balance and --features)
+            svm = SVMConfig(features=options.get("features", "vironova"),
+                            balance="weights" if balance is None else balance)  # fmt: skip
             prep = PrepConfig(mode=options.get("mode", "auto"), size=28 if size is None else size)
         except ValueError as exc:
             raise LipoclassError(f"SVM options: {exc}") from None

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lipoclass.errors import LipoclassError
+from lipoclass.errors import LipoclassError, finite_number
 from lipoclass.micrograph.io import LABEL_SUFFIXES, Micrograph, read_label_image
 
 __all__ = [
@@ -108,16 +108,6 @@ def _read_csv(path: Path, what: str) -> tuple[list[str], list[tuple[int, dict[st
     return header, rows
 
 
-def _number(text: str, what: str, where: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise LipoclassError(f"{where}: {what} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise LipoclassError(f"{where}: {what} is {text!r}, expected a finite number")
-    return v
-
-
 def read_class_table(path: Path) -> dict[tuple[str | None, int], tuple[str, int]]:
     """CSV ``instance,label`` (optional ``micrograph``) -> {(micrograph stem | None,
     instance): (label, row)}."""
@@ -128,7 +118,7 @@ def read_class_table(path: Path) -> dict[tuple[str | None, int], tuple[str, int]
     table: dict[tuple[str | None, int], tuple[str, int]] = {}
     for r, row in rows:
         where = f"{path} row {r}"
-        inst = _number(row["instance"], "instance", where)
+        inst = finite_number(row["instance"], "instance", where)
         if inst != int(inst) or inst < 1:
             raise LipoclassError(
                 f"{where}: instance must be an integer >= 1, got {row['instance']}"
@@ -540,11 +530,11 @@ class CoordinateSource:
         out: list[_Point] = []
         for r, row in rows:
             where = f"{self.path} row {r}"
-            x, y = _number(row["x"], "x", where), _number(row["y"], "y", where)
+            x, y = finite_number(row["x"], "x", where), finite_number(row["y"], "y", where)
             if has_box and row.get("w") and row.get("h"):
-                bw, bh = _number(row["w"], "w", where), _number(row["h"], "h", where)
+                bw, bh = finite_number(row["w"], "w", where), finite_number(row["h"], "h", where)
             elif has_d and row.get("diameter"):
-                bw = bh = _number(row["diameter"], "diameter", where)
+                bw = bh = finite_number(row["diameter"], "diameter", where)
             elif diameter is not None:
                 bw = bh = float(diameter)
             else:
@@ -585,8 +575,8 @@ class CoordinateSource:
         ):
             where = f"{self.path} particle {r}"
             xf, yf = (
-                _number(str(x), "rlnCoordinateX", where),
-                _number(str(y), "rlnCoordinateY", where),
+                finite_number(str(x), "rlnCoordinateX", where),
+                finite_number(str(y), "rlnCoordinateY", where),
             )
             out.append(_Point(_stem(str(name)), xf, yf, float(diameter), float(diameter), None, r))
         return out

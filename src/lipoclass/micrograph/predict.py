@@ -45,6 +45,7 @@ __all__ = [
     "MicrographPredictConfig",
     "MicrographPredictResult",
     "TaskRunner",
+    "particle_columns",
     "predict_micrographs",
     "prepare_particles",
 ]
@@ -793,6 +794,16 @@ def _collect(
     )
 
 
+def particle_columns(classes: Sequence[str], with_label: bool = False) -> list[str]:
+    """The header of a micrograph prediction's particles.csv (``label`` when true classes
+    were given)."""
+    return [
+        "micrograph", "sample", "particle", "x", "y", "bbox_x0", "bbox_y0", "bbox_x1",
+        "bbox_y1", "area_px", "diameter_px", "diameter_nm", *(f"p_{c}" for c in classes),
+        "pred", "review", *(["label"] if with_label else []),
+    ]  # fmt: skip
+
+
 def _write_outputs(
     staging: Path,
     res: MicrographPredictResult,
@@ -806,23 +817,7 @@ def _write_outputs(
 
     classes = res.classes
     with_label = bool((res.labels >= 0).any())
-    header = [
-        "micrograph",
-        "sample",
-        "particle",
-        "x",
-        "y",
-        "bbox_x0",
-        "bbox_y0",
-        "bbox_x1",
-        "bbox_y1",
-        "area_px",
-        "diameter_px",
-        "diameter_nm",
-        *(f"p_{c}" for c in classes),
-        "pred",
-        "review",
-    ] + ["label"] * with_label
+    header = particle_columns(classes, with_label)
     lines = []
     j = 0
     for m in mics:

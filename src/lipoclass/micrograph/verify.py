@@ -184,7 +184,8 @@ def candidate_truth(det: Any, truth: np.ndarray, min_iou: float = 0.5) -> np.nda
 
 def read_negatives(path: Path) -> dict[str, list[tuple[float, float, float]]]:
     """``detection_negatives.csv`` -> {micrograph stem: [(x, y, diameter_px)]}."""
-    from lipoclass.micrograph.annotations import _number, _read_csv, _stem
+    from lipoclass.errors import finite_number as _number
+    from lipoclass.micrograph.annotations import _read_csv, _stem
 
     header, rows = _read_csv(path, "detection negatives")
     for req in ("micrograph", "x", "y"):

@@ -9,6 +9,7 @@ from lipoclass.models.registry import (
     create_model,
     default_input_size,
     list_models,
+    model_note,
     register_model,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "create_model",
     "default_input_size",
     "list_models",
+    "model_note",
     "register_model",
     "size_features",
 ]

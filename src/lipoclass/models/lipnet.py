@@ -304,7 +304,7 @@ def lipnet2(num_classes: int, in_size: int, **kw: float) -> nn.Module:
     return LipNet(num_classes, in_size, (1, 1), name="lipnet2", **kw)  # type: ignore[arg-type]
 
 
-@register_model("lipnet4", input_size=28)
+@register_model("lipnet4", input_size=28, note="recommended")
 def lipnet4(num_classes: int, in_size: int, **kw: float) -> nn.Module:
     """Two blocks of 2x conv3x3-32 + maxpool + dropout 0.25; dense 128 + dropout 0.5."""
     return LipNet(num_classes, in_size, (2, 2), name="lipnet4", **kw)  # type: ignore[arg-type]
@@ -328,13 +328,13 @@ def lipnet_fcn(num_classes: int, in_size: int, **kw: float) -> nn.Module:
     return FCNLipNet(num_classes, in_size, **kw)
 
 
-@register_model("lipnet_hybrid", input_size=28)
+@register_model("lipnet_hybrid", input_size=28, note="also gets the particle size")
 def lipnet_hybrid(num_classes: int, in_size: int, **kw: float) -> nn.Module:
     """LipNet-4 features + MLP over size features; ``forward(x, aux)``."""
     return HybridLipNet(num_classes, in_size, **kw)  # type: ignore[arg-type]
 
 
-@register_model("tiny", input_size=16)
+@register_model("tiny", input_size=16, note="for tests")
 def tiny(num_classes: int, in_size: int, **kw: float) -> nn.Module:
     """Few parameters, for tests."""
     return TinyNet(num_classes, in_size, **kw)  # type: ignore[arg-type]

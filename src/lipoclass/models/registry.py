@@ -14,23 +14,32 @@ from torch import nn
 
 from lipoclass.errors import LipoclassError
 
-__all__ = ["create_model", "default_input_size", "list_models", "register_model"]
+__all__ = ["create_model", "default_input_size", "list_models", "model_note", "register_model"]
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], int]] = {}
+_NOTES: dict[str, str] = {}
 
 
 def register_model(
-    name: str, *, input_size: int = 28
+    name: str, *, input_size: int = 28, note: str = ""
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a factory ``fn(num_classes, in_size, **kw) -> nn.Module``."""
+    """Decorator registering a factory ``fn(num_classes, in_size, **kw) -> nn.Module``;
+    ``note``: a few words for the ``--model`` help (e.g. "recommended")."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = (fn, int(input_size))
+        if note:
+            _NOTES[name] = note
         return fn
 
     return deco
+
+
+def model_note(name: str) -> str:
+    """The help note of a registered model ("" when none)."""
+    return _NOTES.get(name, "")
 
 
 def list_models() -> list[str]:

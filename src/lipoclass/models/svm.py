@@ -215,8 +215,8 @@ class SVMClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> SVMClassifier:
         """Search C/gamma on X (inner CV) and fit the final calibrated pipeline on X."""
-        if self.balance not in SVM_BALANCES:  # scikit-learn estimators validate in fit
-            raise ValueError(f"balance must be one of {', '.join(SVM_BALANCES)}")
+        # scikit-learn estimators validate in fit; the one check of ``balance`` is SVMConfig's
+        SVMConfig(balance=self.balance)  # type: ignore[arg-type]
         X, y = validate_data(self, X, y)  # X (n, F) float64
         check_classification_targets(y)
         self.classes_, y_enc = np.unique(y, return_inverse=True)

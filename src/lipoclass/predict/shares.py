@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass.outputs import save_figure
 from lipoclass.quantify import METHODS, SAMPLING_METHODS, QuantifierConfig, ShareEstimate
 
 __all__ = [
@@ -468,14 +469,7 @@ def plot_shares(
         ax.set_ylim(bottom=0)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_figure(fig, out, dpi=100)
 
 
 def audit_positions(

@@ -30,6 +30,7 @@ from typing import Any, Final
 import numpy as np
 
 from lipoclass.errors import LipoclassError
+from lipoclass.outputs import save_figure
 
 __all__ = [
     "FALLBACK_METHOD",
@@ -364,11 +365,4 @@ def plot_selection(
                  f"samples of {sel.sample_size}, split by {sel.split}; classes "
                  f"{', '.join(classes)})", fontsize=9)  # fmt: skip
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return out
+    return save_figure(fig, out, dpi=90)

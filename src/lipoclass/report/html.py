@@ -10,7 +10,7 @@ import html
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -301,9 +301,22 @@ def _default_plots(meta: Mapping[str, Any], runs: Sequence[RunRecord]) -> list[s
     varying = meta["study"].get("varying", [])
     out = ["steps"] if "augment" in varying else []
     out.append("f1")
-    models = {str(r.settings.get("model")) for r in runs}
-    if ("svm" in models and len(models) > 1) or len(runs) <= 3:
-        out.append("compare")
+    if len(_kinds_of(r.settings.get("model") for r in runs)) > 1 or len(runs) <= 3:
+        out.append("compare")  # models of different kinds (e.g. SVM beside CNNs), or few runs
+    return out
+
+
+def _kinds_of(models: Iterable[object]) -> set[str]:
+    """The model kinds (``lipoclass.kinds``) of the runs' ``model`` settings; a name no
+    registered kind builds counts as a kind of its own."""
+    from lipoclass.kinds import kind_for_model
+
+    out = set()
+    for m in {str(m) for m in models}:
+        try:
+            out.add(kind_for_model(m).name)
+        except LipoclassError:
+            out.add(m)
     return out
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.errors import LipoclassError
+from lipoclass.errors import LipoclassError, finite_number
 
 __all__ = ["SOURCE_KINDS", "Geometry", "ReviewItem", "ReviewSource", "open_source"]
 
@@ -92,13 +92,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _float(v: str, where: str, col: str) -> float:
-    try:
-        out = float(v)
-    except ValueError:
-        raise LipoclassError(f"{where}: column {col} is not a number ({v!r})") from None
-    if not math.isfinite(out):
-        raise LipoclassError(f"{where}: column {col} is not finite ({v!r})")
-    return out
+    return finite_number(v, f"column {col}", where)
 
 
 def _prob_table(
