@@ -191,7 +191,6 @@ def fit_model(
         y, raw = res.y_true, res.proba  # (n,), (n, C) out-of-fold
         cal, calibration = kind.calibrate(raw, y)  # out-of-fold predictions only
         calibration = {**calibration, "fitted_on": "out-of-fold predictions", "n": len(y)}
-        calibration.update({"fitted_on": "out-of-fold predictions", "n": len(y)})
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
         groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles

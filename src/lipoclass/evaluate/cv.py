@@ -348,6 +348,120 @@ def _log(progress: bool, msg: str) -> None:
         print(f"[cv] {msg}", file=sys.stderr, flush=True)
 
 
+def _with_features_csv(spec: ModelSpec, csv_path: Path) -> ModelSpec:
+    """``spec`` reading precomputed features from ``csv_path`` (LipoclassError when the
+    kind takes none or the file is missing)."""
+    from dataclasses import replace
+
+    config = spec.kind.with_features_csv(spec.config, str(csv_path))  # or LipoclassError
+    if not csv_path.is_file():
+        raise LipoclassError(f"{csv_path}: features CSV not found")
+    return replace(spec, config=config)
+
+
+def _usable_particles(
+    dataset: ParticleDataset,
+    spec: ModelSpec,
+    cv: CVConfig,
+    classes: tuple[str, ...],
+    fold_of: np.ndarray,
+    progress: bool,
+) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """(positions of the labelled particles the estimator can use (n,), the labelled ones
+    it cannot, each {id, reason})."""
+    probe = spec.make_estimator(seed=_fold_seed(cv.seed, cv.folds), classes=classes)
+    ok = np.asarray(probe.usable(dataset), dtype=bool)  # (N,)
+    if ok.shape != (len(dataset),):
+        raise RuntimeError(f"usable() returned shape {ok.shape}, expected ({len(dataset)},)")
+    reasons_fn = getattr(probe, "unusable_reasons", None)
+    reasons = reasons_fn(dataset) if reasons_fn is not None else {}
+    excluded = [
+        {"id": dataset.particles[i].id,
+         "reason": reasons.get(dataset.particles[i].id, f"not usable by {spec.model}")}
+        for i in np.flatnonzero((fold_of >= 0) & ~ok)
+    ]  # fmt: skip
+    evaluated = np.flatnonzero((fold_of >= 0) & ok)  # positions into dataset.particles
+    if len(evaluated) == 0:
+        raise LipoclassError(f"{dataset.root}: no labelled particle is usable by {spec.model}")
+    if excluded:
+        _log(progress, f"{len(excluded)} labelled particle(s) excluded (not usable)")
+    return evaluated, excluded
+
+
+def _fold_tasks(
+    dataset: ParticleDataset,
+    spec: ModelSpec,
+    cv: CVConfig,
+    classes: tuple[str, ...],
+    evaluated: np.ndarray,
+    fold: np.ndarray,
+    progress: bool,
+    keep_models: bool,
+    fold_store: FoldStore | None,
+) -> tuple[list[tuple[Any, ...]], list[FoldOutcome]]:
+    """(the ``_fit_fold`` argument tuples of the folds still to fit, the folds resumed
+    from ``fold_store``)."""
+    y_all = dataset.labels
+    want_importance = spec.kind.wants_importance(spec.config)
+    tasks: list[tuple[Any, ...]] = []
+    resumed: list[FoldOutcome] = []
+    for k in range(cv.folds):
+        train = evaluated[fold != k]
+        test = evaluated[fold == k]
+        if len(test) == 0 or len(train) == 0:
+            _log(progress, f"fold {k + 1}/{cv.folds}: empty after exclusions, skipped")
+            continue
+        present = np.unique(y_all[train])
+        if len(present) < 2:
+            raise LipoclassError(
+                f"{dataset.root}: fold {k + 1} training part has only class "
+                f"{classes[int(present[0])]!r} after exclusions (use fewer folds)"
+            )
+        hit = None if fold_store is None else fold_store.load(k, train, test)
+        if hit is not None and (hit.model is not None or not keep_models):
+            resumed.append(hit)
+            continue
+        tasks.append((dataset, spec, classes, k, _fold_seed(cv.seed, k), train, test,
+                      want_importance, keep_models))  # fmt: skip
+    if resumed:
+        _log(progress, f"resumed fold(s) {', '.join(str(r.fold + 1) for r in resumed)} of "
+             f"{cv.folds} from an interrupted run with the same data and settings")  # fmt: skip
+    return tasks, resumed
+
+
+def _result(
+    dataset: ParticleDataset,
+    spec: ModelSpec,
+    cv: CVConfig,
+    evaluated: np.ndarray,
+    fold: np.ndarray,
+    proba: np.ndarray,
+    excluded: list[dict[str, str]],
+    wall: float,
+) -> CVResult:
+    """The ``CVResult`` (metrics, baselines) of the out-of-fold probabilities ``proba``
+    (n, C) of the particles at ``evaluated`` (n,)."""
+    classes = tuple(dataset.classes)
+    n_classes = len(classes)
+    y_true = dataset.labels[evaluated]
+    y_pred = proba.argmax(axis=1)
+    scores = score_folds(y_true, y_pred, proba, fold, n_classes, classes, seed=cv.seed)
+    metrics: dict[str, Any] = {
+        "model": spec.model,
+        "classes": list(classes),
+        "folds": int(cv.folds),
+        "seed": int(cv.seed),
+        "group_by": cv.group_by,
+        "n_particles": len(evaluated),
+        "excluded": excluded,
+        **scores,
+        "baselines": _baselines(y_true, fold, n_classes, classes, cv.seed),
+        "wall_time_s": round(wall, 3),
+    }
+    ids = [dataset.particles[i].id for i in evaluated]
+    return CVResult(metrics, ids, fold, y_true, y_pred, proba)
+
+
 def cross_validate(
     dataset: ParticleDataset,
     spec: ModelSpec,
@@ -374,13 +488,7 @@ def cross_validate(
     """
     t0 = time.perf_counter()
     if features_csv is not None:
-        csv_path = Path(features_csv)
-        config = spec.kind.with_features_csv(spec.config, str(csv_path))  # or LipoclassError
-        if not csv_path.is_file():
-            raise LipoclassError(f"{csv_path}: features CSV not found")
-        from dataclasses import replace
-
-        spec = replace(spec, config=config)
+        spec = _with_features_csv(spec, Path(features_csv))
     classes = tuple(dataset.classes)
     n_classes = len(classes)
     if n_classes < 2:
@@ -393,50 +501,10 @@ def cross_validate(
         _log(progress, described)
     fold_of = make_folds(dataset, cv)  # validates labels and class sizes
     y_all = dataset.labels
-
-    probe = spec.make_estimator(seed=_fold_seed(cv.seed, cv.folds), classes=classes)
-    ok = np.asarray(probe.usable(dataset), dtype=bool)  # (N,)
-    if ok.shape != (len(dataset),):
-        raise RuntimeError(f"usable() returned shape {ok.shape}, expected ({len(dataset)},)")
-    reasons_fn = getattr(probe, "unusable_reasons", None)
-    reasons = reasons_fn(dataset) if reasons_fn is not None else {}
-    excluded = [
-        {"id": dataset.particles[i].id,
-         "reason": reasons.get(dataset.particles[i].id, f"not usable by {spec.model}")}
-        for i in np.flatnonzero((fold_of >= 0) & ~ok)
-    ]  # fmt: skip
-    evaluated = np.flatnonzero((fold_of >= 0) & ok)  # positions into dataset.particles
-    if len(evaluated) == 0:
-        raise LipoclassError(f"{dataset.root}: no labelled particle is usable by {spec.model}")
-    if excluded:
-        _log(progress, f"{len(excluded)} labelled particle(s) excluded (not usable)")
-
-    proba = np.zeros((len(evaluated), n_classes), dtype=np.float64)  # (n, C)
+    evaluated, excluded = _usable_particles(dataset, spec, cv, classes, fold_of, progress)
     fold = fold_of[evaluated]
-    want_importance = spec.kind.wants_importance(spec.config)
-    tasks: list[tuple[Any, ...]] = []
-    resumed: list[FoldOutcome] = []
-    for k in range(cv.folds):
-        train = evaluated[fold != k]
-        test = evaluated[fold == k]
-        if len(test) == 0 or len(train) == 0:
-            _log(progress, f"fold {k + 1}/{cv.folds}: empty after exclusions, skipped")
-            continue
-        present = np.unique(y_all[train])
-        if len(present) < 2:
-            raise LipoclassError(
-                f"{dataset.root}: fold {k + 1} training part has only class "
-                f"{classes[int(present[0])]!r} after exclusions (use fewer folds)"
-            )
-        hit = None if fold_store is None else fold_store.load(k, train, test)
-        if hit is not None and (hit.model is not None or not keep_models):
-            resumed.append(hit)
-            continue
-        tasks.append((dataset, spec, classes, k, _fold_seed(cv.seed, k), train, test,
-                      want_importance, keep_models))  # fmt: skip
-    if resumed:
-        _log(progress, f"resumed fold(s) {', '.join(str(r.fold + 1) for r in resumed)} of "
-             f"{cv.folds} from an interrupted run with the same data and settings")  # fmt: skip
+    tasks, resumed = _fold_tasks(dataset, spec, cv, classes, evaluated, fold, progress,
+                                 keep_models, fold_store)  # fmt: skip
     exe = executor or ExecutorConfig()
     where = f" on {exe.workers} local workers" if exe.executor == "local" and exe.parallel else (
         " on Ray" if exe.executor == "ray" else "")  # fmt: skip
@@ -450,38 +518,17 @@ def cross_validate(
 
     outcomes: list[FoldOutcome] = resumed + run_tasks(_fit_fold, tasks, exe, _done)
     outcomes.sort(key=lambda r: r.fold)
-    fold_info: list[dict[str, Any]] = []
-    importances: list[np.ndarray] = []
-    imp_names: tuple[str, ...] = ()
-    models: dict[int, Any] = {}
+    proba = np.zeros((len(evaluated), n_classes), dtype=np.float64)  # (n, C)
     for r in outcomes:
         proba[np.flatnonzero(fold == r.fold)] = r.proba
-        fold_info.append(r.info)
-        if r.importance is not None:
-            imp_names = r.importance[0]
-            importances.append(r.importance[1])
-        if r.model is not None:
-            models[r.fold] = r.model
+    fold_info = [r.info for r in outcomes]
+    with_imp = [r.importance for r in outcomes if r.importance is not None]
+    imp_names: tuple[str, ...] = with_imp[-1][0] if with_imp else ()
+    importances: list[np.ndarray] = [imp[1] for imp in with_imp]
+    models: dict[int, Any] = {r.fold: r.model for r in outcomes if r.model is not None}
 
-    y_true = y_all[evaluated]
-    y_pred = proba.argmax(axis=1)
-    scores = score_folds(y_true, y_pred, proba, fold, n_classes, classes, seed=cv.seed)
     wall = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "model": spec.model,
-        "classes": list(classes),
-        "folds": int(cv.folds),
-        "seed": int(cv.seed),
-        "group_by": cv.group_by,
-        "n_particles": len(evaluated),
-        "excluded": excluded,
-        **scores,
-        "baselines": _baselines(y_true, fold, n_classes, classes, cv.seed),
-        "wall_time_s": round(wall, 3),
-    }
-    result = CVResult(
-        metrics, [dataset.particles[i].id for i in evaluated], fold, y_true, y_pred, proba
-    )
+    result = _result(dataset, spec, cv, evaluated, fold, proba, excluded, wall)
     result.models = models
     if out is not None:
         run = Path(out)

@@ -261,17 +261,9 @@ sample type); check it on an annotated sample of your own data (`lipoclass cv`) 
 """  # noqa: E501
 
 
-def _rdf(
-    loaded: Any,
-    prep: dict[str, Any],
-    cfg: BioimageioConfig,
-    shapes: dict[str, tuple[int, ...]],
-    sha: dict[str, str],
-    name: str,
-    source: str,
-) -> dict[str, Any]:
-    """The rdf.yaml content (model format 0.5)."""
-    from lipoclass import __version__
+def _rdf_inputs(loaded: Any, prep: dict[str, Any], sha: dict[str, str]) -> list[dict[str, Any]]:
+    """rdf.yaml ``inputs``: the prepared particle, and the size features where the model
+    takes them."""
     from lipoclass.models import AUX_FEATURES
 
     s = int(prep["size"])
@@ -301,7 +293,12 @@ def _rdf(
             "test_tensor": {"source": "test_aux.npy", "sha256": sha["test_aux.npy"]},
             "data": {"type": "float32"},
         })  # fmt: skip
-    outputs = [
+    return inputs
+
+
+def _rdf_outputs(loaded: Any, sha: dict[str, str]) -> list[dict[str, Any]]:
+    """rdf.yaml ``outputs``: the calibrated class probabilities."""
+    return [
         {
             "id": "probabilities",
             "description": "calibrated class probabilities (mean over the fold models)",
@@ -313,6 +310,22 @@ def _rdf(
             "data": {"type": "float32", "range": [0.0, 1.0]},
         }
     ]  # fmt: skip
+
+
+def _rdf(
+    loaded: Any,
+    prep: dict[str, Any],
+    cfg: BioimageioConfig,
+    shapes: dict[str, tuple[int, ...]],
+    sha: dict[str, str],
+    name: str,
+    source: str,
+) -> dict[str, Any]:
+    """The rdf.yaml content (model format 0.5)."""
+    from lipoclass import __version__
+
+    inputs = _rdf_inputs(loaded, prep, sha)
+    outputs = _rdf_outputs(loaded, sha)
     return {
         "type": "model",
         "format_version": BIOIMAGEIO_FORMAT_VERSION,

@@ -361,8 +361,8 @@ def _intensity_hist(vals: np.ndarray, cfg: FeatureConfig) -> tuple[float, float,
     return mu, sd, np.bincount(hb.astype(np.intp), minlength=cfg.hist_bins) / zin.size
 
 
-# Slightly over 80 lines on purpose: one straight sequence of checks and feature blocks per
-# particle, in the order of ``feature_names`` (each block is a few lines and commented).
+# long: slightly over 80 lines on purpose: one straight sequence of checks and feature blocks
+# per particle, in the order of ``feature_names`` (each block is a few lines and commented).
 def particle_features(
     img: np.ndarray,
     mask: np.ndarray,
@@ -446,7 +446,7 @@ def particle_features(
     return out
 
 
-# Long on purpose (over 80 lines): every term below reads the same binned window, its
+# long: on purpose (over 80 lines): every term below reads the same binned window, its
 # distance map and its masks, computed once per particle in this hot loop; split into
 # helpers, a dozen arrays would have to travel between them.
 def _window_terms(

@@ -371,6 +371,43 @@ def _scale_bar(width_px: float, px_nm: float | None) -> tuple[float, str]:
     return length / unit, f"{length:g} {name}"
 
 
+def _draw_scale_bar(
+    ax: Any, width_px: int, px_nm: float | None, factor: int, dh: int, dw: int
+) -> None:
+    """A labelled scale bar at the lower left of the overlay (display ``dh`` x ``dw``, the
+    micrograph binned by ``factor``)."""
+    from matplotlib.patches import Rectangle
+
+    bar, text = _scale_bar(width_px, px_nm)
+    bar_d = bar / factor
+    x0, y0 = dw * 0.04, dh * 0.95
+    ax.add_patch(Rectangle((x0, y0 - dh * 0.012), bar_d, dh * 0.012, facecolor="white",
+                           edgecolor="black", lw=0.8))  # fmt: skip
+    ax.text(x0 + bar_d / 2, y0 - dh * 0.02, text, color="white", ha="center", va="bottom",
+            fontsize=9, fontweight="bold",
+            bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.5, "lw": 0})  # fmt: skip
+
+
+def _draw_legend(
+    fig: Any, classes: Sequence[str], pred: np.ndarray, review: np.ndarray, n_others: int
+) -> None:
+    """The overlay's legend: each class with its count, flagged, not classified."""
+    from matplotlib.lines import Line2D
+
+    counts = np.bincount(np.asarray(pred, dtype=np.int64), minlength=len(classes))
+    handles = [
+        Line2D([], [], color=PALETTE[i % len(PALETTE)], lw=2, label=f"{c} ({counts[i]})")
+        for i, c in enumerate(classes)
+    ]
+    handles.append(Line2D([], [], color="black", lw=1.5, ls="--",
+                          label=f"flagged for review ({int(np.sum(review))})"))  # fmt: skip
+    if n_others:
+        handles.append(Line2D([], [], color=_SKIPPED_COLOUR, lw=1.5, ls=":",
+                              label=f"not classified ({n_others})"))  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 3), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))  # fmt: skip
+
+
 def _overlay_png(
     mic: Micrograph,
     anns: Sequence[ParticleAnnotation],
@@ -386,8 +423,6 @@ def _overlay_png(
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Rectangle
 
     h, w = mic.shape
     factor = max(1, math.ceil(max(h, w) / max_px))
@@ -412,59 +447,8 @@ def _overlay_png(
     for ann in others:
         for c in _outline(ann, factor):
             ax.plot(c[:, 0], c[:, 1], color=_SKIPPED_COLOUR, lw=0.9, ls=":")
-    bar, text = _scale_bar(w, mic.pixel_size_nm)
-    bar_d = bar / factor
-    x0, y0 = dw * 0.04, dh * 0.95
-    ax.add_patch(
-        Rectangle(
-            (x0, y0 - dh * 0.012), bar_d, dh * 0.012, facecolor="white", edgecolor="black", lw=0.8
-        )
-    )
-    ax.text(
-        x0 + bar_d / 2,
-        y0 - dh * 0.02,
-        text,
-        color="white",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-        fontweight="bold",
-        bbox={"facecolor": "black", "alpha": 0.5, "pad": 1.5, "lw": 0},
-    )
-    counts = np.bincount(np.asarray(pred, dtype=np.int64), minlength=len(classes))
-    handles = [
-        Line2D([], [], color=PALETTE[i % len(PALETTE)], lw=2, label=f"{c} ({counts[i]})")
-        for i, c in enumerate(classes)
-    ]
-    handles.append(
-        Line2D(
-            [],
-            [],
-            color="black",
-            lw=1.5,
-            ls="--",
-            label=f"flagged for review ({int(np.sum(review))})",
-        )
-    )
-    if others:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                color=_SKIPPED_COLOUR,
-                lw=1.5,
-                ls=":",
-                label=f"not classified ({len(others)})",
-            )
-        )
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=min(len(handles), 3),
-        fontsize=8,
-        frameon=False,
-        bbox_to_anchor=(0.5, 0.0),
-    )
+    _draw_scale_bar(ax, w, mic.pixel_size_nm, factor, dh, dw)
+    _draw_legend(fig, classes, pred, review, len(others))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
@@ -605,6 +589,63 @@ def _index_html(
 # --------------------------------------------------------------------------- entry point
 
 
+def _checked_model(
+    model_dir: str | os.PathLike[str], cfg: PredictConfig, source: AnnotationSource
+) -> Any:
+    """The loaded model folder, checked before any pixel (and against the annotation
+    source's classes)."""
+    try:
+        loaded = _predictor(Path(model_dir), cfg).model
+    except LipoclassError as exc:
+        raise LipoclassError(f"{model_dir}: predicting on micrographs: {exc}") from None
+    classes = tuple(loaded.classes)
+    unknown = sorted(set(getattr(source, "classes", ())) - set(classes))
+    if unknown:
+        raise LipoclassError(
+            f"annotation class {unknown[0]!r} is not a class of model {model_dir} "
+            f"({', '.join(classes)})"
+        )
+    return loaded
+
+
+def _progress_bar(n: int, progress: bool | None) -> Any:
+    """A tqdm bar over ``n`` micrographs, or None (default: when stderr is a terminal)."""
+    if not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc="predict micrographs", unit="micrograph")
+
+
+def _process_all(
+    tasks: list[tuple[_Task]],
+    runner: TaskRunner | None,
+    staging: Path,
+    done: Callable[[int, _MicResult], None],
+) -> list[_MicResult]:
+    """Process every micrograph (here one after the other, or on ``runner``), writing its
+    overlay and label image into ``staging`` as it comes; only rows and probabilities stay
+    in memory."""
+    (staging / "overlays").mkdir(parents=True)
+    (staging / "labels").mkdir()
+
+    def keep(r: _MicResult) -> _MicResult:
+        if r.error:
+            raise LipoclassError(r.error)
+        (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
+        (staging / "labels" / f"{r.name}.tif").write_bytes(r.label_image)
+        r.overlay = r.label_image = b""  # streamed out
+        return r
+
+    if runner is not None:
+        return [keep(r) for r in runner(_process, tasks, on_done=done)]
+    results: list[_MicResult] = []
+    for i, t in enumerate(tasks):
+        results.append(keep(_process(*t)))
+        done(i, results[-1])
+    return results
+
+
 def predict_micrographs(
     model_dir: str | os.PathLike[str],
     micrographs: Sequence[str | os.PathLike[str]],
@@ -621,8 +662,8 @@ def predict_micrographs(
     verbose: bool = True,
 ) -> MicrographPredictResult:
     """Classify every particle of ``micrographs`` (from ``source``: annotations or
-    ``DetectSource``) with the CNN model folder ``model_dir`` and write the folder ``out``
-    (particles.csv, shares.csv, micrograph_shares.csv, overlays/<micrograph>.png,
+    ``DetectSource``) with the model folder ``model_dir`` (a kind that reads prepared images,
+    e.g. CNNs) into ``out`` (particles.csv, shares.csv, micrograph_shares.csv, overlays/*.png,
     diameters.png, summary.json, index.html), atomically. Paths, headers, the sample table
     and ``out`` are checked first. ``runner``: where micrographs are processed (default: one
     after the other here); ``progress``: a tqdm bar (default: when stderr is a terminal)."""
@@ -635,41 +676,13 @@ def predict_micrographs(
         micrographs, pixel_size_nm, require_pixel_size, samples, "overlays would clash"
     )
     stems = {p.stem: p for p in paths}
-    try:  # checks the model folder before any pixel
-        pred_main = _predictor(Path(model_dir), cfg)
-    except LipoclassError as exc:
-        raise LipoclassError(f"{model_dir}: predicting on micrographs: {exc}") from None
-    loaded = pred_main.model
+    loaded = _checked_model(model_dir, cfg, source)
     classes = tuple(loaded.classes)
-    unknown = sorted(set(getattr(source, "classes", ())) - set(classes))
-    if unknown:
-        raise LipoclassError(
-            f"annotation class {unknown[0]!r} is not a class of model {model_dir} "
-            f"({', '.join(classes)})"
-        )
     # the training crops' surroundings, from the model folder's input record
     surround = mcfg.surround if mcfg.surround is not None else loaded.surround_px()
-    tasks = [
-        (
-            _Task(
-                Path(model_dir),
-                p,
-                pxs[p],
-                samples[p.stem] if samples else p.stem,
-                source,
-                cfg,
-                mcfg,
-                surround,
-            ),
-        )
-        for p in paths
-    ]
-    show = sys.stderr.isatty() if progress is None else progress
-    bar: Any = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(tasks), desc="predict micrographs", unit="micrograph")
+    tasks = [(_Task(Path(model_dir), p, pxs[p], samples[p.stem] if samples else p.stem,
+                    source, cfg, mcfg, surround),) for p in paths]  # fmt: skip
+    bar = _progress_bar(len(tasks), progress)
     total = 0
 
     def done(i: int, r: _MicResult) -> None:
@@ -681,27 +694,7 @@ def predict_micrographs(
 
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        (staging / "overlays").mkdir(parents=True)
-        (staging / "labels").mkdir()
-        results: list[_MicResult] = []
-        if runner is None:
-            for i, t in enumerate(tasks):
-                r = _process(*t)
-                if r.error:
-                    raise LipoclassError(r.error)
-                (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
-                (staging / "labels" / f"{r.name}.tif").write_bytes(r.label_image)
-                r.overlay = r.label_image = b""  # streamed out: only rows and probabilities stay
-                results.append(r)
-                done(i, r)
-        else:
-            results = runner(_process, tasks, on_done=done)
-            for r in results:
-                if r.error:
-                    raise LipoclassError(r.error)
-                (staging / "overlays" / f"{r.name}.png").write_bytes(r.overlay)
-                (staging / "labels" / f"{r.name}.tif").write_bytes(r.label_image)
-                r.overlay = r.label_image = b""
+        results = _process_all(tasks, runner, staging, done)
         if bar is not None:
             bar.close()
             bar = None
@@ -714,9 +707,8 @@ def predict_micrographs(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for name in res.empty:
-        warnings.warn(
-            MicrographWarning(f"{stems[name]}: no particle found on this micrograph"), stacklevel=2
-        )
+        warnings.warn(MicrographWarning(f"{stems[name]}: no particle found on this micrograph"),
+                      stacklevel=2)  # fmt: skip
     if verbose:
         from lipoclass.predict import shares_table
 

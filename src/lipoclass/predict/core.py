@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import csv
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import DEVICES, INFERENCE_PRECISIONS
 from lipoclass.data import ParticleDataset, PrepConfig
 from lipoclass.errors import LipoclassError
 from lipoclass.predict.inputs import load_input
@@ -55,15 +55,10 @@ class PredictConfig:
     precision: str = "fp32"  # CPU PyTorch inference: fp32 (what was evaluated) or bf16 (opt-in)
 
     def __post_init__(self) -> None:
-        if int(self.batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.precision not in INFERENCE_PRECISIONS:
-            raise ValueError(
-                f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, "
-                f"got {self.precision!r}"
-            )
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        from lipoclass.ensemble.predictor import PredictorConfig
+
+        # the one check of each setting: the configs they are handed to
+        PredictorConfig(self.device, self.batch_size, self.precision, tta=self.tta)
         ShareConfig(self.n_boot, self.level, self.seed)  # validates the bootstrap settings
 
 
@@ -321,6 +316,53 @@ def _review_line(n_flag: int, n: int, review: dict[str, Any]) -> str:
     return line
 
 
+def _output_paths(
+    out: str | os.PathLike[str],
+    shares_path: str | os.PathLike[str] | None,
+    audit: str | os.PathLike[str] | None,
+    audit_draw: int | None,
+) -> tuple[Path, Path, Path]:
+    """(predictions CSV, shares CSV, audit sheet) paths, checked writable before any work."""
+    from lipoclass.outputs import check_output_file
+
+    out_path = Path(out)
+    if out_path.is_dir():
+        out_path = out_path / "predictions.csv"
+    shares_out = Path(shares_path) if shares_path is not None else shares_path_for(out_path)
+    if shares_out.resolve() == out_path.resolve():
+        raise LipoclassError(f"--shares {shares_out}: same file as --out")
+    audit_out = out_path.with_name(f"{out_path.stem}_audit.csv")
+    for p in (out_path, shares_out) + ((audit_out,) if audit_draw else ()):
+        check_output_file(p)
+    if audit is not None and not Path(audit).is_file():
+        raise LipoclassError(f"--audit {audit}: no such file")
+    if audit_draw is not None and audit_draw < 1:
+        raise LipoclassError(f"--audit-draw must be at least 1, got {audit_draw}")
+    return out_path, shares_out, audit_out
+
+
+def _run_with_fallback(
+    runner: _Runner, ds: ParticleDataset
+) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
+    """(probs (n, C), positions (n,) in dataset order, per row the fallback used ("" for
+    none), [(id, reason)] of the particles still without a prediction): the model on every
+    particle, then the documented fallback for those it cannot handle as given."""
+    probs, index, skipped = runner.run(ds)
+    c = len(runner.classes)
+    if probs.ndim != 2 or (len(probs) and probs.shape[1] != c):
+        raise LipoclassError(
+            f"{runner.name}: model gives {probs.shape[-1]} outputs for {c} classes"
+        )
+    fb_probs, fb_index, fb_how, skipped = runner.fallback(ds, skipped)
+    if not len(fb_index):
+        return probs, index, [""] * len(index), skipped
+    order = np.argsort(np.concatenate([index, fb_index]), kind="stable")  # dataset order
+    probs = np.concatenate([probs.reshape(len(index), c), fb_probs])[order]
+    index = np.concatenate([index, fb_index])[order]
+    how_of = dict(zip(fb_index.tolist(), fb_how))
+    return probs, index, [how_of.get(int(i), "") for i in index], skipped
+
+
 def predict(
     model_dir: str | os.PathLike[str] | None,
     input: str | os.PathLike[str],
@@ -347,21 +389,7 @@ def predict(
     cfg = config or PredictConfig()
     if model_dir is None and onnx_path is None:
         raise LipoclassError("give a MODEL_DIR or --onnx model.onnx")
-    out_path = Path(out)
-    if out_path.is_dir():
-        out_path = out_path / "predictions.csv"
-    shares_out = Path(shares_path) if shares_path is not None else shares_path_for(out_path)
-    if shares_out.resolve() == out_path.resolve():
-        raise LipoclassError(f"--shares {shares_out}: same file as --out")
-    from lipoclass.outputs import check_output_file
-
-    audit_out = out_path.with_name(f"{out_path.stem}_audit.csv")
-    for p in (out_path, shares_out) + ((audit_out,) if audit_draw else ()):
-        check_output_file(p)
-    if audit is not None and not Path(audit).is_file():
-        raise LipoclassError(f"--audit {audit}: no such file")
-    if audit_draw is not None and audit_draw < 1:
-        raise LipoclassError(f"--audit-draw must be at least 1, got {audit_draw}")
+    out_path, shares_out, audit_out = _output_paths(out, shares_path, audit, audit_draw)
     runner = _Runner(
         Path(model_dir) if model_dir is not None else None,
         Path(onnx_path) if onnx_path is not None else None,
@@ -370,22 +398,7 @@ def predict(
     ds = load_input(input)
     all_labels = _labels_for(ds, runner.classes, runner.name)
 
-    probs, index, skipped = runner.run(ds)
-    c = len(runner.classes)
-    if probs.ndim != 2 or (len(probs) and probs.shape[1] != c):
-        raise LipoclassError(
-            f"{runner.name}: model gives {probs.shape[-1]} outputs for {c} classes"
-        )
-    # particles the model cannot handle as given: the documented fallback where there is one
-    fb_probs, fb_index, fb_how, skipped = runner.fallback(ds, skipped)
-    if len(fb_index):
-        order = np.argsort(np.concatenate([index, fb_index]), kind="stable")  # dataset order
-        probs = np.concatenate([probs.reshape(len(index), c), fb_probs])[order]
-        index = np.concatenate([index, fb_index])[order]
-        how_of = dict(zip(fb_index.tolist(), fb_how))
-        fallback = [how_of.get(int(i), "") for i in index]
-    else:
-        fallback = [""] * len(index)
+    probs, index, fallback, skipped = _run_with_fallback(runner, ds)
     if len(index) == 0:
         raise LipoclassError(
             f"{input}: no particle could be prepared for mode '{runner.prep.mode}'"
@@ -397,14 +410,9 @@ def predict(
     labels = all_labels[index]
     groups = [ds.particles[int(i)].sample or "all" for i in index]
     by_id = {p.id: p for p in ds.particles}
-    excluded: dict[str, int] = {}
-    for pid, _why in skipped:
-        g = by_id[pid].sample or "all" if pid in by_id else "all"
-        excluded[g] = excluded.get(g, 0) + 1
-    n_fallback: dict[str, int] = {}
-    for g, how in zip(groups, fallback):
-        if how:
-            n_fallback[g] = n_fallback.get(g, 0) + 1
+    excluded = Counter(by_id[pid].sample or "all" if pid in by_id else "all"
+                       for pid, _why in skipped)  # fmt: skip
+    n_fallback = Counter(g for g, how in zip(groups, fallback) if how)
     share_cfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     # the micrograph of each particle (only from a micrograph column: the sample may be a lot)
     mics = [ds.particles[int(i)].micrograph or "" for i in index]
@@ -413,7 +421,7 @@ def predict(
                              else (None, ""))  # fmt: skip
     rows = class_shares(probs, groups, runner.classes, runner.quantifiers, share_cfg,
                         labels=labels if (labels >= 0).any() else None,
-                        excluded=excluded, fallback=n_fallback,
+                        excluded=dict(excluded), fallback=dict(n_fallback),
                         micrographs=mics if any(mics) else None, audit=audit_pos)  # fmt: skip
     if audit_draw:
         write_audit_sheet(audit_out, ids, groups, mics if any(mics) else None, audit_draw,
@@ -421,59 +429,82 @@ def predict(
     _write_predictions(out_path, ds, index, runner.classes, probs, review, labels, fallback)
     write_shares(rows, shares_out)
     excluded_out = shares_out.with_name(f"{out_path.stem}_excluded.csv")
-    if skipped:
-        _write_excluded(excluded_out, skipped, by_id)
-    else:
-        excluded_out.unlink(missing_ok=True)  # never leave an earlier run's list beside these
+    _write_excluded(excluded_out, skipped, by_id)
     plot_out = shares_out.with_suffix(".png")
     if len({r.sample for r in rows}) > 1:
         plot_shares(rows, plot_out, cfg.level)
     metrics = _metrics(labels, pred, runner.classes) if (labels >= 0).any() else None
     if verbose:
-        line = _review_line(int(review.sum()), len(index), runner.review)
-        print(line + (" [test-time augmentation on]" if runner.tta else ""))
         fb = [(ds.particles[int(i)].id, how) for i, how in zip(index, fallback) if how]
-        if fb:
-            shown = ", ".join(f"{pid}: {how}" for pid, how in fb[:5])
-            more = f" and {len(fb) - 5} more" if len(fb) > 5 else ""
-            print(f"{len(fb)} particle(s) the model cannot handle as given were predicted by "
-                  f"the documented fallback and are counted IN the shares (column 'fallback' "
-                  f"of {out_path.name} and of the shares; docs/deployment.md): "
-                  f"{shown}{more}")  # fmt: skip
-        if skipped:
-            shown = ", ".join(f"{pid} ({why})" for pid, why in skipped[:5])
-            more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-            print(f"{len(skipped)} particle(s) the model cannot predict are EXCLUDED from the "
-                  f"shares (column 'excluded'): {shown}{more}; list: {excluded_out}")  # fmt: skip
-        print(shares_table(rows, cfg.level))
-        print(f"{method_line(runner.quantifiers)} (docs/deployment.md; every method with its "
-              f"interval is in {shares_out.name})")  # fmt: skip
-        if audit_note:
-            print(audit_note)
-        if audit_draw:
-            print(f"audit sample to label ({audit_draw} per sample, drawn at random by "
-                  f"micrograph): {audit_out}; label it, then add --audit {audit_out}")  # fmt: skip
-        if runner.quant_note:
-            print(f"note: {runner.quant_note}")
-        if rows and all(r.resampling == "particles" for r in rows if r.n):
-            print(
-                "note: the intervals redraw particles one by one (particles.csv names no "
-                "micrograph, or fewer than 5 per sample and the model's training particles "
-                "named none), so the micrograph-to-micrograph variation of the error rates "
-                "is left out; add a 'micrograph' column (docs/deployment.md, Intervals)"
-            )
-        if metrics is not None:
-            print(_metrics_table(metrics))
-        print(f"predictions: {out_path}\nshares: {shares_out}")
-        if plot_out.is_file() and len({r.sample for r in rows}) > 1:
-            print(f"shares plot: {plot_out}")
+        _print_summary(runner, rows, cfg, review, fb, skipped, metrics, audit_note, audit_draw,
+                       out_path, shares_out, excluded_out, audit_out, plot_out)  # fmt: skip
     return PredictResult(out_path, shares_out, runner.classes, ids, probs, pred, review, labels,
                          rows, thr, skipped, metrics, runner.quant_note,
                          [(pid, how) for pid, how in zip(ids, fallback) if how])  # fmt: skip
 
 
+def _print_summary(
+    runner: _Runner,
+    rows: list[ShareRow],
+    cfg: PredictConfig,
+    review: np.ndarray,
+    fb: list[tuple[str, str]],
+    skipped: list[tuple[str, str]],
+    metrics: dict[str, Any] | None,
+    audit_note: str,
+    audit_draw: int | None,
+    out_path: Path,
+    shares_out: Path,
+    excluded_out: Path,
+    audit_out: Path,
+    plot_out: Path,
+) -> None:
+    """The console report of ``predict``: review rule, fallbacks ``fb`` [(id, how)],
+    exclusions, the shares table, notes, metrics and where the files went."""
+    line = _review_line(int(review.sum()), len(review), runner.review)
+    print(line + (" [test-time augmentation on]" if runner.tta else ""))
+    if fb:
+        shown = ", ".join(f"{pid}: {how}" for pid, how in fb[:5])
+        more = f" and {len(fb) - 5} more" if len(fb) > 5 else ""
+        print(f"{len(fb)} particle(s) the model cannot handle as given were predicted by "
+              f"the documented fallback and are counted IN the shares (column 'fallback' "
+              f"of {out_path.name} and of the shares; docs/deployment.md): "
+              f"{shown}{more}")  # fmt: skip
+    if skipped:
+        shown = ", ".join(f"{pid} ({why})" for pid, why in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        print(f"{len(skipped)} particle(s) the model cannot predict are EXCLUDED from the "
+              f"shares (column 'excluded'): {shown}{more}; list: {excluded_out}")  # fmt: skip
+    print(shares_table(rows, cfg.level))
+    print(f"{method_line(runner.quantifiers)} (docs/deployment.md; every method with its "
+          f"interval is in {shares_out.name})")  # fmt: skip
+    if audit_note:
+        print(audit_note)
+    if audit_draw:
+        print(f"audit sample to label ({audit_draw} per sample, drawn at random by "
+              f"micrograph): {audit_out}; label it, then add --audit {audit_out}")  # fmt: skip
+    if runner.quant_note:
+        print(f"note: {runner.quant_note}")
+    if rows and all(r.resampling == "particles" for r in rows if r.n):
+        print(
+            "note: the intervals redraw particles one by one (particles.csv names no "
+            "micrograph, or fewer than 5 per sample and the model's training particles "
+            "named none), so the micrograph-to-micrograph variation of the error rates "
+            "is left out; add a 'micrograph' column (docs/deployment.md, Intervals)"
+        )
+    if metrics is not None:
+        print(_metrics_table(metrics))
+    print(f"predictions: {out_path}\nshares: {shares_out}")
+    if plot_out.is_file() and len({r.sample for r in rows}) > 1:
+        print(f"shares plot: {plot_out}")
+
+
 def _write_excluded(path: Path, skipped: list[tuple[str, str]], by_id: dict[str, Any]) -> None:
-    """``<out stem>_excluded.csv``: id, sample, reason of each particle not predicted."""
+    """``<out stem>_excluded.csv``: id, sample, reason of each particle not predicted (none
+    skipped: no file, and an earlier run's list beside these outputs is removed)."""
+    if not skipped:
+        path.unlink(missing_ok=True)
+        return
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with tmp.open("w", newline="") as fh:

@@ -197,20 +197,21 @@ def _default_label(settings: Mapping[str, Any], varying: list[str]) -> str:
     return ", ".join(parts)
 
 
-def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
-    """Read and validate a study from a ``.toml`` file or a preset name.
-
-    Unknown presets, unknown sections/settings, wrong types and TOML syntax errors (the
-    message keeps the line number) raise ``LipoclassError``.
-    """
-    text, where, folder = _read(path_or_preset)
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """The TOML document (LipoclassError keeping the line number otherwise)."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         if "line" not in msg:  # "at end of document": name the last line
             msg += f" (line {max(1, len(text.splitlines()))}, end of file)"
         raise LipoclassError(f"{where}: invalid TOML: {msg}") from None
+
+
+def _sections(
+    doc: dict[str, Any], where: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """([study], [base], [grid], [[runs]]) of a study document, their keys checked."""
     unknown = [k for k in doc if k not in ("study", "base", "grid", "runs")]
     if unknown:
         raise LipoclassError(
@@ -248,7 +249,14 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
             f"{where}: the study declares no runs; add [[runs]] tables (e.g. "
             "model = 'lipnet4'), a [grid] or [base] settings, or use a preset (benchmark, ...)"
         )
+    return head, base, grid, runs
 
+
+def _expand_runs(
+    base: dict[str, Any], grid: dict[str, Any], runs: list[dict[str, Any]], where: str
+) -> tuple[list[RunSettings], list[str]]:
+    """(every run: each [[runs]] table x each [grid] point over [base], labelled; the
+    settings that vary)."""
     points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] or [{}]
     explicit = runs or [{}]
     varying = list(grid)
@@ -274,7 +282,11 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
                 resolved.append(RunSettings(str(label), tuple(sorted(frozen.items()))))
             except ValueError as exc:
                 raise LipoclassError(f"{where}: {exc}") from None
+    return resolved, varying
 
+
+def _study_datasets(head: dict[str, Any], where: str, folder: Path | None) -> list[str]:
+    """[study] datasets, relative paths taken from the study file's folder."""
     datasets = head.get("datasets", [])
     if isinstance(datasets, str):
         datasets = [datasets]
@@ -282,6 +294,19 @@ def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
         raise LipoclassError(f"{where}: [study] datasets must be a list of folder paths")
     if folder is not None:
         datasets = [str(folder / d) if not Path(d).is_absolute() else d for d in datasets]
+    return datasets
+
+
+def load_study(path_or_preset: str | os.PathLike[str]) -> Study:
+    """Read and validate a study from a ``.toml`` file or a preset name.
+
+    Unknown presets, unknown sections/settings, wrong types and TOML syntax errors (the
+    message keeps the line number) raise ``LipoclassError``.
+    """
+    text, where, folder = _read(path_or_preset)
+    head, base, grid, runs = _sections(_parse_toml(text, where), where)
+    resolved, varying = _expand_runs(base, grid, runs, where)
+    datasets = _study_datasets(head, where, folder)
     plots = head.get("plots", [])
     if not isinstance(plots, list):
         raise LipoclassError(f"{where}: [study] plots must be a list")

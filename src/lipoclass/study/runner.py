@@ -29,6 +29,7 @@ from lipoclass.data import ParticleDataset, check_folds, dataset_fingerprint, lo
 from lipoclass.errors import LipoclassError
 from lipoclass.outputs import check_output_folder
 from lipoclass.provenance import versions
+from lipoclass.spec import ModelSpec
 from lipoclass.study.config import RunSettings, Study, load_study, resolve_spec
 
 __all__ = [
@@ -241,6 +242,111 @@ def _synthetic_for(ds: ParticleDataset, out: Path, seed: int, n: int) -> str:
     return str(folder.resolve())
 
 
+def _runs_folder(out: Path) -> Path:
+    """``out/runs``, created, without the temp folders of an interrupted study."""
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for stale in runs_dir.glob(".*.tmp"):  # left by an interrupted study
+        shutil.rmtree(stale, ignore_errors=True)
+    return runs_dir
+
+
+def _load_datasets(
+    paths: Sequence[Path], study: Study, quick_n: int | None
+) -> list[tuple[ParticleDataset, np.ndarray | None]]:
+    """Each dataset with its quick subset (None: all; ``quick_n`` None: not quick), checked
+    for the study's folds and grouping."""
+    loaded: list[tuple[ParticleDataset, np.ndarray | None]] = []
+    for p in paths:
+        ds = load_dataset(p)
+        subset = quick_subset(ds, quick_n, study.folds, study.seed) if quick_n is not None else None
+        used = ds.subset(subset) if subset is not None else ds
+        check_folds(used, study.folds)
+        if study.group_by == "sample":
+            _check_groups(used, study.folds)
+        loaded.append((ds, subset))
+    return loaded
+
+
+def _plan_jobs(
+    study: Study,
+    loaded: list[tuple[ParticleDataset, np.ndarray | None]],
+    specs: list[ModelSpec],
+    out: Path,
+    runs_dir: Path,
+    n_synthetic: int,
+) -> tuple[list[dict[str, Any]], dict[str, RunJob], dict[str, np.ndarray], list[dict[str, Any]]]:
+    """(study.json run entries, the jobs by key (one per distinct run), labelled class counts
+    per job key (time plan), study.json dataset entries) of every (run, dataset) pair."""
+    entries: list[dict[str, Any]] = []
+    jobs: dict[str, RunJob] = {}
+    n_labelled: dict[str, np.ndarray] = {}
+    ds_info: list[dict[str, Any]] = []
+    for d, (ds, subset) in enumerate(loaded):
+        used = ds.subset(subset) if subset is not None else ds
+        fp = dataset_fingerprint(ds)
+        ds_info.append(
+            {
+                "path": str(ds.root.resolve()),
+                "name": ds.name,
+                "fingerprint": fp,
+                "classes": list(ds.classes),
+                "n_particles": len(ds),
+                "n_used": len(used),
+                "subset": subset is not None,
+                "class_counts": used.class_counts(),
+                "image_sizes": _image_sizes(used, study.seed),
+            }
+        )
+        for run, spec in zip(study.runs, specs):
+            spec = spec.for_dataset(used)  # input mode "auto" -> masked or surround
+            extra = ""
+            if getattr(spec.config, "synthetic", None) == "auto":  # configs with synthetic data
+                folder = _synthetic_for(ds, out, study.seed, min(len(used), n_synthetic))
+                extra = dataset_fingerprint(load_dataset(folder))
+                spec = spec.with_config(synthetic=folder)
+            key = run_key(spec, fp, subset, study, extra)
+            entries.append({"key": key, "label": run.label, "dataset": d,
+                            "settings": _settings_json(run), "spec": spec.to_dict()})  # fmt: skip
+            lab = used.labels[used.labels >= 0]
+            n_labelled[key] = np.bincount(lab, minlength=len(used.classes))  # class counts
+            if key not in jobs:
+                jobs[key] = RunJob(
+                    key,
+                    run.label if len(loaded) == 1 else f"{run.label} [{ds.name}]",
+                    str(ds.root.resolve()),
+                    None if subset is None else tuple(int(i) for i in subset),
+                    spec,
+                    study.folds,
+                    study.seed,
+                    study.group_by,
+                    str(runs_dir),
+                )
+    return entries, jobs, n_labelled, ds_info
+
+
+def _run_jobs(
+    todo: list[RunJob], run_fn: RunFn | None, executor: str, workers: int, address: str | None
+) -> None:
+    """Run the jobs on the executor, printing one line per finished run."""
+    from lipoclass.evaluate import ExecutorConfig, run_tasks
+
+    count = [0]
+
+    def progress(res: dict[str, Any]) -> None:
+        count[0] += 1
+        msg = (
+            f"[{count[0]}/{len(todo)}] {res['label']}: {res['status']} ({res['wall_time_s']:.1f} s)"
+        )
+        if res.get("error"):
+            msg += f" - {res['error'].splitlines()[0] if res['error'] else ''}"
+        print(msg, flush=True)
+
+    exe = ExecutorConfig(executor, workers, address if executor == "ray" else None, gpu=True)
+    run_tasks(execute_job, [(job, run_fn) for job in todo], exe,
+              on_done=lambda _, res: progress(res))  # fmt: skip
+
+
 def run_study(
     study: Study | str | os.PathLike[str],
     datasets: Sequence[str | os.PathLike[str]],
@@ -277,78 +383,16 @@ def run_study(
     out = check_study_folder(out)
 
     # ---- validate everything before the first run
-    loaded: list[tuple[ParticleDataset, np.ndarray | None]] = []
-    for p in paths:
-        ds = load_dataset(p)
-        subset = quick_subset(ds, quick_n, study.folds, study.seed) if quick else None
-        used = ds.subset(subset) if subset is not None else ds
-        check_folds(used, study.folds)
-        if study.group_by == "sample":
-            _check_groups(used, study.folds)
-        loaded.append((ds, subset))
+    loaded = _load_datasets(paths, study, quick_n if quick else None)
     specs = [
         resolve_spec(r, where=study.source, quick_epochs=quick_epochs if quick else None)
         for r in study.runs
     ]
 
-    out.mkdir(parents=True, exist_ok=True)
-    runs_dir = out / "runs"
-    runs_dir.mkdir(exist_ok=True)
-    for stale in runs_dir.glob(".*.tmp"):  # left by an interrupted study
-        shutil.rmtree(stale, ignore_errors=True)
-
-    entries: list[dict[str, Any]] = []
-    jobs: dict[str, RunJob] = {}
-    n_labelled: dict[str, np.ndarray] = {}  # labelled class counts per job key (time plan)
-    ds_info: list[dict[str, Any]] = []
-    for d, (ds, subset) in enumerate(loaded):
-        used = ds.subset(subset) if subset is not None else ds
-        fp = dataset_fingerprint(ds)
-        ds_info.append(
-            {
-                "path": str(ds.root.resolve()),
-                "name": ds.name,
-                "fingerprint": fp,
-                "classes": list(ds.classes),
-                "n_particles": len(ds),
-                "n_used": len(used),
-                "subset": subset is not None,
-                "class_counts": used.class_counts(),
-                "image_sizes": _image_sizes(used, study.seed),
-            }
-        )
-        for run, spec in zip(study.runs, specs):
-            spec = spec.for_dataset(used)  # input mode "auto" -> masked or surround
-            extra = ""
-            if getattr(spec.config, "synthetic", None) == "auto":  # configs with synthetic data
-                n_syn = min(len(used), quick_n if quick else 3000)
-                folder = _synthetic_for(ds, out, study.seed, n_syn)
-                extra = dataset_fingerprint(load_dataset(folder))
-                spec = spec.with_config(synthetic=folder)
-            key = run_key(spec, fp, subset, study, extra)
-            entries.append(
-                {
-                    "key": key,
-                    "label": run.label,
-                    "dataset": d,
-                    "settings": _settings_json(run),
-                    "spec": spec.to_dict(),
-                }
-            )
-            lab = used.labels[used.labels >= 0]
-            n_labelled[key] = np.bincount(lab, minlength=len(used.classes))  # class counts
-            if key not in jobs:
-                jobs[key] = RunJob(
-                    key,
-                    run.label if len(loaded) == 1 else f"{run.label} [{ds.name}]",
-                    str(ds.root.resolve()),
-                    None if subset is None else tuple(int(i) for i in subset),
-                    spec,
-                    study.folds,
-                    study.seed,
-                    study.group_by,
-                    str(runs_dir),
-                )
+    runs_dir = _runs_folder(out)
+    # a synthetic training set ("auto") has the size of the data, at most 3000 (quick_n)
+    entries, jobs, n_labelled, ds_info = _plan_jobs(study, loaded, specs, out, runs_dir,
+                                                    quick_n if quick else 3000)  # fmt: skip
 
     meta = {
         "format_version": 1,
@@ -374,24 +418,7 @@ def run_study(
     )
     if todo:
         print(_plan(todo, n_labelled, study.folds, workers if executor == "local" else 1))
-    count = [0]
-
-    def progress(res: dict[str, Any]) -> None:
-        count[0] += 1
-        msg = (
-            f"[{count[0]}/{len(todo)}] {res['label']}: {res['status']} ({res['wall_time_s']:.1f} s)"
-        )
-        if res.get("error"):
-            msg += f" - {res['error'].splitlines()[0] if res['error'] else ''}"
-        print(msg, flush=True)
-
-    if todo:
-        from lipoclass.evaluate import ExecutorConfig, run_tasks
-
-        exe = ExecutorConfig(executor, int(workers), address if executor == "ray" else None,
-                             gpu=True)  # fmt: skip
-        run_tasks(execute_job, [(job, run_fn) for job in todo], exe,
-                  on_done=lambda _, res: progress(res))  # fmt: skip
+        _run_jobs(todo, run_fn, executor, int(workers), address)
     if not report:
         return out
     from lipoclass.report import build_report

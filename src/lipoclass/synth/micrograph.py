@@ -228,28 +228,23 @@ def _shift(v: VesicleSpec, cy: float, cx: float) -> tuple[float, float]:
     return dy, dx
 
 
-def render_micrograph(
-    cfg: MicrographConfig, i: int, name: str | None = None
-) -> SyntheticMicrograph:
-    """Render micrograph ``i`` of a set (deterministic for ``cfg.seed`` and ``i``)."""
-    rng = _micrograph_rng(cfg.seed, i)
-    name = name or f"mic{i + 1:04d}"
-    sample = draw_sample(rng)
-    if cfg.pixel_size_nm is not None:
-        dose = sample.dose
-        if cfg.dose_per_area:  # same electrons per nm^2 as the drawn pixel size had
-            dose *= (float(cfg.pixel_size_nm) / sample.pixel_size_nm) ** 2
-        sample = dataclasses.replace(sample, pixel_size_nm=float(cfg.pixel_size_nm), dose=dose)
-    px = sample.pixel_size_nm
+#: placed liposomes: (vesicle, label, its ice blobs (y, x, radius, darkness), index of the
+#: liposome it touches or -1)
+_Placed = list[tuple[VesicleSpec, str, list[tuple[float, float, float, float]], int]]
+
+
+def _place(
+    rng: np.random.Generator,
+    cfg: MicrographConfig,
+    sample: SampleParams,
+    cdist: np.ndarray | None,
+) -> _Placed:
+    """Liposomes placed at random (touching pairs at ``cfg.touching``, in the carbon hole
+    when there is one) until ``cfg.density`` of the area is covered."""
     h = w = cfg.size
     classes, shares = cfg.classes, cfg.resolved_shares()
-
-    carbon, cdist = "none", None
-    if rng.random() < cfg.carbon:
-        carbon, cdist = _carbon_distance(rng, h, w)
-
     # --- placement: (vesicle, label, ice blobs, partner) until the covered area is reached
-    placed: list[tuple[VesicleSpec, str, list[tuple[float, float, float, float]], int]] = []
+    placed: _Placed = []
     covered, target = 0.0, cfg.density * h * w
     attempts, max_attempts = 0, 400 + int(60 * target / 2000.0)
     while covered < target and attempts < max_attempts:
@@ -280,7 +275,21 @@ def render_micrograph(
         ice = [(y + dy, x + dx, rb, dk) for y, x, rb, dk in plan.ice]  # ambiguity-mode ice
         placed.append((v, label, ice, partner))
         covered += math.pi * r * r
+    return placed
 
+
+def _image(
+    rng: np.random.Generator,
+    cfg: MicrographConfig,
+    i: int,
+    sample: SampleParams,
+    placed: _Placed,
+    cdist: np.ndarray | None,
+) -> np.ndarray:
+    """The micrograph (H, W): projected density of liposomes, ice, carbon and debris, then
+    image formation (CTF, dose, noise) and uneven illumination."""
+    h = w = cfg.size
+    px = sample.pixel_size_nm
     # --- projected density (H, W): liposomes, ice, carbon
     p = np.zeros((h, w), dtype=np.float64)
     for v, _label, ice, _partner in placed:
@@ -308,8 +317,12 @@ def render_micrograph(
     image = image_formation(p, sample, rng, dose_scale=1.0 / (cfg.noise * cfg.noise))
     if cfg.gradient > 0:
         image *= _illumination(extra, h, w, cfg.gradient)
+    return image
 
-    # --- instance labels: a pixel inside several outlines goes to the one whose (distorted)
+
+def _instance_labels(placed: _Placed, h: int, w: int) -> np.ndarray:
+    """(H, W) uint32 instance labels (0 background, k + 1 for liposome k)."""
+    # a pixel inside several outlines goes to the one whose (distorted)
     # centre distance relative to its radius is smallest
     labels = np.zeros((h, w), dtype=np.uint32)
     best = np.full((h, w), np.inf, dtype=np.float32)
@@ -321,11 +334,17 @@ def render_micrograph(
         take = (rel <= 1.0) & (rel < best[ys, xs])
         labels[ys, xs][take] = k + 1
         best[ys, xs][take] = rel[take]
+    return labels
+
+
+def _annotation_rows(
+    placed: _Placed, labels: np.ndarray, name: str, px: float
+) -> list[dict[str, object]]:
+    """annotations.csv rows of the placed liposomes (touching, at the edge, area)."""
     areas = np.bincount(labels.ravel(), minlength=len(placed) + 1)
     border = np.zeros(len(placed) + 1, dtype=bool)
     for edge_px in (labels[0], labels[-1], labels[:, 0], labels[:, -1]):
         border[edge_px] = True
-
     touching = {k for k, (*_r, partner) in enumerate(placed) if partner >= 0}
     touching |= {partner for *_r, partner in placed if partner >= 0}
     rows: list[dict[str, object]] = []
@@ -345,6 +364,31 @@ def render_micrograph(
                 "area_px": int(areas[k + 1]),
             }
         )
+    return rows
+
+
+def render_micrograph(
+    cfg: MicrographConfig, i: int, name: str | None = None
+) -> SyntheticMicrograph:
+    """Render micrograph ``i`` of a set (deterministic for ``cfg.seed`` and ``i``)."""
+    rng = _micrograph_rng(cfg.seed, i)
+    name = name or f"mic{i + 1:04d}"
+    sample = draw_sample(rng)
+    if cfg.pixel_size_nm is not None:
+        dose = sample.dose
+        if cfg.dose_per_area:  # same electrons per nm^2 as the drawn pixel size had
+            dose *= (float(cfg.pixel_size_nm) / sample.pixel_size_nm) ** 2
+        sample = dataclasses.replace(sample, pixel_size_nm=float(cfg.pixel_size_nm), dose=dose)
+    px = sample.pixel_size_nm
+    h = w = cfg.size
+    carbon, cdist = "none", None
+    if rng.random() < cfg.carbon:
+        carbon, cdist = _carbon_distance(rng, h, w)
+
+    placed = _place(rng, cfg, sample, cdist)
+    image = _image(rng, cfg, i, sample, placed, cdist)
+    labels = _instance_labels(placed, h, w)
+    rows = _annotation_rows(placed, labels, name, px)
     return SyntheticMicrograph(name, image, labels, rows, sample, carbon)
 
 

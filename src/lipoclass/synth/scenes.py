@@ -162,25 +162,28 @@ _ENC_MODES = ("intermediate", "partial", "ice", "overlap", "faint", "noisy")
 _ENC_P = np.array([0.32, 0.2, 0.18, 0.18, 0.05, 0.07])
 
 
+def _base_and_diameter(rng: np.random.Generator, problem: str, label: str) -> tuple[str, float]:
+    """(the class whose structure is drawn: an uncertain lamellarity particle looks uni- or
+    multilamellar, the diameter in nm of a particle of class ``label``)."""
+    if problem != "lamellarity":
+        median = {"full": 70.0, "empty": 64.0, "uncertain": 76.0}[label]
+        sigma = 0.42 if label == "uncertain" else 0.33
+        return label, _lognormal_nm(rng, median, sigma, 28.0, 240.0)
+    if label == "uncertain":
+        base = "unilamellar" if rng.random() < 0.55 else "multilamellar"
+        return base, _lognormal_nm(rng, 80.0, 0.45, 28.0, 260.0)
+    if label == "unilamellar":
+        return label, _lognormal_nm(rng, 62.0, 0.35, 28.0, 220.0)
+    return label, _lognormal_nm(rng, 100.0, 0.38, 40.0, 260.0)
+
+
 def plan_particle(
     rng: np.random.Generator, problem: str, label: str, sample: SampleParams
 ) -> ParticlePlan:
     """Draw the geometry of one particle of class ``label``."""
     px = sample.pixel_size_nm
     uncertain = label == "uncertain"
-    if problem == "lamellarity":
-        base = label
-        if uncertain:
-            base = "unilamellar" if rng.random() < 0.55 else "multilamellar"
-            d_nm = _lognormal_nm(rng, 80.0, 0.45, 28.0, 260.0)
-        elif label == "unilamellar":
-            d_nm = _lognormal_nm(rng, 62.0, 0.35, 28.0, 220.0)
-        else:
-            d_nm = _lognormal_nm(rng, 100.0, 0.38, 40.0, 260.0)
-    else:
-        base = label
-        median = {"full": 70.0, "empty": 64.0, "uncertain": 76.0}[label]
-        d_nm = _lognormal_nm(rng, median, 0.33 if not uncertain else 0.42, 28.0, 240.0)
+    base, d_nm = _base_and_diameter(rng, problem, label)
     d_px = float(np.clip(d_nm / px, _MIN_D_PX, _MAX_D_PX))
     radius = d_px / 2.0
 
