@@ -20,6 +20,7 @@ __all__ = [
     "MODES",
     "OPTIMIZERS",
     "PRECISIONS",
+    "RECIPES",
     "REVIEW_QUEUES",
     "SCHEDULES",
     "SEED_MAX",
@@ -51,6 +52,9 @@ DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: number format of CPU inference in ``predict`` (fp32: what the evaluation saw)
 INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+#: how 'cv' / 'train' configure a model: fixed = the --model options as given; auto = the
+#: dataset's fingerprint -> planned candidates compared on the same folds (lipoclass.recipe)
+RECIPES: tuple[str, ...] = ("fixed", "auto")
 #: where independent tasks (folds, study runs) run
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: what 'lipoclass export' writes: an ONNX file or a bioimage.io model package (zip)

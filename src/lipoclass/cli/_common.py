@@ -124,10 +124,11 @@ def positive_float(text: str) -> float:
 
 def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) -> None:
     """Options shared by ``cv`` and ``train``; ``--model`` lists every registered model kind's
-    models (``lipoclass.kinds.models_help``)."""
+    models (``lipoclass.kinds.models_help``). ``--model`` is left None when not given (fine
+    with ``--recipe auto``); ``args.model_default`` holds ``default_model``."""
     default = f" (default: {default_model})" if default_model else ""
-    model = p.add_argument("--model", default=default_model, required=default_model is None,
-                           help="the model to fit" + default)  # fmt: skip
+    p.set_defaults(model_default=default_model)
+    model = p.add_argument("--model", default=None, help="the model to fit" + default)
 
     def model_help() -> str:
         from lipoclass.kinds import models_help

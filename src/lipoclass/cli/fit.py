@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
-from lipoclass.choices import SEED_MAX
+from lipoclass.choices import RECIPES, SEED_MAX
 from lipoclass.cli._common import (
     AddCommand,
     add_executor_options,
@@ -48,14 +49,44 @@ def _fit(args: argparse.Namespace, what: str) -> int:
         exe = ExecutorConfig(args.executor, args.workers, args.address)
     except ValueError as exc:
         raise LipoclassError(f"--executor/--workers/--address: {exc}") from None
-    ds = load_dataset(args.dataset)
-    spec = spec_from_args(args)
     cv = CVConfig(folds=args.folds, seed=args.seed, group_by=args.group_by)
+    if args.recipe == "auto":
+        return _fit_auto(args, cv, exe)
+    args.model = args.model or args.model_default
+    if args.model is None:
+        raise LipoclassError("the following arguments are required: --model (or --recipe auto)")
+    spec = spec_from_args(args)
+    ds = load_dataset(args.dataset)
     _, result = fit_model(ds, spec, cv, out, features_csv=args.features_csv, executor=exe,
                           review_target=args.review_target, tta=args.tta)  # fmt: skip
     print(result.table())
     print(f"model folder (cross-validation results and {result.metrics['folds']} fold models): "
           f"{out}")  # fmt: skip
+    return 0
+
+
+def _fit_auto(args: argparse.Namespace, cv: Any, exe: Any) -> int:
+    """``--recipe auto``: the plan and the candidates (``lipoclass.recipe.fit_auto``)."""
+    from lipoclass.data import load_dataset
+    from lipoclass.recipe import RecipeConfig, fit_auto
+
+    given = [
+        f"--{k.replace('_', '-')}"
+        for k in ("model", "size", "features_csv", "balance")
+        if getattr(args, k) is not None
+    ]
+    if given:
+        raise LipoclassError(f"{given[0]} does not go with --recipe auto (the recipe plans the "
+                             "models, input size and balance itself)")  # fmt: skip
+    if args.tta:
+        raise LipoclassError("--tta does not go with --recipe auto")
+    # --epochs caps the plan's epochs (the budget rule may use fewer)
+    cfg = RecipeConfig(device=args.device, precision=args.precision, max_epochs=args.epochs,
+                       min_epochs=min(10, args.epochs))  # fmt: skip
+    ds = load_dataset(args.dataset)
+    res = fit_auto(ds, cv, args.out, config=cfg, executor=exe, review_target=args.review_target)
+    print(res.text())
+    print(f"model folder ({res.chosen}; every candidate's figures in recipe.json): {res.out}")
     return 0
 
 
@@ -147,6 +178,13 @@ def _register_fit(add: AddCommand) -> None:
         p = add(name, fn, line, fit_help)
         p.add_argument("dataset", help="labelled particle dataset folder (with particles.csv)")
         add_model_options(p, default_model=default_model)
+        p.add_argument("--recipe", choices=RECIPES, default="fixed",
+                       help="fixed (default): the model and options as given; auto: measure "
+                       "the dataset (particle size, classes, pixel size), plan the input size, "
+                       "epochs and balance by written rules, cross-validate a few candidates "
+                       "(CNN at one or two sizes, SVM, their stack) on the same folds and keep "
+                       "the best by out-of-fold macro-F1 (at most ~3x one cross-validation; "
+                       "docs/cnn.md, Self-configuring recipe)")  # fmt: skip
         p.add_argument("--folds", type=folds, default=5,
                        help="number of folds, at least 2 (default: 5; fewer when the smallest "
                        "class has fewer particles)")  # fmt: skip
@@ -169,6 +207,7 @@ def _register_fit(add: AddCommand) -> None:
         )
         add_executor_options(p, "folds trained")
         p.add_argument(
+            "-o",
             "--out",
             required=True,
             help="model folder to write (new, or an earlier model folder to replace)",

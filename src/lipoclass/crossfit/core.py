@@ -42,7 +42,14 @@ from lipoclass.kinds import Kind
 from lipoclass.outputs import check_output_folder
 from lipoclass.spec import ModelSpec
 
-__all__ = ["REVIEW_TARGET", "check_model_out", "fit_model", "resolve_folds", "staging_folders"]
+__all__ = [
+    "REVIEW_TARGET",
+    "check_model_out",
+    "fit_folder_quantifiers",
+    "fit_model",
+    "resolve_folds",
+    "staging_folders",
+]
 
 #: default out-of-fold accuracy the unflagged particles must reach (review threshold)
 REVIEW_TARGET = 0.95
@@ -154,12 +161,15 @@ def fit_model(
     review_target: float = REVIEW_TARGET,
     tta: bool = False,
     progress: bool = True,
+    quantify: bool = True,
 ) -> tuple[Path, CVResult]:
     """Cross-fit ``spec`` on ``dataset`` (``cv`` folds), calibrate on the out-of-fold
     predictions and write the model folder ``out`` atomically. Returns (out, CV result).
 
     ``review_target``: out-of-fold accuracy the unflagged particles must reach; ``tta``:
-    whether predictions average the 8 flips/quarter turns of each particle (CNN)."""
+    whether predictions average the 8 flips/quarter turns of each particle (CNN);
+    ``quantify=False`` leaves the class-share quantifiers out (the candidates of
+    ``--recipe auto``: only the chosen one gets them)."""
     from lipoclass.train.calibration import (
         expected_calibration_error,
         plot_reliability,
@@ -194,7 +204,8 @@ def fit_model(
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
         groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles
-        quant = _fit_quantifiers(cal, y, staging, progress, groups, list(res.classes))
+        quant = (_fit_quantifiers(cal, y, staging, progress, groups, list(res.classes))
+                 if quantify else None)  # fmt: skip
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind.name, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
@@ -273,6 +284,20 @@ def _fit_quantifiers(
             "calibration_resampling": q.cal_resampling, "selection": sel.to_dict(),
             "selection_figure": "method_selection.png" if sel.table else None,
             "quapy": str(quapy.__version__)}  # fmt: skip
+
+
+def fit_folder_quantifiers(
+    cal: np.ndarray,
+    y: np.ndarray,
+    folder: Path,
+    progress: bool,
+    groups: list[str] | None,
+    classes: tuple[str, ...] | list[str] = (),
+) -> dict[str, Any] | None:
+    """The class-share quantifiers of a model folder written by other code than
+    ``fit_model`` (the stack of ``--recipe auto``): fitted on the calibrated out-of-fold
+    posteriors ``cal`` (n, C) only, saved in ``folder``; the model.json entry or None."""
+    return _fit_quantifiers(cal, y, folder, progress, groups, classes)
 
 
 def _json_default(o: Any) -> Any:

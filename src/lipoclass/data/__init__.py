@@ -22,6 +22,7 @@ from lipoclass.data.prepare import (
     default_cache_dir,
     prepare,
 )
+from lipoclass.data.survey import Fingerprint, fingerprint
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -29,6 +30,7 @@ __all__ = [
     "META_COLUMNS",
     "MODES",
     "DatasetWriter",
+    "Fingerprint",
     "Particle",
     "ParticleDataset",
     "PrepConfig",
@@ -38,6 +40,7 @@ __all__ = [
     "dataset_fingerprint",
     "default_cache_dir",
     "empty_class_messages",
+    "fingerprint",
     "image_size",
     "load_dataset",
     "prepare",

@@ -282,7 +282,8 @@ def auto_mask_fallback(
 # ---------------------------------------------------------------------- registry
 
 #: built-in kinds, imported on first use: name -> "module:attribute"
-_BUILTIN = {"cnn": "lipoclass.kinds.cnn:KIND", "svm": "lipoclass.kinds.svm:KIND"}
+_BUILTIN = {"cnn": "lipoclass.kinds.cnn:KIND", "svm": "lipoclass.kinds.svm:KIND",
+            "stack": "lipoclass.kinds.stack:KIND"}  # fmt: skip
 _KINDS: dict[str, Kind] = {}
 
 
@@ -349,5 +350,6 @@ def model_names() -> tuple[str, ...]:
 
 
 def models_help() -> str:
-    """The ``--model`` help: each registered kind's ``help_text``, SVM first."""
-    return "; or ".join(kind.help_text() for kind in _kinds_by_size())
+    """The ``--model`` help: each registered kind's ``help_text``, SVM first (kinds without
+    ``--model`` names, such as ``stack``, are left out)."""
+    return "; or ".join(kind.help_text() for kind in _kinds_by_size() if kind.model_names())

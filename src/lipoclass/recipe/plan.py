@@ -1,0 +1,336 @@
+"""``plan_recipe``: a dataset's fingerprint -> the configuration and the candidates of
+``--recipe auto``, by documented rules, each with its reason (docs/cnn.md, Self-configuring
+recipe). The plan also carries the time estimate (``lipoclass.train.plan.training_seconds``
+through the kinds' time plans) against the budget: ``budget_factor`` x one cross-validation
+of the fixed recipe (LipNet-4, 28 px, 30 epochs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lipoclass.data import Fingerprint
+from lipoclass.spec import ModelSpec, build_spec
+
+__all__ = [
+    "COMBINERS",
+    "INPUT_SIZES",
+    "Candidate",
+    "Plan",
+    "RecipeConfig",
+    "Rule",
+    "plan_recipe",
+]
+
+#: the input sides (px) the size rule chooses from, with the largest source side (px) each
+#: is used for: a particle of up to 40 px loses little in a 28 px input (at most 1.4x
+#: smaller), up to 72 px goes to 48 px (at most 1.5x), larger ones to 64 px
+INPUT_SIZES: tuple[tuple[int, float], ...] = ((28, 40.0), (48, 72.0), (64, float("inf")))
+#: how a stack candidate combines its bases' probabilities: logistic = a multinomial logistic
+#: regression on their log-probabilities + size features, cross-fitted over the same folds;
+#: mean = their plain average (nothing fitted)
+COMBINERS: tuple[str, ...] = ("logistic", "mean")
+#: imbalance (largest / smallest class) up to which the classes count as balanced
+BALANCED_RATIO = 1.5
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Knobs of the planner (the defaults are the recipe; tests shrink them).
+
+    ``base_model``: the CNN of the plan; ``hybrid_model``: the CNN that also takes size
+    features (None: never planned); ``max_epochs`` / ``min_epochs``: the epoch range the
+    budget rule may use; ``budget_factor``: the candidates together may cost this many
+    cross-validations of the fixed recipe; ``two_sizes``: plan a second CNN configuration;
+    ``svm`` / ``stack``: include the SVM and the stack candidates; ``device``,
+    ``precision``: passed to the CNNs; ``max_images``: particles the fingerprint reads."""
+
+    base_model: str = "lipnet4"
+    hybrid_model: str | None = "lipnet_hybrid"
+    max_epochs: int = 30
+    min_epochs: int = 10
+    budget_factor: float = 3.0
+    two_sizes: bool = True
+    svm: bool = True
+    stack: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    max_images: int = 2000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_epochs <= self.max_epochs:
+            raise ValueError(
+                f"need 1 <= min_epochs <= max_epochs, got {self.min_epochs}, {self.max_epochs}"
+            )
+        if not self.budget_factor > 0:
+            raise ValueError(f"budget_factor must be positive, got {self.budget_factor}")
+        if self.max_images < 1:
+            raise ValueError(f"max_images must be at least 1, got {self.max_images}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One decision of the plan: ``name``, the ``value`` chosen and why."""
+
+    name: str
+    value: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration ``--recipe auto`` cross-validates. A model candidate has a ``spec``;
+    a stack candidate has a ``combiner`` (``COMBINERS``) over the model candidates named in
+    ``bases``. ``seconds``: its rough CPU time on 2 cores (0 for stacks)."""
+
+    name: str
+    spec: ModelSpec | None = None
+    combiner: str | None = None
+    bases: tuple[str, ...] = ()
+    seconds: float = 0.0
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "spec": None if self.spec is None else self.spec.to_dict(),
+            "combiner": self.combiner,
+            "bases": list(self.bases),
+            "seconds": round(self.seconds, 1),
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What ``--recipe auto`` will do: the ``rules`` applied, the ``candidates`` (models
+    first, then stacks), their estimated ``seconds`` and the fixed recipe's
+    ``fixed_seconds`` (one CV) it is bounded by (x ``budget_factor``)."""
+
+    rules: tuple[Rule, ...]
+    candidates: tuple[Candidate, ...]
+    seconds: float
+    fixed_seconds: float
+    budget_factor: float
+    folds: int
+
+    def rule(self, name: str) -> Rule:
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def models(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.spec is not None)
+
+    @property
+    def stacks(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.spec is None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules": [{"name": r.name, "value": r.value, "reason": r.reason} for r in self.rules],
+            "candidates": [c.to_dict() for c in self.candidates],
+            "seconds": round(self.seconds, 1),
+            "fixed_seconds": round(self.fixed_seconds, 1),
+            "budget_factor": self.budget_factor,
+            "folds": self.folds,
+        }
+
+    def text(self) -> str:
+        """The plan as printed before training."""
+        lines = ["recipe auto: plan"]
+        lines += [f"  {r.name}: {r.value} ({r.reason})" for r in self.rules]
+        lines.append("  candidates (same folds):")
+        for c in self.candidates:
+            t = f", about {_minutes(c.seconds)}" if c.spec is not None else ""
+            lines.append(f"    {c.name}: {c.reason}{t}")
+        lines.append(
+            f"  time: about {_minutes(self.seconds)} on 2 CPU cores for {self.folds} folds of "
+            f"every candidate (one cross-validation of the fixed recipe: about "
+            f"{_minutes(self.fixed_seconds)}; budget {self.budget_factor:g}x)"
+        )
+        return "\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{max(1, round(seconds / 60))} min" if seconds >= 30 else f"{max(1, round(seconds))} s"
+
+
+def _size_rule(fp: Fingerprint, mode: str) -> Rule:
+    """Input side from the side of what gets resized: the mask's box (masked / crop) or the
+    whole crop (surround)."""
+    q = fp.crop_px if mode == "surround" else fp.particle_px
+    what = "crops" if mode == "surround" else "particles"
+    if q is None:
+        return Rule("input size", 28, "no image measured: the designed 28 px")
+    d = q.median
+    size = next(s for s, limit in INPUT_SIZES if d <= limit)
+    if size == 28:
+        why = f"{what} span {d:g} px (median): a 28 px input keeps their detail"
+    else:
+        why = (
+            f"{what} span {d:g} px (median): a 28 px input would shrink them "
+            f"{d / 28:.1f}x and drop edges and texture; {size} px shrinks them at most "
+            f"{max(1.0, d / size):.1f}x"
+        )
+    return Rule("input size", size, why)
+
+
+def _cnn_spec(
+    model: str, cfg: RecipeConfig, mode: str, size: int, balance: str, batch: int, epochs: int
+) -> ModelSpec:
+    return build_spec(
+        model,
+        mode=mode,
+        size=size,
+        epochs=epochs,
+        batch_size=batch,
+        balance=balance,
+        device=cfg.device,
+        precision=cfg.precision,
+    )
+
+
+def _mode_rule(fp: Fingerprint) -> Rule:
+    if fp.all_masked:
+        why = "every particle has a mask: crop to it and blank the background (thesis 8.5)"
+        return Rule("input mode", "masked", why)
+    why = (
+        f"{fp.n_particles - fp.masks} particle(s) without a mask: the whole crop (an automatic "
+        "mask is a poor stand-in)"
+    )
+    return Rule("input mode", "surround", why)
+
+
+def _rescale_rule(fp: Fingerprint) -> Rule:
+    if not fp.pixel_sizes_differ or fp.pixel_size_nm is None:
+        return Rule("rescale", "no", "one pixel size (or none known): nothing to equalise")
+    lo, hi = fp.pixel_size_nm[1], fp.pixel_size_nm[2]
+    why = (
+        f"pixel sizes differ ({lo:g}-{hi:g} nm/px): every input is its own box resized, so the "
+        "images are free of magnification; the physical size (equivalent diameter in nm) "
+        "reaches the network through the hybrid CNN and the stack through its size features"
+    )
+    return Rule("rescale", "no; size features in nm", why)
+
+
+def _balance_rule(fp: Fingerprint) -> Rule:
+    if fp.imbalance > BALANCED_RATIO:
+        why = (
+            f"largest / smallest class {fp.imbalance:.1f}:1: rare classes shown as often as "
+            "the largest (CNN, thesis 8.1); the SVM weighs them"
+        )
+        return Rule("balance", "oversample", why)
+    return Rule("balance", "none", f"classes balanced ({fp.imbalance:.2f}:1): nothing to correct")
+
+
+def _batch_rule(rows: float) -> Rule:
+    """Batch size from the training rows one epoch visits (per fold, after balancing)."""
+    if rows < 320:
+        return Rule("batch size", 16, f"~{rows:.0f} training rows per epoch: 16 per step "
+                    "gives >= 20 steps")  # fmt: skip
+    if rows > 50_000:
+        return Rule("batch size", 64, f"~{rows:.0f} training rows per epoch: 64 per step for speed")
+    return Rule("batch size", 32, f"~{rows:.0f} training rows per epoch: the designed 32")
+
+
+def _cnn_configs(fp: Fingerprint, cfg: RecipeConfig, size: int) -> list[tuple[str, str, int, str]]:
+    """(network, candidate name, input size, reason) of the planned CNN configurations: the
+    planned network (the hybrid one when pixel sizes differ) at the planned size, then the
+    same network at 28 px when the planned size is larger, else the hybrid network."""
+    hybrid = cfg.hybrid_model
+    first = hybrid if (fp.pixel_sizes_differ and hybrid) else cfg.base_model
+    why = "the planned CNN" + (" (size features: pixel sizes differ)" if first == hybrid else "")
+    out = [(first, f"{first}_{size}", size, why)]
+    if cfg.two_sizes and size > 28:
+        out.append((first, f"{first}_28", 28, "the same CNN at 28 px: does the detail help?"))
+    elif cfg.two_sizes and hybrid and first != hybrid:
+        out.append((hybrid, f"{hybrid}_{size}", size, "the CNN that also sees the particle's size"))
+    return out
+
+
+def _stack_candidates(bases: tuple[str, ...]) -> list[Candidate]:
+    why = (
+        "logistic regression on the candidates' out-of-fold log-probabilities + size features "
+        "(nm when known), cross-fitted on the same folds"
+    )
+    return [
+        Candidate("stack", combiner="logistic", bases=bases, reason=why),
+        Candidate(
+            "mean", combiner="mean", bases=bases, reason="the average of their probabilities"
+        ),
+    ]
+
+
+def plan_recipe(
+    fp: Fingerprint,
+    train_counts: Sequence[np.ndarray],
+    config: RecipeConfig | None = None,
+) -> Plan:
+    """The plan for a dataset with fingerprint ``fp`` whose folds' training parts have
+    per-class counts ``train_counts`` (one (C,) array per fold; they drive the estimates)."""
+    from lipoclass.train.plan import epoch_rows
+
+    cfg = config or RecipeConfig()
+    mode_rule = _mode_rule(fp)
+    mode = str(mode_rule.value)
+    size_rule = _size_rule(fp, mode)
+    size = int(size_rule.value)
+    balance_rule = _balance_rule(fp)
+    balance = str(balance_rule.value)
+    probe = _cnn_spec(cfg.base_model, cfg, mode, size, balance, 32, cfg.max_epochs).config
+    rows = float(np.mean([epoch_rows(c, probe) for c in train_counts])) if train_counts else 0.0
+    batch_rule = _batch_rule(rows)
+    batch = int(batch_rule.value)
+    cnns = _cnn_configs(fp, cfg, size)
+
+    fixed = build_spec("lipnet4", mode=mode, device=cfg.device, precision=cfg.precision)
+    fixed_s = fixed.kind.plan(fixed, train_counts)[1]
+    svm = build_spec("svm", mode=mode) if cfg.svm else None
+    svm_s = svm.kind.plan(svm, train_counts)[1] if svm is not None else 0.0
+    budget = cfg.budget_factor * fixed_s
+
+    def cost(n_cnn: int, epochs: int) -> float:
+        specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs) for m, _, s, _ in cnns]
+        return svm_s + sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
+
+    # the epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
+    # below min_epochs the second CNN configuration is dropped instead
+    n_cnn, epochs = len(cnns), cfg.max_epochs
+    while epochs > cfg.min_epochs and cost(n_cnn, epochs) > budget:
+        epochs -= 1
+    if cost(n_cnn, epochs) > budget and n_cnn > 1:
+        n_cnn, epochs = 1, cfg.max_epochs
+        while epochs > cfg.min_epochs and cost(1, epochs) > budget:
+            epochs -= 1
+    why = (
+        f"the most (<= {cfg.max_epochs}, fixed: no early stopping, docs/cnn.md ablation) that "
+        f"keeps {n_cnn} CNN configuration(s) + SVM within {cfg.budget_factor:g}x one "
+        "fixed-recipe CV"
+    )
+    if cost(n_cnn, epochs) > budget:
+        why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
+    if n_cnn < len(cnns):
+        why += f"; {cnns[1][1]} dropped to stay within it"
+    rules = (mode_rule, size_rule, _rescale_rule(fp), balance_rule, batch_rule,
+             Rule("epochs", epochs, why))  # fmt: skip
+
+    cands: list[Candidate] = []
+    for m, name, s, reason in cnns[:n_cnn]:
+        spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs)
+        secs = spec.kind.plan(spec, train_counts)[1]
+        cands.append(
+            Candidate(name, spec, seconds=secs, reason=f"{reason}, {s} px, {epochs} epochs")
+        )
+    if svm is not None:
+        why = "RBF-SVM on measured features (size, shape, profile)"
+        cands.append(Candidate("svm", svm, seconds=svm_s, reason=why))
+    if cfg.stack and svm is not None and len(cands) >= 2:
+        cands += _stack_candidates(tuple(c.name for c in cands))
+    total = sum(c.seconds for c in cands)
+    return Plan(rules, tuple(cands), total, fixed_s, cfg.budget_factor, len(train_counts))

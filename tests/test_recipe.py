@@ -1,0 +1,284 @@
+"""The self-configuring recipe (``--recipe auto``): fingerprint, plan rules, the empirical
+choice on the same folds, the cross-fitted stack, the model folder through predict, nested
+CV and bad input. Tiny data, the ``tiny`` CNN and 1-2 epochs (seconds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import draw_particle
+from lipoclass.cli import main
+from lipoclass.data import DatasetWriter, Fingerprint, fingerprint, load_dataset
+from lipoclass.data.survey import Quantiles
+from lipoclass.evaluate import CVConfig
+from lipoclass.recipe import RecipeConfig, cross_fit, fit_auto, nested_optimism, plan_recipe
+from lipoclass.recipe import auto as auto_mod
+
+FAST = RecipeConfig(
+    base_model="tiny", hybrid_model=None, max_epochs=2, min_epochs=1, device="cpu", precision="fp32"
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_quantifiers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Class-share quantifiers are crossfit's (tested there) and slow: left out here."""
+    monkeypatch.setattr(auto_mod, "fit_folder_quantifiers", lambda *a, **k: None)
+
+
+def _size_only(root: Path, n: int = 12) -> Path:
+    """Two classes of identical-looking particles that differ only in size (24 vs 44 px
+    crops, same pixel size): a box-resized CNN input cannot see it, the SVM's area can."""
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, name="size", classes=["small", "large"], pixel_size_nm=0.8) as w:
+        for i in range(2 * n):
+            side = 24 if i % 2 == 0 else 44
+            img, mask = draw_particle(0, side, side, rng)
+            w.add(
+                f"p{i:03d}",
+                image=img,
+                mask=mask,
+                label=("small", "large")[i % 2],
+                sample=f"s{i % 2}",
+            )
+    return root
+
+
+def test_fingerprint_measures_sizes_counts_pixel_sizes_and_grey_levels(tmp_path: Path) -> None:
+    with DatasetWriter(tmp_path / "d", name="fp", classes=["a", "b"]) as w:
+        for i in range(6):  # class a: 10 px squares at 0.5 nm/px; b: 30 px at 1.0 nm/px
+            a = i < 4
+            img = np.full((40, 40), 100, dtype=np.uint8)
+            side = 10 if a else 30
+            mask = np.zeros((40, 40), dtype=bool)
+            mask[5 : 5 + side, 2 : 2 + side] = True
+            img[mask] = 200
+            w.add(
+                f"p{i}",
+                image=img,
+                mask=mask,
+                label="a" if a else "b",
+                pixel_size_nm=0.5 if a else 1.0,
+            )
+    fp = fingerprint(load_dataset(tmp_path / "d"))
+    assert fp.class_counts == (4, 2) and fp.imbalance == 2.0 and fp.masks == 6
+    assert fp.size_source == "mask" and fp.class_particle_px == (10.0, 30.0)
+    assert fp.particle_px is not None and fp.particle_px.median == 10.0
+    assert fp.particle_nm is not None and fp.particle_nm.median == 5.0  # 10 px x 0.5 nm
+    assert fp.crop_px == Quantiles(40.0, 40.0, 40.0)
+    assert fp.pixel_size_nm == (0.5, 0.5, 1.0) and fp.pixel_sizes_differ
+    assert fp.grey["p1"] == 100.0 and fp.grey["p99"] == 200.0
+    d = fp.to_dict()
+    assert d["class_counts"] == {"a": 4, "b": 2} and json.dumps(d)
+
+
+def _fp(**kw: Any) -> Fingerprint:
+    base: dict[str, Any] = dict(
+        n_particles=600,
+        n_labelled=600,
+        classes=("a", "b", "c"),
+        class_counts=(200, 200, 200),
+        imbalance=1.0,
+        masks=600,
+        size_source="mask",
+        particle_px=Quantiles(24, 20, 30),
+        particle_nm=None,
+        crop_px=Quantiles(40, 35, 50),
+        class_particle_px=(24, 24, 24),
+        pixel_size_nm=(0.8, 0.8, 0.8),
+        pixel_sizes_differ=False,
+        grey={},
+        measured=600,
+    )
+    base.update(kw)
+    return Fingerprint(**base)
+
+
+COUNTS = [np.array([160, 160, 160])] * 5
+
+
+def test_plan_rules_follow_the_fingerprint() -> None:
+    small = plan_recipe(_fp(), COUNTS)
+    assert small.rule("input size").value == 28 and small.rule("balance").value == "none"
+    assert small.rule("input mode").value == "masked" and small.rule("rescale").value == "no"
+    names = [c.name for c in small.candidates]
+    assert names == ["lipnet4_28", "lipnet_hybrid_28", "svm", "stack", "mean"]
+    # large particles -> a larger input, and the old 28 px as the second size
+    big = plan_recipe(_fp(particle_px=Quantiles(150, 50, 280)), COUNTS)
+    assert big.rule("input size").value == 64
+    assert [c.name for c in big.models][:2] == ["lipnet4_64", "lipnet4_28"]
+    assert big.models[0].spec is not None and big.models[0].spec.prep.size == 64
+    assert (
+        plan_recipe(_fp(particle_px=Quantiles(60, 50, 70)), COUNTS).rule("input size").value == 48
+    )
+    # no masks -> surround, sized by the crop
+    nomask = plan_recipe(_fp(masks=0, crop_px=Quantiles(31, 31, 31)), COUNTS)
+    assert nomask.rule("input mode").value == "surround"
+    assert nomask.rule("input size").value == 28
+    # unequal pixel sizes -> the size in nm reaches the CNN (hybrid) and the stack
+    mixed = plan_recipe(_fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True), COUNTS)
+    assert "nm" in mixed.rule("rescale").value
+    assert mixed.models[0].name.startswith("lipnet_hybrid")
+    # heavy imbalance -> balance
+    skew = plan_recipe(_fp(class_counts=(580, 15, 5), imbalance=116.0), COUNTS)
+    assert skew.rule("balance").value == "oversample"
+    assert skew.models[0].spec is not None and skew.models[0].spec.config.balance == "oversample"
+    # the cost bound: every plan within 3x one fixed-recipe CV (by the same estimate)
+    for p in (small, big, mixed, skew):
+        assert p.seconds <= 3.0 * p.fixed_seconds + 1e-6, p.text()
+        assert "time: about" in p.text()
+
+
+def test_auto_keeps_the_best_candidate_and_its_folder_predicts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ds_dir = _size_only(tmp_path / "ds")
+    ds = load_dataset(ds_dir)
+    res = fit_auto(ds, CVConfig(folds=3, seed=0), tmp_path / "m", config=FAST, progress=False)
+    by = {r["name"]: r for r in res.table}
+    assert set(by) == {"tiny_28", "svm", "stack", "mean"}
+    assert by["svm"]["macro_f1"] >= 0.9 and by["tiny_28"]["macro_f1"] <= by["svm"]["macro_f1"] - 0.2
+    best = max(r["macro_f1"] for r in res.table)
+    assert res.chosen == next(r["name"] for r in res.table if r["macro_f1"] == best)
+    info = json.loads((tmp_path / "m" / "model.json").read_text())
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert info["recipe"]["chosen"] == res.chosen and len(recipe["table"]) == 4
+    assert recipe["plan"]["rules"] and recipe["fingerprint"]["class_counts"]["small"] == 12
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m"),
+                str(ds_dir),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    with (tmp_path / "p.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 24
+
+
+def test_stack_folder_predicts_through_its_bases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lipoclass.ensemble import load_model
+    from lipoclass.kinds.stack import _size_rows, combine
+
+    monkeypatch.setattr(auto_mod, "_choose", lambda table: "stack")
+    ds_dir = _size_only(tmp_path / "ds", n=9)
+    ds = load_dataset(ds_dir)
+    rc = main(
+        [
+            "train",
+            str(ds_dir),
+            "--recipe",
+            "auto",
+            "-o",
+            str(tmp_path / "m"),
+            "--folds",
+            "3",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0  # the CLI's own plan (lipnet4, lipnet_hybrid, svm), capped at 1 epoch
+    out = capsys.readouterr().out
+    assert "<- chosen" in out and "stack" in out
+    model = load_model(tmp_path / "m")
+    assert model.kind.name == "stack" and model.info["recipe"]["chosen"] == "stack"
+    member = model.members[0]
+    bases = [b.predict_proba(ds)[0] for b in member.bases]
+    want = combine(member.stacker, bases, _size_rows(ds, model.prep, np.arange(len(ds))))
+    got, ids = model.predict_proba(ds)
+    assert ids == ds.ids and np.allclose(got, want)
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m"),
+                str(ds_dir),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    with (tmp_path / "p.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 18
+
+
+def test_stack_cross_fitting_never_sees_its_own_fold() -> None:
+    """Pure noise: a combiner that saw the rows it predicts would score far above chance."""
+    rng = np.random.default_rng(1)
+    n, c = 90, 3
+    y = np.arange(n) % c
+    fold = rng.permutation(n) % 3
+    bases = [rng.dirichlet(np.ones(c), size=n) for _ in range(2)]
+    size = rng.normal(size=(n, 30))
+    oof = cross_fit("logistic", bases, size, y, fold, c, seed=0)
+    assert (oof.argmax(axis=1) == y).mean() < 0.55
+    leaky = np.zeros_like(oof)  # the same fits, predicting their own training rows
+    from lipoclass.kinds.stack import combine
+    from lipoclass.recipe import fit_combiner
+
+    for k in range(3):
+        tr = fold != k
+        rec = fit_combiner("logistic", [b[tr] for b in bases], size[tr], y[tr], c)
+        leaky[tr] += combine(rec, [b[tr] for b in bases], size[tr])
+    assert (leaky.argmax(axis=1) == y).mean() > 0.8  # what a leak would look like
+
+
+def test_nested_optimism_reports_inner_and_outer(tmp_path: Path) -> None:
+    ds = load_dataset(_size_only(tmp_path / "ds", n=9))
+    cfg = RecipeConfig(
+        base_model="tiny",
+        hybrid_model=None,
+        max_epochs=1,
+        min_epochs=1,
+        two_sizes=False,
+        device="cpu",
+        precision="fp32",
+    )
+    res = nested_optimism(
+        ds, outer_folds=2, inner_folds=2, config=cfg, progress=False, work=tmp_path
+    )
+    assert len(res.rows) == 2
+    for r in res.rows:
+        assert 0 <= r["inner"] <= 1 and 0 <= r["outer"] <= 1 and r["n_test"] == 9
+    d = res.to_dict()
+    assert abs(d["optimism"] - (d["inner_mean"] - d["outer_mean"])) < 1e-3
+    assert not any(tmp_path.glob("lipoclass-nested-*"))
+
+
+def test_bad_recipe_input_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tiny_dataset: Any
+) -> None:
+    ds = str(tiny_dataset())
+    with pytest.raises(SystemExit) as exc:
+        main(["cv", ds, "--recipe", "best", "--out", str(tmp_path / "m")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--recipe" in err and "auto" in err
+    assert main(["cv", ds, "--recipe", "auto", "--model", "svm", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "lipoclass: error: --model does not go with --recipe auto (the recipe plans "
+        "the models, input size and balance itself)"
+    )
+    assert main(["cv", ds, "--out", str(tmp_path / "m")]) == 2
+    assert "--model" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
