@@ -120,6 +120,8 @@ def test_plan_rules_follow_the_fingerprint() -> None:
     nomask = plan_recipe(_fp(masks=0, crop_px=Quantiles(31, 31, 31)), COUNTS)
     assert nomask.rule("input mode").value == "surround"
     assert nomask.rule("input size").value == 28
+    # ... and crops of one size: size features would be constant, so no hybrid CNN
+    assert [c.name for c in nomask.models] == ["lipnet4_28", "svm"]
     # unequal pixel sizes -> the size in nm reaches the CNN (hybrid) and the stack
     mixed = plan_recipe(_fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True), COUNTS)
     assert "nm" in mixed.rule("rescale").value

@@ -35,6 +35,8 @@ INPUT_SIZES: tuple[tuple[int, float], ...] = ((28, 40.0), (48, 72.0), (64, float
 COMBINERS: tuple[str, ...] = ("logistic", "mean")
 #: imbalance (largest / smallest class) up to which the classes count as balanced
 BALANCED_RATIO = 1.5
+#: 95th / 5th percentile of the resized boxes' side from which sizes count as varying
+SIZE_SPREAD = 1.25
 
 
 @dataclass(frozen=True)
@@ -239,17 +241,27 @@ def _batch_rule(rows: float) -> Rule:
     return Rule("batch size", 32, f"~{rows:.0f} training rows per epoch: the designed 32")
 
 
-def _cnn_configs(fp: Fingerprint, cfg: RecipeConfig, size: int) -> list[tuple[str, str, int, str]]:
+def _sizes_vary(fp: Fingerprint, mode: str) -> bool:
+    """Whether the boxes that get resized differ in size (95th / 5th percentile of their
+    side >= ``SIZE_SPREAD``): only then do size features tell the particles apart."""
+    q = fp.crop_px if mode == "surround" else fp.particle_px
+    return q is not None and q.p5 > 0 and q.p95 / q.p5 >= SIZE_SPREAD
+
+
+def _cnn_configs(
+    fp: Fingerprint, cfg: RecipeConfig, mode: str, size: int
+) -> list[tuple[str, str, int, str]]:
     """(network, candidate name, input size, reason) of the planned CNN configurations: the
     planned network (the hybrid one when pixel sizes differ) at the planned size, then the
-    same network at 28 px when the planned size is larger, else the hybrid network."""
+    same network at 28 px when the planned size is larger, else the hybrid network when the
+    resized boxes vary in size."""
     hybrid = cfg.hybrid_model
     first = hybrid if (fp.pixel_sizes_differ and hybrid) else cfg.base_model
     why = "the planned CNN" + (" (size features: pixel sizes differ)" if first == hybrid else "")
     out = [(first, f"{first}_{size}", size, why)]
     if cfg.two_sizes and size > 28:
         out.append((first, f"{first}_28", 28, "the same CNN at 28 px: does the detail help?"))
-    elif cfg.two_sizes and hybrid and first != hybrid:
+    elif cfg.two_sizes and hybrid and first != hybrid and _sizes_vary(fp, mode):
         out.append((hybrid, f"{hybrid}_{size}", size, "the CNN that also sees the particle's size"))
     return out
 
@@ -287,7 +299,7 @@ def plan_recipe(
     rows = float(np.mean([epoch_rows(c, probe) for c in train_counts])) if train_counts else 0.0
     batch_rule = _batch_rule(rows)
     batch = int(batch_rule.value)
-    cnns = _cnn_configs(fp, cfg, size)
+    cnns = _cnn_configs(fp, cfg, mode, size)
 
     fixed = build_spec("lipnet4", mode=mode, device=cfg.device, precision=cfg.precision)
     fixed_s = fixed.kind.plan(fixed, train_counts)[1]
