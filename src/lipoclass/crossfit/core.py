@@ -168,8 +168,7 @@ def fit_model(
 
     ``review_target``: out-of-fold accuracy the unflagged particles must reach; ``tta``:
     whether predictions average the 8 flips/quarter turns of each particle (CNN);
-    ``quantify=False`` leaves the class-share quantifiers out (the candidates of
-    ``--recipe auto``: only the chosen one gets them)."""
+    ``quantify=False``: no class-share quantifiers (``--recipe auto`` candidates)."""
     from lipoclass.train.calibration import (
         expected_calibration_error,
         plot_reliability,
@@ -204,8 +203,8 @@ def fit_model(
         review = review_threshold(cal, y, review_target)
         members = _save_members(staging, res, kind)
         groups = dataset.micrographs_of(res.ids)  # None: calibration replicates redraw particles
-        quant = (_fit_quantifiers(cal, y, staging, progress, groups, list(res.classes))
-                 if quantify else None)  # fmt: skip
+        cls = list(res.classes)
+        quant = _fit_quantifiers(cal, y, staging, progress, groups, cls) if quantify else None
         info: dict[str, Any] = {
             "format_version": FORMAT_VERSION, "kind": kind.name, "model": used.model,
             "classes": list(res.classes), "prep": asdict(used.prep),
