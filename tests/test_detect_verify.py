@@ -142,3 +142,14 @@ def test_detect_source_hands_over_rejected_candidates() -> None:
     assert 0 < len(rejected) <= int((~det.accepted).sum())
     assert all(a.key.startswith("rejected") for a in rejected)
     assert src.rejected(mic) == []  # handed over once
+
+
+def test_detect_train_help_lists_only_its_options(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["detect-train", "--help"])
+    text = capsys.readouterr().out
+    assert "--min-diameter" in text and "--threshold" in text and "--negatives" in text
+    assert "--verifier" not in text and "--min-score" not in text  # it makes the verifier
+    with pytest.raises(SystemExit):
+        main(["detect", "--help"])
+    assert "--verifier" in capsys.readouterr().out

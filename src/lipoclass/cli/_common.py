@@ -234,8 +234,11 @@ def add_executor_options(p: Any, what: str) -> None:
                    help="Ray cluster address (default: start Ray on this computer)")  # fmt: skip
 
 
-def add_detect_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("detection (crop --detect, detect)")
+def add_detect_options(p: argparse.ArgumentParser, *, verifier: bool = True) -> None:
+    """The detector's options; ``verifier=False`` (``detect-train``, which makes a verifier)
+    leaves out --verifier and --min-score and titles the group "candidate finder"."""
+    title = "detection (crop --detect, detect)" if verifier else "candidate finder (as in detect)"
+    g = p.add_argument_group(title)
     g.add_argument("--min-diameter", type=length, default=(20.0, "nm"), metavar="LEN",
                    help="smallest liposome, e.g. 20nm or 16px (default: 20nm)")  # fmt: skip
     g.add_argument("--max-diameter", type=length, default=(300.0, "nm"), metavar="LEN",
@@ -243,6 +246,8 @@ def add_detect_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threshold", type=positive_float, default=5.0,
                    help="how clear a ring must be (robust z-score; lower finds fainter "
                    "liposomes and more false ones; default: %(default)s)")  # fmt: skip
+    if not verifier:
+        return
     g.add_argument("--verifier", default="default", metavar="PATH",
                    help="liposome verifier that rejects candidates that are not liposomes "
                    "(ice, debris, film edges, gaps between liposomes): a folder from "
@@ -274,8 +279,9 @@ def detect_config(args: argparse.Namespace) -> Any:
         raise LipoclassError("--min-diameter and --max-diameter need the same unit (nm or px)")
     try:
         return DetectConfig(min_diameter=dmin, max_diameter=dmax, unit=umin,
-                            threshold=args.threshold, verifier=args.verifier,
-                            min_score=args.min_score)  # fmt: skip
+                            threshold=args.threshold,
+                            verifier=getattr(args, "verifier", "none"),
+                            min_score=getattr(args, "min_score", None))  # fmt: skip
     except ValueError as exc:
         raise LipoclassError(f"detect: {exc}") from None
 

@@ -172,7 +172,7 @@ def _register_detect_train(add: AddCommand) -> None:
                    "a reviewer marked as not a particle")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
-    add_detect_options(p)
+    add_detect_options(p, verifier=False)
 
 
 def register(add: AddCommand) -> None:
