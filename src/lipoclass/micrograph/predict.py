@@ -422,6 +422,7 @@ def _overlay_png(
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.collections import LineCollection
     from matplotlib.figure import Figure
 
     h, w = mic.shape
@@ -439,14 +440,16 @@ def _overlay_png(
     ax.set_xlim(-0.5, dw - 0.5)
     ax.set_ylim(dh - 0.5, -0.5)
     ax.set_axis_off()
-    lw = 1.4
+    # one LineCollection per (colour, line style): one artist per particle takes seconds
+    # on a 4k micrograph with ~900 particles
+    groups: dict[tuple[str, str, float], list[np.ndarray]] = {}
     for ann, k, flag in zip(anns, pred, review):
-        colour = PALETTE[int(k) % len(PALETTE)]
-        for c in _outline(ann, factor):
-            ax.plot(c[:, 0], c[:, 1], color=colour, lw=lw, ls="--" if flag else "-")
+        key = (PALETTE[int(k) % len(PALETTE)], "--" if flag else "-", 1.4)
+        groups.setdefault(key, []).extend(_outline(ann, factor))
     for ann in others:
-        for c in _outline(ann, factor):
-            ax.plot(c[:, 0], c[:, 1], color=_SKIPPED_COLOUR, lw=0.9, ls=":")
+        groups.setdefault((_SKIPPED_COLOUR, ":", 0.9), []).extend(_outline(ann, factor))
+    for (colour, ls, lw), segs in groups.items():
+        ax.add_collection(LineCollection(segs, colors=colour, linewidths=lw, linestyles=ls))
     _draw_scale_bar(ax, w, mic.pixel_size_nm, factor, dh, dw)
     _draw_legend(fig, classes, pred, review, len(others))
     buf = io.BytesIO()
