@@ -11,8 +11,10 @@ ranges. Each row compares the candidates alone (no verifier), a fixed rule (ring
 significance >= 7) and the packaged verifier. A detection matches a true liposome at mask
 IoU >= 0.5 (one-to-one); liposomes cut by the image edge count like the others.
 
-Speed: one 4096 x 4096 micrograph (1 nm/px, density 0.2), detection with the verifier timed
-by wall clock and by ``time.process_time`` (CPU of this process, all threads).
+Speed: one 4096 x 4096 micrograph (1 nm/px, density 0.2): detection with the verifier, then
+detection + classification (in-memory crops, CNN), then ``lipoclass predict`` from the file
+to the report, timed by wall clock (and ``time.process_time``: CPU of this process, all
+threads), with the load average beside each figure.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detect.py [--count 3] [--no-speed]
 """
@@ -83,33 +85,96 @@ def accuracy(count: int) -> None:
           f"{a.f1:.3f} | {a.mean_iou:.3f} |")  # fmt: skip
 
 
-def speed() -> None:
+def _loadavg() -> str:
+    with open("/proc/loadavg") as fh:
+        return " ".join(fh.read().split()[:3])
+
+
+def speed(model: str | None) -> None:
+    """Time one 4096 x 4096 micrograph: detection alone, detection + classification (crops
+    prepared in memory, the CNN's calibrated probabilities) and ``lipoclass predict`` from
+    the micrograph file to the report folder (overlay, label image, shares with bootstrap
+    intervals, index.html)."""
+    import shutil
+    import sys
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    import tifffile
+
+    from lipoclass.micrograph import DetectSource
+    from lipoclass.micrograph.io import Micrograph
+    from lipoclass.micrograph.predict import _predictor, prepare_particles
+    from lipoclass.predict import PredictConfig
+
     cfg = MicrographConfig(size=4096, pixel_size_nm=1.0, density=0.2, seed=60000,
                            dose_per_area=True)  # fmt: skip
     mic = render_micrograph(cfg, 0)
     image = mic.image.astype(np.float32)
     det_cfg = DetectConfig()
     detect_candidates(image[:512, :512], det_cfg, 1.0)  # imports, verifier load
+    print(f"speed, 4096 x 4096 at 1 nm/px, {len(mic.particles)} liposomes; load {_loadavg()}")
     for _rep in range(2):
         t0, c0 = time.perf_counter(), time.process_time()
         det = detect_candidates(image, det_cfg, 1.0)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         m = match_instances(mic.labels.astype(np.int64), det.labels)
-        print(f"4096 x 4096, {len(mic.particles)} liposomes: {len(det)} candidates, "
-              f"{int(det.accepted.sum())} accepted; detection {wall:.2f} s wall, {cpu:.2f} s "
-              f"CPU; precision {m.precision:.3f}, recall {m.recall:.3f}")  # fmt: skip
+        print(f"  detect: {len(det)} candidates, {int(det.accepted.sum())} accepted; "
+              f"{wall:.2f} s wall, {cpu:.2f} s CPU; precision {m.precision:.3f}, recall "
+              f"{m.recall:.3f}; load {_loadavg()}")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        if model is None:
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bench_micrographs import _train_tiny
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model_dir = _train_tiny(root)
+        else:
+            model_dir = Path(model)
+        path = root / "mic4k.tif"
+        tifffile.imwrite(path, image)
+        pred = _predictor(model_dir, PredictConfig())
+        micro = Micrograph(path, image, 1.0)
+        for _rep in range(2):
+            t0, c0 = time.perf_counter(), time.process_time()
+            anns = DetectSource(det_cfg).particles(micro)
+            x, meta, keep, _skipped = prepare_particles(micro, anns, pred.prep, 10)
+            probs = pred.proba_meta(x, meta)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            print(f"  detect + classify ({model_dir.name}): {len(probs)} particles; "
+                  f"{wall:.2f} s wall, {cpu:.2f} s CPU; load {_loadavg()}")  # fmt: skip
+        from lipoclass.cli import main as cli
+
+        for rep in range(2):
+            out = root / f"pred{rep}"
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cli(["predict", str(model_dir), str(path), "--out", str(out), "--pixel-size",
+                     "1"])  # fmt: skip
+            print(f"  lipoclass predict (micrograph file -> shares and report): "
+                  f"{time.perf_counter() - t0:.2f} s wall; load {_loadavg()}")  # fmt: skip
+            shutil.rmtree(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=3, help="micrographs per condition")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--model", default=None,
+                    help="CNN model folder for the classification timing (default: train a "
+                    "tiny one, as benchmarks/bench_micrographs.py)")  # fmt: skip
     args = ap.parse_args()
     with open("/proc/loadavg") as fh:
         print("load average at start:", fh.read().strip())
-    accuracy(args.count)
+    if not args.no_accuracy:
+        accuracy(args.count)
     if not args.no_speed:
-        speed()
+        speed(args.model)
     with open("/proc/loadavg") as fh:
         print("load average at end:", fh.read().strip())
 

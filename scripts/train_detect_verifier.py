@@ -1,13 +1,14 @@
 """Train the packaged liposome verifier of ``lipoclass detect``
 (src/lipoclass/micrograph/verifier.json) on synthetic micrographs with distractors.
 
-40 micrographs of 1024 px, seeds 1000-1039 (never used by benchmarks/bench_detect.py, which
+80 micrographs of 1024 px, seeds 1000-1079 (never used by benchmarks/bench_detect.py, which
 uses seeds from 50000 on), each with settings drawn from a generator seeded 1000: problem
-lamellarity or encapsulation, density 0.1-0.35, noise 0.7-2, touching 0.2-0.6, ice 1-6 and
-debris 0-8 per 1024^2 px, carbon edge with chance 0.5, uneven illumination 0-0.5, pixel size
-0.5-3 nm (log-uniform, dose per nm^2 kept). Candidates at the default ring threshold are
-labelled by mask IoU >= 0.5 with the truth; the logistic regression's threshold maximises
-the F1 of its 5-fold (grouped by micrograph) out-of-fold scores.
+lamellarity or encapsulation, density 0.05-0.45, noise 0.6-2.6, touching 0.1-0.6, ice 0-12
+and debris 0-16 per 1024^2 px, carbon edge with chance 0.5, uneven illumination 0-0.6, pixel
+size 0.5-3 nm (log-uniform, dose per nm^2 kept). Candidates at the default ring threshold are
+labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network)
+is fitted and its threshold maximises the F1 of its 5-fold (grouped by micrograph)
+out-of-fold scores.
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.micrograph.detect import DetectConfig
 from lipoclass.micrograph.io import Micrograph
 from lipoclass.micrograph.verify import DEFAULT_VERIFIER, collect_training_set, fit_verifier
@@ -32,10 +34,10 @@ def conditions(seed0: int, n: int) -> list[dict[str, object]]:
     for k in range(n):
         out.append(
             dict(problem=str(rng.choice(["lamellarity", "encapsulation"])), size=1024,
-                 density=float(rng.uniform(0.1, 0.35)), noise=float(rng.uniform(0.7, 2.0)),
-                 seed=seed0 + k, touching=float(rng.uniform(0.2, 0.6)),
-                 ice=float(rng.uniform(1, 6)), carbon=0.5, debris=float(rng.uniform(0, 8)),
-                 gradient=float(rng.uniform(0, 0.5)), dose_per_area=True,
+                 density=float(rng.uniform(0.05, 0.45)), noise=float(rng.uniform(0.6, 2.6)),
+                 seed=seed0 + k, touching=float(rng.uniform(0.1, 0.6)),
+                 ice=float(rng.uniform(0, 12)), carbon=0.5, debris=float(rng.uniform(0, 16)),
+                 gradient=float(rng.uniform(0, 0.6)), dose_per_area=True,
                  pixel_size_nm=float(np.exp(rng.uniform(np.log(0.5), np.log(3.0)))))
         )  # fmt: skip
     return out
@@ -44,7 +46,8 @@ def conditions(seed0: int, n: int) -> list[dict[str, object]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_VERIFIER)
-    ap.add_argument("--count", type=int, default=40)
+    ap.add_argument("--count", type=int, default=80)
+    ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
     args = ap.parse_args()
     cfg = DetectConfig(verifier="none")
     mics, truths = [], []
@@ -55,7 +58,7 @@ def main() -> None:
     ts = collect_training_set(mics, truths, cfg)
     info = {"trained_on": f"{args.count} synthetic micrographs, seeds 1000-{999 + args.count} "
             "(scripts/train_detect_verifier.py)", "candidate_threshold": cfg.threshold}  # fmt: skip
-    ver, stats = fit_verifier(ts, info=info)
+    ver, stats = fit_verifier(ts, info=info, model=args.model)
     ver.save(args.out)
     print({k: round(v, 4) for k, v in stats.items()}, "->", args.out)
 

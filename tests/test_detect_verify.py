@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lipoclass.cli import main
+from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances, read_label_image
 from lipoclass.micrograph.detect import DetectConfig, detect_candidates
 from lipoclass.micrograph.verify import Verifier, load_verifier
@@ -154,3 +155,47 @@ def test_detect_train_help_lists_only_its_options(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["detect", "--help"])
     assert "--verifier" in capsys.readouterr().out
+
+
+def test_verifier_models_round_trip_and_reasons(tmp_path: Path) -> None:
+    """Both verifier models fit, save to JSON and load back to the same scores; the reason
+    of a rejection names the feature that pulls the score down."""
+    from lipoclass.micrograph.detect import FEATURES
+    from lipoclass.micrograph.verify import REASONS, TrainingSet, fit_verifier
+
+    rng = np.random.default_rng(0)
+    n, f = 300, len(FEATURES)
+    x = rng.normal(size=(n, f))
+    y = (x[:, 1] + 0.5 * x[:, 2] ** 2 > 0.5).astype(np.int64)  # a nonlinear rule
+    ts = TrainingSet(x, y, [f"m{i % 6}" for i in range(n)])
+    for model in ("mlp", "logistic"):
+        ver, stats = fit_verifier(ts, model=model)
+        assert ver.model == model and stats["oof_precision"] > 0.7
+        ver.save(tmp_path / f"{model}.json")
+        back = Verifier.load(tmp_path / f"{model}.json")
+        assert back.model == model and len(back.layers) == len(ver.layers)
+        assert np.allclose(back.score(x), ver.score(x), atol=1e-4)
+        low = x[np.argsort(ver.score(x))[:5]]
+        assert all(r.removeprefix("low liposome score: ") in REASONS.values()
+                   for r in ver.reasons(low))  # fmt: skip
+    probe = np.zeros((1, f))
+    probe[0, 1] = -4.0  # the feature the rule depends on, far on the negative side
+    assert ver.reasons(probe) == [f"low liposome score: {REASONS[FEATURES[1]]}"]
+    doc = json.loads((tmp_path / "mlp.json").read_text())
+    doc["layers"][0]["bias"] = doc["layers"][0]["bias"][:-1]  # wrong shape
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(LipoclassError, match="malformed"):
+        Verifier.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="model"):
+        fit_verifier(ts, model="forest")
+
+
+def test_ring_bank_threads_agree() -> None:
+    """The ring filter bank gives the same candidates on one thread as on several."""
+    from lipoclass.micrograph.detect import _bandpass, _ring_candidates
+
+    m = render_micrograph(MicrographConfig(size=256, density=0.2, seed=11, pixel_size_nm=1.0), 0)
+    z, _low = _bandpass(m.image.astype(np.float32), 1.2)
+    one = _ring_candidates(z, 5.0, 60.0, 5.0, threads=1)
+    two = _ring_candidates(z, 5.0, 60.0, 5.0, threads=3)
+    assert len(one) > 3 and np.allclose(np.asarray(one), np.asarray(two))

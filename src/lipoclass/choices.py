@@ -25,6 +25,7 @@ __all__ = [
     "SCHEDULES",
     "SEED_MAX",
     "VAL_METRICS",
+    "VERIFIER_MODELS",
 ]
 
 #: training-time image augmentations of the CNNs
@@ -64,3 +65,6 @@ REVIEW_QUEUES: tuple[str, ...] = ("uncertain", "audit", "label-issues")
 #: random seeds are 0 .. SEED_MAX (numpy's SeedSequence accepts more, torch and the
 #: legacy generators do not)
 SEED_MAX = 2**32 - 1
+
+#: models of the detector's liposome verifier (lipoclass detect-train --model)
+VERIFIER_MODELS: tuple[str, ...] = ("mlp", "logistic")

@@ -15,6 +15,7 @@ from lipoclass.cli._common import (
     particle_source,
     positive_float,
 )
+from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.errors import LipoclassError
 
 __all__ = ["register"]
@@ -72,7 +73,7 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
     cfg = detect_config(args)
     ver, stats = train_detect_verifier(
         mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
-        negatives=Path(args.negatives) if args.negatives else None,
+        negatives=Path(args.negatives) if args.negatives else None, model=args.model,
     )  # fmt: skip
     print(f"{int(stats['positives'])} annotated liposome(s) and {int(stats['negatives'])} other "
           f"candidate(s) on {len(mics)} micrograph(s)")  # fmt: skip
@@ -153,8 +154,9 @@ def _register_detect_train(add: AddCommand) -> None:
         "Runs the candidate finder of 'lipoclass detect' on annotated micrographs; "
         "candidates that match an annotated particle (mask IoU >= 0.5) are liposomes, all "
         "other candidates are not, nor are the rows of --negatives (detection_negatives.csv "
-        "from the review page). Fits the verifier (logistic regression on ring, interior and "
-        "outline features) and picks its threshold on out-of-fold scores. Writes "
+        "from the review page). Fits the verifier (a small neural network or a logistic "
+        "regression on ring, interior and outline features) and picks its threshold on "
+        "out-of-fold scores. Writes "
         "OUT/verifier.json and OUT/training.csv; use it with 'detect --verifier OUT'.",
     )
     p.add_argument("micrographs", nargs="*", metavar="MICROGRAPH",
@@ -170,6 +172,10 @@ def _register_detect_train(add: AddCommand) -> None:
     p.add_argument("--negatives", metavar="CSV",
                    help="detection_negatives.csv (micrograph,x,y,diameter_px,id): candidates "
                    "a reviewer marked as not a particle")  # fmt: skip
+    p.add_argument("--model", choices=VERIFIER_MODELS, default=VERIFIER_MODELS[0],
+                   help="verifier model: 'mlp' (a small neural network, 16 hidden units) or "
+                   "'logistic' (logistic regression, fewer annotations needed; readable "
+                   "weights) (default: %(default)s)")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     add_detect_options(p, verifier=False)

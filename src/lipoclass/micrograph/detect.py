@@ -124,6 +124,10 @@ class DetectConfig:
         return self.min_diameter / pixel_size_nm, self.max_diameter / pixel_size_nm
 
 
+#: fractions of the outline radius where the low-pass darkness profile is sampled (relative
+#: to the surroundings at 1.6-2 r, in units of the membrane's darkness)
+_PROFILE = (0.0, 0.3, 0.55, 0.75, 0.9, 1.15, 1.3)
+
 #: candidate features the verifier sees (all scale-free: z units, fractions, ratios)
 FEATURES = (
     "log_significance",  # log of the ring filter's robust z
@@ -139,6 +143,9 @@ FEATURES = (
     "ellipticity",  # second angular harmonic of the outline radii / radius
     "kept_fraction",  # share of its own outline area it keeps against its neighbours
     "inner_texture",  # interior band-pass standard deviation
+    "outer_texture",  # band-pass standard deviation of the surroundings (carbon, ice halos)
+    "rim_peak",  # membrane darker than just inside and outside it (+-20 %): a thin ring
+    *(f"profile_{round(q * 100)}" for q in _PROFILE),  # low-pass darkness at q x radius
 )
 
 
@@ -418,6 +425,14 @@ def _features(
     outer_step = np.abs(((lo_ray - lo[:, None]) * e1).mean(axis=1))
     jitter = raw.std(axis=1) / rm
     ell = np.abs((radii * np.exp(2j * th)).mean(axis=1)) / rm
+    # radial profiles along each ray's own outline radius: (N, 48, Q)
+    prof = _sample(low, cy, cx, radii[:, :, None] * np.asarray(_PROFILE)[None, None, :])
+    far = _sample(low, cy, cx, radii[:, :, None] * np.array([1.6, 1.8, 2.0])[None, None, :])
+    far_m = far.mean(axis=(1, 2))
+    unit = np.maximum(np.abs(lr - far_m), 0.5)
+    profile = (prof.mean(axis=1) - far_m[:, None]) / unit[:, None]  # (N, Q)
+    near = _sample(z, cy, cx, raw[:, :, None] * np.array([0.8, 1.2])[None, None, :])  # (N,48,2)
+    rim_peak = rim_z - near.max(axis=2).mean(axis=1)
     labels, own = paint_outlines(z.shape, cy, cx, radii)
     kept = np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.maximum(own, 1)
     feats = np.column_stack(
@@ -435,6 +450,9 @@ def _features(
             ell,
             kept,
             zi.std(axis=(1, 2)),
+            zo.std(axis=(1, 2)),
+            rim_peak,
+            profile,
         ]
     )
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,6 +1,7 @@
-"""The liposome verifier of ``lipoclass detect``: a logistic regression on the candidate
-features of ``lipoclass.micrograph.detect.FEATURES`` (standardised), stored as a small JSON
-file (feature names, means, scales, coefficients, intercept, threshold). The packaged default
+"""The liposome verifier of ``lipoclass detect``: a small neural network (one hidden layer of
+16 units; default) or a logistic regression on the candidate features of
+``lipoclass.micrograph.detect.FEATURES`` (standardised), stored as a small JSON file (feature
+names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The packaged default
 (``verifier.json`` next to this module) is trained on synthetic micrographs with distractors
 by ``scripts/train_detect_verifier.py``; ``lipoclass detect-train`` trains one from a lab's
 own annotated micrographs (annotated particles are positives, the other candidates negatives,
@@ -13,6 +14,7 @@ import csv
 import functools
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.errors import LipoclassError
 
 __all__ = [
     "DEFAULT_VERIFIER",
     "NEGATIVE_COLUMNS",
     "REASONS",
+    "VERIFIER_MODELS",
     "TrainingSet",
     "Verifier",
     "candidate_truth",
@@ -42,6 +46,8 @@ VERIFIER_FILE = "verifier.json"
 #: columns of a review's detection_negatives.csv (fixed by the project, see COMMON formats)
 NEGATIVE_COLUMNS = ("micrograph", "x", "y", "diameter_px", "id")
 _FORMAT = "lipoclass-detect-verifier"
+_MLP_HIDDEN = 16  # hidden units of the mlp verifier
+_MLP_ALPHA = 1e-3  # its L2 penalty
 
 #: why a candidate is rejected, by the feature that pulls its score down most
 REASONS = {
@@ -58,13 +64,20 @@ REASONS = {
     "ellipticity": "elongated shape",
     "kept_fraction": "mostly inside neighbours (gap between liposomes)",
     "inner_texture": "textured interior",
+    "outer_texture": "textured surroundings (carbon film, ice halo)",
+    "rim_peak": "no thin membrane line at the rim",
+    **{f"profile_{q}": "darkness profile unlike a membrane ring"
+       for q in (0, 30, 55, 75, 90, 115, 130)},
 }
 
 
 @dataclass(frozen=True)
 class Verifier:
-    """Logistic regression on standardised candidate features: score = sigmoid(((x - mean)
-    / scale) . coef + intercept); candidates with score < ``threshold`` are rejected."""
+    """Liposome score from standardised candidate features ``xs = (x - mean) / scale``:
+    with no ``layers`` a logistic regression, score = sigmoid(xs . coef + intercept); with
+    ``layers`` ((W, b), ...) a small neural network (multilayer perceptron), each hidden
+    layer h = relu(h @ W + b) starting from xs, then score = sigmoid(h . coef + intercept).
+    Candidates with score < ``threshold`` are rejected."""
 
     features: tuple[str, ...]
     mean: np.ndarray
@@ -73,6 +86,11 @@ class Verifier:
     intercept: float
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+
+    @property
+    def model(self) -> str:
+        return "mlp" if self.layers else "logistic"
 
     def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
@@ -80,28 +98,46 @@ class Verifier:
             raise ValueError(f"expected (N, {len(self.features)}) features, got {x.shape}")
         return (x - self.mean) / self.scale
 
-    def score(self, x: np.ndarray) -> np.ndarray:
-        """Liposome score (N,) in [0, 1] of features ``x`` (N, F)."""
-        t = self._check(x) @ self.coef + self.intercept
+    def _score_std(self, xs: np.ndarray) -> np.ndarray:
+        h = xs
+        for w, b in self.layers:
+            h = np.maximum(h @ w + b, 0.0)
+        t = h @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(t, -50, 50)))
 
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """Liposome score (N,) in [0, 1] of features ``x`` (N, F)."""
+        return self._score_std(self._check(x))
+
     def reasons(self, x: np.ndarray) -> list[str]:
-        """Per candidate, the feature that lowers its score most, as words (``REASONS``)."""
-        contrib = self._check(x) * self.coef  # (N, F)
-        worst = np.argmin(contrib, axis=1) if len(contrib) else np.zeros(0, int)
+        """Per candidate, the feature whose replacement by the training mean raises its
+        score most (for the logistic regression: the most negative contribution), as words
+        (``REASONS``)."""
+        xs = self._check(x)
+        if not len(xs):
+            return []
+        base = self._score_std(xs)
+        gain = np.empty_like(xs)
+        for k in range(xs.shape[1]):
+            alt = xs.copy()
+            alt[:, k] = 0.0
+            gain[:, k] = self._score_std(alt) - base
+        worst = np.argmax(gain, axis=1)
         return [
             f"low liposome score: {REASONS.get(self.features[k], self.features[k])}" for k in worst
         ]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        doc = {
+        doc: dict[str, Any] = {
             "format": _FORMAT,
-            "version": 1,
-            "model": "logistic regression on standardised features",
+            "version": 2,
+            "model": self.model,
             "features": list(self.features),
-            "mean": [round(float(v), 6) for v in self.mean],
-            "scale": [round(float(v), 6) for v in self.scale],
-            "coef": [round(float(v), 6) for v in self.coef],
+            "mean": _r6(self.mean),
+            "scale": _r6(self.scale),
+            "layers": [{"weights": [_r6(row) for row in w], "bias": _r6(b)}
+                       for w, b in self.layers],  # fmt: skip
+            "coef": _r6(self.coef),
             "intercept": round(float(self.intercept), 6),
             "threshold": round(float(self.threshold), 4),
             "info": self.info,
@@ -124,6 +160,9 @@ class Verifier:
             feats = tuple(str(f) for f in doc["features"])
             arrs = [np.asarray(doc[k], dtype=np.float64) for k in ("mean", "scale", "coef")]
             intercept, thr = float(doc["intercept"]), float(doc["threshold"])
+            layers = tuple((np.asarray(d["weights"], dtype=np.float64),
+                            np.asarray(d["bias"], dtype=np.float64))
+                           for d in doc.get("layers", []))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise LipoclassError(f"{p}: unreadable verifier ({exc})") from None
         if feats != FEATURES:
@@ -131,11 +170,23 @@ class Verifier:
                 f"{p}: verifier made for other features ({', '.join(feats)}); retrain it "
                 f"with 'lipoclass detect-train'"
             )
-        if any(a.shape != (len(feats),) or not np.isfinite(a).all() for a in arrs) or not (
-            np.all(arrs[1] > 0) and np.isfinite(intercept) and 0 <= thr <= 1
+        n_in, ok = len(feats), True
+        for w, b in layers:
+            ok &= w.ndim == 2 and w.shape[0] == n_in and b.shape == (w.shape[1],)
+            ok &= bool(np.isfinite(w).all() and np.isfinite(b).all())
+            n_in = w.shape[1] if w.ndim == 2 else n_in
+        if not ok or arrs[2].shape != (n_in,) or not (
+            all(a.shape == (len(feats),) for a in arrs[:2])
+            and all(np.isfinite(a).all() for a in arrs)
+            and np.all(arrs[1] > 0) and np.isfinite(intercept) and 0 <= thr <= 1
         ):
             raise LipoclassError(f"{p}: verifier values are malformed")
-        return cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})))
+        return cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})),
+                   layers)  # fmt: skip
+
+
+def _r6(a: Any) -> list[float]:
+    return [round(float(v), 6) for v in np.asarray(a).ravel()]
 
 
 @functools.lru_cache(maxsize=8)
@@ -258,15 +309,22 @@ def fit_verifier(
     c: float = 1.0,
     threshold: float | None = None,
     info: dict[str, Any] | None = None,
+    model: str = "mlp",
 ) -> tuple[Verifier, dict[str, float]]:
-    """Fit the logistic regression on ``ts``; the threshold (None) maximises the F1 of the
-    out-of-fold scores (5 folds grouped by micrograph when there are enough, else by
-    candidate). Returns the verifier and out-of-fold figures at that threshold."""
+    """Fit the verifier on ``ts``: ``model`` "mlp" (one hidden layer of ``_MLP_HIDDEN``
+    relu units, L2 ``_MLP_ALPHA``, seeded by ``seed``) or "logistic" (class-balanced, L2
+    1/``c``). The threshold (None) maximises the F1 of the out-of-fold scores (5 folds
+    grouped by micrograph when there are enough, else by candidate). Returns the verifier
+    and out-of-fold figures at that threshold."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, StratifiedKFold
+    from sklearn.neural_network import MLPClassifier
 
     from lipoclass.micrograph.detect import FEATURES
 
+    if model not in VERIFIER_MODELS:
+        raise ValueError(f"model must be one of {', '.join(VERIFIER_MODELS)}, got {model!r}")
     y = ts.y.astype(np.int64)
     npos, nneg = int(y.sum()), int((y == 0).sum())
     if npos < 5 or nneg < 5:
@@ -279,8 +337,10 @@ def fit_verifier(
     scale[scale < 1e-9] = 1.0
     xs = (ts.x - mean) / scale
 
-    def model() -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+    def make() -> Any:
+        if model == "logistic":
+            return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+        return MLPClassifier((_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed)
 
     groups = np.asarray(ts.micrograph)
     k = min(5, len(set(ts.micrograph)))
@@ -289,11 +349,14 @@ def fit_verifier(
         splits = GroupKFold(n_splits=k).split(xs, y, groups)
     else:
         splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y)
-    for tr, te in splits:
-        if len(set(y[tr])) < 2:
-            oof[te] = y[tr].mean()
-            continue
-        oof[te] = model().fit(xs[tr], y[tr]).predict_proba(xs[te])[:, 1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for tr, te in splits:
+            if len(set(y[tr])) < 2:
+                oof[te] = y[tr].mean()
+                continue
+            oof[te] = make().fit(xs[tr], y[tr]).predict_proba(xs[te])[:, 1]
+        m = make().fit(xs, y)
     thr = _best_threshold(y, oof) if threshold is None else float(threshold)
     pred = oof >= thr
     tp = float(np.sum(pred & (y == 1)))
@@ -304,13 +367,20 @@ def fit_verifier(
         "oof_precision": tp / max(float(pred.sum()), 1.0),
         "oof_recall": tp / max(float(npos), 1.0),
     }
-    m = model().fit(xs, y)
     meta = dict(info or {})
-    meta.update({"positives": npos, "negatives": nneg, "C": c,
+    meta.update({"positives": npos, "negatives": nneg,
                  "oof_precision": round(stats["oof_precision"], 4),
                  "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
-    ver = Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
-                   float(m.intercept_[0]), thr, meta)  # fmt: skip
+    if model == "logistic":
+        meta["C"] = c
+        ver = Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
+                       float(m.intercept_[0]), thr, meta)  # fmt: skip
+    else:
+        meta["alpha"] = _MLP_ALPHA
+        layers = tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
+                       for w, b in zip(m.coefs_[:-1], m.intercepts_[:-1]))  # fmt: skip
+        ver = Verifier(FEATURES, mean, scale, np.asarray(m.coefs_[-1], np.float64)[:, 0],
+                       float(m.intercepts_[-1][0]), thr, meta, layers)  # fmt: skip
     return ver, stats
 
 
@@ -348,11 +418,12 @@ def train_detect_verifier(
     negatives: Path | None = None,
     pixel_size_nm: float | None = None,
     seed: int = 0,
+    model: str = "mlp",
 ) -> tuple[Verifier, dict[str, float]]:
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
     candidates negatives) and the rows of ``negatives`` (a review's
-    ``detection_negatives.csv``); fit a verifier and write ``out/verifier.json`` and
+    ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``) and write ``out/verifier.json`` and
     ``out/training.csv`` (staging folder renamed at the end)."""
     import shutil
     import uuid
@@ -377,7 +448,7 @@ def train_detect_verifier(
     ts = collect_training_set(mics, truths, cfg, neg)
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
             "candidate_threshold": cfg.threshold}  # fmt: skip
-    ver, stats = fit_verifier(ts, seed=seed, info=info)
+    ver, stats = fit_verifier(ts, seed=seed, info=info, model=model)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
