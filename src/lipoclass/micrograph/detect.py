@@ -92,7 +92,7 @@ class DetectConfig:
     max_diameter: float = 300.0
     unit: str = "nm"
     smooth: float | None = None
-    threshold: float = 4.0
+    threshold: float = 5.0
     invert: bool = False
     verifier: str = "default"
     min_score: float | None = None
