@@ -9,9 +9,10 @@ Conditions vary one thing at a time around a reference (lamellarity, 1024 px, pi
 1 nm, noise 1, density 0.25, touching 0.3, ice 2 and debris 2 per 1024^2 px, carbon edge in
 half, illumination gradient 0.2): pixel size 0.5-3 nm, noise (dose), density, distractors
 (none / heavy), encapsulation classes; all lie inside the training ranges (noise 0.6-2.6,
-density 0.05-0.45, ice 0-12, debris 0-16). Each row compares the candidates alone (no verifier), a fixed rule (ring
-significance >= 7) and the packaged verifier. A detection matches a true liposome at mask
-IoU >= 0.5 (one-to-one); liposomes cut by the image edge count like the others.
+density 0.05-0.45, ice 0-12, debris 0-16). Each row compares the candidates alone (no
+verifier), a fixed rule (ring significance >= 7) and the packaged verifier. A detection
+matches a true liposome at mask IoU >= 0.5 (one-to-one); liposomes cut by the image edge
+count like the others.
 
 Speed: one 4096 x 4096 micrograph (1 nm/px, density 0.2): detection with the verifier, then
 detection + classification (in-memory crops, CNN), then ``lipoclass predict`` from the file
@@ -143,7 +144,7 @@ def speed(model: str | None) -> None:
         for _rep in range(2):
             t0, c0 = time.perf_counter(), time.process_time()
             anns = DetectSource(det_cfg).particles(micro)
-            x, meta, keep, _skipped = prepare_particles(micro, anns, pred.prep, 10)
+            x, meta, _keep, _skipped = prepare_particles(micro, anns, pred.prep, 10)
             probs = pred.proba_meta(x, meta)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             print(f"  detect + classify ({model_dir.name}): {len(probs)} particles; "

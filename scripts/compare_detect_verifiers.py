@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_detect_verifier import conditions  # noqa: E402
+from train_detect_verifier import conditions
 
-from lipoclass.micrograph import match_instances  # noqa: E402
-from lipoclass.micrograph.detect import DetectConfig, detect_candidates, paint_outlines  # noqa: E402
-from lipoclass.micrograph.match import pool_matches  # noqa: E402
-from lipoclass.micrograph.verify import _best_threshold, candidate_truth  # noqa: E402
-from lipoclass.synth import MicrographConfig, render_micrograph  # noqa: E402
+from lipoclass.micrograph import match_instances
+from lipoclass.micrograph.detect import DetectConfig, detect_candidates, paint_outlines
+from lipoclass.micrograph.match import pool_matches
+from lipoclass.micrograph.verify import _best_threshold, candidate_truth
+from lipoclass.synth import MicrographConfig, render_micrograph
 
 
 def _render(seed0: int, n: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -114,8 +114,7 @@ class _CNN:
                 if torch.rand(1, generator=gen) < 0.5:  # flips and 90 degree turns
                     xb = xb.flip(3)
                 xb = torch.rot90(xb, int(torch.randint(4, (1,), generator=gen)), (2, 3))
-                loss = nn.functional.binary_cross_entropy_with_logits(
-                    self.net(xb)[:, 0], yt[idx])
+                loss = nn.functional.binary_cross_entropy_with_logits(self.net(xb)[:, 0], yt[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -148,15 +147,26 @@ def main() -> None:
     sig = np.exp(xv[:, 0])
     for s in (6, 7, 8):
         designs[f"fixed rule: significance >= {s}"] = sig >= s
-    lr = lambda: make_pipeline(StandardScaler(), LogisticRegression(  # noqa: E731
-        max_iter=2000, class_weight="balanced"))
-    mlp = lambda: make_pipeline(StandardScaler(), MLPClassifier(  # noqa: E731
-        (16,), alpha=1e-3, max_iter=600, random_state=0))
-    hgb = lambda: HistGradientBoostingClassifier(max_iter=300, random_state=0)  # noqa: E731
-    for name, make, cols in (("logistic regression, 13 first features", lr, slice(0, 13)),
-                             ("logistic regression, all features", lr, slice(None)),
-                             ("small neural network (16 hidden), all features", mlp, slice(None)),
-                             ("gradient boosting (300 trees), all features", hgb, slice(None))):  # fmt: skip
+
+    def lr() -> object:
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")
+        )
+
+    def mlp() -> object:
+        return make_pipeline(
+            StandardScaler(), MLPClassifier((16,), alpha=1e-3, max_iter=600, random_state=0)
+        )
+
+    def hgb() -> object:
+        return HistGradientBoostingClassifier(max_iter=300, random_state=0)
+
+    for name, make, cols in (
+        ("logistic regression, 13 first features", lr, slice(0, 13)),
+        ("logistic regression, all features", lr, slice(None)),
+        ("small neural network (16 hidden), all features", mlp, slice(None)),
+        ("gradient boosting (300 trees), all features", hgb, slice(None)),
+    ):
         thr, p = _oof_fit(make, x[:, cols], y, g, xv[:, cols])
         designs[f"{name}, threshold {thr:.2f}"] = p >= thr
     if args.cnn:  # one fit (out-of-fold fits would take 6x as long): threshold 0.5

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
@@ -15,7 +16,6 @@ from lipoclass.cli._common import (
     particle_source,
     positive_float,
 )
-from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.errors import LipoclassError
 
 __all__ = ["register"]

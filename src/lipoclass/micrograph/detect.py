@@ -483,7 +483,8 @@ def detect_candidates(
     work = _working(image, factor, cfg.invert)
     z, low = _bandpass(work, _sigma(cfg, pixel_size_nm, factor))
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    seeds = _suppress(_ring_candidates(z, rmin, rmax, cfg.threshold, _threads())) if np.any(z) else []
+    rings = _ring_candidates(z, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
+    seeds = _suppress(rings)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
     inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
     inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)

@@ -1,7 +1,8 @@
 """The liposome verifier of ``lipoclass detect``: a small neural network (one hidden layer of
 16 units; default) or a logistic regression on the candidate features of
 ``lipoclass.micrograph.detect.FEATURES`` (standardised), stored as a small JSON file (feature
-names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The packaged default
+names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The
+packaged default
 (``verifier.json`` next to this module) is trained on synthetic micrographs with distractors
 by ``scripts/train_detect_verifier.py``; ``lipoclass detect-train`` trains one from a lab's
 own annotated micrographs (annotated particles are positives, the other candidates negatives,
@@ -66,8 +67,10 @@ REASONS = {
     "inner_texture": "textured interior",
     "outer_texture": "textured surroundings (carbon film, ice halo)",
     "rim_peak": "no thin membrane line at the rim",
-    **{f"profile_{q}": "darkness profile unlike a membrane ring"
-       for q in (0, 30, 55, 75, 90, 115, 130)},
+    **{
+        f"profile_{q}": "darkness profile unlike a membrane ring"
+        for q in (0, 30, 55, 75, 90, 115, 130)
+    },
 }
 
 
@@ -135,8 +138,9 @@ class Verifier:
             "features": list(self.features),
             "mean": _r6(self.mean),
             "scale": _r6(self.scale),
-            "layers": [{"weights": [_r6(row) for row in w], "bias": _r6(b)}
-                       for w, b in self.layers],  # fmt: skip
+            "layers": [
+                {"weights": [_r6(row) for row in w], "bias": _r6(b)} for w, b in self.layers
+            ],
             "coef": _r6(self.coef),
             "intercept": round(float(self.intercept), 6),
             "threshold": round(float(self.threshold), 4),
@@ -175,10 +179,16 @@ class Verifier:
             ok &= w.ndim == 2 and w.shape[0] == n_in and b.shape == (w.shape[1],)
             ok &= bool(np.isfinite(w).all() and np.isfinite(b).all())
             n_in = w.shape[1] if w.ndim == 2 else n_in
-        if not ok or arrs[2].shape != (n_in,) or not (
-            all(a.shape == (len(feats),) for a in arrs[:2])
-            and all(np.isfinite(a).all() for a in arrs)
-            and np.all(arrs[1] > 0) and np.isfinite(intercept) and 0 <= thr <= 1
+        if (
+            not ok
+            or arrs[2].shape != (n_in,)
+            or not (
+                all(a.shape == (len(feats),) for a in arrs[:2])
+                and all(np.isfinite(a).all() for a in arrs)
+                and np.all(arrs[1] > 0)
+                and np.isfinite(intercept)
+                and 0 <= thr <= 1
+            )
         ):
             raise LipoclassError(f"{p}: verifier values are malformed")
         return cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})),
@@ -423,8 +433,8 @@ def train_detect_verifier(
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
     candidates negatives) and the rows of ``negatives`` (a review's
-    ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``) and write ``out/verifier.json`` and
-    ``out/training.csv`` (staging folder renamed at the end)."""
+    ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``) and write
+    ``out/verifier.json`` and ``out/training.csv`` (staging folder renamed at the end)."""
     import shutil
     import uuid
 
