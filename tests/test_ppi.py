@@ -79,6 +79,24 @@ def test_ppi_shares_cover_under_shift_and_beat_labels_alone():
     assert abs(pcc[0] - prior[0]) > 0.05
 
 
+def test_ppi_shares_t_quantile_for_few_audited_positives():
+    # a class with 10-40 audited positives: Student's t with min(pos, neg) - 1 df; the
+    # normal quantile with t_small=False; a common class: practically the same
+    from scipy.stats import norm, t
+
+    rng = np.random.default_rng(3)
+    p, y = _shifted_sample(rng, 1000, np.array([0.85, 0.1, 0.05]))
+    aud = np.zeros(len(y), dtype=bool)
+    aud[rng.choice(len(y), size=200, replace=False)] = True
+    pos = np.bincount(y[aud], minlength=3)
+    k = int(np.flatnonzero((pos >= 10) & (pos <= 40))[0])
+    r, rz = ppi_shares(p, aud, y, 0.95), ppi_shares(p, aud, y, 0.95, t_small=False)
+    assert r.share[k] == rz.share[k] and r.sd[k] == rz.sd[k]
+    df = min(pos[k], 200 - pos[k]) - 1
+    assert (r.hi[k] - r.lo[k]) == pytest.approx(2 * t.ppf(0.975, df) * r.sd[k], rel=1e-6)
+    assert (rz.hi[k] - rz.lo[k]) == pytest.approx(2 * norm.ppf(0.975) * rz.sd[k], rel=1e-6)
+
+
 def test_ppi_shares_not_a_particle_is_its_own_outcome():
     rng = np.random.default_rng(2)
     p, y = _shifted_sample(rng, 2000, np.array([0.6, 0.2, 0.2]))

@@ -198,7 +198,9 @@ def test_test_side_micrograph_resampling_covers_per_micrograph_error_rates() -> 
     from lipoclass.quantify import MIN_GROUPS, replicate_weights
 
     rng = np.random.default_rng(21)
-    cfg = QuantifierConfig(methods=("cc", "pacc"), n_boot=60, n_cal_boot=20, seed=1)
+    # the transfer term (shift_micrographs) off: this test isolates the sample's own redraw
+    cfg = QuantifierConfig(methods=("cc", "pacc"), n_boot=60, n_cal_boot=20, seed=1,
+                           shift_micrographs=0)  # fmt: skip
     p_cal, y_cal, g_cal = _micrographs(rng, (0.5, 0.25, 0.25), 40, 100)
     q = fit_quantifiers(p_cal, y_cal, cfg, groups=g_cal)
     truth = np.array([0.8, 0.1, 0.1])
@@ -242,3 +244,27 @@ def test_test_side_micrograph_resampling_covers_per_micrograph_error_rates() -> 
     assert unit == "particles" and n == 2 and np.allclose(w8.sum(axis=1), 20)
     with pytest.raises(LipoclassError, match="micrograph names"):
         replicate_weights(20, few[:-1], 30, np.random.default_rng(0))
+
+
+def test_transfer_term_widens_intervals_only_with_calibration_micrographs() -> None:
+    """shift_micrographs: every replicate moves the sample's error rates as the mean of that
+    many calibration micrographs deviates; fewer micrographs averaged, wider intervals."""
+    rng = np.random.default_rng(5)
+    p_cal, y_cal, g_cal = _micrographs(rng, (0.6, 0.2, 0.2), 30, 80)
+    p, _, g = _micrographs(rng, (0.3, 0.4, 0.3), 10, 100)
+    width = {}
+    for n in (0, 8, 2):
+        cfg = QuantifierConfig(methods=("cc", "acc"), n_boot=60, n_cal_boot=20, seed=1,
+                               shift_micrographs=n)  # fmt: skip
+        est = fit_quantifiers(p_cal, y_cal, cfg, groups=g_cal).estimate(p, groups=g)
+        width[n] = float(np.mean(est.hi["acc"] - est.lo["acc"]))
+    assert width[0] < width[8] < width[2], width
+    plain = fit_quantifiers(p_cal, y_cal, QuantifierConfig(methods=("cc", "acc"), n_boot=60,
+                                                           n_cal_boot=20, seed=1))  # fmt: skip
+    again = fit_quantifiers(p_cal, y_cal, QuantifierConfig(methods=("cc", "acc"), n_boot=60,
+                                                           n_cal_boot=20, seed=1,
+                                                           shift_micrographs=0))  # fmt: skip
+    a, b = plain.estimate(p, groups=g), again.estimate(p, groups=g)  # no calibration mics
+    assert np.allclose(a.lo["acc"], b.lo["acc"]) and np.allclose(a.hi["acc"], b.hi["acc"])
+    with pytest.raises(ValueError, match="shift_micrographs"):
+        QuantifierConfig(shift_micrographs=-1)

@@ -12,13 +12,14 @@ import numpy as np
 from lipoclass.cli import main
 from lipoclass.predict import ShareConfig, class_shares, write_shares
 from lipoclass.quantify import (
+    BOUND_METHOD,
     MAX_WIDTH,
     QuantifierConfig,
     SelectConfig,
     fit_quantifiers,
     select_method,
 )
-from lipoclass.quantify.select import _verdict
+from lipoclass.quantify.select import BOUNDED_KEY, _verdict
 from test_predict import CLASSES, read_csv, write_model_folder
 from test_shares import draw
 
@@ -45,6 +46,39 @@ def test_verdict_rule():
     table["acc"] = {"mae": 0.02, "coverage": 0.95, "width": 0.4}  # covers, but too wide
     chosen, why = _verdict(table, meths, 0.90, 40, 0.95)
     assert chosen == "cc" and "too wide" in why and "ACC 40" in why
+    table[BOUNDED_KEY] = {"mae": 0.05, "coverage": 0.97, "width": 0.42}
+    chosen, why = _verdict(table, meths, 0.90, 40, 0.95)
+    assert chosen == "cc" and "widened to hold ACC's" in why and "covered 97%" in why
+
+
+def test_fallback_interval_is_bias_bounded_and_covers_under_shift():
+    # a classifier whose counts are biased under prior shift: CC's sampling interval misses,
+    # the bounded one (hull with ACC's) holds the truth, and is reported as CC's interval
+    rng = np.random.default_rng(4)
+    p, y = draw(rng, (0.8, 0.15, 0.05), 2000)
+    groups = rng.integers(0, 20, size=len(y)).astype(str)
+    q = fit_quantifiers(p, y, QuantifierConfig(n_boot=100, n_cal_boot=20), groups=groups)
+    sel = select_method(p, y, groups, q.config.methods, FAST_SEL)
+    q.with_selection(type(sel)(**{**sel.to_dict(), "chosen": "cc", "bound": BOUND_METHOD}))
+    pt, yt = draw(rng, (0.2, 0.4, 0.4), 1500)
+    truth = np.bincount(yt, minlength=3) / len(yt)
+    mics = rng.integers(0, 12, size=len(yt)).astype(str)
+    rows = class_shares(pt, ["s"] * len(pt), CLASSES, q, ShareConfig(n_boot=100),
+                        micrographs=mics)  # fmt: skip
+    missed = 0
+    for k, r in enumerate(rows):
+        cc, acc = r.methods["cc"], r.methods["acc"]
+        lo, hi = min(cc[1], acc[1]), max(cc[2], acc[2])
+        assert r.determinable == (hi - lo <= MAX_WIDTH)
+        if r.determinable:
+            assert (r.share, r.share_lo, r.share_hi) == (cc[0], lo, hi)
+        else:
+            assert "bias bounded by ACC" in r.reason
+        missed += not (lo <= truth[k] <= hi)
+        # CC alone is off by more than its interval for at least one class here
+    assert missed == 0
+    assert any(not (r.methods["cc"][1] <= truth[k] <= r.methods["cc"][2])
+               for k, r in enumerate(rows))  # fmt: skip
 
 
 def test_select_method_simulates_prior_shift_on_held_out_parts():
@@ -55,7 +89,12 @@ def test_select_method_simulates_prior_shift_on_held_out_parts():
     assert sel.split == "micrographs"
     # APP grid with 3 values per class (6 share vectors) + 2 natural samples, one repeat
     assert sel.n_samples == 8 and sel.sample_size == 300
-    assert set(sel.table) == {"cc", "pcc", "acc", "pacc", "emq"}
+    assert set(sel.table) == {"cc", "pcc", "acc", "pacc", "emq", BOUNDED_KEY}
+    # CC bias-bounded by ACC: the hull of both intervals covers at least as often as each
+    b = sel.table[BOUNDED_KEY]
+    assert b["coverage"] >= max(sel.table["cc"]["coverage"], sel.table["acc"]["coverage"])
+    assert b["width"] >= sel.table["acc"]["width"] and b["mae"] == sel.table["cc"]["mae"]
+    assert sel.bound == ""  # an adjusted method qualified: no fallback, no bound
     for row in sel.table.values():
         assert (
             0 <= row["coverage"] <= 1 and row["width"] > 0 and len(row["coverage_per_class"]) == 3

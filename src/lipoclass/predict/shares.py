@@ -179,7 +179,12 @@ def class_shares(
                 for m in est.methods
             }  # fmt: skip
             best = per.get(qcfg.recommended, (math.nan, math.nan, math.nan))
-            ok, why = _determinable(est, k, name, qcfg.recommended, quantifiers, float(cfg.level))
+            bound = _bound_of(quantifiers, est)
+            if bound and est is not None:  # the fallback's bias bounded (quantify.select)
+                best = (best[0], min(best[1], float(est.lo[bound][k])),
+                        max(best[2], float(est.hi[bound][k])))  # fmt: skip
+            ok, why = _determinable(est, k, name, qcfg.recommended, quantifiers, float(cfg.level),
+                                    best[1:], bound)  # fmt: skip
             rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
                                  *(best if ok else (math.nan,) * 3), methods=per,
                                  true_share=float(true[k]), fallback=int(fb.get(g, 0)),
@@ -217,27 +222,44 @@ def _audit_columns(
              "audit_n": n_real, "audit_ess": float(r.ess[k])} for k in range(c)]  # fmt: skip
 
 
+def _bound_of(quantifiers: Any, est: ShareEstimate | None) -> str:
+    """The method bounding the recommended (fallback) method's bias ("" when none)."""
+    sel = getattr(quantifiers, "selection", None)
+    bound = getattr(sel, "bound", "") if sel is not None else ""
+    return bound if est is not None and bound in est.methods else ""
+
+
 def _determinable(
-    est: ShareEstimate | None, k: int, name: str, method: str, quantifiers: Any, level: float
+    est: ShareEstimate | None,
+    k: int,
+    name: str,
+    method: str,
+    quantifiers: Any,
+    level: float,
+    interval: tuple[float, float] | None = None,
+    bound: str = "",
 ) -> tuple[bool, str]:
     """(determinable, reason) of class ``k``'s share by ``method``: not determinable when its
-    interval is wider than ``quantify.MAX_WIDTH``; the reason says why and, from the split
-    of the interval's variance (calibration set vs the sample itself), how many labelled
-    training particles (power calculation: the calibration part falls as 1 / n) or how many
-    particles in the sample would bring it to MAX_WIDTH (docs/deployment.md)."""
+    interval (``interval``, default the method's own) is wider than ``quantify.MAX_WIDTH``;
+    the reason says why and, from the split of the interval's variance (calibration set vs
+    the sample itself; of ``bound``'s when the interval is bias-bounded by it), how many
+    labelled training particles (power calculation: the calibration part falls as 1 / n) or
+    how many particles in the sample would bring it to MAX_WIDTH (docs/deployment.md)."""
     from lipoclass.quantify import MAX_WIDTH
 
     if est is None:
         return True, ""
-    width = float(est.hi[method][k] - est.lo[method][k])
+    lo_k, hi_k = interval or (float(est.lo[method][k]), float(est.hi[method][k]))
+    width = float(hi_k - lo_k)
     if width <= MAX_WIDTH:
         return True, ""
     pct = round(100 * level)
-    head = (f"'{name}' not determinable by {method.upper()}: its {pct}% interval "
-            f"[{100 * est.lo[method][k]:.0f}, {100 * est.hi[method][k]:.0f}] % is wider than "
+    by = method.upper() + (f" (bias bounded by {bound.upper()})" if bound else "")
+    head = (f"'{name}' not determinable by {by}: its {pct}% interval "
+            f"[{100 * lo_k:.0f}, {100 * hi_k:.0f}] % is wider than "
             f"{100 * MAX_WIDTH:.0f} points")  # fmt: skip
-    sd_cal = est.sd_cal.get(method)
-    sd_test = est.sd_test.get(method)
+    sd_cal = est.sd_cal.get(bound or method)
+    sd_test = est.sd_test.get(bound or method)
     m = est.n_particles
     more_sample = max(0, math.ceil(m * (width / MAX_WIDTH) ** 2) - m)
     if sd_cal is None or sd_test is None or quantifiers is None:

@@ -16,6 +16,7 @@ from lipoclass.quantify.audit import (
     read_audit,
 )
 from lipoclass.quantify.core import (
+    DATASET_SHIFT_MICROGRAPHS,
     EMQ_CALIBRATIONS,
     METHODS,
     MIN_GROUPS,
@@ -38,10 +39,12 @@ from lipoclass.quantify.ppi import (
     ppi_shares,
 )
 from lipoclass.quantify.select import (
+    BOUND_METHOD,
     FALLBACK_METHOD,
     MAX_WIDTH,
     MethodSelection,
     SelectConfig,
+    bounded_interval,
     class_rate_uncertainty,
     plot_selection,
     select_method,
@@ -49,6 +52,8 @@ from lipoclass.quantify.select import (
 
 __all__ = [
     "AUDIT_QUEUE",
+    "BOUND_METHOD",
+    "DATASET_SHIFT_MICROGRAPHS",
     "EMQ_CALIBRATIONS",
     "FALLBACK_METHOD",
     "MAX_WIDTH",
@@ -67,6 +72,7 @@ __all__ = [
     "Quantifiers",
     "SelectConfig",
     "ShareEstimate",
+    "bounded_interval",
     "class_rate_uncertainty",
     "draw_audit",
     "fit_quantifiers",

@@ -21,6 +21,7 @@ import numpy as np
 from lipoclass.errors import LipoclassError
 
 __all__ = [
+    "DATASET_SHIFT_MICROGRAPHS",
     "EMQ_CALIBRATIONS",
     "METHODS",
     "MIN_GROUPS",
@@ -51,6 +52,12 @@ RESAMPLING_UNITS: Final = ("particles", "micrographs", "particles+rates")
 sample of fewer micrographs, particles plus the error-rate deviations of as many
 micrographs drawn from the calibration set (needs ``MIN_GROUPS`` calibration micrographs)."""
 
+DATASET_SHIFT_MICROGRAPHS: Final = 8
+"""Default ``QuantifierConfig.shift_micrographs``: every interval allows the sample's error
+rates to differ from the training data's as much as the mean of 8 training micrographs
+differs from all of them (chosen on the 10-epoch models of benchmarks/bench_shares.py at its
+``--seed 1``; reported on the others, docs/deployment.md)."""
+
 MIN_GROUPS: Final = 5
 """Fewest distinct micrographs (or samples) for which replicates redraw whole ones."""
 
@@ -79,6 +86,10 @@ class QuantifierConfig:
     seed: int = 0
     recommended: str = ""  # "": the fallback, CC (or the first method); select.py decides
     emq_calibration: str | None = "bcts"
+    # transfer term: every replicate also moves the sample's error rates as the mean of this
+    # many calibration micrographs deviates from the calibration set's (a new sample's
+    # imaging differs from the training data's); 0: off. DATASET_SHIFT_MICROGRAPHS
+    shift_micrographs: int = DATASET_SHIFT_MICROGRAPHS
 
     def __post_init__(self) -> None:
         methods = tuple(self.methods)
@@ -102,6 +113,10 @@ class QuantifierConfig:
             object.__setattr__(self, "recommended", "cc" if "cc" in methods else methods[0])
         if self.recommended not in methods:
             raise ValueError(f"recommended {self.recommended!r} is not in methods {list(methods)}")
+        if not isinstance(self.shift_micrographs, int) or self.shift_micrographs < 0:
+            raise ValueError(
+                f"shift_micrographs must be an int >= 0, got {self.shift_micrographs!r}"
+            )
         if self.emq_calibration not in EMQ_CALIBRATIONS:
             raise ValueError(
                 f"emq_calibration must be one of {list(EMQ_CALIBRATIONS)}, "
@@ -305,6 +320,15 @@ class Quantifiers:
             q_hat = next(share[k] for k in ("pacc", "acc", "pcc", "cc") if k in share)
             shift = _rate_shift(effects, q_hat, n_groups, cfg.n_boot, rng)
             unit = "particles+rates"
+        n_shift = int(getattr(cfg, "shift_micrographs", 0))  # (absent in older pickles)
+        if n_shift and effects is not None:
+            # transfer: the sample's imaging as a whole may differ from the training data's
+            # as much as the mean of n_shift training micrographs differs from all of them
+            # (docs/deployment.md, Intervals); own generator: the rest stays as it was
+            q_hat = next(share[k] for k in ("pacc", "acc", "pcc", "cc") if k in share)
+            ds = _rate_shift(effects, q_hat, n_shift, cfg.n_boot,
+                             np.random.default_rng([cfg.seed, 4]))  # fmt: skip
+            shift = ds if shift is None else {k: shift[k] + ds[k] for k in shift}
         reps = self._bootstrap(test, weights, cfg, shift)  # name -> (n_boot, C)
         lo, hi = _intervals(share, reps, m, 1.0 - float(cfg.level))
         sd_cal, sd_test = _variance_split(reps, len(self._cal_reps))

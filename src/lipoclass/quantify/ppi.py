@@ -68,6 +68,13 @@ def _z(level: float) -> float:
     return float(norm.ppf(0.5 + level / 2))
 
 
+def _t_quantile(level: float, df: np.ndarray) -> np.ndarray:
+    """Student's t quantile 1 - (1 - level) / 2 per class, df clipped to >= 1."""
+    from scipy.stats import t
+
+    return np.asarray(t.ppf(0.5 + level / 2, np.maximum(np.asarray(df, dtype=float), 1.0)))
+
+
 def ppi_mean(
     y_lab: np.ndarray,
     f_lab: np.ndarray,
@@ -112,6 +119,7 @@ def ppi_shares(
     audited: np.ndarray,
     outcome: np.ndarray,
     level: float = 0.95,
+    t_small: bool = True,
 ) -> PPIResult:
     """Audit-corrected shares of one sample: ``proba`` (N, C) the model's posteriors of all
     its particles, ``audited`` (N,) bool, ``outcome`` (N,) the audited label index (C for
@@ -142,11 +150,18 @@ def ppi_shares(
                     for k in range(c)])  # fmt: skip
     var = (var_t + share**2 * var_nap + 2 * share * cov) / max(denom, 1e-12) ** 2
     sd = np.sqrt(np.maximum(var, 0.0))
-    lo, hi = np.clip(share - z * sd, 0.0, 1.0), np.clip(share + z * sd, 0.0, 1.0)
     real = int((out < c).sum())
-    # rare outcomes: the normal approximation fails with a handful of audited positives
     pos = np.bincount(out[out < c], minlength=c)[:c]
+    # a rare class's rectifier variance is estimated from its few audited positives (or
+    # negatives): Student's t with min(positives, negatives) - 1 degrees of freedom instead
+    # of the normal quantile (docs/deployment.md, Audit); the same as z for common classes
+    # (below MIN_CLASS_COUNT the exact labels-only interval is held instead, next)
     few = (pos < MIN_CLASS_COUNT) | (real - pos < MIN_CLASS_COUNT)
+    zk = np.full(c, z)
+    if t_small:
+        zk = np.where(few, z, _t_quantile(level, np.minimum(pos, real - pos) - 1))
+    lo, hi = np.clip(share - zk * sd, 0.0, 1.0), np.clip(share + zk * sd, 0.0, 1.0)
+    # rare outcomes: the normal approximation fails with a handful of audited positives
     if few.any() and real > 0:
         _s, cp_lo, cp_hi = labels_only_interval(pos, real, level)
         lo, hi = np.where(few, np.minimum(lo, cp_lo), lo), np.where(few, np.maximum(hi, cp_hi), hi)

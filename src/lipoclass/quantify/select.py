@@ -11,7 +11,9 @@ scored on. Per method it records the error (mean absolute error per class), the 
 the intervals and their width; the recommended method is the one with the lowest error among
 those whose intervals cover at least ``level - coverage_tol`` of the true shares and are on
 average no wider than ``MAX_WIDTH`` (25 points: a method whose shares would mostly be "not
-determinable" is no answer), else CC. The fit half holds half the out-of-fold data, so the
+determinable" is no answer), else CC with its bias bounded: CC's interval widened to hold
+:data:`BOUND_METHOD`'s (:func:`bounded_interval`; CC's own interval holds the sampling error
+only, not CC's bias towards the training shares). The fit half holds half the out-of-fold data, so the
 simulated widths are on the wide side of the model's own (conservative).
 
 QuaPy's protocols seed numpy's global random generator; the prevalence grid comes from
@@ -33,10 +35,13 @@ from lipoclass.errors import LipoclassError
 from lipoclass.outputs import save_figure
 
 __all__ = [
+    "BOUND_METHOD",
+    "BOUNDED_KEY",
     "FALLBACK_METHOD",
     "MAX_WIDTH",
     "MethodSelection",
     "SelectConfig",
+    "bounded_interval",
     "class_rate_uncertainty",
     "plot_selection",
     "select_method",
@@ -45,6 +50,14 @@ __all__ = [
 FALLBACK_METHOD: Final = "cc"
 """Recommended when no method's intervals reach the nominal coverage (and for model folders
 without out-of-fold data)."""
+
+BOUND_METHOD: Final = "acc"
+"""The adjusted method whose interval bounds the fallback's (CC's) bias: the reported interval
+of a fallback share is the hull of CC's and this method's (chosen over PACC on the 10-epoch
+models of benchmarks/bench_shares.py at ``--seed 1``, docs/deployment.md)."""
+
+BOUNDED_KEY: Final = "cc_bounded"
+"""Selection-table row of CC with its bias bounded (:func:`bounded_interval`)."""
 
 MAX_WIDTH: Final = 0.25
 """Widest interval (25 percentage points) reported as a share; a wider one is "not
@@ -108,6 +121,7 @@ class MethodSelection:
     recall: list[float] = field(default_factory=list)
     recall_pm: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    bound: str = ""  # BOUND_METHOD when the fallback's intervals are bias-bounded, else ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (model.json ``quantifiers.selection``)."""
@@ -136,6 +150,17 @@ def class_rate_uncertainty(
         rec.append(r)
         pm.append(float(half))
     return counts, rec, pm
+
+
+def bounded_interval(
+    lo: np.ndarray, hi: np.ndarray, bound_lo: np.ndarray, bound_hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fallback's interval with its bias bounded: the hull of CC's interval (``lo``,
+    ``hi``) and the bound method's (``bound_lo``, ``bound_hi``), each (C,). CC's own interval
+    holds only the sampling error; under prior shift CC is biased towards the training shares
+    by (M - I) p (M: the error rates), which the adjusted method's interval accounts for, so
+    the hull covers at least as often as the bound method while CC's share stays inside."""
+    return np.minimum(lo, bound_lo), np.maximum(hi, bound_hi)
 
 
 def _split(
@@ -214,9 +239,11 @@ def select_method(
     grid = _prevalences(c, cfg.n_prevalences)  # (G, C)
     qcfg = QuantifierConfig(methods=meths, n_boot=cfg.n_boot, n_cal_boot=cfg.n_cal_boot,
                             level=float(cfg.level), seed=cfg.seed)  # fmt: skip
-    err: dict[str, list[np.ndarray]] = {m: [] for m in meths}
-    cov: dict[str, list[np.ndarray]] = {m: [] for m in meths}
-    wid: dict[str, list[np.ndarray]] = {m: [] for m in meths}
+    bounded = FALLBACK_METHOD in meths and BOUND_METHOD in meths
+    keys = meths + (BOUNDED_KEY,) * bounded
+    err: dict[str, list[np.ndarray]] = {m: [] for m in keys}
+    cov: dict[str, list[np.ndarray]] = {m: [] for m in keys}
+    wid: dict[str, list[np.ndarray]] = {m: [] for m in keys}
     unit = "particles"
     size = cfg.sample_size
     for _ in range(cfg.repeats):
@@ -241,10 +268,16 @@ def select_method(
             # rates vary with its micrographs, as in deployment
             tg = grp[idx] if grp is not None else idx.astype(str)
             est = q.estimate(proba[idx], replace(qcfg, seed=int(rng.integers(2**31))), groups=tg)
-            for m in meths:
-                err[m].append(np.abs(est.share[m] - truth))
-                cov[m].append((est.lo[m] <= truth + 1e-12) & (truth - 1e-12 <= est.hi[m]))
-                wid[m].append(est.hi[m] - est.lo[m])
+            for m in keys:
+                if m == BOUNDED_KEY:
+                    share = est.share[FALLBACK_METHOD]
+                    lo, hi = bounded_interval(est.lo[FALLBACK_METHOD], est.hi[FALLBACK_METHOD],
+                                              est.lo[BOUND_METHOD], est.hi[BOUND_METHOD])  # fmt: skip
+                else:
+                    share, lo, hi = est.share[m], est.lo[m], est.hi[m]
+                err[m].append(np.abs(share - truth))
+                cov[m].append((lo <= truth + 1e-12) & (truth - 1e-12 <= hi))
+                wid[m].append(hi - lo)
     counts, rec, pm = class_rate_uncertainty(proba, labels)
     min_cov = float(cfg.level) - float(cfg.coverage_tol)
     if not err[meths[0]]:
@@ -256,7 +289,7 @@ def select_method(
             time.perf_counter() - t0,
         )  # fmt: skip
     table = {}
-    for m in meths:
+    for m in keys:
         e, v, w = np.array(err[m]), np.array(cov[m]), np.array(wid[m])  # (S, C) each
         table[m] = {"mae": float(e.mean()), "coverage": float(v.mean()),
                     "width": float(w.mean()), "max_width": float(w.max()),
@@ -264,8 +297,9 @@ def select_method(
                     "mae_per_class": e.mean(axis=0).tolist()}  # fmt: skip
     n_samples = len(err[meths[0]])
     chosen, reason = _verdict(table, meths, min_cov, n_samples, float(cfg.level))
+    bound = BOUND_METHOD if bounded and chosen == FALLBACK_METHOD else ""
     return MethodSelection(chosen, reason, table, n_samples, unit, float(cfg.level), min_cov,
-                           size, counts, rec, pm, time.perf_counter() - t0)  # fmt: skip
+                           size, counts, rec, pm, time.perf_counter() - t0, bound)  # fmt: skip
 
 
 def _verdict(
@@ -287,6 +321,16 @@ def _verdict(
             f"shares (they covered {100 * table[chosen]['coverage']:.0f}% in the simulation): "
             "audit the sample (--audit) for valid intervals"
         )
+        b = table.get(BOUNDED_KEY)
+        if chosen == FALLBACK_METHOD and b is not None:
+            caveat = (
+                f"; CC's own intervals hold the sampling error only (they covered "
+                f"{100 * table[chosen]['coverage']:.0f}% in the simulation), so each is widened "
+                f"to hold {BOUND_METHOD.upper()}'s, which bounds CC's bias towards the training "
+                f"shares (covered {100 * b['coverage']:.0f}%, mean width "
+                f"{100 * b['width']:.0f} points; wider than {100 * max_width:.0f}: not "
+                "determinable): audit the sample (--audit) for narrower valid intervals"
+            )
         return chosen, _fallback_reason(table, meths, covers, chosen, min_cov, n, pct,
                                         max_width) + caveat  # fmt: skip
     return _chosen_reason(table, ok, min_cov, n, pct)
@@ -351,13 +395,15 @@ def plot_selection(
     if not meths:
         raise LipoclassError("method selection: no simulated samples to plot")
     x = np.arange(len(meths))
-    colors = ["tab:orange" if m == sel.chosen else "tab:blue" for m in meths]
+    colors = ["tab:orange" if m == sel.chosen or (m == BOUNDED_KEY and sel.bound) else
+              "tab:blue" for m in meths]  # fmt: skip
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, key, title in zip(axes, ("mae", "coverage", "width"),
                               ("mean abs. error (points)", "interval coverage (%)",
                                "mean interval width (points)")):  # fmt: skip
         ax.bar(x, [100 * sel.table[m][key] for m in meths], color=colors)
-        ax.set_xticks(x, [m.upper() for m in meths])
+        ax.set_xticks(x, [f"CC<{sel.bound or BOUND_METHOD}>".upper() if m == BOUNDED_KEY
+                          else m.upper() for m in meths], fontsize=8)  # fmt: skip
         ax.set_title(title, fontsize=10)
     axes[1].axhline(100 * sel.min_coverage, color="k", ls="--", lw=1)
     axes[1].set_ylim(0, 100)
