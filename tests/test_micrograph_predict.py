@@ -192,6 +192,92 @@ def test_predict_with_truth_labels(
         assert float(r["true_share"]) == pytest.approx(labs.count(r["class"]) / len(labs), abs=1e-4)
 
 
+def _write_csv(path: Path, header: list[str] | tuple[str, ...], rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_predict_micrographs_with_audit_from_the_review_page(
+    trained: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """predict MICROGRAPHS --audit REPORT/reviews.csv: ids <micrograph>_<particle> as the
+    review page writes them; shares.csv, the console, index.html and shares.png show the
+    audit-corrected shares and the chosen method with its reason; bad audit files give one
+    clear line before anything is written; an audit too small for an interval says so."""
+    from lipoclass.quantify import AUDIT_QUEUE, REVIEW_COLUMNS, UNSURE
+
+    syn = Path(str(trained["syn"]))
+    base = ["predict", str(trained["model"]), *map(str, _mics(syn)[:2]), "--labels",
+            str(syn / "labels"), "--classes", str(syn / "annotations.csv")]  # fmt: skip
+    first = tmp_path / "first"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main([*base, "--out", str(first)]) == 0
+    text = capsys.readouterr().out
+    assert "method: " in text and "chosen for this model" in text
+    assert "method: " in (first / "index.html").read_text() and (first / "shares.png").is_file()
+    parts = _rows(first / "particles.csv")
+    ids = [f"{p['micrograph']}_{p['particle']}" for p in parts]
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(parts), size=min(24, len(parts)), replace=False)
+    rows = [[ids[i], parts[i]["micrograph"], AUDIT_QUEUE, parts[i]["pred"], parts[i]["label"],
+             "ann", "t"] for i in pick]  # fmt: skip
+    rows.append([ids[pick[0]], parts[pick[0]]["micrograph"], "uncertain", "", UNSURE, "a", "t"])
+    reviews = _write_csv(first / "reviews.csv", REVIEW_COLUMNS, rows)
+    out = tmp_path / "audited"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main([*base, "--out", str(out), "--audit", str(reviews)]) == 0
+    text = capsys.readouterr().out
+    assert f"{len(pick)} labels used" in text and "1 decision(s) from other review queues" in text
+    assert "audit-corrected" in text and "chosen for this model" in text
+    samples = {p["sample"] for p in parts}
+    per_sample = {m: sum(parts[i]["sample"] == m for i in pick) for m in samples}
+    for r in _rows(out / "shares.csv"):  # each micrograph is its own sample here
+        assert r["audit_n"] == str(per_sample[r["sample"]])
+        if per_sample[r["sample"]] >= 10:
+            assert float(r["audit_lo"]) <= float(r["audit"]) <= float(r["audit_hi"])
+        else:
+            assert r["audit"] == "" and "audit too small" in r["audit_note"]
+    page = (out / "index.html").read_text()
+    assert "audit-corrected % [CI]" in page and "shares.png" in page and "method: " in page
+    assert (out / "shares.png").stat().st_size > 1000
+    assert any(n >= 10 for n in per_sample.values())  # at least one sample gets an interval
+    assert all(r["audit_n"] != "" for r in _rows(out / "micrograph_shares.csv"))
+    # bad audit files: one line naming the file (and row), nothing written
+    bad = tmp_path / "bad"
+    unknown = _write_csv(
+        tmp_path / "u.csv", ["id", "label"], [[ids[0], "unilamellar"], ["mic0009_1", "unilamellar"]]
+    )
+    msg = _bad([*base, "--out", str(bad), "--audit", str(unknown)], capsys, "u.csv", bad)
+    assert "row 3: id 'mic0009_1' is not a particle" in msg
+    cls = _write_csv(tmp_path / "c.csv", ["id", "label"], [[ids[0], "vesicle"]])
+    msg = _bad([*base, "--out", str(bad), "--audit", str(cls)], capsys, "c.csv", bad)
+    assert "label 'vesicle' is not a class" in msg
+    dup = _write_csv(
+        tmp_path / "d.csv", ["id", "label"], [[ids[0], "unilamellar"], [ids[0], "uncertain"]]
+    )
+    msg = _bad([*base, "--out", str(bad), "--audit", str(dup)], capsys, "d.csv", bad)
+    assert "appears twice" in msg
+    cols = _write_csv(tmp_path / "x.csv", ["particle", "class"], [["1", "unilamellar"]])
+    msg = _bad([*base, "--out", str(bad), "--audit", str(cols)], capsys, "x.csv", bad)
+    assert "needs the columns id,label" in msg
+    _bad([*base, "--out", str(bad), "--audit", str(tmp_path / "none.csv")], capsys,
+         "none.csv", bad)  # fmt: skip
+    _bad([*base, "--out", str(bad), "--audit-draw", "5"], capsys, "--audit-draw", bad)
+    small = _write_csv(tmp_path / "s.csv", ["id", "label"],
+                       [[ids[i], parts[i]["label"]] for i in pick[:3]])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert main([*base, "--out", str(bad), "--audit", str(small)]) == 0
+    text = capsys.readouterr().out
+    assert "audit too small for an interval: 3 labelled particle(s)" in text
+    assert all(r["audit"] == "" for r in _rows(bad / "shares.csv"))
+
+
 def _bad(args: list[str], capsys: pytest.CaptureFixture[str], name: str, out: Path) -> str:
     """Exit 2 with one 'lipoclass: error:' line naming ``name``; nothing left behind."""
     rc = main(args)

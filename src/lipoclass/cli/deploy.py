@@ -67,10 +67,11 @@ def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> in
         raise LipoclassError("micrographs are predicted with a model folder (not --onnx)")
     if args.shares is not None:
         raise LipoclassError("--shares is for datasets; micrograph shares go into --out DIR")
-    if args.audit is not None or args.audit_draw is not None:
+    if args.audit_draw is not None:
         raise LipoclassError(
-            "--audit/--audit-draw are for particle datasets: run predict on "
-            "the report's particles (or use the review page's audit queue)"
+            "--audit-draw is for particle datasets: for micrographs, draw the audit on the "
+            "review page (lipoclass review REPORT, audit queue), then predict again with "
+            "--audit REPORT/reviews.csv"
         )
     if args.out is None:
         raise LipoclassError("give --out DIR for the micrograph report (a new or empty folder)")
@@ -100,6 +101,7 @@ def _cmd_predict_micrographs(args: argparse.Namespace, inputs: list[Path]) -> in
         Path(args.model_dir), mics, Path(args.out), source, config=cfg, mic_config=mcfg,
         pixel_size_nm=args.pixel_size, samples=samples,
         require_pixel_size=not args.no_pixel_size, runner=runner,
+        audit=Path(args.audit) if args.audit else None,
     )  # fmt: skip
     return 0
 
@@ -175,7 +177,8 @@ def _register_predict(add: AddCommand) -> None:
                    "review page's reviews.csv (its audit queue) or a CSV id,label (e.g. the "
                    "file from --audit-draw, filled in); adds audit-corrected shares "
                    "(prediction-powered inference) and labels-only shares beside the "
-                   "model's")  # fmt: skip
+                   "model's. Micrographs: the reviews.csv of an earlier report of the same "
+                   "micrographs (ids <micrograph>_<particle>)")  # fmt: skip
     p.add_argument("--audit-draw", type=positive_int, default=None, metavar="K",
                    help="also write <out name>_audit.csv: K particles per sample drawn at "
                    "random (spread over the micrographs) for a person to label")  # fmt: skip

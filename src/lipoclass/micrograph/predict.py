@@ -99,7 +99,8 @@ class MicrographPredictResult:
     """What ``predict_micrographs`` wrote: ``out`` folder, ``classes``, per micrograph the
     particle count (``per_micrograph``), ``probs`` (N, C), ``pred`` (N,), ``review`` (N,)
     bool, ``labels`` (N,) true index or -1, ``micrograph`` (N,) names, share rows per sample
-    and per micrograph, and the particles left out (edge, specks)."""
+    and per micrograph, the particles left out (edge, specks), the ``method`` line (chosen
+    method and why) and the ``audit_note``."""
 
     out: Path
     classes: tuple[str, ...]
@@ -115,6 +116,8 @@ class MicrographPredictResult:
     edge_skipped: int = 0
     small_skipped: int = 0
     empty: list[str] = field(default_factory=list)
+    method: str = ""  # which method the shares are reported with and why (one line)
+    audit_note: str = ""  # what the audit file gave ("" without --audit)
 
     @property
     def n(self) -> int:
@@ -508,12 +511,19 @@ def _share_cells(rows: Sequence[ShareRow], by: str) -> tuple[list[str], list[lis
         return "–" if math.isnan(v) else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
     with_true = any(not math.isnan(r.true_share) for r in rows)
-    head = [by, "class", "n", "method", "share % [CI]"] + ["true %"] * with_true
+    with_audit = any(r.audit_n or r.audit_note for r in rows)
+    head = [by, "class", "n", "method", "share % [CI]"]
+    head += ["audit-corrected % [CI]", "labels only % [CI]", "audited", "ESS"] * with_audit
+    head += ["true %"] * with_true
     body = []
     for r in rows:
         cell = (pct(r.share, r.share_lo, r.share_hi) if r.determinable
                 else f"not determinable: {_e(r.reason)}")  # fmt: skip
         line = [_e(r.sample), _e(r.cls), str(r.n), _e(r.recommended), cell]
+        if with_audit:
+            aud = pct(*r.audit) if not math.isnan(r.audit[0]) else _e(r.audit_note or "–")
+            ess = "–" if math.isnan(r.audit_ess) else f"{r.audit_ess:.0f}"
+            line += [aud, pct(*r.labels_only), str(r.audit_n), ess]
         if with_true:
             line.append("–" if math.isnan(r.true_share) else f"{100 * r.true_share:.1f}")
         body.append(line)
@@ -526,6 +536,7 @@ def _index_html(
     model: str,
     hist: str,
     level: float,
+    shares_png: str = "",
 ) -> str:
     from lipoclass.report.html import _CSS, _e, _table
 
@@ -551,7 +562,17 @@ def _index_html(
         "reason says why and what would fix it); shares.csv has every method. Files: "
         "shares.csv, micrograph_shares.csv, particles.csv.</p>"
     )
+    body.append(f"<p class='small'>{_e(res.method)}</p>")
+    if res.audit_note:
+        body.append(
+            f"<p class='small'>{_e(res.audit_note)}. Audit-corrected: prediction-powered "
+            "inference (PPI++) on the model's predictions of every particle and the person's "
+            "labels of the audited ones; ESS: how many labels alone would give the same "
+            "precision.</p>"
+        )
     body.append(_table(*_share_cells(res.sample_shares, "sample"), left=2))
+    if shares_png:
+        body.append(f"<img class='fig' alt='class shares' src='{shares_png}'>")
     body.append("<h2>Particle diameter</h2>")
     body.append(f"<img class='fig' alt='diameter histogram' src='{hist}'>")
     body.append("<h2>Micrographs</h2>")
@@ -663,16 +684,26 @@ def predict_micrographs(
     runner: TaskRunner | None = None,
     progress: bool | None = None,
     verbose: bool = True,
+    audit: str | os.PathLike[str] | None = None,
 ) -> MicrographPredictResult:
     """Classify every particle of ``micrographs`` (from ``source``: annotations or
     ``DetectSource``) with the model folder ``model_dir`` (a kind that reads prepared images,
     e.g. CNNs) into ``out`` (particles.csv, shares.csv, micrograph_shares.csv, overlays/*.png,
     diameters.png, summary.json, index.html), atomically. Paths, headers, the sample table
     and ``out`` are checked first. ``runner``: where micrographs are processed (default: one
-    after the other here); ``progress``: a tqdm bar (default: when stderr is a terminal)."""
+    after the other here); ``progress``: a tqdm bar (default: when stderr is a terminal).
+    ``audit``: a person's labels of an audit sample of these particles (the review page's
+    reviews.csv of an earlier report of the same micrographs, or a CSV id,label with ids
+    ``<micrograph>_<particle>``): adds the audit-corrected shares (docs/deployment.md)."""
     from lipoclass.outputs import check_output_folder
 
     cfg = config or PredictConfig()
+    if audit is not None:  # before any pixel: the file and its columns (ids come later)
+        from lipoclass.quantify import check_audit_file
+
+        if not Path(audit).is_file():
+            raise LipoclassError(f"--audit {audit}: no such file")
+        check_audit_file(audit)
     mcfg = mic_config or MicrographPredictConfig()
     out = check_output_folder(out)
     paths, pxs = check_micrographs(
@@ -701,7 +732,7 @@ def predict_micrographs(
         if bar is not None:
             bar.close()
             bar = None
-        res = _collect(results, classes, loaded, cfg, out)
+        res = _collect(results, classes, loaded, cfg, out, audit)
         _write_outputs(staging, res, results, str(model_dir), cfg, mcfg, surround)
         publish_folder(staging, out)
     except BaseException:
@@ -726,6 +757,10 @@ def predict_micrographs(
             )
         )
         print(shares_table(res.sample_shares, cfg.level))
+        print(f"{res.method} (docs/deployment.md; every method with its interval is in "
+              f"{out / 'shares.csv'})")  # fmt: skip
+        if res.audit_note:
+            print(res.audit_note)
         print(f"report: {out / 'index.html'}")
     return res
 
@@ -736,7 +771,10 @@ def _collect(
     loaded: Any,
     cfg: PredictConfig,
     out: Path,
+    audit: str | os.PathLike[str] | None = None,
 ) -> MicrographPredictResult:
+    """Shares per sample and per micrograph of the processed micrographs (with the audit's
+    labels when given: ids ``<micrograph>_<particle>``, as the review page names them)."""
     c = len(classes)
     lookup = {k: i for i, k in enumerate(classes)}
     probs = (
@@ -754,8 +792,13 @@ def _collect(
     thr = loaded.review_threshold
     review = probs.max(axis=1) < thr if thr is not None else np.zeros(len(pred), dtype=bool)
     from lipoclass.predict import model_quantifiers
+    from lipoclass.predict.shares import audit_positions, method_line
 
     quant, _note = model_quantifiers(loaded)
+    audit_pos, audit_note = None, ""
+    if audit is not None:
+        ids = [f"{r.name}_{g['particle']}" for r in results for g in r.rows]
+        audit_pos, audit_note = audit_positions(audit, ids, classes)
     scfg = ShareConfig(cfg.n_boot, cfg.level, cfg.seed)
     lab = labels if (labels >= 0).any() else None
     skipped = {r.name: sum(r.skipped.values()) for r in results}
@@ -765,12 +808,12 @@ def _collect(
     # the intervals redraw a sample's micrographs (one micrograph: borrowed rate spread)
     by_sample = class_shares(probs, samples, classes, quant, scfg, labels=lab,
                              excluded={k: v for k, v in by_s.items() if v},
-                             micrographs=names)  # fmt: skip
+                             micrographs=names, audit=audit_pos)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the same warnings as just given for the samples
         by_mic = class_shares(probs, names, classes, quant, scfg, labels=lab,
                               excluded={k: v for k, v in skipped.items() if v},
-                              micrographs=names)  # fmt: skip
+                              micrographs=names, audit=audit_pos)  # fmt: skip
     return MicrographPredictResult(
         out,
         classes,
@@ -786,6 +829,8 @@ def _collect(
         edge_skipped=sum(r.skipped.get("edge", 0) for r in results),
         small_skipped=sum(r.skipped.get("small", 0) + r.skipped.get("empty", 0) for r in results),
         empty=[r.name for r in results if not r.rows],
+        method=method_line(quant),
+        audit_note=audit_note,
     )
 
 
@@ -874,5 +919,8 @@ def _write_outputs(
         "micrograph_config": asdict(mcfg),
     }
     (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    page = _index_html(res, mics, model, hist, cfg.level)
+    from lipoclass.predict import plot_shares
+
+    plot_shares(res.sample_shares, staging / "shares.png", cfg.level)
+    page = _index_html(res, mics, model, hist, cfg.level, "shares.png")
     (staging / "index.html").write_text(page, encoding="utf-8")

@@ -459,8 +459,9 @@ def plot_shares(
     rows: Sequence[ShareRow], path: str | os.PathLike[str], level: float = 0.95
 ) -> Path:
     """``<out stem>_shares.png``: one panel per class, each sample's recommended share with
-    its interval (error bar) and, with labels, the true share beside it (written to a temp
-    name, renamed)."""
+    its interval (error bar; none where not determinable), with an audit the audit-corrected
+    share with its interval (columns audit, audit_lo, audit_hi) beside it and, with labels,
+    the true share (written to a temp name, renamed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -471,6 +472,7 @@ def plot_shares(
     samples = list(dict.fromkeys(r.sample for r in rows))
     by = {(r.sample, r.cls): r for r in rows}
     with_true = any(not math.isnan(r.true_share) for r in rows)
+    with_audit = any(not math.isnan(r.audit[0]) for r in rows)
     fig, axes = plt.subplots(1, len(classes), figsize=(max(4.0, 1.2 + 0.5 * len(samples)) *
                              len(classes), 3.6), squeeze=False)  # fmt: skip
     x = np.arange(len(samples))
@@ -479,11 +481,16 @@ def plot_shares(
         s = np.array([100 * by[(g, cls)].share for g in samples])  # (S,)
         lo = np.array([100 * by[(g, cls)].share_lo for g in samples])
         hi = np.array([100 * by[(g, cls)].share_hi for g in samples])
-        ax.errorbar(x - 0.1 * with_true, s, yerr=np.vstack([s - lo, hi - s]), fmt="o",
-                    capsize=3, label=f"{method} [{round(100 * level)}% CI]")  # fmt: skip
+        ax.errorbar(x - 0.15 * (with_true or with_audit), s, yerr=np.vstack([s - lo, hi - s]),
+                    fmt="o", capsize=3, label=f"{method} [{round(100 * level)}% CI]")  # fmt: skip
+        if with_audit:
+            a = np.array([[100 * v for v in by[(g, cls)].audit] for g in samples])  # (S, 3)
+            ax.errorbar(x, a[:, 0], yerr=np.vstack([a[:, 0] - a[:, 1], a[:, 2] - a[:, 0]]),
+                        fmt="s", color="tab:green", capsize=3,
+                        label=f"audit-corrected [{round(100 * level)}% CI]")  # fmt: skip
         if with_true:
             t = np.array([100 * by[(g, cls)].true_share for g in samples])
-            ax.plot(x + 0.1, t, "kx", label="true")
+            ax.plot(x + 0.15, t, "kx", label="true")
         ax.set_title(cls)
         ax.set_xticks(x, samples, rotation=45 if len(samples) > 4 else 0, ha="right"
                       if len(samples) > 4 else "center")  # fmt: skip

@@ -12,6 +12,7 @@ from lipoclass.quantify.audit import (
     REVIEW_COLUMNS,
     REVIEW_SPECIAL,
     UNSURE,
+    check_audit_file,
     draw_audit,
     read_audit,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "SelectConfig",
     "ShareEstimate",
     "bounded_interval",
+    "check_audit_file",
     "class_rate_uncertainty",
     "draw_audit",
     "fit_quantifiers",

@@ -21,6 +21,7 @@ __all__ = [
     "REVIEW_COLUMNS",
     "REVIEW_SPECIAL",
     "UNSURE",
+    "check_audit_file",
     "draw_audit",
     "read_audit",
 ]
@@ -84,20 +85,11 @@ AUDIT_QUEUE = "audit"
 queue); decisions from other queues (uncertain particles, ...) are not a random sample."""
 
 
-def read_audit(
-    path: str | os.PathLike[str], ids: Sequence[str], classes: Sequence[str]
-) -> tuple[dict[str, int], dict[str, int]]:
-    """The person's labels of an audit: ``path`` is the review page's decisions (reviews.csv,
-    header :data:`REVIEW_COLUMNS`; only rows of the :data:`AUDIT_QUEUE` queue; a later
-    decision for the same id replaces an earlier one, as the log is append-only) or a CSV with
-    columns ``id`` and ``label`` (other columns ignored; an empty label is a particle not yet
-    labelled). Returns (id -> outcome index: a class's index in ``classes``, or
-    ``len(classes)`` for :data:`NOT_A_PARTICLE`; counts of what was skipped: ``unsure``,
-    ``unlabelled``). Raises LipoclassError naming the file and row for an unknown id, an
-    unknown label, a duplicate id (id,label files), a missing column or no usable row."""
+def _audit_rows(p: Path) -> tuple[list[dict[str, str]], bool]:
+    """(rows, is the review page's reviews.csv) of the audit file ``p``; LipoclassError when
+    it cannot be read or lacks the id/label (or reviews.csv) columns."""
     from lipoclass.errors import LipoclassError
 
-    p = Path(path)
     try:
         with p.open(newline="") as fh:
             reader = csv.DictReader(fh)
@@ -112,6 +104,32 @@ def read_audit(
             f"{p}: an audit file needs the columns id,label (or the review page's "
             f"reviews.csv: {','.join(REVIEW_COLUMNS)}); found {','.join(header) or 'none'}"
         )
+    return rows, review
+
+
+def check_audit_file(path: str | os.PathLike[str]) -> None:
+    """LipoclassError (one line naming the file) unless ``path`` is a readable audit file
+    with the columns :func:`read_audit` needs; the ids and labels are checked by
+    :func:`read_audit` once the particles are known (so before any expensive work)."""
+    _audit_rows(Path(path))
+
+
+def read_audit(
+    path: str | os.PathLike[str], ids: Sequence[str], classes: Sequence[str]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The person's labels of an audit: ``path`` is the review page's decisions (reviews.csv,
+    header :data:`REVIEW_COLUMNS`; only rows of the :data:`AUDIT_QUEUE` queue; a later
+    decision for the same id replaces an earlier one, as the log is append-only) or a CSV with
+    columns ``id`` and ``label`` (other columns ignored; an empty label is a particle not yet
+    labelled). Returns (id -> outcome index: a class's index in ``classes``, or
+    ``len(classes)`` for :data:`NOT_A_PARTICLE`; counts of what was skipped: ``unsure``,
+    ``unlabelled``). Raises LipoclassError naming the file and row for an unknown id, an
+    unknown label, a duplicate id (id,label files), a missing column or no usable row."""
+    from lipoclass.errors import LipoclassError
+
+    p = Path(path)
+    rows, review = _audit_rows(p)
+    col = "new_label" if review else "label"
     known = set(ids)
     index = {c: i for i, c in enumerate(classes)}
     index[NOT_A_PARTICLE] = len(classes)

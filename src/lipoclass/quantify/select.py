@@ -13,8 +13,8 @@ those whose intervals cover at least ``level - coverage_tol`` of the true shares
 average no wider than ``MAX_WIDTH`` (25 points: a method whose shares would mostly be "not
 determinable" is no answer), else CC with its bias bounded: CC's interval widened to hold
 :data:`BOUND_METHOD`'s (:func:`bounded_interval`; CC's own interval holds the sampling error
-only, not CC's bias towards the training shares). The fit half holds half the out-of-fold data, so the
-simulated widths are on the wide side of the model's own (conservative).
+only, not CC's bias towards the training shares). The fit half holds half the out-of-fold
+data, so the simulated widths are on the wide side of the model's own (conservative).
 
 QuaPy's protocols seed numpy's global random generator; the prevalence grid comes from
 QuaPy's ``APP.prevalence_grid`` (deterministic) and the samples are drawn here with a local
@@ -35,8 +35,8 @@ from lipoclass.errors import LipoclassError
 from lipoclass.outputs import save_figure
 
 __all__ = [
-    "BOUND_METHOD",
     "BOUNDED_KEY",
+    "BOUND_METHOD",
     "FALLBACK_METHOD",
     "MAX_WIDTH",
     "MethodSelection",
@@ -271,8 +271,8 @@ def select_method(
             for m in keys:
                 if m == BOUNDED_KEY:
                     share = est.share[FALLBACK_METHOD]
-                    lo, hi = bounded_interval(est.lo[FALLBACK_METHOD], est.hi[FALLBACK_METHOD],
-                                              est.lo[BOUND_METHOD], est.hi[BOUND_METHOD])  # fmt: skip
+                    f, b = FALLBACK_METHOD, BOUND_METHOD
+                    lo, hi = bounded_interval(est.lo[f], est.hi[f], est.lo[b], est.hi[b])
                 else:
                     share, lo, hi = est.share[m], est.lo[m], est.hi[m]
                 err[m].append(np.abs(share - truth))
@@ -328,8 +328,9 @@ def _verdict(
                 f"{100 * table[chosen]['coverage']:.0f}% in the simulation), so each is widened "
                 f"to hold {BOUND_METHOD.upper()}'s, which bounds CC's bias towards the training "
                 f"shares (covered {100 * b['coverage']:.0f}%, mean width "
-                f"{100 * b['width']:.0f} points; wider than {100 * max_width:.0f}: not "
-                "determinable): audit the sample (--audit) for narrower valid intervals"
+                f"{100 * b['width']:.0f} points; a share whose interval is wider than "
+                f"{100 * max_width:.0f} is not determinable): audit the sample (--audit) for "
+                "narrower valid intervals"
             )
         return chosen, _fallback_reason(table, meths, covers, chosen, min_cov, n, pct,
                                         max_width) + caveat  # fmt: skip
