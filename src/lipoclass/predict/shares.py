@@ -67,7 +67,8 @@ class ShareRow:
     ``excluded``: particles of the sample the model could not predict (not in ``n``);
     ``fallback``: particles of ``n`` predicted by the documented fallback (docs/deployment.md);
     ``methods``: method -> (share, lo, hi) for the methods available; ``share``/``share_lo``/
-    ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0); ``true_share``: among the
+    ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0; for the CC fallback the
+    interval is bias-bounded: the hull with ACC's, ``quantify.bounded_interval``); ``true_share``: among the
     ``n`` predicted particles, NaN without labels; ``micrographs``: distinct micrographs of
     the sample (0 when particles.csv names none); ``resampling``: ``micrographs`` when the
     interval's replicates redrew whole micrographs, else ``particles``."""
