@@ -15,11 +15,12 @@ each class from those only, so a sample carries its own micrographs' error rates
 
 Per model and setting it prints: the recommended method's mean absolute error (MAE, per class
 and sample, in points) against CC's; the coverage of the recommended 95 % intervals that are
-reported (determinable, width <= 25 points; for the CC fallback its bias-bounded interval) and their mean width; the share of (sample,
-class) pairs reported as not determinable; then for audits of ``--audits`` particles (drawn
-with ``draw_audit``, labelled with the true labels) the coverage, mean and max width and
-effective sample size of the audit-corrected interval, and the coverage and width of the
-labels-only interval. ``--json`` writes everything, ``--figure`` a PNG.
+reported (determinable, width <= 25 points; for the CC fallback its bias-bounded interval) and
+their mean width; the share of (sample, class) pairs reported as not determinable; then for
+audits of ``--audits`` particles (drawn with ``draw_audit``, labelled with the true labels) the
+coverage, mean and max width and effective sample size of the audit-corrected interval, and the
+coverage and width of the labels-only interval. ``--json`` writes everything, ``--figure`` a
+PNG.
 
     python benchmarks/bench_shares.py MODEL_DIR [MODEL_DIR ...] --pool-lam P1 --pool-enc P2
         [--reps 30] [--size 1000] [--audits 50 100 200] [--json out.json] [--figure f.png]

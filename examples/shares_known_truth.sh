@@ -139,12 +139,13 @@ print(f"| class | true share | CC [95% CI] | {rec.upper()} (recommended) | audit
 print("|---|---:|---:|---:|---:|---:|")
 err = {"cc": 0.0, "rec": 0.0, "audit": 0.0, "labels_only": 0.0}
 inside = {"rec": True, "audit": True}
+num = lambda v: float(v) if v != "" else float("nan")  # empty: interval wider than 25 points
 for r in rows:
     t = labels.get(r["class"], 0) / n_true
-    err["cc"] += abs(float(r["cc"]) - t)
-    err["rec"] += abs(float(r[rec]) - t)
-    err["audit"] += abs(float(r["audit"]) - t)
-    err["labels_only"] += abs(float(r["labels_only"]) - t)
+    err["cc"] += abs(num(r["cc"]) - t)
+    err["rec"] += abs(num(r["share"]) - t)
+    err["audit"] += abs(num(r["audit"]) - t)
+    err["labels_only"] += abs(num(r["labels_only"]) - t)
     if r["determinable"] == "yes":
         inside["rec"] &= float(r["share_lo"]) <= t <= float(r["share_hi"])
     inside["audit"] &= float(r["audit_lo"]) <= t <= float(r["audit_hi"])
@@ -155,10 +156,11 @@ print()
 for r in rows:
     if r["determinable"] == "no":
         print(f"- {r['reason']}")
-print(f"sum of absolute errors (points): CC {100 * err['cc']:.1f}, {rec.upper()} "
-      f"{100 * err['rec']:.1f}, audit-corrected {100 * err['audit']:.1f}, labels only "
-      f"{100 * err['labels_only']:.1f}")
-print(f"every true share inside its reported {rec.upper()} interval: "
+pts = lambda v: "n/a (a share not reported)" if v != v else f"{100 * v:.1f}"
+print(f"sum of absolute errors (points): CC {pts(err['cc'])}, {rec.upper()} (reported) "
+      f"{pts(err['rec'])}, audit-corrected {pts(err['audit'])}, labels only "
+      f"{pts(err['labels_only'])}")
+print(f"every true share inside its reported (determinable) {rec.upper()} interval: "
       f"{'yes' if inside['rec'] else 'NO'}; inside its audit-corrected interval: "
       f"{'yes' if inside['audit'] else 'NO'}")
 PY

@@ -701,8 +701,6 @@ def predict_micrographs(
     if audit is not None:  # before any pixel: the file and its columns (ids come later)
         from lipoclass.quantify import check_audit_file
 
-        if not Path(audit).is_file():
-            raise LipoclassError(f"--audit {audit}: no such file")
         check_audit_file(audit)
     mcfg = mic_config or MicrographPredictConfig()
     out = check_output_folder(out)
@@ -744,25 +742,25 @@ def predict_micrographs(
         warnings.warn(MicrographWarning(f"{stems[name]}: no particle found on this micrograph"),
                       stacklevel=2)  # fmt: skip
     if verbose:
-        from lipoclass.predict import shares_table
-
-        flagged = int(res.review.sum())
-        print(
-            f"{res.n} particle(s) on {len(results)} micrograph(s) classified; {flagged} "
-            f"({100 * flagged / max(res.n, 1):.1f}%) flagged for review"
-            + (
-                f"; {res.edge_skipped} cut by the micrograph edge not classified"
-                if res.edge_skipped
-                else ""
-            )
-        )
-        print(shares_table(res.sample_shares, cfg.level))
-        print(f"{res.method} (docs/deployment.md; every method with its interval is in "
-              f"{out / 'shares.csv'})")  # fmt: skip
-        if res.audit_note:
-            print(res.audit_note)
-        print(f"report: {out / 'index.html'}")
+        _print_summary(res, len(results), out, cfg.level)
     return res
+
+
+def _print_summary(res: MicrographPredictResult, n_mics: int, out: Path, level: float) -> None:
+    """The console summary: counts, the share table, the method line, the audit note."""
+    from lipoclass.predict import shares_table
+
+    flagged = int(res.review.sum())
+    edge = f"; {res.edge_skipped} cut by the micrograph edge not classified"
+    print(f"{res.n} particle(s) on {n_mics} micrograph(s) classified; {flagged} "
+          f"({100 * flagged / max(res.n, 1):.1f}%) flagged for review"
+          f"{edge if res.edge_skipped else ''}")  # fmt: skip
+    print(shares_table(res.sample_shares, level))
+    print(f"{res.method} (docs/deployment.md; every method with its interval is in "
+          f"{out / 'shares.csv'})")  # fmt: skip
+    if res.audit_note:
+        print(res.audit_note)
+    print(f"report: {out / 'index.html'}")
 
 
 def _collect(

@@ -68,10 +68,11 @@ class ShareRow:
     ``fallback``: particles of ``n`` predicted by the documented fallback (docs/deployment.md);
     ``methods``: method -> (share, lo, hi) for the methods available; ``share``/``share_lo``/
     ``share_hi``: the ``recommended`` method's (NaN when ``n`` is 0; for the CC fallback the
-    interval is bias-bounded: the hull with ACC's, ``quantify.bounded_interval``); ``true_share``: among the
-    ``n`` predicted particles, NaN without labels; ``micrographs``: distinct micrographs of
-    the sample (0 when particles.csv names none); ``resampling``: ``micrographs`` when the
-    interval's replicates redrew whole micrographs, else ``particles``."""
+    interval is bias-bounded: the hull with ACC's, ``quantify.bounded_interval``);
+    ``true_share``: among the ``n`` predicted particles, NaN without labels; ``micrographs``:
+    distinct micrographs of the sample (0 when particles.csv names none); ``resampling``:
+    ``micrographs`` when the interval's replicates redrew whole micrographs, else
+    ``particles``."""
 
     sample: str
     cls: str
@@ -154,10 +155,9 @@ def class_shares(
         qcfg = QuantifierConfig(methods=SAMPLING_METHODS, n_boot=cfg.n_boot, n_cal_boot=10,
                                 level=float(cfg.level), seed=cfg.seed,
                                 recommended=RECOMMENDED_WITHOUT_OOF)  # fmt: skip
-    audited = np.zeros(len(p), dtype=bool)
-    outcome = np.full(len(p), -1, dtype=np.int64)
-    for pos, k in (audit or {}).items():
-        audited[int(pos)], outcome[int(pos)] = True, int(k)
+    outcome = np.full(len(p), -1, dtype=np.int64)  # audited label index, -1: not audited
+    outcome[list(map(int, audit or {}))] = list(map(int, (audit or {}).values()))
+    audited = outcome >= 0
     rows: list[ShareRow] = []
     for g in sorted(set(garr.tolist()) | set(excl)):
         sel = garr == g
@@ -179,11 +179,7 @@ def class_shares(
                 m: (float(est.share[m][k]), float(est.lo[m][k]), float(est.hi[m][k]))
                 for m in est.methods
             }  # fmt: skip
-            best = per.get(qcfg.recommended, (math.nan, math.nan, math.nan))
-            bound = _bound_of(quantifiers, est)
-            if bound and est is not None:  # the fallback's bias bounded (quantify.select)
-                best = (best[0], min(best[1], float(est.lo[bound][k])),
-                        max(best[2], float(est.hi[bound][k])))  # fmt: skip
+            best, bound = _reported(per, qcfg.recommended, est, k, quantifiers)
             ok, why = _determinable(est, k, name, qcfg.recommended, quantifiers, float(cfg.level),
                                     best[1:], bound)  # fmt: skip
             rows.append(ShareRow(str(g), str(name), n, int(excl.get(g, 0)), qcfg.recommended,
@@ -221,6 +217,23 @@ def _audit_columns(
     return [{"audit": (float(r.share[k]), float(r.lo[k]), float(r.hi[k])),
              "labels_only": (float(lab[k]), float(lab_lo[k]), float(lab_hi[k])),
              "audit_n": n_real, "audit_ess": float(r.ess[k])} for k in range(c)]  # fmt: skip
+
+
+def _reported(
+    per: Mapping[str, tuple[float, float, float]],
+    method: str,
+    est: ShareEstimate | None,
+    k: int,
+    quantifiers: Any,
+) -> tuple[tuple[float, float, float], str]:
+    """The reported (share, lo, hi) of class ``k`` by ``method`` and the method bounding its
+    bias ("" when none): for the fallback, the hull with the bound's interval."""
+    best = per.get(method, (math.nan, math.nan, math.nan))
+    bound = _bound_of(quantifiers, est)
+    if bound and est is not None:  # the fallback's bias bounded (quantify.select)
+        best = (best[0], min(best[1], float(est.lo[bound][k])),
+                max(best[2], float(est.hi[bound][k])))  # fmt: skip
+    return best, bound
 
 
 def _bound_of(quantifiers: Any, est: ShareEstimate | None) -> str:
@@ -278,6 +291,11 @@ def _determinable(
     total = float(np.hypot(sd_cal[k], sd_test[k]))
     target = total * MAX_WIDTH / width  # sd that would give a MAX_WIDTH interval
     if sd_test[k] >= target or sd_cal[k] <= 0:
+        if _transfer_on(quantifiers):  # that part also holds the transfer term
+            return False, (f"{head}{known}; the sample's own spread and the allowance for a "
+                           "new sample's error rates differing from the training data's "
+                           "(transfer term) leave it this wide: an audit (--audit) would "
+                           "narrow it")  # fmt: skip
         return False, (f"{head}{known}; the sample itself ({m} particles) leaves it this wide: "
                        f"about {more_sample} more particles in the sample, or an audit "
                        "(--audit), would narrow it")  # fmt: skip
@@ -288,6 +306,16 @@ def _determinable(
                    f"{rare_name + ' ' if rare_name else ''}{n_rare}), it would narrow to "
                    f"{100 * MAX_WIDTH:.0f} points (power calculation from the out-of-fold "
                    "data), or audit this sample (--audit)")  # fmt: skip
+
+
+def _transfer_on(quantifiers: Any) -> bool:
+    """Whether the intervals carry the transfer term (quantify.QuantifierConfig
+    ``shift_micrographs``; needs calibration micrographs): it lands in the sample's part
+    of the variance split, and no number of particles in the sample narrows it."""
+    cfg = getattr(quantifiers, "config", None)
+    return bool(getattr(cfg, "shift_micrographs", 0)) and (
+        getattr(quantifiers, "_rate_effects", None) is not None
+    )
 
 
 def _class_name(quantifiers: Any, k: int) -> str:

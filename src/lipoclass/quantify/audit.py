@@ -111,6 +111,10 @@ def check_audit_file(path: str | os.PathLike[str]) -> None:
     """LipoclassError (one line naming the file) unless ``path`` is a readable audit file
     with the columns :func:`read_audit` needs; the ids and labels are checked by
     :func:`read_audit` once the particles are known (so before any expensive work)."""
+    from lipoclass.errors import LipoclassError
+
+    if not Path(path).is_file():
+        raise LipoclassError(f"--audit {path}: no such file")
     _audit_rows(Path(path))
 
 

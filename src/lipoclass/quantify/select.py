@@ -268,16 +268,7 @@ def select_method(
             # rates vary with its micrographs, as in deployment
             tg = grp[idx] if grp is not None else idx.astype(str)
             est = q.estimate(proba[idx], replace(qcfg, seed=int(rng.integers(2**31))), groups=tg)
-            for m in keys:
-                if m == BOUNDED_KEY:
-                    share = est.share[FALLBACK_METHOD]
-                    f, b = FALLBACK_METHOD, BOUND_METHOD
-                    lo, hi = bounded_interval(est.lo[f], est.hi[f], est.lo[b], est.hi[b])
-                else:
-                    share, lo, hi = est.share[m], est.lo[m], est.hi[m]
-                err[m].append(np.abs(share - truth))
-                cov[m].append((lo <= truth + 1e-12) & (truth - 1e-12 <= hi))
-                wid[m].append(hi - lo)
+            _score(est, truth, keys, err, cov, wid)
     counts, rec, pm = class_rate_uncertainty(proba, labels)
     min_cov = float(cfg.level) - float(cfg.coverage_tol)
     if not err[meths[0]]:
@@ -300,6 +291,28 @@ def select_method(
     bound = BOUND_METHOD if bounded and chosen == FALLBACK_METHOD else ""
     return MethodSelection(chosen, reason, table, n_samples, unit, float(cfg.level), min_cov,
                            size, counts, rec, pm, time.perf_counter() - t0, bound)  # fmt: skip
+
+
+def _score(
+    est: Any,
+    truth: np.ndarray,
+    keys: tuple[str, ...],
+    err: dict[str, list[np.ndarray]],
+    cov: dict[str, list[np.ndarray]],
+    wid: dict[str, list[np.ndarray]],
+) -> None:
+    """Append one simulated sample's error, coverage and width (C,) per method (and for the
+    bias-bounded fallback, ``BOUNDED_KEY``) against its true shares ``truth`` (C,)."""
+    for m in keys:
+        if m == BOUNDED_KEY:
+            f, b = FALLBACK_METHOD, BOUND_METHOD
+            share = est.share[f]
+            lo, hi = bounded_interval(est.lo[f], est.hi[f], est.lo[b], est.hi[b])
+        else:
+            share, lo, hi = est.share[m], est.lo[m], est.hi[m]
+        err[m].append(np.abs(share - truth))
+        cov[m].append((lo <= truth + 1e-12) & (truth - 1e-12 <= hi))
+        wid[m].append(hi - lo)
 
 
 def _verdict(
