@@ -169,11 +169,8 @@ def fit_model(
     ``review_target``: out-of-fold accuracy the unflagged particles must reach; ``tta``:
     whether predictions average the 8 flips/quarter turns of each particle (CNN);
     ``quantify=False``: no class-share quantifiers (``--recipe auto`` candidates)."""
-    from lipoclass.train.calibration import (
-        expected_calibration_error,
-        plot_reliability,
-        review_threshold,
-    )
+    from lipoclass.train.calibration import expected_calibration_error as ece
+    from lipoclass.train.calibration import plot_reliability, review_threshold
 
     outp = Path(out)
     check_model_out(outp)
@@ -212,8 +209,8 @@ def fit_model(
             "spec": used.to_dict(), "cv": asdict(cv), "seed": int(cv.seed),
             "members": members, "calibration": calibration, "review": review,
             "tta": bool(tta), "confusion": res.metrics["confusion"],
-            "ece_before": expected_calibration_error(raw, y),
-            "ece_after": expected_calibration_error(cal, y),
+            "ece_before": ece(raw, y),
+            "ece_after": ece(cal, y),
             "dataset": {**config["dataset"], "path": str(dataset.root.resolve())},
             "versions": config["versions"], "quantifiers": quant,
         }  # fmt: skip
