@@ -199,3 +199,17 @@ def test_ring_bank_threads_agree() -> None:
     one = _ring_candidates(z, 5.0, 60.0, 5.0, threads=1)
     two = _ring_candidates(z, 5.0, 60.0, 5.0, threads=3)
     assert len(one) > 3 and np.allclose(np.asarray(one), np.asarray(two))
+
+
+def test_ring_significance_edge_correction() -> None:
+    """A ring cut by the image edge keeps a z-score: its significance is divided by the
+    square root of the share of the ring inside the image; far from the edges nothing
+    changes."""
+    from lipoclass.micrograph.detect import _edge_correct
+
+    sig = np.ones((64, 80), dtype=np.float32)
+    _edge_correct(sig, 10.0)
+    assert np.all(sig[12:-12, 12:-12] == 1.0)
+    assert sig[0, 40] == pytest.approx(1 / np.sqrt(1 - np.arccos(0.05) / np.pi), rel=1e-4)
+    assert sig[0, 0] == pytest.approx(2.0)  # the share is floored at 1/4
+    assert np.allclose(sig, sig[::-1]) and np.allclose(sig, sig[:, ::-1])

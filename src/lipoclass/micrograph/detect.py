@@ -253,6 +253,7 @@ def _ring_octave(
             if mad > 0:
                 resp -= med
                 resp /= mad  # significance, in place
+                _edge_correct(resp, r / f)
                 np.copyto(best_r, r, where=resp > best)
                 np.maximum(best, resp, out=best)
         return best, best_r
@@ -268,6 +269,33 @@ def _ring_octave(
         np.copyto(best_r, br, where=b > best)
         np.maximum(best, b, out=best)
     return best, best_r
+
+
+def _edge_correct(sig: np.ndarray, r: float) -> None:
+    """Divide the significance ``sig`` (h, w) of rings of radius ``r`` px, in place, by the
+    square root of the share of each ring inside the image: outside the image the z map is
+    zero (its median), so a ring cut by the edge sums fewer pixels, and its noise falls with
+    the square root of their number (corners approximated by adding the two edges' losses;
+    the share is floored at 1/4)."""
+    h, w = sig.shape
+    k = min(math.ceil(r) + 1, h // 2, w // 2)
+    if k < 1:
+        return
+
+    def loss(n: int) -> np.ndarray:  # (n,) share of the ring beyond either end of the axis
+        d = np.arange(n, dtype=np.float32) + 0.5
+        d = np.minimum(d, d[::-1]) / np.float32(r)
+        return np.arccos(np.minimum(d, 1.0)) / np.float32(np.pi)
+
+    ly, lx = loss(h), loss(w)
+
+    def factor(lyy: np.ndarray, lxx: np.ndarray) -> np.ndarray:
+        return 1.0 / np.sqrt(np.clip(1.0 - lyy[:, None] - lxx[None, :], 0.25, 1.0))
+
+    sig[:k] *= factor(ly[:k], lx)
+    sig[h - k :] *= factor(ly[h - k :], lx)
+    sig[k : h - k, :k] *= factor(ly[k : h - k], lx[:k])
+    sig[k : h - k, w - k :] *= factor(ly[k : h - k], lx[w - k :])
 
 
 def _ring_candidates(
