@@ -112,16 +112,18 @@ def check_output_folder(
     return p
 
 
-def save_figure(fig: Any, out: Path, dpi: int) -> Path:
+def save_figure(fig: Any, out: Path, dpi: int, **savefig: Any) -> Path:
     """Write the matplotlib figure ``fig`` to ``out`` (PNG) through a temp file renamed into
-    place, so a failed write leaves no half-written file; the figure is closed."""
-    import matplotlib.pyplot as plt
+    place, so a failed write leaves no half-written file; a pyplot figure is closed.
+    ``savefig``: more keywords of ``Figure.savefig`` (e.g. ``bbox_inches``)."""
+    import sys
 
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, **savefig)
         os.replace(tmp, out)
     finally:
-        plt.close(fig)
+        if "matplotlib.pyplot" in sys.modules:  # figures made without pyplot need no closing
+            sys.modules["matplotlib.pyplot"].close(fig)
         tmp.unlink(missing_ok=True)
     return out

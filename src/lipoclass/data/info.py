@@ -15,6 +15,7 @@ import numpy as np
 from lipoclass.data.dataset import ParticleDataset, empty_class_messages
 from lipoclass.data.io import image_size, read_image
 from lipoclass.errors import LipoclassError
+from lipoclass.outputs import save_figure
 
 __all__ = ["DatasetInfo", "dataset_info"]
 
@@ -250,13 +251,7 @@ def _write_figure(info: DatasetInfo, path: Path) -> None:
         ax.legend(fontsize=7, markerscale=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        save_figure(fig, path, 110)
     except OSError as exc:
         raise LipoclassError(f"{path}: cannot write figure ({exc})") from None
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()

@@ -3,7 +3,6 @@ atomically (temporary name, then ``os.replace``)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,13 +14,10 @@ __all__ = ["save_confusion", "save_importance"]
 def _save(fig: object, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from lipoclass.outputs import save_figure
+
     FigureCanvasAgg(fig)  # type: ignore[arg-type]
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")  # type: ignore[attr-defined]
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_figure(fig, path, 120, bbox_inches="tight")
 
 
 def save_confusion(
