@@ -180,9 +180,12 @@ def _read(path_or_preset: str | os.PathLike[str]) -> tuple[str, str, Path | None
 def _check_settings(where: str, table: Mapping[str, Any], allowed: set[str]) -> None:
     for k in table:
         if k not in allowed:
+            from lipoclass.kinds import get_kind, kind_names
+
+            configs = "/".join(get_kind(n).config_class().__name__ for n in kind_names())
             raise LipoclassError(
                 f"{where}: unknown setting {k!r} (known: model, label, "
-                f"{', '.join(BUILD_SPEC_KEYS)} or a TrainConfig/SVMConfig field)"
+                f"{', '.join(BUILD_SPEC_KEYS)} or a {configs} field)"
             )
 
 
