@@ -1,7 +1,8 @@
 """Prediction throughput on CPU of a model folder holding a 5-member LipNet-4 ensemble at
 28 px (a version-2 folder: ``members/fold{k}.pt`` + model.json, random weights: speed does
-not depend on them): from prepared arrays (PyTorch eager = ``LoadedModel``, PyTorch
-optimised = predict's one ``CPUEngine`` per member, onnxruntime with the whole ensemble in
+not depend on them): from prepared arrays (``LoadedModel.predict_proba_arrays``, which since
+issue 19 runs through ``EnsemblePredictor``; PyTorch optimised = predict's one ``CPUEngine``
+per member built here directly, onnxruntime with the whole ensemble in
 one graph; particles/s of the ensemble and per member = ensemble rate x members; goal >=
 5000/s per member) and end-to-end ``predict`` from image files (goal >= 2000 particles/s for
 the ensemble on 2 cores). The machine is shared, so every figure is repeated (variants
@@ -134,7 +135,7 @@ def main() -> None:
         med = {n: statistics.median(v) for n, v in r.items()}
         print(f"prepared arrays, {k} x LipNet-4 28 px, {args.n} particles, batch {bs} "
               f"[load {_load()}]; ensemble particles/s (per member = x {k}):")  # fmt: skip
-        print(_line("PyTorch eager (LoadedModel)", r["eager"],
+        print(_line("LoadedModel (EnsemblePredictor)", r["eager"],
                     f"; per member {max(r['eager']) * k:7.0f}"))  # fmt: skip
         print(_line(f"PyTorch optimised ({engines[0].mode})", r["engine"],
                     f"; per member {max(r['engine']) * k:7.0f} (goal >= 5000)"))  # fmt: skip
