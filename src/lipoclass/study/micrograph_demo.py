@@ -13,12 +13,12 @@ from pathlib import Path
 __all__ = ["MICROGRAPH_DEMO", "run_micrograph_demo"]
 
 #: sizes of the demo (within 5 minutes on 2 cores, docs/micrographs.md): enough training
-#: micrographs (about 1,600 crops, 160 of the rare class) and epochs for informative shares,
+#: micrographs (about 2,300 crops, 200 of the rare class) and epochs for informative shares,
 #: and 8 new micrographs (about 500 particles) reported as ONE sample ("new"), so the
 #: sample's own interval is not too wide (each micrograph still gets its own row in
 #: micrograph_shares.csv)
-MICROGRAPH_DEMO = {"train_count": 40, "test_count": 8, "size": 768, "pixel_size_nm": 1.2,
-                   "density": 0.3, "epochs": 30, "folds": 3}  # fmt: skip
+MICROGRAPH_DEMO = {"train_count": 60, "test_count": 8, "size": 768, "pixel_size_nm": 1.2,
+                   "density": 0.3, "epochs": 40, "folds": 3}  # fmt: skip
 _TRAIN_RATIOS = {"unilamellar": 0.5, "multilamellar": 0.4, "uncertain": 0.1}
 _TEST_RATIOS = {"unilamellar": 0.75, "multilamellar": 0.2, "uncertain": 0.05}
 
