@@ -284,3 +284,16 @@ def test_bad_recipe_input_is_one_line(
     assert main(["cv", ds, "--out", str(tmp_path / "m")]) == 2
     assert "--model" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_an_earlier_model_folder_may_be_replaced(tmp_path: Path) -> None:
+    from lipoclass.crossfit import check_model_out
+    from lipoclass.errors import LipoclassError
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text("{}")
+    check_model_out(tmp_path / "m")  # an earlier model folder: replaced by the new run
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(LipoclassError, match="not a model folder"):
+        check_model_out(tmp_path / "x")

@@ -137,7 +137,7 @@ def check_model_out(out: Path) -> None:
         raise LipoclassError(
             f"{out}: folder exists, is not empty and is not a model folder; choose another --out"
         )
-    check_output_folder(out)
+    check_output_folder(out, allow_existing_kind="model", marker="model.json")
 
 
 def _save_members(staging: Path, res: CVResult, kind: Kind) -> list[str]:
