@@ -1,0 +1,531 @@
+"""Evidence across data for the self-configuring recipe (issue 20, deliverable 4).
+
+Compares, on the SAME folds (``lipoclass.evaluate.make_folds``, seed-controlled; grouped by
+``sample`` when the dataset has samples, as ``shared/bench/plain_cnn.py`` does):
+
+* ``plain``   - ``shared/bench/plain_cnn.py``'s design (32 px whole crop stretched, per-image
+  z-score, oversampled training folds, kornia rotate 180 / shift 0.1 / flips, LipNet-4-style
+  net, Adam 1e-3, batch 64, label smoothing 0.1, 30 fixed epochs), reimplemented here so it
+  runs on the given folds. Same random streams as the script (torch seed 0, numpy
+  ``default_rng(0)``), so on the script's own folds it reproduces the script up to the thread
+  count (``plain-script`` runs the script itself for that check);
+* ``default`` - ``lipoclass cv DATASET --model lipnet4`` (the default recipe before issue 20);
+  ``default48`` / ``default64`` the same at ``--size 48`` / ``--size 64`` (input-size question);
+* ``auto``    - ``lipoclass cv DATASET --recipe auto``;
+* ``svm``     - ``lipoclass cv DATASET --model svm``.
+
+Datasets: ``vesicle`` (``../shared/data/vesicle-em-7-13``, never copied), ``lam0..lam2`` /
+``enc0..enc2`` (``lipoclass synth lamellarity|encapsulation --n N --seed S`` at the thesis
+shares, generated into ``--work``). Each run appends one JSON line to ``WORK/results.jsonl``
+(pooled out-of-fold macro-F1, per-fold macro-F1 mean and sd, balanced accuracy, wall and CPU
+seconds, load average before / after, threads); a finished (dataset, method, cv seed) is
+skipped on a rerun, so a killed run loses one CV at most. ``--table`` prints the markdown
+tables from the results file. ``--nested`` measures the optimism of ``--recipe auto``'s choice
+by nested CV (outer folds of make_folds; ``lipoclass cv --recipe auto`` on each outer training
+part; the chosen model predicts the outer test part).
+
+Usage (from the repository root; CPU etiquette: nice, one thread)::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_recipe.py \\
+        --datasets vesicle lam0 enc0 --methods plain default svm --work /tmp/bench_recipe
+    .venv/bin/python benchmarks/bench_recipe.py --work /tmp/bench_recipe --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SHARED = ROOT.parent / "shared"
+PROBLEMS = {"lam": "lamellarity", "enc": "encapsulation"}
+SYNTH_SEEDS = (0, 1, 2)
+DATASETS = ("vesicle", *(f"{p}{s}" for p in PROBLEMS for s in SYNTH_SEEDS))
+# rule-choice sets (looked at while choosing the recipe's rules) vs held-out sets
+RULE_SETS = ("lam0", "enc0")
+CLI_METHODS: dict[str, list[str]] = {
+    "default": ["--model", "lipnet4"],
+    "default48": ["--model", "lipnet4", "--size", "48"],
+    "default64": ["--model", "lipnet4", "--size", "64"],
+    "svm": ["--model", "svm"],
+    "auto": ["--recipe", "auto"],
+}
+METHODS = ("plain", "plain-script", *CLI_METHODS)
+
+# Child process for the CLI methods: fixes torch's thread count (lipoclass picks it from the
+# load otherwise) so runs are comparable, then runs the CLI in-process.
+_CLI_RUNNER = """
+import sys
+n = int(sys.argv[1])
+import lipoclass.train.trainer as _t
+_t.pick_threads = lambda *a, **k: n
+import lipoclass.models.engine as _e
+_e.pick_threads = lambda *a, **k: n
+from lipoclass.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def dataset_path(name: str, work: Path, n: int, shared: Path) -> Path:
+    """Folder of dataset ``name``; synthetic ones are generated on first use."""
+    if name == "vesicle":
+        path = shared / "data" / "vesicle-em-7-13"
+        if not (path / "particles.csv").is_file():
+            raise SystemExit(f"{path}: the shared vesicle set is not there (--shared)")
+        return path
+    m = re.fullmatch(r"(lam|enc)(\d+)", name)
+    if not m:
+        raise SystemExit(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    problem, seed = PROBLEMS[m.group(1)], int(m.group(2))
+    path = work / "data" / f"{problem}-s{seed}-n{n}"
+    if not (path / "particles.csv").is_file():
+        from lipoclass.synth import synthesize
+
+        tmp = path.with_name(path.name + ".tmp")
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp)
+        synthesize(problem, tmp, n=n, seed=seed, workers=1)  # thesis shares (the default)
+        tmp.rename(path)
+    return path
+
+
+def read_rows(root: Path) -> list[dict[str, str]]:
+    with open(root / "particles.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r.get("label")]
+
+
+def is_grouped(rows: list[dict[str, str]]) -> bool:
+    """plain_cnn.py's rule: grouped by ``sample`` when the first row has one."""
+    return bool(rows and rows[0].get("sample"))
+
+
+def folds_for(root: Path, seed: int, k: int = 5) -> tuple[np.ndarray, list[str], bool]:
+    """(fold per labelled particle in particles.csv order, ids, grouped) from make_folds."""
+    from lipoclass.data import load_dataset
+    from lipoclass.evaluate import CVConfig, make_folds
+
+    rows = read_rows(root)
+    grouped = is_grouped(rows)
+    ds = load_dataset(root)
+    folds = make_folds(ds, CVConfig(folds=k, seed=seed, group_by="sample" if grouped else None))
+    by_id = {p.id: int(f) for p, f in zip(ds.particles, folds)}
+    ids = [r["id"] for r in rows]
+    return np.array([by_id[i] for i in ids]), ids, grouped
+
+
+def plain_splits(rows: list[dict[str, str]], seed: int, k: int = 5) -> np.ndarray:
+    """Fold per row exactly as plain_cnn.py's splitter assigns it (for the equivalence check)."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    classes = sorted({r["label"] for r in rows})
+    y = np.array([classes.index(r["label"]) for r in rows])
+    g = np.array([r.get("sample") or r["id"] for r in rows])
+    if is_grouped(rows):
+        splits = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(y, y, g)
+    else:  # (the script passes groups here too; StratifiedKFold ignores them)
+        splits = StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y)
+    out = np.full(len(rows), -1)
+    for j, (_, te) in enumerate(splits):
+        out[te] = j
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(y: np.ndarray, pred: np.ndarray, fold: np.ndarray, n_classes: int) -> dict:
+    """Pooled out-of-fold macro-F1 / balanced accuracy and the per-fold macro-F1 spread."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score
+
+    labels = list(range(n_classes))
+    kw = {"labels": labels, "average": "macro", "zero_division": 0}
+    per_fold = [float(f1_score(y[fold == k], pred[fold == k], **kw)) for k in np.unique(fold)]
+    return {
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "per_class_f1": [
+            round(float(v), 4)
+            for v in f1_score(y, pred, labels=labels, average=None, zero_division=0)
+        ],
+        "fold_f1": [round(v, 4) for v in per_fold],
+        "fold_mean": float(np.mean(per_fold)),
+        "fold_sd": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
+    }
+
+
+def read_oof(out: Path, ids: list[str], folds: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(y, pred, fold) from a model folder's oof.csv in ``ids`` order; checks its folds are
+    the benchmark's (same folds for every method)."""
+    with open(out / "oof.csv", newline="") as fh:
+        rows = {r["id"]: r for r in csv.DictReader(fh)}
+    classes = sorted({r["label"] for r in rows.values()})
+    y = np.array([classes.index(rows[i]["label"]) for i in ids])
+    pred = np.array([classes.index(rows[i]["pred"]) for i in ids])
+    fold = np.array([int(rows[i]["fold"]) for i in ids])
+    if not np.array_equal(fold, folds):
+        raise SystemExit(f"{out}/oof.csv: folds differ from make_folds - not the same folds")
+    return y, pred, fold
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def read_grey(path: str) -> np.ndarray:
+    """plain_cnn.py's reader: greyscale float32 from PNG/JPG/BMP or TIFF."""
+    from PIL import Image
+
+    if path.endswith((".tif", ".tiff")):
+        import tifffile
+
+        return tifffile.imread(path).astype(np.float32)
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float32)
+
+
+def run_plain(root: Path, folds: np.ndarray, epochs: int, threads: int) -> tuple[np.ndarray, ...]:
+    """plain_cnn.py's design on the given folds; returns (y, pred). Same code and random
+    streams as the script, with its ``cv.split`` loop replaced by the given folds."""
+    import kornia.augmentation as K
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+    from torch import nn
+
+    rows = read_rows(root)
+    S = 32
+
+    def load(r: dict[str, str]) -> np.ndarray:
+        im = Image.fromarray(read_grey(str(root / r["image"]))).resize((S, S), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.float32)
+        return (a - a.mean()) / (a.std() + 1e-6)
+
+    def net(c: int) -> nn.Module:
+        def b(i: int, o: int) -> list[nn.Module]:
+            return [nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1),
+                    nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25)]  # fmt: skip
+
+        return nn.Sequential(*b(1, 32), *b(32, 32), nn.Flatten(),
+                             nn.Linear(32 * (S // 4) ** 2, 128), nn.ReLU(), nn.Dropout(0.5),
+                             nn.Linear(128, c))  # fmt: skip
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            rng = np.random.default_rng(0)
+            X = torch.tensor(np.stack([load(r) for r in rows]))[:, None]
+            classes = sorted({r["label"] for r in rows})
+            y = np.array([classes.index(r["label"]) for r in rows])
+            aug = K.AugmentationSequential(
+                K.RandomAffine(degrees=180, translate=(0.1, 0.1), p=1.0),
+                K.RandomHorizontalFlip(), K.RandomVerticalFlip(),
+            )  # fmt: skip
+            pred = np.zeros_like(y)
+            yt = torch.tensor(y)
+            for k in range(int(folds.max()) + 1):
+                tr, te = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+                counts = np.bincount(y[tr], minlength=len(classes))
+                idx = np.concatenate([
+                    rng.choice(tr[y[tr] == c], counts.max(), replace=True)
+                    for c in range(len(classes)) if counts[c]
+                ])  # fmt: skip
+                m = net(len(classes))
+                opt = torch.optim.Adam(m.parameters(), 1e-3)
+                for _ in range(epochs):
+                    m.train()
+                    perm = rng.permutation(idx)
+                    for i in range(0, len(perm), 64):
+                        b = perm[i : i + 64]
+                        loss = F.cross_entropy(m(aug(X[b])), yt[b], label_smoothing=0.1)
+                        opt.zero_grad()
+                        loss.backward()
+                        opt.step()
+                m.eval()
+                with torch.no_grad():
+                    pred[te] = m(X[te]).argmax(1).numpy()
+    finally:
+        torch.set_num_threads(before)
+    return y, pred
+
+
+def run_plain_script(root: Path, epochs: int, shared: Path, threads: int) -> float:
+    """Runs shared/bench/plain_cnn.py itself; returns the macro-F1 it prints."""
+    script = shared / "bench" / "plain_cnn.py"
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    out = subprocess.run(
+        [sys.executable, str(script), str(root), str(epochs)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    m = re.search(r"macro_f1=([0-9.]+)", out.stdout)
+    if not m:
+        raise SystemExit(f"plain_cnn.py printed no macro_f1: {out.stdout}{out.stderr}")
+    print(out.stdout.strip(), flush=True)
+    return float(m.group(1))
+
+
+def run_cli(method: str, root: Path, out: Path, seed: int, grouped: bool, threads: int) -> None:
+    argv = ["cv", str(root), *CLI_METHODS[method], "--seed", str(seed), "--out", str(out)]
+    if grouped:
+        argv += ["--group-by", "sample"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    log = out.with_suffix(".log")
+    with open(log, "w") as fh:
+        rc = subprocess.run(
+            [sys.executable, "-c", _CLI_RUNNER, str(threads), *argv],
+            stdout=fh, stderr=subprocess.STDOUT, env=env,
+        ).returncode  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"lipoclass {' '.join(argv)} failed (exit {rc}); see {log}")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return []
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def done_keys(results: Path) -> set[tuple[str, str, int]]:
+    if not results.is_file():
+        return set()
+    keys = set()
+    for line in results.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            keys.add((r["dataset"], r["method"], r["cv_seed"]))
+    return keys
+
+
+def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
+    root = dataset_path(name, args.work, args.n, args.shared)
+    folds, ids, grouped = folds_for(root, seed)
+    rows = read_rows(root)
+    classes = sorted({r["label"] for r in rows})
+    rec: dict = {
+        "dataset": name, "method": method, "cv_seed": seed, "path": str(root),
+        "n": len(rows), "counts": {c: sum(r["label"] == c for r in rows) for c in classes},
+        "grouped": grouped, "threads": args.threads, "epochs": args.epochs,
+        "load_before": _loadavg(), "machine": f"{platform.node()} {os.cpu_count()} cpu",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    t0, c0 = time.perf_counter(), _cpu()
+    if method == "plain":
+        if seed == 0 and not np.array_equal(plain_splits(rows, 0), folds):
+            raise SystemExit(f"{name}: make_folds(seed 0) differs from plain_cnn.py's splitter")
+        y, pred = run_plain(root, folds, args.epochs, args.threads)
+        rec.update(score(y, pred, folds, len(classes)))
+    elif method == "plain-script":
+        if seed != 0:
+            raise SystemExit("plain-script runs the script itself: its folds are seed 0 only")
+        rec["macro_f1"] = run_plain_script(root, args.epochs, args.shared, args.threads)
+    else:
+        out = args.work / "runs" / name / f"{method}-s{seed}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        run_cli(method, root, out, seed, grouped, args.threads)
+        y, pred, fold = read_oof(out, ids, folds)
+        rec.update(score(y, pred, fold, len(classes)))
+        rec["model_dir"] = str(out)
+    rec["wall_s"] = round(time.perf_counter() - t0, 1)
+    rec["cpu_s"] = round(_cpu() - c0, 1)
+    rec["load_after"] = _loadavg()
+    return rec
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME",
+                    help=f"subset of: {', '.join(DATASETS)}")  # fmt: skip
+    ap.add_argument("--methods", nargs="+", default=["plain", "default", "svm", "auto"],
+                    choices=METHODS, metavar="METHOD",
+                    help=f"subset of: {', '.join(METHODS)}")  # fmt: skip
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="CV seeds (folds, init)")
+    ap.add_argument("--n", type=int, default=1000, help="particles per synthetic set")
+    ap.add_argument("--epochs", type=int, default=30, help="plain CNN epochs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/bench_recipe"))
+    ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    ap.add_argument("--force", action="store_true", help="rerun finished runs")
+    ap.add_argument("--table", action="store_true", help="print the tables and exit")
+    ap.add_argument("--nested", action="store_true", help="nested-CV optimism of --recipe auto")
+    args = ap.parse_args(argv)
+    for d in args.datasets:
+        if d not in DATASETS:
+            ap.error(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    results = args.work / "results.jsonl"
+    if args.table:
+        print(tables(results))
+        return 0
+    args.work.mkdir(parents=True, exist_ok=True)
+    if args.nested:
+        for name in args.datasets:
+            run_nested(name, args, results)
+        return 0
+    done = set() if args.force else done_keys(results)
+    for name in args.datasets:
+        for method in args.methods:
+            for seed in args.seeds:
+                if (name, method, seed) in done:
+                    continue
+                try:
+                    rec = run_one(name, method, seed, args)
+                except RuntimeError as exc:
+                    print(f"FAILED {name} {method} seed {seed}: {exc}", flush=True)
+                    continue
+                with open(results, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+                spread = ""
+                if "fold_mean" in rec:
+                    spread = f" (folds {rec['fold_mean']:.3f} ± {rec['fold_sd']:.3f})"
+                print(
+                    f"{name:8} {method:12} seed {seed}: macro-F1 {rec['macro_f1']:.3f}{spread}  "
+                    f"{rec['wall_s']:.0f} s wall, load {rec['load_before'][:1]}"
+                    f"->{rec['load_after'][:1]}",
+                    flush=True,
+                )
+    return 0
+
+
+# --------------------------------------------------------------------------- nested CV
+
+
+def write_subset(root: Path, rows: list[dict[str, str]], out: Path) -> Path:
+    """A dataset folder whose particles.csv lists ``rows`` with absolute image / mask paths
+    (nothing copied)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0])
+    with open(out / "particles.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            r = dict(r)
+            for c in ("image", "mask"):
+                if r.get(c):
+                    r[c] = str((root / r[c]).resolve())
+            w.writerow(r)
+    return out
+
+
+def run_nested(name: str, args: argparse.Namespace, results: Path) -> None:
+    """Optimism of --recipe auto's choice: for each outer fold k (make_folds, seed 0), run
+    ``lipoclass cv SUBSET --recipe auto`` on the outer training part (its own inner folds),
+    read the chosen model's inner out-of-fold macro-F1, predict the outer test part with the
+    chosen model, score it. One record per outer fold (method ``auto-nested``)."""
+    from sklearn.metrics import f1_score
+
+    root = dataset_path(name, args.work, args.n, args.shared)
+    rows = read_rows(root)
+    folds, _, grouped = folds_for(root, 0)
+    classes = sorted({r["label"] for r in rows})
+    labels = list(range(len(classes)))
+    done = set() if args.force else done_keys(results)
+    for k in range(int(folds.max()) + 1):
+        if (name, "auto-nested", k) in done:
+            continue
+        base = args.work / "nested" / name / f"outer{k}"
+        tr = write_subset(root, [r for r, f in zip(rows, folds) if f != k], base / "train")
+        te = write_subset(root, [r for r, f in zip(rows, folds) if f == k], base / "test")
+        model = base / "model"
+        t0, load0 = time.perf_counter(), _loadavg()
+        run_cli("auto", tr, model, 0, grouped, args.threads)
+        with open(model / "oof.csv", newline="") as fh:
+            oof = list(csv.DictReader(fh))
+        yi = np.array([classes.index(r["label"]) for r in oof])
+        pi = np.array([classes.index(r["pred"]) for r in oof])
+        inner = float(f1_score(yi, pi, labels=labels, average="macro", zero_division=0))
+        pred_csv = base / "test_predictions.csv"
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        subprocess.run(
+            [sys.executable, "-c", _CLI_RUNNER, str(args.threads), "predict", str(model),
+             str(te), "--out", str(pred_csv)],
+            env=env, check=True, capture_output=True,
+        )  # fmt: skip
+        with open(pred_csv, newline="") as fh:
+            pr = list(csv.DictReader(fh))
+        yo = np.array([classes.index(r["label"]) for r in pr])
+        po = np.array([classes.index(r["pred"]) for r in pr])
+        outer = float(f1_score(yo, po, labels=labels, average="macro", zero_division=0))
+        mj = json.loads((model / "model.json").read_text())
+        rec = {
+            "dataset": name, "method": "auto-nested", "cv_seed": k, "n_train": len(yi),
+            "n_test": len(yo), "inner_f1": inner, "outer_f1": outer,
+            "outer_y": yo.tolist(), "outer_pred": po.tolist(),
+            "chosen": mj.get("recipe", {}).get("chosen", mj.get("model")),
+            "recipe": mj.get("recipe"), "wall_s": round(time.perf_counter() - t0, 1),
+            "load_before": load0, "load_after": _loadavg(), "threads": args.threads,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }  # fmt: skip
+        with open(results, "a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(f"{name} outer fold {k}: inner (selected) {inner:.3f}, outer test {outer:.3f}, "
+              f"chosen {rec['chosen']}, {rec['wall_s']:.0f} s", flush=True)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def tables(results: Path) -> str:
+    """Markdown: one row per dataset, one column per method (pooled macro-F1, fold mean ± sd,
+    wall s), rule-choice sets apart from held-out ones, and auto - plain per dataset."""
+    recs: dict[tuple[str, str], dict] = {}
+    for line in results.read_text().splitlines() if results.is_file() else []:
+        if line.strip():
+            r = json.loads(line)
+            if r["cv_seed"] == 0:
+                recs[(r["dataset"], r["method"])] = r
+    methods = [m for m in METHODS if any(k[1] == m for k in recs)]
+    out = []
+    held_out = tuple(d for d in DATASETS if d not in RULE_SETS)
+    for role, names in (("rule choice", RULE_SETS), ("held out", held_out)):
+        names = tuple(d for d in names if any(k[0] == d for k in recs))
+        if not names:
+            continue
+        out.append(f"\n{role}: pooled OOF macro-F1 / fold mean ± sd / wall s\n")
+        out.append("| data | n (classes) | " + " | ".join(methods) + " | auto - plain |")
+        out.append("|---" * (len(methods) + 3) + "|")
+        for d in names:
+            first = next(r for k, r in recs.items() if k[0] == d)
+            cells = []
+            for m in methods:
+                r = recs.get((d, m))
+                if r is None:
+                    cells.append("-")
+                elif "fold_mean" in r:
+                    spread = f"{r['fold_mean']:.3f} ± {r['fold_sd']:.3f}"
+                    cells.append(f"{r['macro_f1']:.3f} / {spread} / {r['wall_s']:.0f}")
+                else:
+                    cells.append(f"{r['macro_f1']:.3f} / - / {r['wall_s']:.0f}")
+            gap = "-"
+            if (d, "auto") in recs and (d, "plain") in recs:
+                gap = f"{recs[(d, 'auto')]['macro_f1'] - recs[(d, 'plain')]['macro_f1']:+.3f}"
+            counts = "/".join(str(v) for v in first["counts"].values())
+            out.append(f"| {d} | {first['n']} ({counts}) | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv[1:]))

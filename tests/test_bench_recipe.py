@@ -1,0 +1,69 @@
+"""Smoke test of benchmarks/bench_recipe.py: its folds are plain_cnn.py's folds (plain and
+grouped), its scoring, and its argument checks. Seconds, offline."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipoclass.data import DatasetWriter
+
+
+def _bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipe.py"
+    spec = importlib.util.spec_from_file_location("bench_recipe", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _toy(out: Path, samples: bool) -> Path:
+    rng = np.random.default_rng(3)
+    labels = ["b"] * 30 + ["a"] * 12 + ["c"] * 8  # first row not of the first class
+    rng.shuffle(labels)
+    with DatasetWriter(out, name="toy", classes=["a", "b", "c"]) as wr:
+        for i, lab in enumerate(labels):
+            img = rng.integers(0, 255, (12, 12), dtype=np.uint8)
+            wr.add(f"{i:03d}", image=img, label=lab, sample=f"s{i % 7}" if samples else None)
+    return out
+
+
+@pytest.mark.parametrize("samples", [False, True])
+def test_folds_are_plain_cnn_folds(tmp_path: Path, samples: bool) -> None:
+    bench = _bench()
+    root = _toy(tmp_path / "toy", samples)
+    for seed in (0, 1):
+        folds, ids, grouped = bench.folds_for(root, seed)
+        assert grouped is samples
+        assert len(ids) == 50 and set(folds.tolist()) == set(range(5))
+        rows = bench.read_rows(root)
+        assert np.array_equal(folds, bench.plain_splits(rows, seed))
+    if samples:  # grouped: a sample never straddles two folds
+        by_sample: dict[str, set[int]] = {}
+        for r, f in zip(bench.read_rows(root), folds):
+            by_sample.setdefault(r["sample"], set()).add(int(f))
+        assert all(len(v) == 1 for v in by_sample.values())
+
+
+def test_score_pooled_and_fold_spread() -> None:
+    bench = _bench()
+    y = np.array([0, 0, 1, 1, 0, 1])
+    pred = np.array([0, 1, 1, 1, 0, 1])
+    fold = np.array([0, 0, 0, 1, 1, 1])
+    s = bench.score(y, pred, fold, 2)
+    assert s["fold_f1"] == [pytest.approx(0.6667, abs=1e-4), 1.0]
+    assert s["fold_mean"] == pytest.approx((2 / 3 + 1) / 2)
+    assert s["macro_f1"] == pytest.approx(0.8286, abs=1e-4)  # pooled, not the fold mean
+
+
+def test_rejects_unknown_dataset_and_method(capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--datasets", "nanocrystals", "--work", "/nonexistent"])
+    assert "unknown dataset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "resnet"])
