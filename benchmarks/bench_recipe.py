@@ -1,7 +1,9 @@
 """Evidence across data for the self-configuring recipe (issue 20, deliverable 4).
 
-Compares, on the SAME folds (``lipoclass.evaluate.make_folds``, seed-controlled; grouped by
-``sample`` when the dataset has samples, as ``shared/bench/plain_cnn.py`` does):
+Compares, on the SAME folds (``lipoclass.evaluate.make_folds``: stratified 5-fold, seeded; with
+``--group-by-sample`` samples stay whole, which is what ``shared/bench/plain_cnn.py`` does
+whenever a ``sample`` column exists; at seed 0 the folds equal the script's splitter, checked
+before every ``plain`` run):
 
 * ``plain``   - ``shared/bench/plain_cnn.py``'s design (32 px whole crop stretched, per-image
   z-score, oversampled training folds, kornia rotate 180 / shift 0.1 / flips, LipNet-4-style
@@ -114,13 +116,16 @@ def is_grouped(rows: list[dict[str, str]]) -> bool:
     return bool(rows and rows[0].get("sample"))
 
 
-def folds_for(root: Path, seed: int, k: int = 5) -> tuple[np.ndarray, list[str], bool]:
-    """(fold per labelled particle in particles.csv order, ids, grouped) from make_folds."""
+def folds_for(
+    root: Path, seed: int, k: int = 5, group: bool = False
+) -> tuple[np.ndarray, list[str], bool]:
+    """(fold per labelled particle in particles.csv order, ids, grouped) from make_folds;
+    grouped by sample only when ``group`` and the set has samples."""
     from lipoclass.data import load_dataset
     from lipoclass.evaluate import CVConfig, make_folds
 
     rows = read_rows(root)
-    grouped = is_grouped(rows)
+    grouped = group and is_grouped(rows)
     ds = load_dataset(root)
     folds = make_folds(ds, CVConfig(folds=k, seed=seed, group_by="sample" if grouped else None))
     by_id = {p.id: int(f) for p, f in zip(ds.particles, folds)}
@@ -129,7 +134,8 @@ def folds_for(root: Path, seed: int, k: int = 5) -> tuple[np.ndarray, list[str],
 
 
 def plain_splits(rows: list[dict[str, str]], seed: int, k: int = 5) -> np.ndarray:
-    """Fold per row exactly as plain_cnn.py's splitter assigns it (for the equivalence check)."""
+    """Fold per row exactly as plain_cnn.py's splitter assigns it (for the equivalence check;
+    grouped by sample when the rows have samples, as the script does)."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     classes = sorted({r["label"] for r in rows})
@@ -168,16 +174,20 @@ def score(y: np.ndarray, pred: np.ndarray, fold: np.ndarray, n_classes: int) -> 
     }
 
 
-def read_oof(out: Path, ids: list[str], folds: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(y, pred, fold) from a model folder's oof.csv in ``ids`` order; checks its folds are
-    the benchmark's (same folds for every method)."""
+def read_oof(
+    out: Path, ids: list[str], folds: np.ndarray, classes: list[str]
+) -> tuple[np.ndarray, ...]:
+    """(y, pred, fold) from a model folder's oof.csv in ``ids`` order, for the particles it
+    scored (the SVM leaves out particles it cannot measure); checks its folds are the
+    benchmark's (same folds for every method)."""
     with open(out / "oof.csv", newline="") as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
-    classes = sorted({r["label"] for r in rows.values()})
+    keep = np.array([i in rows for i in ids])
+    ids = [i for i in ids if i in rows]
     y = np.array([classes.index(rows[i]["label"]) for i in ids])
     pred = np.array([classes.index(rows[i]["pred"]) for i in ids])
     fold = np.array([int(rows[i]["fold"]) for i in ids])
-    if not np.array_equal(fold, folds):
+    if not np.array_equal(fold, folds[keep]):
         raise SystemExit(f"{out}/oof.csv: folds differ from make_folds - not the same folds")
     return y, pred, fold
 
@@ -285,6 +295,10 @@ def run_cli(method: str, root: Path, out: Path, seed: int, grouped: bool, thread
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     log = out.with_suffix(".log")
+    if out.exists():  # an unfinished earlier run
+        import shutil
+
+        shutil.rmtree(out)
     with open(log, "w") as fh:
         rc = subprocess.run(
             [sys.executable, "-c", _CLI_RUNNER, str(threads), *argv],
@@ -322,7 +336,7 @@ def done_keys(results: Path) -> set[tuple[str, str, int]]:
 
 def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
     root = dataset_path(name, args.work, args.n, args.shared)
-    folds, ids, grouped = folds_for(root, seed)
+    folds, ids, grouped = folds_for(root, seed, group=args.group_by_sample)
     rows = read_rows(root)
     classes = sorted({r["label"] for r in rows})
     rec: dict = {
@@ -334,7 +348,8 @@ def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
     }  # fmt: skip
     t0, c0 = time.perf_counter(), _cpu()
     if method == "plain":
-        if seed == 0 and not np.array_equal(plain_splits(rows, 0), folds):
+        plain_rows = rows if grouped else [{**r, "sample": ""} for r in rows]
+        if seed == 0 and not np.array_equal(plain_splits(plain_rows, 0), folds):
             raise SystemExit(f"{name}: make_folds(seed 0) differs from plain_cnn.py's splitter")
         y, pred = run_plain(root, folds, args.epochs, args.threads)
         rec.update(score(y, pred, folds, len(classes)))
@@ -346,8 +361,9 @@ def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
         out = args.work / "runs" / name / f"{method}-s{seed}"
         out.parent.mkdir(parents=True, exist_ok=True)
         run_cli(method, root, out, seed, grouped, args.threads)
-        y, pred, fold = read_oof(out, ids, folds)
+        y, pred, fold = read_oof(out, ids, folds, classes)
         rec.update(score(y, pred, fold, len(classes)))
+        rec["n_scored"] = len(y)  # particles with an out-of-fold prediction
         rec["model_dir"] = str(out)
     rec["wall_s"] = round(time.perf_counter() - t0, 1)
     rec["cpu_s"] = round(_cpu() - c0, 1)
@@ -363,11 +379,14 @@ def main(argv: list[str] | None = None) -> int:
                     choices=METHODS, metavar="METHOD",
                     help=f"subset of: {', '.join(METHODS)}")  # fmt: skip
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="CV seeds (folds, init)")
-    ap.add_argument("--n", type=int, default=1000, help="particles per synthetic set")
+    ap.add_argument("--n", type=int, default=500, help="particles per synthetic set")
     ap.add_argument("--epochs", type=int, default=30, help="plain CNN epochs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_recipe"))
     ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    ap.add_argument("--group-by-sample", action="store_true",
+                    help="folds keep samples whole (needs >= 5 samples; synth makes one per "
+                    "50-200 particles)")  # fmt: skip
     ap.add_argument("--force", action="store_true", help="rerun finished runs")
     ap.add_argument("--table", action="store_true", help="print the tables and exit")
     ap.add_argument("--nested", action="store_true", help="nested-CV optimism of --recipe auto")
@@ -438,7 +457,7 @@ def run_nested(name: str, args: argparse.Namespace, results: Path) -> None:
 
     root = dataset_path(name, args.work, args.n, args.shared)
     rows = read_rows(root)
-    folds, _, grouped = folds_for(root, 0)
+    folds, _, grouped = folds_for(root, 0, group=args.group_by_sample)
     classes = sorted({r["label"] for r in rows})
     labels = list(range(len(classes)))
     done = set() if args.force else done_keys(results)

@@ -37,11 +37,16 @@ def test_folds_are_plain_cnn_folds(tmp_path: Path, samples: bool) -> None:
     bench = _bench()
     root = _toy(tmp_path / "toy", samples)
     for seed in (0, 1):
-        folds, ids, grouped = bench.folds_for(root, seed)
+        folds, ids, grouped = bench.folds_for(root, seed, group=True)
         assert grouped is samples
         assert len(ids) == 50 and set(folds.tolist()) == set(range(5))
         rows = bench.read_rows(root)
         assert np.array_equal(folds, bench.plain_splits(rows, seed))
+    if samples:  # ungrouped = the script's splitter on the same rows without samples
+        folds, _, grouped = bench.folds_for(root, 0, group=False)
+        rows = [{**r, "sample": ""} for r in bench.read_rows(root)]
+        assert not grouped and np.array_equal(folds, bench.plain_splits(rows, 0))
+        folds, _, _ = bench.folds_for(root, 0, group=True)
     if samples:  # grouped: a sample never straddles two folds
         by_sample: dict[str, set[int]] = {}
         for r, f in zip(bench.read_rows(root), folds):
