@@ -23,8 +23,8 @@ shares, generated into ``--work``). Each run appends one JSON line to ``WORK/res
 seconds, load average before / after, threads); a finished (dataset, method, cv seed) is
 skipped on a rerun, so a killed run loses one CV at most. ``--table`` prints the markdown
 tables from the results file. ``--nested`` measures the optimism of ``--recipe auto``'s choice
-by nested CV (outer folds of make_folds; ``lipoclass cv --recipe auto`` on each outer training
-part; the chosen model predicts the outer test part).
+by nested CV (``lipoclass.recipe.nested_optimism``: the auto choice repeated inside each outer
+training part, the chosen model scored on the outer test part).
 
 Usage (from the repository root; CPU etiquette: nice, one thread)::
 
@@ -288,12 +288,16 @@ def run_plain_script(root: Path, epochs: int, shared: Path, threads: int) -> flo
     return float(m.group(1))
 
 
-def run_cli(method: str, root: Path, out: Path, seed: int, grouped: bool, threads: int) -> None:
+def run_cli(
+    method: str, root: Path, out: Path, seed: int, grouped: bool, threads: int,
+    src: Path | None = None,
+) -> None:  # fmt: skip
     argv = ["cv", str(root), *CLI_METHODS[method], "--seed", str(seed), "--out", str(out)]
     if grouped:
         argv += ["--group-by", "sample"]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    first = str(src or ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [first, env.get("PYTHONPATH")]))
     log = out.with_suffix(".log")
     if out.exists():  # an unfinished earlier run
         import shutil
@@ -360,11 +364,15 @@ def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
     else:
         out = args.work / "runs" / name / f"{method}-s{seed}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        run_cli(method, root, out, seed, grouped, args.threads)
+        run_cli(method, root, out, seed, grouped, args.threads, args.src)
+        rec["src"] = str(args.src or ROOT / "src")
         y, pred, fold = read_oof(out, ids, folds, classes)
         rec.update(score(y, pred, fold, len(classes)))
         rec["n_scored"] = len(y)  # particles with an out-of-fold prediction
         rec["model_dir"] = str(out)
+        info = json.loads((out / "model.json").read_text())
+        if "recipe" in info:  # --recipe auto: the chosen candidate and every candidate's figures
+            rec["recipe"] = info["recipe"]
     rec["wall_s"] = round(time.perf_counter() - t0, 1)
     rec["cpu_s"] = round(_cpu() - c0, 1)
     rec["load_after"] = _loadavg()
@@ -387,13 +395,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--group-by-sample", action="store_true",
                     help="folds keep samples whole (needs >= 5 samples; synth makes one per "
                     "50-200 particles)")  # fmt: skip
+    ap.add_argument("--src", type=Path, default=None,
+                    help="lipoclass source the CLI methods run (default: this checkout's src; "
+                    "e.g. a frozen snapshot)")  # fmt: skip
     ap.add_argument("--force", action="store_true", help="rerun finished runs")
     ap.add_argument("--table", action="store_true", help="print the tables and exit")
     ap.add_argument("--nested", action="store_true", help="nested-CV optimism of --recipe auto")
+    ap.add_argument("--outer-folds", type=int, default=5, help="nested CV: outer folds")
+    ap.add_argument("--inner-folds", type=int, default=5, help="nested CV: inner folds")
     args = ap.parse_args(argv)
     for d in args.datasets:
         if d not in DATASETS:
             ap.error(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    if args.src is not None:  # in-process imports (folds, nested CV) from the same source
+        sys.path.insert(0, str(args.src))
     results = args.work / "results.jsonl"
     if args.table:
         print(tables(results))
@@ -401,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if args.nested:
         for name in args.datasets:
-            run_nested(name, args, results)
+            if (name, "auto-nested", 0) not in done_keys(results) or args.force:
+                run_nested(name, args, results)
         return 0
     done = set() if args.force else done_keys(results)
     for name in args.datasets:
@@ -431,76 +447,37 @@ def main(argv: list[str] | None = None) -> int:
 # --------------------------------------------------------------------------- nested CV
 
 
-def write_subset(root: Path, rows: list[dict[str, str]], out: Path) -> Path:
-    """A dataset folder whose particles.csv lists ``rows`` with absolute image / mask paths
-    (nothing copied)."""
-    out.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0])
-    with open(out / "particles.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            r = dict(r)
-            for c in ("image", "mask"):
-                if r.get(c):
-                    r[c] = str((root / r[c]).resolve())
-            w.writerow(r)
-    return out
-
-
 def run_nested(name: str, args: argparse.Namespace, results: Path) -> None:
-    """Optimism of --recipe auto's choice: for each outer fold k (make_folds, seed 0), run
-    ``lipoclass cv SUBSET --recipe auto`` on the outer training part (its own inner folds),
-    read the chosen model's inner out-of-fold macro-F1, predict the outer test part with the
-    chosen model, score it. One record per outer fold (method ``auto-nested``)."""
-    from sklearn.metrics import f1_score
+    """Optimism of --recipe auto's choice by nested CV (``lipoclass.recipe.nested_optimism``:
+    the whole auto choice inside each outer training part, the chosen model scored on the
+    outer test part it never saw). One record (method ``auto-nested``) with every outer fold's
+    chosen candidate, inner out-of-fold and outer macro-F1."""
+    import lipoclass.models.engine as engine
+    import lipoclass.train.trainer as trainer
+    from lipoclass.data import load_dataset
+    from lipoclass.recipe import nested_optimism
 
+    trainer.pick_threads = lambda *a, **k: args.threads  # type: ignore[assignment]
+    engine.pick_threads = lambda *a, **k: args.threads  # type: ignore[assignment]
     root = dataset_path(name, args.work, args.n, args.shared)
-    rows = read_rows(root)
-    folds, _, grouped = folds_for(root, 0, group=args.group_by_sample)
-    classes = sorted({r["label"] for r in rows})
-    labels = list(range(len(classes)))
-    done = set() if args.force else done_keys(results)
-    for k in range(int(folds.max()) + 1):
-        if (name, "auto-nested", k) in done:
-            continue
-        base = args.work / "nested" / name / f"outer{k}"
-        tr = write_subset(root, [r for r, f in zip(rows, folds) if f != k], base / "train")
-        te = write_subset(root, [r for r, f in zip(rows, folds) if f == k], base / "test")
-        model = base / "model"
-        t0, load0 = time.perf_counter(), _loadavg()
-        run_cli("auto", tr, model, 0, grouped, args.threads)
-        with open(model / "oof.csv", newline="") as fh:
-            oof = list(csv.DictReader(fh))
-        yi = np.array([classes.index(r["label"]) for r in oof])
-        pi = np.array([classes.index(r["pred"]) for r in oof])
-        inner = float(f1_score(yi, pi, labels=labels, average="macro", zero_division=0))
-        pred_csv = base / "test_predictions.csv"
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        subprocess.run(
-            [sys.executable, "-c", _CLI_RUNNER, str(args.threads), "predict", str(model),
-             str(te), "--out", str(pred_csv)],
-            env=env, check=True, capture_output=True,
-        )  # fmt: skip
-        with open(pred_csv, newline="") as fh:
-            pr = list(csv.DictReader(fh))
-        yo = np.array([classes.index(r["label"]) for r in pr])
-        po = np.array([classes.index(r["pred"]) for r in pr])
-        outer = float(f1_score(yo, po, labels=labels, average="macro", zero_division=0))
-        mj = json.loads((model / "model.json").read_text())
-        rec = {
-            "dataset": name, "method": "auto-nested", "cv_seed": k, "n_train": len(yi),
-            "n_test": len(yo), "inner_f1": inner, "outer_f1": outer,
-            "outer_y": yo.tolist(), "outer_pred": po.tolist(),
-            "chosen": mj.get("recipe", {}).get("chosen", mj.get("model")),
-            "recipe": mj.get("recipe"), "wall_s": round(time.perf_counter() - t0, 1),
-            "load_before": load0, "load_after": _loadavg(), "threads": args.threads,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }  # fmt: skip
-        with open(results, "a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-        print(f"{name} outer fold {k}: inner (selected) {inner:.3f}, outer test {outer:.3f}, "
-              f"chosen {rec['chosen']}, {rec['wall_s']:.0f} s", flush=True)  # fmt: skip
+    t0, load0 = time.perf_counter(), _loadavg()
+    res = nested_optimism(
+        load_dataset(root), outer_folds=args.outer_folds, inner_folds=args.inner_folds,
+        seed=0, work=args.work, progress=True,
+    )  # fmt: skip
+    rec = {
+        "dataset": name, "method": "auto-nested", "cv_seed": 0,
+        "outer_folds": args.outer_folds, "inner_folds": args.inner_folds, **res.to_dict(),
+        "wall_s": round(time.perf_counter() - t0, 1), "load_before": load0,
+        "load_after": _loadavg(), "threads": args.threads,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }  # fmt: skip
+    with open(results, "a") as fh:
+        fh.write(json.dumps(rec) + "\n")
+    for r in res.rows:
+        print(f"{name} outer fold {r['fold']}: chose {r['chosen']}, inner OOF macro-F1 "
+              f"{r['inner']:.3f}, outer test {r['outer']:.3f}", flush=True)  # fmt: skip
+    print(f"{name}: optimism (mean inner - outer) {res.optimism:+.3f}", flush=True)
 
 
 # --------------------------------------------------------------------------- tables
@@ -542,6 +519,17 @@ def tables(results: Path) -> str:
                 gap = f"{recs[(d, 'auto')]['macro_f1'] - recs[(d, 'plain')]['macro_f1']:+.3f}"
             counts = "/".join(str(v) for v in first["counts"].values())
             out.append(f"| {d} | {first['n']} ({counts}) | " + " | ".join(cells) + f" | {gap} |")
+    nested = [r for r in recs.values() if r["method"] == "auto-nested"]
+    for r in nested:
+        out.append(
+            f"\nnested CV, {r['dataset']} ({r['outer_folds']} outer x {r['inner_folds']} inner "
+            f"folds, {r['wall_s']:.0f} s): optimism {r['optimism']:+.3f} (inner mean "
+            f"{r['inner_mean']:.3f}, outer mean {r['outer_mean']:.3f})\n"
+        )
+        out.append("| outer fold | chosen | inner OOF macro-F1 | outer test macro-F1 |")
+        out.append("|---|---|---|---|")
+        out += [f"| {x['fold']} | {x['chosen']} | {x['inner']:.3f} | {x['outer']:.3f} |"
+                for x in r["rows"]]  # fmt: skip
     return "\n".join(out)
 
 
