@@ -519,6 +519,25 @@ def tables(results: Path) -> str:
                 gap = f"{recs[(d, 'auto')]['macro_f1'] - recs[(d, 'plain')]['macro_f1']:+.3f}"
             counts = "/".join(str(v) for v in first["counts"].values())
             out.append(f"| {d} | {first['n']} ({counts}) | " + " | ".join(cells) + f" | {gap} |")
+    for role, names in (("rule choice", RULE_SETS), ("held out", held_out)):
+        gaps = [recs[(d, "auto")]["macro_f1"] - recs[(d, "plain")]["macro_f1"]
+                for d in names if (d, "auto") in recs and (d, "plain") in recs]  # fmt: skip
+        if gaps:
+            out.append(
+                f"\n{role}: auto - plain over {len(gaps)} sets: mean {np.mean(gaps):+.3f}, "
+                f"min {min(gaps):+.3f}, above plain on {sum(g > 0 for g in gaps)} of {len(gaps)}"
+            )
+    autos = [r for r in recs.values() if r["method"] == "auto" and "recipe" in r]
+    if autos:
+        out.append("\n--recipe auto: every candidate's pooled OOF macro-F1 (* = chosen)\n")
+        out.append("| data | candidates |")
+        out.append("|---|---|")
+        for r in autos:
+            cells = [
+                f"{t['name']} {t['macro_f1']:.3f}" + ("*" if t["name"] == r["recipe"]["chosen"] else "")
+                for t in r["recipe"]["table"]
+            ]  # fmt: skip
+            out.append(f"| {r['dataset']} | " + ", ".join(cells) + " |")
     nested = [r for r in recs.values() if r["method"] == "auto-nested"]
     for r in nested:
         out.append(
