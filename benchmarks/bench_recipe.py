@@ -455,10 +455,11 @@ def run_nested(name: str, args: argparse.Namespace, results: Path) -> None:
     import lipoclass.models.engine as engine
     import lipoclass.train.trainer as trainer
     from lipoclass.data import load_dataset
-    from lipoclass.recipe import nested_optimism
 
     trainer.pick_threads = lambda *a, **k: args.threads  # type: ignore[assignment]
     engine.pick_threads = lambda *a, **k: args.threads  # type: ignore[assignment]
+    from lipoclass.recipe import nested_optimism  # (issue 20's recipe package)
+
     root = dataset_path(name, args.work, args.n, args.shared)
     t0, load0 = time.perf_counter(), _loadavg()
     res = nested_optimism(
@@ -533,10 +534,11 @@ def tables(results: Path) -> str:
         out.append("| data | candidates |")
         out.append("|---|---|")
         for r in autos:
+            star = r["recipe"]["chosen"]
             cells = [
-                f"{t['name']} {t['macro_f1']:.3f}" + ("*" if t["name"] == r["recipe"]["chosen"] else "")
+                f"{t['name']} {t['macro_f1']:.3f}" + ("*" if t["name"] == star else "")
                 for t in r["recipe"]["table"]
-            ]  # fmt: skip
+            ]
             out.append(f"| {r['dataset']} | " + ", ".join(cells) + " |")
     nested = [r for r in recs.values() if r["method"] == "auto-nested"]
     for r in nested:
