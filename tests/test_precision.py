@@ -110,7 +110,7 @@ def test_build_spec_threads_precision() -> None:
     spec = build_spec("tiny", precision="fp32")
     assert spec.config.precision == "fp32"
     assert build_spec("tiny").config.precision == "auto"
-    with pytest.raises(LipoclassError, match="--precision"):
+    with pytest.raises(LipoclassError, match="precision must be one of"):
         build_spec("tiny", precision="fp8")
 
 
