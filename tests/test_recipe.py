@@ -49,6 +49,13 @@ def _size_only(root: Path, n: int = 12) -> Path:
     return root
 
 
+def _predict_rows(model: Path, ds_dir: Path, out: Path) -> list[dict[str, str]]:
+    """``lipoclass predict MODEL DATASET`` through the CLI; the rows of its predictions CSV."""
+    assert main(["predict", str(model), str(ds_dir), "--out", str(out), "--device", "cpu"]) == 0
+    with out.open() as fh:
+        return list(csv.DictReader(fh))
+
+
 def test_fingerprint_measures_sizes_counts_pixel_sizes_and_grey_levels(tmp_path: Path) -> None:
     with DatasetWriter(tmp_path / "d", name="fp", classes=["a", "b"]) as w:
         for i in range(6):  # class a: 10 px squares at 0.5 nm/px; b: 30 px at 1.0 nm/px
@@ -151,22 +158,7 @@ def test_auto_keeps_the_best_candidate_and_its_folder_predicts(
     recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
     assert info["recipe"]["chosen"] == res.chosen and len(recipe["table"]) == 4
     assert recipe["plan"]["rules"] and recipe["fingerprint"]["class_counts"]["small"] == 12
-    assert (
-        main(
-            [
-                "predict",
-                str(tmp_path / "m"),
-                str(ds_dir),
-                "--out",
-                str(tmp_path / "p.csv"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    with (tmp_path / "p.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _predict_rows(tmp_path / "m", ds_dir, tmp_path / "p.csv")
     assert len(rows) == 24
 
 
@@ -205,22 +197,7 @@ def test_stack_folder_predicts_through_its_bases(
     want = combine(member.stacker, bases, _size_rows(ds, model.prep, np.arange(len(ds))))
     got, ids = model.predict_proba(ds)
     assert ids == ds.ids and np.allclose(got, want)
-    assert (
-        main(
-            [
-                "predict",
-                str(tmp_path / "m"),
-                str(ds_dir),
-                "--out",
-                str(tmp_path / "p.csv"),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    with (tmp_path / "p.csv").open() as fh:
-        assert len(list(csv.DictReader(fh))) == 18
+    assert len(_predict_rows(tmp_path / "m", ds_dir, tmp_path / "p.csv")) == 18
 
 
 def test_stack_cross_fitting_never_sees_its_own_fold() -> None:
