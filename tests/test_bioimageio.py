@@ -40,8 +40,9 @@ def test_package_content_and_real_test_particles(tmp_path, tiny_dataset, capsys)
     assert rdf["outputs"][0]["axes"][1]["channel_names"] == list(CLASSES)
     assert [a.get("id", a["type"]) for a in rdf["inputs"][0]["axes"]] == ["batch", "channel",
                                                                           "y", "x"]  # fmt: skip
-    assert rdf["config"]["lipoclass"]["prep"] == {"mode": "masked", "size": 16, "aspect": "pad",
-                                                  "normalize": "zscore"}  # fmt: skip
+    assert rdf["config"]["lipoclass"]["prep"] == {
+        "mode": "masked", "size": 16, "aspect": "pad", "normalize": "zscore", "nm_per_px": None
+    }  # fmt: skip
     assert rdf["config"]["lipoclass"]["members"] == 2
     readme = (tmp_path / "pkg" / "README.md").read_text()
     assert "masked" in readme and "Validation" in readme

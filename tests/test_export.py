@@ -30,7 +30,8 @@ def test_export_metadata_and_match_on_real_particles(tmp_path, tiny_dataset, cap
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     assert meta["classes"] == list(CLASSES)
-    assert meta["prep"] == {"mode": "masked", "size": 16, "aspect": "pad", "normalize": "zscore"}
+    assert meta["prep"] == {"mode": "masked", "size": 16, "aspect": "pad", "normalize": "zscore",
+                            "nm_per_px": None}  # fmt: skip
     assert meta["lipoclass_version"] and meta["temperature"] == pytest.approx(TEMPERATURE)
 
     prep = prepare(load_dataset(ds_dir), PrepConfig(size=16), cache=False)

@@ -129,9 +129,13 @@ def test_plan_rules_follow_the_fingerprint() -> None:
     assert nomask.rule("input size").value == 28
     # ... and crops of one size: size features would be constant, so no hybrid CNN
     assert [c.name for c in nomask.models] == ["lipnet4_28", "svm"]
-    # unequal pixel sizes -> the size in nm reaches the CNN (hybrid) and the stack
-    mixed = plan_recipe(_fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True), COUNTS)
-    assert "nm" in mixed.rule("rescale").value
+    # unequal pixel sizes -> a common scale (tests/test_rescale.py), and the size in nm
+    # reaches the CNN (hybrid) and the stack as features too
+    mixed = plan_recipe(
+        _fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True,
+            particle_nm=Quantiles(19.2, 16, 24)), COUNTS,
+    )  # fmt: skip
+    assert mixed.rule("rescale").value == "1.6 nm/px"
     assert mixed.models[0].name.startswith("lipnet_hybrid")
     # heavy imbalance -> balance
     skew = plan_recipe(_fp(class_counts=(580, 15, 5), imbalance=116.0), COUNTS)

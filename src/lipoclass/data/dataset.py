@@ -175,8 +175,13 @@ def _read_meta(toml_path: Path) -> tuple[dict[str, Any], list[str] | None, float
     ):
         raise LipoclassError(f"{toml_path}: 'classes' must be a list of class names")
     default_px = meta.get("pixel_size_nm")
-    if default_px is not None and not isinstance(default_px, int | float):
-        raise LipoclassError(f"{toml_path}: 'pixel_size_nm' must be a number")
+    if default_px is not None and not (
+        isinstance(default_px, int | float)
+        and not isinstance(default_px, bool)
+        and math.isfinite(default_px)
+        and default_px > 0
+    ):
+        raise LipoclassError(f"{toml_path}: 'pixel_size_nm' must be a positive number")
     return meta, declared, default_px
 
 

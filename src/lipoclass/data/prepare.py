@@ -18,6 +18,12 @@ Pipeline per particle, in this order (documented choices, see docs/data.md):
 5. resize to ``size`` x ``size`` with antialiased bilinear interpolation (PIL, area-aware
    when shrinking, so thin membranes are averaged rather than aliased; reductions of more
    than 3x first box-average by an integer factor, PIL's ``reducing_gap=3``).
+   With a common scale (``nm_per_px`` set; the recipe's rescale rule, docs/cnn.md) steps
+   4-5 become instead: resample by (the particle's pixel size / ``nm_per_px``) with
+   scikit-image (bilinear, Gaussian antialiasing when shrinking), then centre-crop or
+   zero-pad to ``size`` x ``size``, so one input pixel is ``nm_per_px`` nm for every
+   particle and the physical size is in the pixels. A particle without a pixel size is
+   refused then (``LipoclassError`` naming the row).
 
 Results are cached on disk, keyed by the dataset table, every image/mask file's size and
 modification time, and the settings, so a second run does not decode again and an edited
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -50,7 +57,9 @@ __all__ = [
     "PrepConfig",
     "Prepared",
     "auto_mask",
+    "check_pixel_sizes",
     "default_cache_dir",
+    "no_pixel_size_error",
     "prepare",
     "prepare_arrays",
     "prepare_without_masks",
@@ -80,6 +89,9 @@ class PrepConfig:
     size: int = 28
     aspect: Literal["pad", "stretch"] = "pad"
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
+    #: the common scale (nm per input pixel) every particle is resampled to before it is
+    #: centre-cropped / padded to ``size``; None: each box is resized to ``size`` instead
+    nm_per_px: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in INPUT_MODES:
@@ -92,6 +104,10 @@ class PrepConfig:
             raise ValueError(
                 f"normalize must be 'zscore', 'minmax' or 'none', got {self.normalize!r}"
             )
+        if self.nm_per_px is not None and not (
+            math.isfinite(float(self.nm_per_px)) and float(self.nm_per_px) > 0
+        ):
+            raise ValueError(f"nm_per_px must be a positive number, got {self.nm_per_px}")
 
     def resolve(self, dataset: ParticleDataset) -> PrepConfig:
         """This config with ``mode="auto"`` replaced by the mode for ``dataset``: ``masked``
@@ -196,6 +212,34 @@ def _resize(img: np.ndarray, size: int, aspect: str) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def _to_scale(img: np.ndarray, factor: float, size: int) -> np.ndarray:
+    """(h, w) float32 resampled by ``factor`` (scikit-image ``rescale``: bilinear, Gaussian
+    antialiasing when shrinking), then centre-cropped / zero-padded to (size, size)."""
+    if abs(factor - 1.0) > 1e-9:
+        from skimage.transform import rescale
+
+        img = rescale(img, factor, order=1, anti_aliasing=factor < 1.0, preserve_range=True,
+                      mode="constant", cval=0.0).astype(np.float32)  # fmt: skip
+    h, w = img.shape
+    out = np.zeros((size, size), dtype=np.float32)
+    # centre crop (source offsets) or centre pad (target offsets), per axis
+    sy, ty = max(0, (h - size) // 2), max(0, (size - h) // 2)
+    sx, tx = max(0, (w - size) // 2), max(0, (size - w) // 2)
+    n_y, n_x = min(h, size), min(w, size)
+    out[ty : ty + n_y, tx : tx + n_x] = img[sy : sy + n_y, sx : sx + n_x]
+    return out
+
+
+def no_pixel_size_error(where: str, nm_per_px: float) -> LipoclassError:
+    """The one error for a particle / micrograph without a pixel size given to a model that
+    reads inputs at a common scale."""
+    return LipoclassError(
+        f"{where}: no pixel size, but this model reads every particle at {nm_per_px:g} nm "
+        "per pixel (it was trained on several pixel sizes); give pixel_size_nm (particles.csv "
+        "column or dataset.toml; for micrographs the file header or --pixel-size)"
+    )
+
+
 def _normalize(img: np.ndarray, sel: np.ndarray | None, how: str) -> np.ndarray:
     """Normalise ``img`` (h, w) float32 with statistics over the pixels ``sel`` (bool, same
     shape) or all pixels."""
@@ -222,14 +266,21 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 
 def prepare_arrays(
-    img: np.ndarray, mask: np.ndarray | None, cfg: PrepConfig
+    img: np.ndarray,
+    mask: np.ndarray | None,
+    cfg: PrepConfig,
+    pixel_size_nm: float | None = None,
 ) -> tuple[np.ndarray, tuple[int, int, int]] | str:
     """Prepare one image (H, W) -> (size, size) float32 plus (bbox_h, bbox_w, mask_area).
 
     ``img`` may be any numeric dtype; only the part the mode needs is converted to float32.
-    Returns a reason string instead when the particle must be skipped."""
+    ``pixel_size_nm`` (nm per image pixel) is needed when ``cfg.nm_per_px`` is set (a
+    ValueError otherwise; callers check first and raise the one-line error). Returns a
+    reason string instead when the particle must be skipped."""
     if cfg.mode == "auto":
         raise ValueError("mode 'auto' must be resolved first (PrepConfig.resolve(dataset))")
+    if cfg.nm_per_px is not None and pixel_size_nm is None:
+        raise ValueError("a pixel size is needed to prepare at a common nm_per_px")
     h, w = img.shape
     if mask is not None:
         box = _bbox(mask)
@@ -249,6 +300,10 @@ def prepare_arrays(
             out = _normalize(crop, None, cfg.normalize)
         else:
             out = _normalize(crop, m, cfg.normalize) * m
+    if cfg.nm_per_px is not None:
+        assert pixel_size_nm is not None
+        arr = _to_scale(out, float(pixel_size_nm) / float(cfg.nm_per_px), cfg.size)
+        return arr, (r1 - r0, c1 - c0, area)
     return _resize(out, cfg.size, cfg.aspect), (r1 - r0, c1 - c0, area)
 
 
@@ -285,10 +340,10 @@ def _prepare_one(p: Particle, cfg: PrepConfig, own_mask: bool = True) -> _Result
     auto = False
     if mask is None and cfg.mode != "surround":
         mask, auto = auto_mask(img), True  # converts to float32 itself
-    res = prepare_arrays(img, mask, cfg)
+    res = prepare_arrays(img, mask, cfg, p.pixel_size_nm)
     if isinstance(res, str):
         if cfg.mode == "surround":  # empty mask does not matter when the mask is unused
-            res = prepare_arrays(img, None, cfg)
+            res = prepare_arrays(img, None, cfg, p.pixel_size_nm)
             assert not isinstance(res, str)
         else:
             return res
@@ -296,6 +351,17 @@ def _prepare_one(p: Particle, cfg: PrepConfig, own_mask: bool = True) -> _Result
     px = np.nan if p.pixel_size_nm is None else p.pixel_size_nm
     meta = np.array([img.shape[1], img.shape[0], bw, bh, area, px], dtype=np.float64)
     return arr, meta, auto
+
+
+def check_pixel_sizes(dataset: ParticleDataset, cfg: PrepConfig) -> None:
+    """Before any pixel: with a common scale (``cfg.nm_per_px``) every particle needs a
+    pixel size; the first without one -> ``LipoclassError`` naming its row and id."""
+    if cfg.nm_per_px is None:
+        return
+    for p in dataset.particles:
+        if p.pixel_size_nm is None:
+            where = f"{dataset.root / 'particles.csv'} row {p.row} (id {p.id})"
+            raise no_pixel_size_error(where, cfg.nm_per_px)
 
 
 def default_cache_dir() -> Path:
@@ -344,6 +410,7 @@ def prepare(
     and listed in ``Prepared.skipped``; unreadable images and masks of the wrong size raise
     ``LipoclassError``. ``workers`` defaults to the CPU count (processes, for large sets)."""
     cfg = (config or PrepConfig()).resolve(dataset)
+    check_pixel_sizes(dataset, cfg)
     key = ""
     cache_file: Path | None = None
     if cache:
@@ -435,6 +502,7 @@ def prepare_without_masks(
     ``auto_mask``, so exactly as a maskless particle. Serial and uncached (meant for the few
     skipped); ``skipped`` lists any whose automatic mask is empty too (images of 2 x 2 px)."""
     cfg = (config or PrepConfig()).resolve(dataset)
+    check_pixel_sizes(dataset, cfg)
     pos = [int(i) for i in np.asarray(positions, dtype=np.int64).reshape(-1)]
     results = [_prepare_one(dataset.particles[i], cfg, own_mask=False) for i in pos]
     return _assemble(dataset, cfg, pos, results, why_prefix="automatic mask: ")

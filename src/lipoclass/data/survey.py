@@ -50,7 +50,9 @@ class Fingerprint:
     particles); ``imbalance``: largest / smallest present class; ``pixel_size_nm``:
     (median, min, max) or None; ``pixel_sizes_differ``: max / min > 1.05; ``grey``: median
     over particles of each image's mean and standard deviation, and the 1st / 99th
-    percentile of all measured pixels; ``measured``: how many particles were read."""
+    percentile of all measured pixels; ``measured``: how many particles were read;
+    ``pixel_size_known``: how many particles have a pixel size (None: not recorded, read as
+    all)."""
 
     n_particles: int
     n_labelled: int
@@ -67,6 +69,7 @@ class Fingerprint:
     pixel_sizes_differ: bool
     grey: dict[str, float]
     measured: int
+    pixel_size_known: int | None = None
 
     @property
     def all_masked(self) -> bool:
@@ -180,4 +183,5 @@ def fingerprint(dataset: ParticleDataset, *, max_images: int = 2000, seed: int =
         pixel_sizes_differ=differ,
         grey=grey,
         measured=len(pick),
+        pixel_size_known=len(px),
     )

@@ -59,8 +59,10 @@ def input_record(dataset: ParticleDataset, prep: PrepConfig) -> dict[str, Any]:
     preparation (``prep``), the crop surroundings of the training crops (``surround_px``,
     from the dataset.toml ``lipoclass crop`` writes; None when the crops came from
     elsewhere), the training pixel size (median over the particles, nm; None when unknown)
-    with its range, and ``rescaled``: False (each particle is resized to ``size`` px from its
-    own box, whatever the pixel size; no rescaling to the training pixel size)."""
+    with its range, and ``rescaled``: whether inputs are resampled to the common scale
+    ``nm_per_px`` (part of ``prep``; the recipe's rescale rule) before they are cut to
+    ``size`` px, so new data is put on the model's scale from its own pixel size; False:
+    each particle is resized to ``size`` px from its own box, whatever the pixel size."""
     surround = (dataset.meta or {}).get("surround_px")
     px = np.array([p.pixel_size_nm for p in dataset.particles if p.pixel_size_nm is not None],
                   dtype=np.float64)  # fmt: skip
@@ -69,7 +71,7 @@ def input_record(dataset: ParticleDataset, prep: PrepConfig) -> dict[str, Any]:
         "surround_px": None if surround is None else int(surround),
         "pixel_size_nm": float(np.median(px)) if len(px) else None,
         "pixel_size_range_nm": [float(px.min()), float(px.max())] if len(px) else None,
-        "rescaled": False,
+        "rescaled": prep.nm_per_px is not None,
     }
 
 

@@ -101,7 +101,8 @@ def _check_exportable(loaded: Any, model_dir: Path) -> dict[str, Any]:
             f"{model_dir / 'model.json'}: prep mode 'auto' was never resolved; retrain with "
             f"'lipoclass train'"
         )
-    return {k: raw[k] for k in PREP_KEYS}
+    # the common scale (None: box resize; absent in folders from before it)
+    return {**{k: raw[k] for k in PREP_KEYS}, "nm_per_px": raw.get("nm_per_px")}
 
 
 def _test_particles(
@@ -200,6 +201,24 @@ def _validation_text(loaded: Any) -> str:
     )
 
 
+def _scale_steps(prep: dict[str, Any], s: int) -> str:
+    """Steps 3-4 of the preparation text: box resize, or resampling to the common scale."""
+    nm = prep.get("nm_per_px")
+    if nm is not None:
+        return (
+            f"3. resample by (the particle's pixel size in nm / {nm:g}) with scikit-image "
+            "(bilinear, Gaussian antialiasing when shrinking): one input pixel is "
+            f"{nm:g} nm for every particle (a pixel size is required);\n"
+            f"4. centre-crop or zero-pad to {s} x {s} px."
+        )
+    pad = prep["aspect"] == "pad"
+    return (
+        f"3. aspect `{prep['aspect']}`: "
+        + ("pad the shorter side symmetrically with 0" if pad else "resize each axis independently")
+        + f";\n4. resize to {s} x {s} px (antialiased bilinear, PIL)."
+    )
+
+
 def _readme(loaded: Any, prep: dict[str, Any], name: str, source: str) -> str:
     classes = ", ".join(f"`{c}`" for c in loaded.classes)
     s = prep["size"]
@@ -236,8 +255,7 @@ lipoclass does (`lipoclass.data.prepare.prepare_arrays`, settings in
 
 1. input mode `{prep["mode"]}`: {_PREP_TEXT.get(prep["mode"], prep["mode"])};
 2. intensity normalisation `{prep["normalize"]}`: {_NORM_TEXT.get(prep["normalize"], "")};
-3. aspect `{prep["aspect"]}`: {"pad the shorter side symmetrically with 0" if prep["aspect"] == "pad" else "resize each axis independently"};
-4. resize to {s} x {s} px (antialiased bilinear, PIL).
+{_scale_steps(prep, s)}
 {aux}
 `test_input.npy` holds real particles prepared this way (from `{source}`) and
 `test_output.npy` the model's probabilities for them.

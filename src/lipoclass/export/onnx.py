@@ -218,7 +218,10 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         meta = {
             "classes": list(loaded.classes),
-            "prep": {k: getattr(loaded.prep, k) for k in ("mode", "size", "aspect", "normalize")},
+            "prep": {
+                k: getattr(loaded.prep, k)
+                for k in ("mode", "size", "aspect", "normalize", "nm_per_px")
+            },
             "lipoclass_version": __version__,
             "model": loaded.info.get("model"),
             "temperature": loaded.temperature,

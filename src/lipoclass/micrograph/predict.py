@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lipoclass.data import META_COLUMNS, PrepConfig, publish_folder
-from lipoclass.data.prepare import prepare_arrays
+from lipoclass.data.prepare import no_pixel_size_error, prepare_arrays
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.annotations import AnnotationSource, ParticleAnnotation
 from lipoclass.micrograph.crop import crop_particle
@@ -150,6 +150,8 @@ def prepare_particles(
     keep: list[int] = []
     skipped = {"edge": 0, "small": 0, "empty": 0}
     px = np.nan if mic.pixel_size_nm is None else float(mic.pixel_size_nm)
+    if prep.nm_per_px is not None and mic.pixel_size_nm is None:
+        raise no_pixel_size_error(str(mic.path), prep.nm_per_px)
     for i, ann in enumerate(anns):
         mh, mw = ann.mask.shape
         if int(np.count_nonzero(ann.mask)) < min_area:
@@ -164,7 +166,7 @@ def prepare_particles(
             skipped["edge"] += 1
             continue
         crop, mask, _ = got  # (hc, wc), (hc, wc) bool
-        res = prepare_arrays(crop, mask, prep)
+        res = prepare_arrays(crop, mask, prep, None if np.isnan(px) else px)
         if isinstance(res, str):
             skipped["empty"] += 1
             continue
@@ -632,6 +634,15 @@ def _checked_model(
     return loaded
 
 
+def _check_scale(loaded: Any, paths: Sequence[Path], pxs: dict[Path, float | None]) -> None:
+    """Before any pixel: a model that reads inputs at a common scale (``prep.nm_per_px``)
+    needs every micrograph's pixel size."""
+    nm = getattr(getattr(loaded, "prep", None), "nm_per_px", None)
+    missing = [p for p in paths if pxs[p] is None]
+    if nm is not None and missing:
+        raise no_pixel_size_error(str(missing[0]), nm)
+
+
 def _progress_bar(n: int, progress: bool | None) -> Any:
     """A tqdm bar over ``n`` micrographs, or None (default: when stderr is a terminal)."""
     if not (sys.stderr.isatty() if progress is None else progress):
@@ -710,6 +721,7 @@ def predict_micrographs(
     stems = {p.stem: p for p in paths}
     loaded = _checked_model(model_dir, cfg, source)
     classes = tuple(loaded.classes)
+    _check_scale(loaded, paths, pxs)
     # the training crops' surroundings, from the model folder's input record
     surround = mcfg.surround if mcfg.surround is not None else loaded.surround_px()
     tasks = [(_Task(Path(model_dir), p, pxs[p], samples[p.stem] if samples else p.stem,

@@ -7,21 +7,24 @@ of the fixed recipe (LipNet-4, 28 px, 30 epochs)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from lipoclass.data import Fingerprint
+from lipoclass.data.survey import Quantiles
 from lipoclass.spec import ModelSpec, build_spec
 
 __all__ = [
     "COMBINERS",
     "INPUT_SIZES",
+    "RESCALE_RATIO",
     "Candidate",
     "Plan",
     "RecipeConfig",
     "Rule",
+    "common_nm_per_px",
     "plan_recipe",
 ]
 
@@ -37,6 +40,10 @@ COMBINERS: tuple[str, ...] = ("logistic", "mean")
 BALANCED_RATIO = 1.5
 #: 95th / 5th percentile of the resized boxes' side from which sizes count as varying
 SIZE_SPREAD = 1.25
+#: largest / smallest pixel size above which every crop is resampled to one common scale;
+#: up to 10 % the training augmentation's zoom (up to 1.25x,
+#: ``train.strategies.build_augmentation``) already varies the scale more than the data does
+RESCALE_RATIO = 1.1
 
 
 @dataclass(frozen=True)
@@ -163,11 +170,15 @@ def _minutes(seconds: float) -> str:
     return f"{max(1, round(seconds / 60))} min" if seconds >= 30 else f"{max(1, round(seconds))} s"
 
 
-def _size_rule(fp: Fingerprint, mode: str) -> Rule:
+def _size_rule(fp: Fingerprint, mode: str, base_nm: float | None = None) -> Rule:
     """Input side from the side of what gets resized: the mask's box (masked / crop) or the
-    whole crop (surround)."""
+    whole crop (surround); with a common scale (``base_nm``: the coarsest pixel size) the
+    particle's side in nm at that scale."""
     q = fp.crop_px if mode == "surround" else fp.particle_px
     what = "crops" if mode == "surround" else "particles"
+    if base_nm is not None and fp.particle_nm is not None:
+        q = Quantiles(round(fp.particle_nm.median / base_nm, 3), 0.0, 0.0)
+        what = f"particles at {base_nm:g} nm/px"
     if q is None:
         return Rule("input size", 28, "no image measured: the designed 28 px")
     d = q.median
@@ -184,9 +195,16 @@ def _size_rule(fp: Fingerprint, mode: str) -> Rule:
 
 
 def _cnn_spec(
-    model: str, cfg: RecipeConfig, mode: str, size: int, balance: str, batch: int, epochs: int
+    model: str,
+    cfg: RecipeConfig,
+    mode: str,
+    size: int,
+    balance: str,
+    batch: int,
+    epochs: int,
+    nm_per_px: float | None = None,
 ) -> ModelSpec:
-    return build_spec(
+    spec = build_spec(
         model,
         mode=mode,
         size=size,
@@ -196,6 +214,9 @@ def _cnn_spec(
         device=cfg.device,
         precision=cfg.precision,
     )
+    if nm_per_px is None:
+        return spec
+    return replace(spec, prep=replace(spec.prep, nm_per_px=nm_per_px))
 
 
 def _mode_rule(fp: Fingerprint) -> Rule:
@@ -209,16 +230,53 @@ def _mode_rule(fp: Fingerprint) -> Rule:
     return Rule("input mode", "surround", why)
 
 
-def _rescale_rule(fp: Fingerprint) -> Rule:
-    if not fp.pixel_sizes_differ or fp.pixel_size_nm is None:
-        return Rule("rescale", "no", "one pixel size (or none known): nothing to equalise")
+def _rescale_base(fp: Fingerprint) -> tuple[float | None, str]:
+    """(the coarsest pixel size in nm, "") when the crops are to be put on one common scale
+    (pixel sizes differ by more than ``RESCALE_RATIO`` and every particle has one), else
+    (None, why not)."""
+    if fp.pixel_size_nm is None or fp.particle_nm is None:
+        return None, "no pixel size known: each box is resized to the input (nothing to equalise)"
+    _med, lo, hi = fp.pixel_size_nm
+    known = fp.n_particles if fp.pixel_size_known is None else fp.pixel_size_known
+    if known < fp.n_particles:
+        why = (
+            f"{fp.n_particles - known} particle(s) without a pixel size cannot be put on a "
+            "common scale: each box is resized; the size in nm reaches the hybrid CNN and the "
+            "stack where known"
+        )
+        return None, why
+    if hi / lo <= RESCALE_RATIO:
+        why = (
+            f"pixel sizes within {RESCALE_RATIO:g}x ({lo:g}-{hi:g} nm/px): the training zoom "
+            "(up to 1.25x) varies the scale more; each box is resized to the input"
+        )
+        return None, why
+    return hi, ""
+
+
+def common_nm_per_px(fp: Fingerprint, size: int) -> float:
+    """The common scale (nm per input pixel) of ``size`` px inputs: the coarsest pixel size
+    (every particle is shrunk or kept, none enlarged, so no detail is invented), coarser
+    where needed for the 95th-percentile particle (nm) to fit the ``size`` px field."""
+    if fp.pixel_size_nm is None or fp.particle_nm is None:
+        raise ValueError("a common scale needs known pixel sizes")
+    return float(f"{max(fp.pixel_size_nm[2], fp.particle_nm.p95 / size):.4g}")
+
+
+def _rescale_rule(fp: Fingerprint, size: int) -> Rule:
+    base, why_not = _rescale_base(fp)
+    if base is None:
+        return Rule("rescale", "no", why_not)
+    assert fp.pixel_size_nm is not None and fp.particle_nm is not None
+    nm = common_nm_per_px(fp, size)
     lo, hi = fp.pixel_size_nm[1], fp.pixel_size_nm[2]
     why = (
-        f"pixel sizes differ ({lo:g}-{hi:g} nm/px): every input is its own box resized, so the "
-        "images are free of magnification; the physical size (equivalent diameter in nm) "
-        "reaches the network through the hybrid CNN and the stack through its size features"
+        f"pixel sizes differ {hi / lo:.2f}x ({lo:g}-{hi:g} nm/px): every crop is resampled to "
+        f"{nm:g} nm/px (the coarsest pixel size, so nothing is enlarged"
+        + (", coarser so the 95th-percentile particle fits" if nm > hi else "")
+        + f") and cut / padded to {size} px: the network sees the physical size"
     )
-    return Rule("rescale", "no; size features in nm", why)
+    return Rule("rescale", f"{nm:g} nm/px", why)
 
 
 def _balance_rule(fp: Fingerprint) -> Rule:
@@ -291,8 +349,13 @@ def plan_recipe(
     cfg = config or RecipeConfig()
     mode_rule = _mode_rule(fp)
     mode = str(mode_rule.value)
-    size_rule = _size_rule(fp, mode)
+    base_nm = _rescale_base(fp)[0]
+    size_rule = _size_rule(fp, mode, base_nm)
     size = int(size_rule.value)
+
+    def nm(s: int) -> float | None:  # the common scale of s px inputs (None: box resize)
+        return None if base_nm is None else common_nm_per_px(fp, s)
+
     balance_rule = _balance_rule(fp)
     balance = str(balance_rule.value)
     probe = _cnn_spec(cfg.base_model, cfg, mode, size, balance, 32, cfg.max_epochs).config
@@ -308,7 +371,7 @@ def plan_recipe(
     budget = cfg.budget_factor * fixed_s
 
     def cost(n_cnn: int, epochs: int) -> float:
-        specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs) for m, _, s, _ in cnns]
+        specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, nm(s)) for m, _, s, _ in cnns]
         return svm_s + sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
 
     # the epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
@@ -329,16 +392,16 @@ def plan_recipe(
         why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
     if n_cnn < len(cnns):
         why += f"; {cnns[1][1]} dropped to stay within it"
-    rules = (mode_rule, size_rule, _rescale_rule(fp), balance_rule, batch_rule,
+    rules = (mode_rule, size_rule, _rescale_rule(fp, size), balance_rule, batch_rule,
              Rule("epochs", epochs, why))  # fmt: skip
 
     cands: list[Candidate] = []
     for m, name, s, reason in cnns[:n_cnn]:
-        spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs)
+        spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs, nm(s))
         secs = spec.kind.plan(spec, train_counts)[1]
-        cands.append(
-            Candidate(name, spec, seconds=secs, reason=f"{reason}, {s} px, {epochs} epochs")
-        )
+        scale = "" if spec.prep.nm_per_px is None else f" at {spec.prep.nm_per_px:g} nm/px"
+        why = f"{reason}, {s} px{scale}, {epochs} epochs"
+        cands.append(Candidate(name, spec, seconds=secs, reason=why))
     if svm is not None:
         why = "RBF-SVM on measured features (size, shape, profile)"
         cands.append(Candidate("svm", svm, seconds=svm_s, reason=why))
