@@ -5,6 +5,7 @@ equals crop + prepare; bad input through the CLI; the Ray executor (slow)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import warnings
 from functools import partial
@@ -15,6 +16,7 @@ import pytest
 
 from lipoclass.cli import main
 from lipoclass.data import PrepConfig, load_dataset, prepare, write_image
+from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import (
     DetectConfig,
     LabelImageSource,
@@ -92,26 +94,33 @@ def test_detection_recall_on_training_micrographs(trained: dict[str, object]) ->
 
 
 def test_in_memory_preparation_equals_crop_dataset(trained: dict[str, object]) -> None:
-    """prepare_particles gives the pixels prepare() gives on the crops written by crop."""
+    """prepare_particles gives the pixels prepare() gives on the crops written by crop, with
+    box resizing and at a common scale (``nm_per_px``, the recipe's rescale rule)."""
     syn, det, ds = Path(str(trained["syn"])), Path(str(trained["det"])), Path(str(trained["ds"]))
     dataset = load_dataset(ds)
-    cfg = PrepConfig(mode="masked", size=20)
-    ref = prepare(dataset, cfg, cache=False)
+    px = dataset.particles[0].pixel_size_nm
+    assert px is not None
     mics = _mics(syn)
     source = LabelImageSource(det, mics)
-    xs, ids = [], []
-    for path in mics:
-        mic = read_micrograph(path)
-        anns = source.particles(mic)
-        x, _meta, keep, _ = prepare_particles(mic, anns, cfg, surround=12)
-        xs.append(x)
-        ids += [f"{mic.name}_{anns[i].key}" for i in keep]
-    got = dict(zip(ids, np.concatenate(xs)))
-    common = [i for i in ref.ids if i in got]
-    assert len(common) == len(ref.ids) > 10  # every crop is also prepared in memory
-    pos = {i: k for k, i in enumerate(ref.ids)}
-    for i in common:
-        np.testing.assert_allclose(got[i], ref.x[pos[i]], atol=1e-5)
+    for cfg in (PrepConfig(mode="masked", size=20), PrepConfig(mode="masked", size=20,
+                                                               nm_per_px=1.7 * px)):  # fmt: skip
+        ref = prepare(dataset, cfg, cache=False)
+        xs, ids = [], []
+        for path in mics:
+            mic = read_micrograph(path)
+            anns = source.particles(mic)
+            x, _meta, keep, _ = prepare_particles(mic, anns, cfg, surround=12)
+            xs.append(x)
+            ids += [f"{mic.name}_{anns[i].key}" for i in keep]
+        got = dict(zip(ids, np.concatenate(xs)))
+        common = [i for i in ref.ids if i in got]
+        assert len(common) == len(ref.ids) > 10  # every crop is also prepared in memory
+        pos = {i: k for k, i in enumerate(ref.ids)}
+        for i in common:
+            np.testing.assert_allclose(got[i], ref.x[pos[i]], atol=1e-5)
+    # a common-scale model needs the micrograph's pixel size: one line naming the file
+    with pytest.raises(LipoclassError, match=r"no pixel size, but this model reads"):
+        prepare_particles(dataclasses.replace(mic, pixel_size_nm=None), anns, cfg, surround=12)
 
 
 def test_end_to_end_predict_new_micrographs(

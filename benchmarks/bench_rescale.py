@@ -1,0 +1,128 @@
+"""Does the recipe's rescale rule help? (issue 20, deliverable 1: rescaling to a common nm
+per pixel when pixel sizes differ; docs/cnn.md, Self-configuring recipe).
+
+Builds a mixed-pixel-size set from the project's synthetic liposomes: ``lipoclass synth``
+renders every particle at one pixel size; a seeded half of the crops is shrunk 2x with
+scikit-image (antialiased; masks nearest-neighbour) and gets twice the pixel size, as if
+imaged at half the magnification. Then cross-validates, on the same folds
+(``make_folds(CVConfig(folds, seed))``), each network with the plan's inputs with and
+without the rule: ``rescaled`` = the plan's input size and ``nm_per_px``
+(``plan_recipe``); ``boxed`` = the plan's input size without the rule (each mask box
+resized to the input, as before). Prints pooled out-of-fold macro-F1, macro-F1 mean +- sd
+over folds, and wall seconds; appends JSON records to ``--jsonl``.
+
+Usage (repository root)::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_rescale.py \\
+        --work /tmp/rescale --n 600 --seeds 0 --epochs 30 --models lipnet4 lipnet_hybrid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def mixed_set(work: Path, kind: str, n: int, seed: int) -> Path:
+    """A synthetic ``kind`` set of ``n`` particles, half of them (seeded) at 2x the pixel
+    size (image shrunk 2x)."""
+    from skimage.transform import rescale
+
+    from lipoclass.data import DatasetWriter, load_dataset
+    from lipoclass.data.prepare import read_particle
+    from lipoclass.synth import synthesize
+
+    src = work / f"{kind}_{seed}_{n}"
+    if not src.exists():
+        synthesize(kind, src, n=n, seed=seed, ratios="balanced", workers=1)
+    out = work / f"{kind}_{seed}_{n}_mixed"
+    if out.exists():
+        return out
+    ds = load_dataset(src)
+    rng = np.random.default_rng(seed)
+    coarse = set(rng.choice(len(ds.particles), len(ds.particles) // 2, replace=False).tolist())
+    with DatasetWriter(out, name=out.name, classes=list(ds.classes)) as w:
+        for i, p in enumerate(ds.particles):
+            img, mask = read_particle(p)
+            px = p.pixel_size_nm
+            assert px is not None and mask is not None
+            if i in coarse:
+                f = rescale(img.astype(np.float32), 0.5, order=1, anti_aliasing=True,
+                            preserve_range=True)  # fmt: skip
+                img = np.clip(np.rint(f), 0, np.iinfo(img.dtype).max).astype(img.dtype)
+                mask = rescale(mask.astype(np.float32), 0.5, order=0, anti_aliasing=False) > 0.5
+                px = 2 * px
+            w.add(p.id, image=img, mask=mask, label=p.label, pixel_size_nm=px, sample=p.sample)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--kind", default="lamellarity")
+    ap.add_argument("--n", type=int, default=600)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--models", nargs="+", default=["lipnet4", "lipnet_hybrid"])
+    ap.add_argument("--jsonl", type=Path, default=None)
+    ap.add_argument("--clean", action="store_true", help="delete --work afterwards")
+    a = ap.parse_args()
+
+    import torch
+    from sklearn.metrics import f1_score
+
+    from lipoclass.data import fingerprint, load_dataset
+    from lipoclass.evaluate import CVConfig, build_spec, cross_validate
+    from lipoclass.recipe import plan_recipe
+
+    torch.set_num_threads(1)
+    a.work.mkdir(parents=True, exist_ok=True)
+    for seed in a.seeds:
+        ds = load_dataset(mixed_set(a.work, a.kind, a.n, seed))
+        fp = fingerprint(ds)
+        counts = [np.bincount(ds.labels, minlength=len(ds.classes))] * a.folds
+        plan = plan_recipe(fp, counts)
+        rule, size_rule = plan.rule("rescale"), plan.rule("input size")
+        print(f"seed {seed}: {fp.text()}\n  rescale: {rule.value} ({rule.reason})")
+        print(f"  input size: {size_rule.value} ({size_rule.reason})")
+        first = plan.models[0].spec
+        assert first is not None
+        for model in a.models:
+            base = build_spec(model, mode=str(plan.rule("input mode").value),
+                              size=first.prep.size, epochs=a.epochs, device="cpu")  # fmt: skip
+            for arm in ("boxed", "rescaled"):
+                nm = first.prep.nm_per_px if arm == "rescaled" else None
+                spec = replace(base, prep=replace(base.prep, nm_per_px=nm))
+                t0 = time.perf_counter()
+                load0 = Path("/proc/loadavg").read_text().split()[0]
+                res = cross_validate(ds, spec, CVConfig(folds=a.folds, seed=seed), progress=False)
+                secs = time.perf_counter() - t0
+                labels = range(len(res.classes))
+                pooled = f1_score(res.y_true, res.y_pred, average="macro", labels=labels,
+                                  zero_division=0)  # fmt: skip
+                per = [f1_score(res.y_true[res.fold == k], res.y_pred[res.fold == k],
+                                average="macro", labels=labels, zero_division=0)
+                       for k in np.unique(res.fold)]  # fmt: skip
+                rec = {"seed": seed, "model": model, "arm": arm, "size": spec.prep.size,
+                       "nm_per_px": nm, "pooled_macro_f1": round(float(pooled), 4),
+                       "fold_mean": round(float(np.mean(per)), 4),
+                       "fold_sd": round(float(np.std(per, ddof=1)), 4),
+                       "seconds": round(secs, 1), "load_before": load0,
+                       "load_after": Path("/proc/loadavg").read_text().split()[0]}  # fmt: skip
+                print(json.dumps(rec), flush=True)
+                if a.jsonl is not None:
+                    with a.jsonl.open("a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
+    if a.clean:
+        shutil.rmtree(a.work)
+
+
+if __name__ == "__main__":
+    main()
