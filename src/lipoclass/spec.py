@@ -78,7 +78,10 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (inverse: ``from_dict``); the config under its kind's key."""
         kind = self.kind
-        return {"model": self.model, "prep": asdict(self.prep),
+        prep = asdict(self.prep)
+        if prep["nm_per_px"] is None:  # box resizing: the keys of earlier runs stay valid
+            del prep["nm_per_px"]
+        return {"model": self.model, "prep": prep,
                 kind.config_key: kind.config_to_dict(self.config)}  # fmt: skip
 
     @classmethod

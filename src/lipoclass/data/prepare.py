@@ -353,6 +353,15 @@ def _prepare_one(p: Particle, cfg: PrepConfig, own_mask: bool = True) -> _Result
     return arr, meta, auto
 
 
+def _cache_settings(cfg: PrepConfig) -> dict[str, object]:
+    """The settings part of the cache key (without ``nm_per_px`` when unset, so caches made
+    before the common scale existed stay valid)."""
+    d: dict[str, object] = asdict(cfg)
+    if cfg.nm_per_px is None:
+        del d["nm_per_px"]
+    return d
+
+
 def check_pixel_sizes(dataset: ParticleDataset, cfg: PrepConfig) -> None:
     """Before any pixel: with a common scale (``cfg.nm_per_px``) every particle needs a
     pixel size; the first without one -> ``LipoclassError`` naming its row and id."""
@@ -415,7 +424,9 @@ def prepare(
     cache_file: Path | None = None
     if cache:
         key = hashlib.sha256(
-            (dataset_fingerprint(dataset) + json.dumps(asdict(cfg), sort_keys=True)).encode()
+            (
+                dataset_fingerprint(dataset) + json.dumps(_cache_settings(cfg), sort_keys=True)
+            ).encode()
             + f"v{_PREP_VERSION}".encode()
         ).hexdigest()[:24]
         cache_file = Path(cache_dir or default_cache_dir()) / "prepared" / f"{key}.npz"
