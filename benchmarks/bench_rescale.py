@@ -5,11 +5,12 @@ Builds a mixed-pixel-size set from the project's synthetic liposomes: ``lipoclas
 renders every particle at one pixel size; a seeded half of the crops is shrunk 2x with
 scikit-image (antialiased; masks nearest-neighbour) and gets twice the pixel size, as if
 imaged at half the magnification. Then cross-validates, on the same folds
-(``make_folds(CVConfig(folds, seed))``), each network with the plan's inputs with and
-without the rule: ``rescaled`` = the plan's input size and ``nm_per_px``
-(``plan_recipe``); ``boxed`` = the plan's input size without the rule (each mask box
-resized to the input, as before). Prints pooled out-of-fold macro-F1, macro-F1 mean +- sd
-over folds, and wall seconds; appends JSON records to ``--jsonl``.
+(``make_folds(CVConfig(folds, seed))``), each network at the plan's input mode and size
+with and without a common scale: ``rescaled`` = ``nm_per_px`` = ``common_nm_per_px(fp,
+size)`` (what the rescale rule uses when it fires; printed: whether the plan's rule fires
+here, it may decline by ``MAX_SHRINK``); ``boxed`` = each mask box resized to the input.
+Prints pooled out-of-fold macro-F1, macro-F1 mean +- sd over folds, and wall seconds;
+appends JSON records to ``--jsonl``.
 
 Usage (repository root)::
 
@@ -81,6 +82,7 @@ def main() -> None:
     from lipoclass.data import fingerprint, load_dataset
     from lipoclass.evaluate import CVConfig, build_spec, cross_validate
     from lipoclass.recipe import plan_recipe
+    from lipoclass.recipe.plan import common_nm_per_px
 
     torch.set_num_threads(1)
     a.work.mkdir(parents=True, exist_ok=True)
@@ -98,7 +100,7 @@ def main() -> None:
             base = build_spec(model, mode=str(plan.rule("input mode").value),
                               size=first.prep.size, epochs=a.epochs, device="cpu")  # fmt: skip
             for arm in ("boxed", "rescaled"):
-                nm = first.prep.nm_per_px if arm == "rescaled" else None
+                nm = common_nm_per_px(fp, first.prep.size) if arm == "rescaled" else None
                 spec = replace(base, prep=replace(base.prep, nm_per_px=nm))
                 t0 = time.perf_counter()
                 load0 = Path("/proc/loadavg").read_text().split()[0]

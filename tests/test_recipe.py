@@ -132,7 +132,7 @@ def test_plan_rules_follow_the_fingerprint() -> None:
     # unequal pixel sizes -> a common scale (tests/test_rescale.py), and the size in nm
     # reaches the CNN (hybrid) and the stack as features too
     mixed = plan_recipe(
-        _fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True,
+        _fp(pixel_size_nm=(1.2, 0.8, 1.6), pixel_sizes_differ=True,
             particle_nm=Quantiles(19.2, 16, 24)), COUNTS,
     )  # fmt: skip
     assert mixed.rule("rescale").value == "1.6 nm/px"

@@ -53,7 +53,7 @@ def test_rescale_rule_fires_only_when_pixel_sizes_differ() -> None:
     assert (
         unknown.rule("rescale").value == "no" and "no pixel size" in unknown.rule("rescale").reason
     )
-    mixed_kw = dict(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True)
+    mixed_kw = dict(pixel_size_nm=(1.2, 0.8, 1.6), pixel_sizes_differ=True)
     partial = plan_recipe(_fp(**mixed_kw, pixel_size_known=500), COUNTS)
     assert partial.rule("rescale").value == "no"
     assert "100 particle(s) without a pixel size" in partial.rule("rescale").reason
@@ -61,15 +61,22 @@ def test_rescale_rule_fires_only_when_pixel_sizes_differ() -> None:
     rule = mixed.rule("rescale")
     # the coarsest pixel size (1.6 nm/px): the 24 nm particle (95th pct.) fits 28 px
     assert rule.value == "1.6 nm/px" and "resampled to 1.6 nm/px" in rule.reason
-    assert "pixel sizes differ 4.00x" in rule.reason
+    assert "pixel sizes differ 2.00x" in rule.reason
     assert [c.spec.prep.nm_per_px for c in mixed.models if c.spec is not None] == [1.6, None]
-    # large particles: coarser than the coarsest pixel size so that they fit the field
+    # larger particles: coarser than the coarsest pixel size so that they fit the field
+    fit = plan_recipe(
+        _fp(pixel_size_nm=(1.0, 0.8, 1.2), pixel_sizes_differ=True,
+            particle_nm=Quantiles(36, 30, 44)), COUNTS,
+    )  # fmt: skip
+    assert fit.rule("input size").value == 28 and fit.rule("rescale").value == "1.571 nm/px"
+    assert "95th-percentile particle fits" in fit.rule("rescale").reason
+    # ... but never more than MAX_SHRINK x the finest pixel size: box resizing instead
+    wide = plan_recipe(_fp(pixel_size_nm=(0.8, 0.4, 1.6), pixel_sizes_differ=True), COUNTS)
+    assert wide.rule("rescale").value == "no"
+    assert "show the smallest 2.8x coarser than box resizing" in wide.rule("rescale").reason
+    assert all(c.spec is not None and c.spec.prep.nm_per_px is None for c in wide.models)
     big = plan_recipe(_fp(**mixed_kw, particle_nm=Quantiles(150, 40, 256)), COUNTS)
-    assert big.rule("input size").value == 64 and big.rule("rescale").value == "4 nm/px"
-    assert "95th-percentile particle fits" in big.rule("rescale").reason
-    assert big.models[1].spec is not None and big.models[1].spec.prep.nm_per_px == round(
-        256 / 28, 3
-    )
+    assert big.rule("rescale").value == "no" and big.rule("input size").value == 28
 
 
 def _disc(diameter_px: float, side: int) -> np.ndarray:

@@ -19,6 +19,7 @@ from lipoclass.spec import ModelSpec, build_spec
 __all__ = [
     "COMBINERS",
     "INPUT_SIZES",
+    "MAX_SHRINK",
     "RESCALE_RATIO",
     "Candidate",
     "Plan",
@@ -44,6 +45,12 @@ SIZE_SPREAD = 1.25
 #: up to 10 % the training augmentation's zoom (up to 1.25x,
 #: ``train.strategies.build_augmentation``) already varies the scale more than the data does
 RESCALE_RATIO = 1.1
+#: how much coarser than box resizing the common scale may show the smallest particles (5th
+#: percentile in nm, at the finest pixel size): a common field of view must hold the largest
+#: particles, so the small ones get fewer pixels than their own box resized to the input
+#: would give them. Measured (docs/cnn.md, rescale measurement) at 3.2x on synthetic
+#: lamellarity, a common scale cost 0.07-0.10 macro-F1 (membranes become 1-2 px)
+MAX_SHRINK = 2.0
 
 
 @dataclass(frozen=True)
@@ -230,10 +237,11 @@ def _mode_rule(fp: Fingerprint) -> Rule:
     return Rule("input mode", "surround", why)
 
 
-def _rescale_base(fp: Fingerprint) -> tuple[float | None, str]:
+def _rescale_base(fp: Fingerprint, mode: str) -> tuple[float | None, str]:
     """(the coarsest pixel size in nm, "") when the crops are to be put on one common scale
-    (pixel sizes differ by more than ``RESCALE_RATIO`` and every particle has one), else
-    (None, why not)."""
+    (pixel sizes differ by more than ``RESCALE_RATIO``, every particle has one, and the
+    scale shows the smallest particles at most ``MAX_SHRINK`` x coarser than box resizing
+    would), else (None, why not)."""
     if fp.pixel_size_nm is None or fp.particle_nm is None:
         return None, "no pixel size known: each box is resized to the input (nothing to equalise)"
     _med, lo, hi = fp.pixel_size_nm
@@ -251,6 +259,19 @@ def _rescale_base(fp: Fingerprint) -> tuple[float | None, str]:
             "(up to 1.25x) varies the scale more; each box is resized to the input"
         )
         return None, why
+    size = int(_size_rule(fp, mode, hi).value)
+    nm = common_nm_per_px(fp, size)
+    # the smallest particles' scale with box resizing (never finer than their pixels)
+    boxed = max(lo, fp.particle_nm.p5 / size)
+    if nm > MAX_SHRINK * boxed:
+        why = (
+            f"pixel sizes differ {hi / lo:.2f}x ({lo:g}-{hi:g} nm/px), but a common scale "
+            f"holding the particles ({nm:g} nm/px at {size} px) would show the smallest "
+            f"{nm / boxed:.1f}x coarser than box resizing (> {MAX_SHRINK:g}x: thin membranes "
+            "lost; measured worse, docs/cnn.md): each box is resized; the size in nm reaches "
+            "the hybrid CNN and the stack"
+        )
+        return None, why
     return hi, ""
 
 
@@ -263,8 +284,8 @@ def common_nm_per_px(fp: Fingerprint, size: int) -> float:
     return float(f"{max(fp.pixel_size_nm[2], fp.particle_nm.p95 / size):.4g}")
 
 
-def _rescale_rule(fp: Fingerprint, size: int) -> Rule:
-    base, why_not = _rescale_base(fp)
+def _rescale_rule(fp: Fingerprint, mode: str, size: int) -> Rule:
+    base, why_not = _rescale_base(fp, mode)
     if base is None:
         return Rule("rescale", "no", why_not)
     assert fp.pixel_size_nm is not None and fp.particle_nm is not None
@@ -349,7 +370,7 @@ def plan_recipe(
     cfg = config or RecipeConfig()
     mode_rule = _mode_rule(fp)
     mode = str(mode_rule.value)
-    base_nm = _rescale_base(fp)[0]
+    base_nm = _rescale_base(fp, mode)[0]
     size_rule = _size_rule(fp, mode, base_nm)
     size = int(size_rule.value)
 
@@ -392,7 +413,7 @@ def plan_recipe(
         why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
     if n_cnn < len(cnns):
         why += f"; {cnns[1][1]} dropped to stay within it"
-    rules = (mode_rule, size_rule, _rescale_rule(fp, size), balance_rule, batch_rule,
+    rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size), balance_rule, batch_rule,
              Rule("epochs", epochs, why))  # fmt: skip
 
     cands: list[Candidate] = []
