@@ -30,9 +30,17 @@ from pathlib import Path
 import numpy as np
 
 
-def mixed_set(work: Path, kind: str, n: int, seed: int) -> Path:
-    """A synthetic ``kind`` set of ``n`` particles, half of them (seeded) at 2x the pixel
-    size (image shrunk 2x)."""
+def mixed_set(
+    work: Path,
+    kind: str,
+    n: int,
+    seed: int,
+    shrink: float = 2.0,
+    band: tuple[float, float] | None = None,
+) -> Path:
+    """A synthetic ``kind`` set of ``n`` particles, half of them (seeded) at ``shrink`` x
+    the pixel size (image shrunk ``shrink`` x); with ``band`` only the particles whose mask
+    box (longer side) spans ``band`` nm."""
     from skimage.transform import rescale
 
     from lipoclass.data import DatasetWriter, load_dataset
@@ -42,7 +50,8 @@ def mixed_set(work: Path, kind: str, n: int, seed: int) -> Path:
     src = work / f"{kind}_{seed}_{n}"
     if not src.exists():
         synthesize(kind, src, n=n, seed=seed, ratios="balanced", workers=1)
-    out = work / f"{kind}_{seed}_{n}_mixed"
+    tag = f"_{shrink:g}" + ("" if band is None else f"_{band[0]:g}-{band[1]:g}nm")
+    out = work / f"{kind}_{seed}_{n}_mixed{tag}"
     if out.exists():
         return out
     ds = load_dataset(src)
@@ -53,12 +62,17 @@ def mixed_set(work: Path, kind: str, n: int, seed: int) -> Path:
             img, mask = read_particle(p)
             px = p.pixel_size_nm
             assert px is not None and mask is not None
+            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+            side_nm = px * max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+            if band is not None and not band[0] <= side_nm <= band[1]:
+                continue
             if i in coarse:
-                f = rescale(img.astype(np.float32), 0.5, order=1, anti_aliasing=True,
+                f = rescale(img.astype(np.float32), 1 / shrink, order=1, anti_aliasing=True,
                             preserve_range=True)  # fmt: skip
                 img = np.clip(np.rint(f), 0, np.iinfo(img.dtype).max).astype(img.dtype)
-                mask = rescale(mask.astype(np.float32), 0.5, order=0, anti_aliasing=False) > 0.5
-                px = 2 * px
+                m = rescale(mask.astype(np.float32), 1 / shrink, order=0, anti_aliasing=False)
+                mask = m > 0.5
+                px = shrink * px
             w.add(p.id, image=img, mask=mask, label=p.label, pixel_size_nm=px, sample=p.sample)
     return out
 
@@ -72,6 +86,8 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--models", nargs="+", default=["lipnet4", "lipnet_hybrid"])
+    ap.add_argument("--shrink", type=float, default=2.0, help="pixel size factor of half")
+    ap.add_argument("--band", type=float, nargs=2, default=None, help="keep LO-HI nm boxes")
     ap.add_argument("--jsonl", type=Path, default=None)
     ap.add_argument("--clean", action="store_true", help="delete --work afterwards")
     a = ap.parse_args()
@@ -87,7 +103,8 @@ def main() -> None:
     torch.set_num_threads(1)
     a.work.mkdir(parents=True, exist_ok=True)
     for seed in a.seeds:
-        ds = load_dataset(mixed_set(a.work, a.kind, a.n, seed))
+        band = None if a.band is None else (a.band[0], a.band[1])
+        ds = load_dataset(mixed_set(a.work, a.kind, a.n, seed, a.shrink, band))
         fp = fingerprint(ds)
         counts = [np.bincount(ds.labels, minlength=len(ds.classes))] * a.folds
         plan = plan_recipe(fp, counts)
@@ -112,7 +129,9 @@ def main() -> None:
                 per = [f1_score(res.y_true[res.fold == k], res.y_pred[res.fold == k],
                                 average="macro", labels=labels, zero_division=0)
                        for k in np.unique(res.fold)]  # fmt: skip
-                rec = {"seed": seed, "model": model, "arm": arm, "size": spec.prep.size,
+                rec = {"seed": seed, "set": ds.root.name, "rule": str(rule.value),
+                       "n": len(ds.particles), "model": model, "arm": arm,
+                       "size": spec.prep.size,
                        "nm_per_px": nm, "pooled_macro_f1": round(float(pooled), 4),
                        "fold_mean": round(float(np.mean(per)), 4),
                        "fold_sd": round(float(np.std(per, ddof=1)), 4),

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from lipoclass.data import Fingerprint
-from lipoclass.data.survey import Quantiles
 from lipoclass.spec import ModelSpec, build_spec
 
 __all__ = [
@@ -48,8 +47,8 @@ RESCALE_RATIO = 1.1
 #: how much coarser than box resizing the common scale may show the smallest particles (5th
 #: percentile in nm, at the finest pixel size): a common field of view must hold the largest
 #: particles, so the small ones get fewer pixels than their own box resized to the input
-#: would give them. Measured (docs/cnn.md, rescale measurement) at 3.2x on synthetic
-#: lamellarity, a common scale cost 0.07-0.10 macro-F1 (membranes become 1-2 px)
+#: would give them. Measured (docs/cnn.md, rescale measurement) at 3.5-3.7x on synthetic
+#: lamellarity, a common scale cost 0.10-0.11 macro-F1 (membranes become 1-2 px)
 MAX_SHRINK = 2.0
 
 
@@ -183,12 +182,12 @@ def _size_rule(fp: Fingerprint, mode: str, base_nm: float | None = None) -> Rule
     particle's side in nm at that scale."""
     q = fp.crop_px if mode == "surround" else fp.particle_px
     what = "crops" if mode == "surround" else "particles"
-    if base_nm is not None and fp.particle_nm is not None:
-        q = Quantiles(round(fp.particle_nm.median / base_nm, 3), 0.0, 0.0)
-        what = f"particles at {base_nm:g} nm/px"
     if q is None:
         return Rule("input size", 28, "no image measured: the designed 28 px")
     d = q.median
+    if base_nm is not None and fp.particle_nm is not None:
+        d = round(fp.particle_nm.median / base_nm, 3)
+        what = f"particles at {base_nm:g} nm/px"
     size = next(s for s, limit in INPUT_SIZES if d <= limit)
     if size == 28:
         why = f"{what} span {d:g} px (median): a 28 px input keeps their detail"
