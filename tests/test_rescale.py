@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import draw_particle
+from lipoclass.crossfit import fit_model
 from lipoclass.data import DatasetWriter, Fingerprint, PrepConfig, load_dataset
 from lipoclass.data.prepare import prepare, prepare_arrays
 from lipoclass.data.survey import Quantiles
 from lipoclass.ensemble import load_model
 from lipoclass.errors import LipoclassError
-from lipoclass.evaluate import CVConfig
+from lipoclass.evaluate import CVConfig, ModelSpec
 from lipoclass.recipe import RecipeConfig, fit_auto, plan_recipe
 from lipoclass.recipe import auto as auto_mod
 
@@ -60,9 +61,14 @@ def test_rescale_rule_fires_only_when_pixel_sizes_differ() -> None:
     mixed = plan_recipe(_fp(**mixed_kw), COUNTS)
     rule = mixed.rule("rescale")
     # the coarsest pixel size (1.6 nm/px): the 24 nm particle (95th pct.) fits 28 px
-    assert rule.value == "1.6 nm/px" and "resampled to 1.6 nm/px" in rule.reason
-    assert "pixel sizes differ 2.00x" in rule.reason
-    assert [c.spec.prep.nm_per_px for c in mixed.models if c.spec is not None] == [1.6, None]
+    assert rule.value == "1.6 nm/px" and "resamples every crop to 1.6 nm/px" in rule.reason
+    assert "pixel sizes differ 2.00x" in rule.reason and "first stays box-resized" in rule.reason
+    # the rescaled CNN is a second candidate beside the box-resized one: CV decides
+    assert [(c.name, c.spec.prep.nm_per_px) for c in mixed.models if c.spec is not None] == [
+        ("lipnet_hybrid_28", None), ("lipnet_hybrid_28_nm", 1.6), ("svm", None)
+    ]  # fmt: skip
+    one = plan_recipe(_fp(**mixed_kw), COUNTS, replace(RecipeConfig(), two_sizes=False))
+    assert one.rule("rescale").value == "no" and "two_sizes off" in one.rule("rescale").reason
     # larger particles: coarser than the coarsest pixel size so that they fit the field
     fit = plan_recipe(
         _fp(pixel_size_nm=(1.0, 0.8, 1.2), pixel_sizes_differ=True,
@@ -128,18 +134,28 @@ def _mixed(root: Path, n: int = 12, pixel_sizes: bool = True) -> Path:
 def test_common_scale_model_predicts_the_same_after_the_training_data_moves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--recipe auto on mixed pixel sizes stores the scale in model.json; the folder
-    predicts new crops identically once the training data is gone (library predictor: the
-    CLI's share estimation is tested elsewhere and would refit quantifiers here)."""
+    """--recipe auto on mixed pixel sizes cross-validates a common-scale candidate beside the
+    box-resized one; that candidate's folder stores the scale in model.json and predicts new
+    crops identically once the training data is gone (library predictor: the CLI's share
+    estimation is tested elsewhere and would refit quantifiers here)."""
     monkeypatch.setattr(auto_mod, "fit_folder_quantifiers", lambda *a, **k: None)
     ds_dir = _mixed(tmp_path / "ds")
-    model = tmp_path / "m"
-    fit_auto(load_dataset(ds_dir), CVConfig(folds=2, seed=0), model, config=FAST, progress=False)
-    info = json.loads((model / "model.json").read_text())
-    recipe = json.loads((model / "recipe.json").read_text())
+    ds = load_dataset(ds_dir)
+    cv = CVConfig(folds=2, seed=0)
+    fit_auto(ds, cv, tmp_path / "auto", config=FAST, progress=False)
+    recipe = json.loads((tmp_path / "auto" / "recipe.json").read_text())
     rule = next(r for r in recipe["plan"]["rules"] if r["name"] == "rescale")
-    nm = info["prep"]["nm_per_px"]
+    cand = {c["name"]: c for c in recipe["plan"]["candidates"]}
+    nm = cand["tiny_28_nm"]["spec"]["prep"]["nm_per_px"]
     assert rule["value"] == f"{nm:g} nm/px" and nm >= 1.0  # never finer than the coarsest
+    assert "nm_per_px" not in cand["tiny_28"]["spec"]["prep"]  # box-resized
+    assert {r["name"] for r in recipe["table"]} == {"tiny_28", "tiny_28_nm"}
+    # that candidate's model folder (what auto writes when it wins)
+    spec = ModelSpec.from_dict(cand["tiny_28_nm"]["spec"])
+    model = tmp_path / "m"
+    fit_model(ds, spec, cv, model, progress=False, quantify=False)
+    info = json.loads((model / "model.json").read_text())
+    assert info["prep"]["nm_per_px"] == nm
     assert info["input"]["rescaled"] is True and info["input"]["nm_per_px"] == nm
     crops = tmp_path / "new"
     shutil.copytree(ds_dir, crops)

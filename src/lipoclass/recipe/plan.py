@@ -283,18 +283,23 @@ def common_nm_per_px(fp: Fingerprint, size: int) -> float:
     return float(f"{max(fp.pixel_size_nm[2], fp.particle_nm.p95 / size):.4g}")
 
 
-def _rescale_rule(fp: Fingerprint, mode: str, size: int) -> Rule:
+def _rescale_rule(fp: Fingerprint, mode: str, size: int, cfg: RecipeConfig) -> Rule:
     base, why_not = _rescale_base(fp, mode)
+    if base is not None and not cfg.two_sizes:
+        base, why_not = None, "one CNN configuration only (two_sizes off): box resizing"
     if base is None:
         return Rule("rescale", "no", why_not)
     assert fp.pixel_size_nm is not None and fp.particle_nm is not None
     nm = common_nm_per_px(fp, size)
     lo, hi = fp.pixel_size_nm[1], fp.pixel_size_nm[2]
     why = (
-        f"pixel sizes differ {hi / lo:.2f}x ({lo:g}-{hi:g} nm/px): every crop is resampled to "
-        f"{nm:g} nm/px (the coarsest pixel size, so nothing is enlarged"
+        f"pixel sizes differ {hi / lo:.2f}x ({lo:g}-{hi:g} nm/px): the second CNN "
+        f"configuration resamples every crop to {nm:g} nm/px (the coarsest pixel size, so "
+        "nothing is enlarged"
         + (", coarser so the 95th-percentile particle fits" if nm > hi else "")
-        + f") and cut / padded to {size} px: the network sees the physical size"
+        + f") and cuts / pads it to {size} px, so the network sees the physical size; the "
+        "first stays box-resized (measured better on synthetic lamellarity, docs/cnn.md): "
+        "the choice on the same folds decides"
     )
     return Rule("rescale", f"{nm:g} nm/px", why)
 
@@ -327,20 +332,28 @@ def _sizes_vary(fp: Fingerprint, mode: str) -> bool:
 
 
 def _cnn_configs(
-    fp: Fingerprint, cfg: RecipeConfig, mode: str, size: int
-) -> list[tuple[str, str, int, str]]:
-    """(network, candidate name, input size, reason) of the planned CNN configurations: the
-    planned network (the hybrid one when pixel sizes differ) at the planned size, then the
-    same network at 28 px when the planned size is larger, else the hybrid network when the
-    resized boxes vary in size."""
+    fp: Fingerprint, cfg: RecipeConfig, mode: str, size: int, nm: float | None
+) -> list[tuple[str, str, int, str, float | None]]:
+    """(network, candidate name, input size, reason, common scale or None) of the planned CNN
+    configurations: the planned network (the hybrid one when pixel sizes differ) at the
+    planned size, box-resized; then the same network at the common scale ``nm`` when the
+    rescale rule fires, else at 28 px when the planned size is larger, else the hybrid
+    network when the resized boxes vary in size."""
     hybrid = cfg.hybrid_model
     first = hybrid if (fp.pixel_sizes_differ and hybrid) else cfg.base_model
     why = "the planned CNN" + (" (size features: pixel sizes differ)" if first == hybrid else "")
-    out = [(first, f"{first}_{size}", size, why)]
-    if cfg.two_sizes and size > 28:
-        out.append((first, f"{first}_28", 28, "the same CNN at 28 px: does the detail help?"))
+    out: list[tuple[str, str, int, str, float | None]] = [
+        (first, f"{first}_{size}", size, why, None)
+    ]
+    if cfg.two_sizes and nm is not None:
+        why = "the same CNN at a common scale: does the physical size in the pixels help?"
+        out.append((first, f"{first}_{size}_nm", size, why, nm))
+    elif cfg.two_sizes and size > 28:
+        why = "the same CNN at 28 px: does the detail help?"
+        out.append((first, f"{first}_28", 28, why, None))
     elif cfg.two_sizes and hybrid and first != hybrid and _sizes_vary(fp, mode):
-        out.append((hybrid, f"{hybrid}_{size}", size, "the CNN that also sees the particle's size"))
+        why = "the CNN that also sees the particle's size"
+        out.append((hybrid, f"{hybrid}_{size}", size, why, None))
     return out
 
 
@@ -369,20 +382,17 @@ def plan_recipe(
     cfg = config or RecipeConfig()
     mode_rule = _mode_rule(fp)
     mode = str(mode_rule.value)
-    base_nm = _rescale_base(fp, mode)[0]
+    base_nm = _rescale_base(fp, mode)[0] if cfg.two_sizes else None
     size_rule = _size_rule(fp, mode, base_nm)
     size = int(size_rule.value)
-
-    def nm(s: int) -> float | None:  # the common scale of s px inputs (None: box resize)
-        return None if base_nm is None else common_nm_per_px(fp, s)
-
+    nm = None if base_nm is None else common_nm_per_px(fp, size)
     balance_rule = _balance_rule(fp)
     balance = str(balance_rule.value)
     probe = _cnn_spec(cfg.base_model, cfg, mode, size, balance, 32, cfg.max_epochs).config
     rows = float(np.mean([epoch_rows(c, probe) for c in train_counts])) if train_counts else 0.0
     batch_rule = _batch_rule(rows)
     batch = int(batch_rule.value)
-    cnns = _cnn_configs(fp, cfg, mode, size)
+    cnns = _cnn_configs(fp, cfg, mode, size, nm)
 
     fixed = build_spec("lipnet4", mode=mode, device=cfg.device, precision=cfg.precision)
     fixed_s = fixed.kind.plan(fixed, train_counts)[1]
@@ -391,7 +401,7 @@ def plan_recipe(
     budget = cfg.budget_factor * fixed_s
 
     def cost(n_cnn: int, epochs: int) -> float:
-        specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, nm(s)) for m, _, s, _ in cnns]
+        specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, k) for m, _, s, _, k in cnns]
         return svm_s + sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
 
     # the epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
@@ -412,12 +422,12 @@ def plan_recipe(
         why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
     if n_cnn < len(cnns):
         why += f"; {cnns[1][1]} dropped to stay within it"
-    rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size), balance_rule, batch_rule,
+    rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size, cfg), balance_rule, batch_rule,
              Rule("epochs", epochs, why))  # fmt: skip
 
     cands: list[Candidate] = []
-    for m, name, s, reason in cnns[:n_cnn]:
-        spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs, nm(s))
+    for m, name, s, reason, k in cnns[:n_cnn]:
+        spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs, k)
         secs = spec.kind.plan(spec, train_counts)[1]
         scale = "" if spec.prep.nm_per_px is None else f" at {spec.prep.nm_per_px:g} nm/px"
         why = f"{reason}, {s} px{scale}, {epochs} epochs"
