@@ -115,6 +115,47 @@ class LoadedModel:
             )
         return nets
 
+    def network_model(
+        self, purpose: str, left_out: str, hint: str = ""
+    ) -> tuple[LoadedModel, dict[str, Any] | None]:
+        """The model folder whose networks ``purpose`` (explain, ONNX export) uses: this
+        one when its members are networks (record None); for a folder that combines others
+        (the ``stack`` of ``--recipe auto``), its best base with networks by out-of-fold
+        macro-F1, and a record saying so (``note``: one line naming the base, both
+        out-of-fold macro-F1 and, in ``left_out`` words, what the other bases lose; also
+        ``folder``, ``folder_macro_f1``, ``used``, ``used_macro_f1``, ``without_networks``).
+        LipoclassError when no base has networks."""
+        if self.modules:
+            return self, None
+        bases = self.kind.bases(self.members)
+        cnns = [b for b in bases if b.modules]
+        if not cnns:
+            self.networks(purpose, hint)  # raises: one line naming the folder's kind
+        f1 = {str(r.get("name")): r.get("macro_f1")
+              for r in (self.info.get("recipe") or {}).get("table", [])}  # fmt: skip
+        for m in [self, *cnns]:
+            if f1.get(_name(m)) is None:
+                f1[_name(m)] = _oof_macro_f1(m)
+        best = max(cnns, key=lambda b: float(f1[_name(b)]))
+        others = [_name(b) for b in bases if not b.modules]
+        rec: dict[str, Any] = {
+            "folder": str(self.path),
+            "folder_kind": self.kind.name,
+            "folder_model": _name(self),
+            "folder_macro_f1": round(float(f1[_name(self)]), 4),
+            "used": best.path.relative_to(self.path).as_posix(),
+            "used_macro_f1": round(float(f1[_name(best)]), 4),
+            "without_networks": others,
+        }
+        rec["note"] = (
+            f"{self.path} is a {self.kind.name} folder ({_name(self)} of "
+            f"{', '.join(_name(b) for b in bases)}; out-of-fold macro-F1 "
+            f"{rec['folder_macro_f1']:.3f}): {purpose} uses its best CNN base {rec['used']} "
+            f"(out-of-fold macro-F1 {rec['used_macro_f1']:.3f})"
+            + (f"; {', '.join(others)} {left_out}" if others else "")
+        )
+        return best, rec
+
     @property
     def temperature(self) -> float:
         cal = self.info.get("calibration") or {}
@@ -235,6 +276,19 @@ class LoadedModel:
             raise LipoclassError(f"{path}: unreadable out-of-fold table ({exc})") from None
         p = p.reshape(len(rows), len(self.classes))
         return ids, fold, y, self.kind.calibrate_oof(p, self.info)
+
+
+def _name(m: LoadedModel) -> str:
+    """A model folder's name in its recipe table (a base: its folder name)."""
+    return str(m.info.get("model")) if m.kind.bases(m.members) else m.path.name
+
+
+def _oof_macro_f1(m: LoadedModel) -> float:
+    """Pooled out-of-fold macro-F1 of a model folder (when no recipe table holds it)."""
+    from lipoclass import metrics as M
+
+    _ids, _fold, y, p = m.oof()
+    return float(M.macro_f1(M.confusion_matrix(y, p.argmax(axis=1), len(m.classes))))
 
 
 def _bad(mj: Path, msg: str) -> LipoclassError:

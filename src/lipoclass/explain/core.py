@@ -178,7 +178,9 @@ def explain(
 ) -> Path:
     """Write filters, activations, saliency (deconvolution, guided backprop, Grad-CAM) and
     class-average maps of a CNN model folder for particles of ``dataset`` into ``out``;
-    returns ``out/index.html``. Unknown ids and SVM folders raise ``LipoclassError``."""
+    returns ``out/index.html``. A stack folder (``--recipe auto``) is explained through its
+    best CNN base, with a printed line saying which and that the SVM part has no pixel
+    attribution. Unknown ids and SVM folders raise ``LipoclassError``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -188,7 +190,12 @@ def explain(
     from lipoclass.predict.inputs import load_input
 
     cfg = config or ExplainConfig()
-    loaded = load_model(model_dir)
+    # a stack folder (--recipe auto): its best CNN base, said in one line
+    loaded, used = load_model(model_dir).network_model(
+        "explain", "has no pixel attribution (it reads measured features, not pixels)"
+    )
+    if used is not None:
+        print(used["note"])
     nets = loaded.networks("explain")  # LipoclassError when the members are not networks
     ds = load_input(dataset)
     prep = prepare(ds, loaded.prep, cache=True)
@@ -230,9 +237,10 @@ def explain(
             _saliency_section(model, sel, prep.x, labels, pred, probs, classes, cfg, stage),
             _class_average_section(model, prep.x, aux_all, labels, pred, classes, cfg, stage),
         ]
-        title = (
-            f"lipoclass explain: {loaded.info.get('model')} ({Path(model_dir).name}) on {ds.name}"
-        )
+        if used is not None:
+            sections.insert(0, ("Which model is explained", html.escape(used["note"]), []))
+        where = Path(model_dir).name + (f" / {used['used']}" if used else "")
+        title = f"lipoclass explain: {loaded.info.get('model')} ({where}) on {ds.name}"
         (stage / "index.html").write_text(_page(title, sections), encoding="utf-8")
         publish_folder(stage, dest)
     finally:

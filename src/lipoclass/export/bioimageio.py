@@ -400,7 +400,9 @@ def export_bioimageio(
     """Write the bioimage.io model package (zip with rdf.yaml) of the CNN model folder
     ``model_dir`` to ``out``, atomically. Test tensors are real prepared particles of
     ``dataset`` (else of the training dataset model.json records); the ONNX weights are
-    checked against PyTorch (``export_onnx``). LipoclassError (one line, nothing written)
+    checked against PyTorch (``export_onnx``). A stack folder (``--recipe auto``) packages
+    its best CNN candidate, said in a printed line and recorded in ``rdf.yaml`` (``config``
+    ``lipoclass`` ``exported_from``). LipoclassError (one line, nothing written)
     for an SVM folder, a model.json without the preparation settings, no real particles or
     an unwritable ``out``."""
     import yaml
@@ -414,7 +416,14 @@ def export_bioimageio(
     dest = check_output_file(out)
     if dest.suffix.lower() != ".zip":
         raise LipoclassError(f"{dest}: a bioimage.io package is a .zip file (e.g. model.zip)")
-    loaded = load_model(root)
+    # a stack folder (--recipe auto): its best CNN base, said and recorded (docs/deployment.md)
+    loaded, used = load_model(root).network_model(
+        "bioimage.io export", "not in the package (its features are computed in Python)",
+        "it needs handcrafted features no bioimage.io runtime computes",
+    )  # fmt: skip
+    if used is not None:
+        print(f"note: {used['note']}; the package holds that candidate, not the folder")
+        root = loaded.path
     prep = _check_exportable(loaded, root)
     x, aux, source = _test_particles(loaded, cfg, dataset)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -444,6 +453,9 @@ def export_bioimageio(
         (staging / "README.md").write_text(_readme(loaded, prep, name, source), encoding="utf-8")
         sha = {f: _sha256(staging / f) for f in files}
         rdf = _rdf(loaded, prep, cfg, shapes, sha, name, source)
+        if used is not None:  # the package is one candidate of a stack folder: say which
+            rdf["config"]["lipoclass"]["exported_from"] = used
+            rdf["description"] += f". {used['note']}"
         text = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True, width=100)
         (staging / "rdf.yaml").write_text(text, encoding="utf-8")
         with zipfile.ZipFile(tmp_zip, "w", compression=zipfile.ZIP_DEFLATED) as zf:

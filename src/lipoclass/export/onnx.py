@@ -40,7 +40,8 @@ __all__ = [
 OPSET = 17
 #: metadata_props keys written by ``export_onnx`` (values are JSON)
 META_KEYS = ("classes", "prep", "lipoclass_version", "model", "temperature",
-             "review_threshold", "review", "members", "tta", "confusion", "inputs")  # fmt: skip
+             "review_threshold", "review", "members", "tta", "confusion", "inputs",
+             "exported_from")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,30 @@ def _check_inputs(
     return x, aux, f"{cfg.n_check} seeded random inputs"
 
 
+def _metadata(loaded: Any, names: list[str], used: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``metadata_props`` of an exported model folder (values JSON-able)."""
+    from lipoclass import __version__
+
+    meta = {
+        "classes": list(loaded.classes),
+        "prep": {
+            k: getattr(loaded.prep, k) for k in ("mode", "size", "aspect", "normalize", "nm_per_px")
+        },
+        "lipoclass_version": __version__,
+        "model": loaded.info.get("model"),
+        "temperature": loaded.temperature,
+        "review_threshold": loaded.review_threshold,
+        "review": loaded.info.get("review"),
+        "members": loaded.n_members,
+        "tta": loaded.tta,
+        "confusion": loaded.info.get("confusion"),
+        "inputs": names,
+    }
+    if used is not None:  # the file is one candidate of a stack folder: say which
+        meta["exported_from"] = used
+    return meta
+
+
 def export_onnx(
     model_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -185,15 +210,23 @@ def export_onnx(
     else random inputs with a printed note).
 
     Prints which inputs were used and the max abs difference; raises ``LipoclassError`` (and
-    leaves no file) when it exceeds ``tolerance``. SVM folders are not supported."""
+    leaves no file) when it exceeds ``tolerance``. A stack folder (``--recipe auto``) exports
+    its best CNN candidate, with a printed line and ``exported_from`` in the metadata (both
+    out-of-fold macro-F1). SVM folders are not supported."""
     import onnx
 
     from lipoclass import __version__
     from lipoclass.ensemble import load_model
 
     cfg = config or ExportConfig()
-    loaded = load_model(model_dir)
-    nets = loaded.networks("ONNX export", "use 'lipoclass predict' with the model folder instead")
+    hint = "use 'lipoclass predict' with the model folder instead"
+    # a stack folder (--recipe auto): its best CNN base, said and recorded (docs/deployment.md)
+    loaded, used = load_model(model_dir).network_model(
+        "ONNX export", "not in the file (its features are computed in Python)", hint
+    )
+    if used is not None:
+        print(f"note: {used['note']}; the exported file is that candidate, not the folder")
+    nets = loaded.networks("ONNX export", hint)
     dest = Path(out)
     if dest.is_dir():
         raise LipoclassError(f"{dest}: is a folder; give a file name such as model.onnx")
@@ -216,22 +249,7 @@ def export_onnx(
                 opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
             )  # fmt: skip
         proto = onnx.load(str(tmp))
-        meta = {
-            "classes": list(loaded.classes),
-            "prep": {
-                k: getattr(loaded.prep, k)
-                for k in ("mode", "size", "aspect", "normalize", "nm_per_px")
-            },
-            "lipoclass_version": __version__,
-            "model": loaded.info.get("model"),
-            "temperature": loaded.temperature,
-            "review_threshold": loaded.review_threshold,
-            "review": loaded.info.get("review"),
-            "members": loaded.n_members,
-            "tta": loaded.tta,
-            "confusion": loaded.info.get("confusion"),
-            "inputs": names,
-        }
+        meta = _metadata(loaded, names, used)
         onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in meta.items()})
         proto.doc_string = (
             f"lipoclass {__version__}: {loaded.n_members} x "

@@ -89,6 +89,11 @@ class Kind(ABC):
     config_key: str = "config"
     #: whether test-time augmentation (the 8 dihedral views of the inputs) applies
     supports_tta: bool = False
+    #: whether the members run on prepared arrays (``runners``); micrograph predict then
+    #: prepares particles in memory. False (SVM, stack): the members measure a dataset, so
+    #: micrograph predict writes each micrograph's crops as a temporary crop dataset (as
+    #: ``lipoclass crop`` does) and predicts that
+    reads_prepared: bool = True
 
     # ------------------------------------------------------------------ spec side
 
@@ -183,6 +188,11 @@ class Kind(ABC):
 
     def networks(self, members: Sequence[Any]) -> list[Any]:
         """The members as torch modules (export, explain); [] when they are not networks."""
+        return []
+
+    def bases(self, members: Sequence[Any]) -> list[Any]:
+        """The model folders (``LoadedModel``) a combining kind (the stack) predicts
+        through; [] for kinds whose members predict themselves."""
         return []
 
     def runners(

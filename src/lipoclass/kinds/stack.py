@@ -110,6 +110,7 @@ class StackKind(Kind):
     name = "stack"
     member_suffix = ".json"
     config_key = "stack"
+    reads_prepared = False
 
     def model_names(self) -> tuple[str, ...]:
         return ()  # made by '--recipe auto', never by --model
@@ -169,6 +170,9 @@ class StackKind(Kind):
 
     def calibrate_oof(self, p: np.ndarray, info: dict[str, Any]) -> np.ndarray:
         return p  # oof.csv holds the stack's cross-fitted probabilities
+
+    def bases(self, members: Sequence[Any]) -> list[Any]:
+        return list(members[0].bases)
 
     def runners(
         self, members: Sequence[Any], info: dict[str, Any], backend: Backend

@@ -31,6 +31,7 @@ class SVMKind(Kind):
     name = "svm"
     member_suffix = ".joblib"
     config_key = "svm"
+    reads_prepared = False
 
     # ------------------------------------------------------------------ spec side
 

@@ -6,9 +6,11 @@ Streaming: one micrograph is in memory at a time (per worker). Its particles are
 prepared in memory with the same functions ``lipoclass crop`` and ``lipoclass.data.prepare``
 use (``crop_particle``, then ``prepare_arrays`` on the crop and its mask), so the model sees
 exactly the pixels it would see from a crop dataset, and are predicted in batches; no crop
-dataset is written. With a task runner (``--executor ray``) micrographs are spread over
-workers, each loading the model once and returning only rows, probabilities and the overlay
-PNG (a few kB per particle). See docs/micrographs.md."""
+dataset is written. Models that measure a dataset rather than read prepared images (the SVM,
+the stack of ``--recipe auto``) get each micrograph's crops as a temporary crop dataset
+(``predict_by_crops``), removed afterwards. With a task runner (``--executor ray``)
+micrographs are spread over workers, each loading the model once and returning only rows,
+probabilities and the overlay PNG (a few kB per particle). See docs/micrographs.md."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,7 +35,7 @@ from lipoclass.data import META_COLUMNS, PrepConfig, publish_folder
 from lipoclass.data.prepare import no_pixel_size_error, prepare_arrays
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.annotations import AnnotationSource, ParticleAnnotation
-from lipoclass.micrograph.crop import crop_particle
+from lipoclass.micrograph.crop import _as_output, crop_particle
 from lipoclass.micrograph.io import (
     Micrograph,
     MicrographWarning,
@@ -46,6 +49,7 @@ __all__ = [
     "MicrographPredictResult",
     "TaskRunner",
     "particle_columns",
+    "predict_by_crops",
     "predict_micrographs",
     "prepare_particles",
 ]
@@ -118,6 +122,7 @@ class MicrographPredictResult:
     empty: list[str] = field(default_factory=list)
     method: str = ""  # which method the shares are reported with and why (one line)
     audit_note: str = ""  # what the audit file gave ("" without --audit)
+    fallback: int = 0  # particles predicted by the model kind's fallback (SVM, stack)
 
     @property
     def n(self) -> int:
@@ -143,7 +148,6 @@ def prepare_particles(
     micrograph's values (float micrographs as float32, like the crop TIFFs)."""
     if prep.mode == "auto":
         prep = replace(prep, mode="masked")  # annotated particles always have a mask
-    h, w = mic.shape
     image = mic.image if mic.image.dtype.kind in "ui" else mic.image.astype(np.float32, copy=False)
     xs: list[np.ndarray] = []
     metas: list[np.ndarray] = []
@@ -153,15 +157,10 @@ def prepare_particles(
     if prep.nm_per_px is not None and mic.pixel_size_nm is None:
         raise no_pixel_size_error(str(mic.path), prep.nm_per_px)
     for i, ann in enumerate(anns):
-        mh, mw = ann.mask.shape
         if int(np.count_nonzero(ann.mask)) < min_area:
             skipped["small"] += 1
             continue
-        if prep.mode == "surround":
-            got = crop_particle(image, ann, surround, keep_edge)
-        else:  # the crop is cut to the mask box: only a particle cut by the edge is left out
-            cut = ann.top <= 0 or ann.left <= 0 or ann.top + mh >= h or ann.left + mw >= w
-            got = None if cut and not keep_edge else crop_particle(image, ann, surround, True)
+        got = _cut(image, ann, prep.mode, surround, keep_edge)
         if got is None:
             skipped["edge"] += 1
             continue
@@ -180,6 +179,79 @@ def prepare_particles(
     return x.astype(np.float32, copy=False), meta, keep, skipped
 
 
+def _cut(
+    image: np.ndarray, ann: ParticleAnnotation, mode: str, surround: int, keep_edge: bool
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]] | None:
+    """The particle's crop (``crop_particle``) or None when it is left out at the edge: in
+    ``surround`` mode when the crop leaves the image; otherwise (the input is cut to the
+    mask box) only when the particle itself is cut by the edge (its crop is padded)."""
+    if mode == "surround":
+        return crop_particle(image, ann, surround, keep_edge)
+    h, w = image.shape
+    mh, mw = ann.mask.shape
+    cut = ann.top <= 0 or ann.left <= 0 or ann.top + mh >= h or ann.left + mw >= w
+    return None if cut and not keep_edge else crop_particle(image, ann, surround, True)
+
+
+def predict_by_crops(
+    pred: Any,
+    mic: Micrograph,
+    anns: Sequence[ParticleAnnotation],
+    surround: int,
+    keep_edge: bool = False,
+    min_area: int = 20,
+) -> tuple[np.ndarray, list[int], dict[str, int], int]:
+    """Predict the particles of one micrograph with a model whose kind measures a dataset
+    (``Kind.reads_prepared`` False: the SVM, the stack of ``--recipe auto``): their crops
+    are written as a temporary crop dataset, exactly what ``lipoclass crop`` writes (same
+    crop, mask, dtype, pixel size, ``surround_px``), and predicted through ``pred``
+    (``EnsemblePredictor``: the kind's dataset path, then its documented fallback for the
+    particles it cannot handle as given). The folder is removed afterwards. Returns
+    (probs (n, C), positions in ``anns`` of the n predicted particles, skipped counts
+    ``edge`` / ``small`` / ``empty``, how many of the n came from the fallback)."""
+    from lipoclass.data import DatasetWriter, load_dataset
+
+    mode = "masked" if pred.prep.mode == "auto" else pred.prep.mode
+    c = len(pred.classes)
+    skipped = {"edge": 0, "small": 0, "empty": 0}
+    pos_of: dict[str, int] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="lipoclass-mic-"))
+    try:
+        root = tmp / f"crops-{uuid.uuid4().hex[:8]}"  # unique: in-memory feature caches
+        with DatasetWriter(root, name=mic.name, classes=pred.classes,
+                           extra={"surround_px": int(surround)}) as wr:  # fmt: skip
+            for i, ann in enumerate(anns):
+                if int(np.count_nonzero(ann.mask)) < min_area:
+                    skipped["small"] += 1
+                    continue
+                got = _cut(mic.image, ann, mode, surround, keep_edge)
+                if got is None:
+                    skipped["edge"] += 1
+                    continue
+                arr, suffix = _as_output(got[0])
+                pid = f"{mic.name}_{ann.key}"
+                wr.add(pid, image=arr, mask=got[1], pixel_size_nm=mic.pixel_size_nm,
+                       suffix=suffix, micrograph=mic.name)  # fmt: skip
+                pos_of[pid] = i
+        if not pos_of:
+            return np.zeros((0, c)), [], skipped, 0
+        ds = load_dataset(root)
+        probs, index, left = pred.predict_dataset(ds)
+        n_fb = 0
+        if left:
+            row = {p.id: k for k, p in enumerate(ds.particles)}
+            fb = pred.fallback(ds, np.array([row[pid] for pid, _ in left], dtype=np.int64))
+            probs = np.concatenate([probs.reshape(-1, c), fb.probs.reshape(-1, c)])
+            index = np.concatenate([index, np.asarray(fb.index, dtype=np.int64)])
+            n_fb = len(fb.index)
+            skipped["empty"] += len(left) - n_fb
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    where = np.array([pos_of[ds.particles[int(i)].id] for i in index], dtype=np.int64)
+    order = np.argsort(where, kind="stable")  # annotation order, as prepare_particles
+    return np.asarray(probs)[order], [int(i) for i in where[order]], skipped, n_fb
+
+
 _PREDICTORS: dict[tuple[str, str], Any] = {}  # per worker process: load a model once
 
 
@@ -196,7 +268,8 @@ def _predictor(model_dir: Path, cfg: PredictConfig) -> Any:
             config=PredictorConfig(device=cfg.device, batch_size=cfg.batch_size,
                                    precision=cfg.precision, tta=cfg.tta),
         )  # fmt: skip
-        pred.runners()  # LipoclassError now when the kind does not read images (the SVM)
+        if loaded.kind.reads_prepared:
+            pred.runners()  # build the members now (bad weights: an error before any pixel)
         _PREDICTORS.clear()
         _PREDICTORS[key] = pred
     return _PREDICTORS[key]
@@ -230,6 +303,7 @@ class _MicResult:
     overlay: bytes
     error: str | None = None
     label_image: bytes = b""  # instance label image (TIFF): value k = the k-th row of ``rows``
+    fallback: int = 0  # rows predicted by the model kind's fallback (SVM, stack)
 
 
 def _geometry(ann: ParticleAnnotation, px: float | None) -> dict[str, Any]:
@@ -275,10 +349,16 @@ def _process_one(task: _Task) -> _MicResult:
     pred = _predictor(task.model_dir, task.predict)
     mic = read_micrograph(task.path, pixel_size_nm=task.pixel_size_nm, require_pixel_size=False)
     anns = task.source.particles(mic)
-    x, meta, keep, skipped = prepare_particles(
-        mic, anns, pred.prep, task.surround, task.mic.keep_edge, task.mic.min_area
-    )
-    probs = pred.proba_meta(x, meta)
+    n_fb = 0
+    if pred.model is not None and not pred.model.kind.reads_prepared:
+        probs, keep, skipped, n_fb = predict_by_crops(
+            pred, mic, anns, task.surround, task.mic.keep_edge, task.mic.min_area
+        )
+    else:
+        x, meta, keep, skipped = prepare_particles(
+            mic, anns, pred.prep, task.surround, task.mic.keep_edge, task.mic.min_area
+        )
+        probs = pred.proba_meta(x, meta)
     if not np.isfinite(probs).all():
         raise LipoclassError(f"{mic.path}: the model gave a non-finite probability")
     kept = [anns[i] for i in keep]
@@ -309,6 +389,7 @@ def _process_one(task: _Task) -> _MicResult:
         skipped,
         png,
         label_image=_label_tiff(mic.shape, kept),
+        fallback=n_fb,
     )
 
 
@@ -698,8 +779,9 @@ def predict_micrographs(
     audit: str | os.PathLike[str] | None = None,
 ) -> MicrographPredictResult:
     """Classify every particle of ``micrographs`` (from ``source``: annotations or
-    ``DetectSource``) with the model folder ``model_dir`` (a kind that reads prepared images,
-    e.g. CNNs) into ``out`` (particles.csv, shares.csv, micrograph_shares.csv, overlays/*.png,
+    ``DetectSource``) with the model folder ``model_dir`` (any kind: CNNs read prepared
+    images in memory; the SVM and stacks predict temporary crops, ``predict_by_crops``)
+    into ``out`` (particles.csv, shares.csv, micrograph_shares.csv, overlays/*.png,
     diameters.png, summary.json, index.html), atomically. Paths, headers, the sample table
     and ``out`` are checked first. ``runner``: where micrographs are processed (default: one
     after the other here); ``progress``: a tqdm bar (default: when stderr is a terminal).
@@ -767,6 +849,9 @@ def _print_summary(res: MicrographPredictResult, n_mics: int, out: Path, level: 
     print(f"{res.n} particle(s) on {n_mics} micrograph(s) classified; {flagged} "
           f"({100 * flagged / max(res.n, 1):.1f}%) flagged for review"
           f"{edge if res.edge_skipped else ''}")  # fmt: skip
+    if res.fallback:
+        print(f"{res.fallback} particle(s) predicted by the model's fallback (docs/deployment.md, "
+              "Every particle counted; e.g. the stack's first model alone)")  # fmt: skip
     print(shares_table(res.sample_shares, level))
     print(f"{res.method} (docs/deployment.md; every method with its interval is in "
           f"{out / 'shares.csv'})")  # fmt: skip
@@ -841,6 +926,7 @@ def _collect(
         empty=[r.name for r in results if not r.rows],
         method=method_line(quant),
         audit_note=audit_note,
+        fallback=sum(r.fallback for r in results),
     )
 
 
@@ -854,6 +940,8 @@ def particle_columns(classes: Sequence[str], with_label: bool = False) -> list[s
     ]  # fmt: skip
 
 
+# long: the report's files written in one pass over the micrographs (rows, shares, summary,
+# page); split, the column order and the summary keys would drift apart
 def _write_outputs(
     staging: Path,
     res: MicrographPredictResult,
@@ -918,6 +1006,7 @@ def _write_outputs(
                 "height": m.shape[0],
                 "pixel_size_nm": m.pixel_size_nm,
                 "skipped": m.skipped,
+                "fallback": m.fallback,
             }
             for m in mics
         ],

@@ -111,6 +111,13 @@ class _Runner:
                     f"{onnx_path}: classes {', '.join(self.onnx.classes)} differ from "
                     f"{model_dir}'s {', '.join(self.loaded.classes)}"
                 )
+            src = self.onnx.meta.get("exported_from")
+            if self.loaded is not None and src and not self.loaded.modules:
+                raise LipoclassError(
+                    f"{onnx_path} holds {src.get('used')} of the stack folder {model_dir}, not "
+                    f"the stack: give {Path(str(model_dir)) / str(src.get('used'))} as the model "
+                    "folder (its out-of-fold data match the file)"
+                )
             if cfg.tta is not None and cfg.tta != self.onnx.tta:
                 raise LipoclassError(
                     f"{onnx_path}: test-time augmentation is {'on' if self.onnx.tta else 'off'} "
