@@ -260,11 +260,31 @@ def test_bad_recipe_input_is_one_line(
     err = capsys.readouterr().err.strip()
     assert err == (
         "lipoclass: error: --model does not go with --recipe auto (the recipe plans "
-        "the models, input size and balance itself)"
+        "the models, input preparation, training and balance itself; --recipe fixed takes "
+        "them as given)"
     )
-    assert main(["cv", ds, "--out", str(tmp_path / "m")]) == 2
-    assert "--model" in capsys.readouterr().err
+    # an option auto would otherwise ignore is refused too (never silently dropped)
+    assert main(["cv", ds, "--recipe", "auto", "--mode", "masked", "--out", str(tmp_path / "m")])
+    assert "--mode does not go with --recipe auto" in capsys.readouterr().err
+    assert main(["cv", ds, "--recipe", "fixed", "--out", str(tmp_path / "m")]) == 2
+    assert "--recipe fixed needs --model" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_auto_is_the_default_unless_a_model_option_is_given() -> None:
+    from lipoclass.cli import build_parser
+    from lipoclass.cli.fit import _recipe
+
+    parser = build_parser()
+    for cmd in ("cv", "train"):
+        base = [cmd, "DS", "--out", "M"]
+        assert _recipe(parser.parse_args(base)) == "auto"
+        assert _recipe(parser.parse_args([*base, "--epochs", "5", "--seed", "2"])) == "auto"
+        for extra in (["--model", "svm"], ["--size", "48"], ["--mode", "masked"],
+                      ["--balance", "none"], ["--augment", "none"], ["--tta"]):  # fmt: skip
+            assert _recipe(parser.parse_args([*base, *extra])) == "fixed", extra
+        assert _recipe(parser.parse_args([*base, "--recipe", "fixed"])) == "fixed"
+        assert _recipe(parser.parse_args([*base, "--recipe", "auto", "--size", "9"])) == "auto"
 
 
 def test_an_earlier_model_folder_may_be_replaced(tmp_path: Path) -> None:

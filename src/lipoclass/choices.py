@@ -11,6 +11,7 @@ __all__ = [
     "BALANCES_CNN",
     "BALANCES_SVM",
     "COMPUTED_FEATURE_SETS",
+    "DEFAULT_RECIPE",
     "DEVICES",
     "EXECUTORS",
     "EXPORT_FORMATS",
@@ -56,6 +57,9 @@ INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 #: how 'cv' / 'train' configure a model: fixed = the --model options as given; auto = the
 #: dataset's fingerprint -> planned candidates compared on the same folds (lipoclass.recipe)
 RECIPES: tuple[str, ...] = ("fixed", "auto")
+#: the recipe of 'cv' / 'train' when neither --recipe nor a model option (--model, --size,
+#: ...) is given (docs/cnn.md, Self-configuring recipe: why auto is the default)
+DEFAULT_RECIPE = "auto"
 #: where independent tasks (folds, study runs) run
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 #: what 'lipoclass export' writes: an ONNX file or a bioimage.io model package (zip)

@@ -23,6 +23,7 @@ from lipoclass.choices import (
 from lipoclass.errors import LipoclassError
 
 __all__ = [
+    "FIXED_ONLY",
     "AddCommand",
     "Parser",
     "add_detect_options",
@@ -122,11 +123,20 @@ def positive_float(text: str) -> float:
     return v
 
 
+#: options that configure one model as given (the fixed recipe): giving one selects
+#: --recipe fixed; --recipe auto plans them itself and refuses them
+FIXED_ONLY = ("model", "size", "balance", "features_csv", "tta", "mode", "batch_size",
+              "optimizer", "lr", "augment", "features")  # fmt: skip
+
+
 def add_model_options(p: argparse.ArgumentParser, *, default_model: str | None) -> None:
     """Options shared by ``cv`` and ``train``; ``--model`` lists every registered model kind's
     models (``lipoclass.kinds.models_help``). ``--model`` is left None when not given (fine
     with ``--recipe auto``); ``args.model_default`` holds ``default_model``."""
-    default = f" (default: {default_model})" if default_model else ""
+    flags = ", ".join(f"--{k.replace('_', '-')}" for k in FIXED_ONLY[1:])
+    default = (f" (giving --model, {flags} selects --recipe fixed"
+               + (f"; with --recipe fixed the default is {default_model})" if default_model
+                  else ")"))  # fmt: skip
     p.set_defaults(model_default=default_model)
     model = p.add_argument("--model", default=None, help="the model to fit" + default)
 

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lipoclass.choices import RECIPES, SEED_MAX
+from lipoclass.choices import DEFAULT_RECIPE, RECIPES, SEED_MAX
 from lipoclass.cli._common import (
+    FIXED_ONLY,
     AddCommand,
     add_executor_options,
     add_model_options,
@@ -50,11 +51,11 @@ def _fit(args: argparse.Namespace, what: str) -> int:
     except ValueError as exc:
         raise LipoclassError(f"--executor/--workers/--address: {exc}") from None
     cv = CVConfig(folds=args.folds, seed=args.seed, group_by=args.group_by)
-    if args.recipe == "auto":
+    if _recipe(args) == "auto":
         return _fit_auto(args, cv, exe)
     args.model = args.model or args.model_default
     if args.model is None:
-        raise LipoclassError("the following arguments are required: --model (or --recipe auto)")
+        raise LipoclassError("--recipe fixed needs --model (or leave both out: --recipe auto)")
     spec = spec_from_args(args)
     ds = load_dataset(args.dataset)
     _, result = fit_model(ds, spec, cv, out, features_csv=args.features_csv, executor=exe,
@@ -65,21 +66,30 @@ def _fit(args: argparse.Namespace, what: str) -> int:
     return 0
 
 
+def _fixed_options(args: argparse.Namespace) -> list[str]:
+    """The FIXED_ONLY options given with a value other than their default, as flags."""
+    return [f"--{k.replace('_', '-')}" for k in FIXED_ONLY
+            if getattr(args, k) != args.fixed_defaults[k]]  # fmt: skip
+
+
+def _recipe(args: argparse.Namespace) -> str:
+    """``--recipe`` as given; left out: ``fixed`` when a model option is given (--model,
+    --size, ...: the user chose the model), else ``auto`` (the default)."""
+    if args.recipe is not None:
+        return str(args.recipe)
+    return "fixed" if _fixed_options(args) else DEFAULT_RECIPE
+
+
 def _fit_auto(args: argparse.Namespace, cv: Any, exe: Any) -> int:
     """``--recipe auto``: the plan and the candidates (``lipoclass.recipe.fit_auto``)."""
     from lipoclass.data import load_dataset
     from lipoclass.recipe import RecipeConfig, fit_auto
 
-    given = [
-        f"--{k.replace('_', '-')}"
-        for k in ("model", "size", "features_csv", "balance")
-        if getattr(args, k) is not None
-    ]
-    if given:
+    given = _fixed_options(args)
+    if given:  # never silently ignored
         raise LipoclassError(f"{given[0]} does not go with --recipe auto (the recipe plans the "
-                             "models, input size and balance itself)")  # fmt: skip
-    if args.tta:
-        raise LipoclassError("--tta does not go with --recipe auto")
+                             "models, input preparation, training and balance itself; "
+                             "--recipe fixed takes them as given)")  # fmt: skip
     # --epochs caps the plan's epochs (the budget rule may use fewer)
     cfg = RecipeConfig(device=args.device, precision=args.precision, max_epochs=args.epochs,
                        min_epochs=min(10, args.epochs))  # fmt: skip
@@ -178,13 +188,16 @@ def _register_fit(add: AddCommand) -> None:
         p = add(name, fn, line, fit_help)
         p.add_argument("dataset", help="labelled particle dataset folder (with particles.csv)")
         add_model_options(p, default_model=default_model)
-        p.add_argument("--recipe", choices=RECIPES, default="fixed",
-                       help="fixed (default): the model and options as given; auto: measure "
-                       "the dataset (particle size, classes, pixel size), plan the input size, "
-                       "epochs and balance by written rules, cross-validate a few candidates "
-                       "(CNN at one or two sizes, SVM, their stack) on the same folds and keep "
-                       "the best by out-of-fold macro-F1 (at most ~3x one cross-validation; "
-                       "docs/cnn.md, Self-configuring recipe)")  # fmt: skip
+        p.add_argument("--recipe", choices=RECIPES, default=None,
+                       help=f"{DEFAULT_RECIPE} (default, unless a model option such as --model "
+                       "or --size is given): measure the dataset (particle size, classes, "
+                       "pixel size), plan the input size, epochs and balance by written "
+                       "rules, cross-validate a few candidates (CNN at one or two sizes, SVM, "
+                       "their stack) on the same folds and keep the best by out-of-fold "
+                       "macro-F1 (at most ~3x one cross-validation; --epochs caps the plan's "
+                       "epochs); fixed (the default when a model option is given): the "
+                       "--model and its options as given (docs/cnn.md, Self-configuring "
+                       "recipe)")  # fmt: skip
         p.add_argument("--folds", type=folds, default=5,
                        help="number of folds, at least 2 (default: 5; fewer when the smallest "
                        "class has fewer particles)")  # fmt: skip
@@ -206,6 +219,8 @@ def _register_fit(add: AddCommand) -> None:
             "and average (8x slower prediction; off by default, docs/cnn.md)",
         )
         add_executor_options(p, "folds trained")
+        # the model options' own defaults: what "given" means for the implied recipe
+        p.set_defaults(fixed_defaults={k: p.get_default(k) for k in FIXED_ONLY})
         p.add_argument(
             "-o",
             "--out",
