@@ -192,8 +192,13 @@ def test_stack_folder_predicts_through_its_bases(
         ]
     )
     assert rc == 0  # the CLI's own plan (lipnet4, lipnet_hybrid, svm), capped at 1 epoch
-    out = capsys.readouterr().out
+    said = capsys.readouterr()
+    out = said.out
     assert "<- chosen" in out and "stack" in out
+    # cost: the plan with its time estimate first, then progress per candidate and fold
+    err = said.err
+    assert err.index("time: about") < err.index("candidate 1/") < err.index("chose ")
+    assert "fold 1/3" in err
     model = load_model(tmp_path / "m")
     assert model.kind.name == "stack" and model.info["recipe"]["chosen"] == "stack"
     member = model.members[0]
