@@ -1,14 +1,15 @@
 """Train the packaged liposome verifier of ``lipoclass detect``
 (src/lipoclass/micrograph/verifier.json) on synthetic micrographs with distractors.
 
-80 micrographs of 1024 px, seeds 1000-1079 (never used by benchmarks/bench_detect.py, which
-uses seeds from 50000 on), each with settings drawn from a generator seeded 1000: problem
+160 micrographs of 1024 px, seeds 1000-1159 (never used by benchmarks/bench_detect.py, which
+uses seeds from 50000 on; design choices used validation seeds 2000-2019 and tuning seeds
+3000+), each with settings drawn from a generator seeded 1000: problem
 lamellarity or encapsulation, density 0.05-0.45, noise 0.6-2.6, touching 0.1-0.6, ice 0-12
 and debris 0-16 per 1024^2 px, carbon edge with chance 0.5, uneven illumination 0-0.6, pixel
 size 0.5-3 nm (log-uniform, dose per nm^2 kept). Candidates at the default ring threshold are
 labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network)
 is fitted and its threshold maximises the F1 of its 5-fold (grouped by micrograph)
-out-of-fold scores.
+out-of-fold scores. 16 blank micrographs (noise only, seed 1900) add negatives.
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -43,10 +44,32 @@ def conditions(seed0: int, n: int) -> list[dict[str, object]]:
     return out
 
 
+def blank_micrographs(seed0: int, n: int) -> list[tuple[np.ndarray, float]]:
+    """``n`` micrographs without any liposome (image, pixel size nm) from a generator seeded
+    ``seed0``: white or lightly smoothed Gaussian noise, 256-1024 px, some quantised to 8 bit,
+    pixel size 0.5-3 nm; every candidate on them is a negative (an empty micrograph must give
+    no particle)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed0)
+    out = []
+    for _ in range(n):
+        size = int(rng.choice([256, 512, 1024]))
+        img = rng.normal(0.0, 1.0, (size, size))
+        if rng.random() < 0.5:
+            img = ndi.gaussian_filter(img, float(rng.uniform(0.5, 2.0)))
+        img = 150.0 + img / img.std() * float(rng.uniform(2.0, 20.0))
+        if rng.random() < 0.5:
+            img = np.clip(np.rint(img), 0, 255)
+        out.append((img.astype(np.float32), float(np.exp(rng.uniform(np.log(0.5), np.log(3.0))))))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_VERIFIER)
-    ap.add_argument("--count", type=int, default=80)
+    ap.add_argument("--count", type=int, default=160)
+    ap.add_argument("--blank", type=int, default=16, help="micrographs without liposomes")
     ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
     args = ap.parse_args()
     cfg = DetectConfig(verifier="none")
@@ -55,9 +78,13 @@ def main() -> None:
         m = render_micrograph(MicrographConfig(**c), 0)  # type: ignore[arg-type]
         mics.append(Micrograph(Path(f"s{c['seed']}.tif"), m.image, float(c["pixel_size_nm"])))  # type: ignore[arg-type]
         truths.append(m.labels.astype(np.int64))
+    for k, (img, px) in enumerate(blank_micrographs(1900, args.blank)):
+        mics.append(Micrograph(Path(f"blank{k}.tif"), img, px))
+        truths.append(np.zeros(img.shape, np.int64))
     ts = collect_training_set(mics, truths, cfg)
-    info = {"trained_on": f"{args.count} synthetic micrographs, seeds 1000-{999 + args.count} "
-            "(scripts/train_detect_verifier.py)", "candidate_threshold": cfg.threshold}  # fmt: skip
+    info = {"trained_on": f"{args.count} synthetic micrographs, seeds 1000-{999 + args.count}, "
+            f"and {args.blank} blank ones, seed 1900 (scripts/train_detect_verifier.py)",
+            "candidate_threshold": cfg.threshold}  # fmt: skip
     ver, stats = fit_verifier(ts, info=info, model=args.model)
     ver.save(args.out)
     print({k: round(v, 4) for k, v in stats.items()}, "->", args.out)

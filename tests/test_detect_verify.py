@@ -213,3 +213,31 @@ def test_ring_significance_edge_correction() -> None:
     assert sig[0, 40] == pytest.approx(1 / np.sqrt(1 - np.arccos(0.05) / np.pi), rel=1e-4)
     assert sig[0, 0] == pytest.approx(2.0)  # the share is floored at 1/4
     assert np.allclose(sig, sig[::-1]) and np.allclose(sig, sig[:, ::-1])
+
+
+def test_features_tell_membrane_from_blob_and_film_edge() -> None:
+    """A thin dark ring (membrane) and a solid dark disk of the same size differ in
+    rim_side_balance (a blob's edge is dark inside, light outside) and rim_line; a straight
+    film edge through a ring gives a one-sided interior step (inner_step)."""
+    from scipy import ndimage as ndi
+
+    from lipoclass.micrograph.detect import FEATURES
+
+    yy, xx = np.mgrid[:160, :160]
+    rho = np.hypot(yy - 80, xx - 80)
+    rng = np.random.default_rng(0)
+
+    def best(image: np.ndarray) -> dict[str, float]:
+        img = ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.05, image.shape)
+        det = detect_candidates(100.0 - img, DetectConfig(min_diameter=40, max_diameter=120,
+                                unit="px", verifier="none"))  # fmt: skip
+        i = int(np.argmin(np.hypot(det.cy - 80, det.cx - 80)))
+        assert np.hypot(det.cy[i] - 80, det.cx[i] - 80) < 5
+        return dict(zip(FEATURES, det.features[i]))
+
+    ring = best((np.abs(rho - 30) < 1.5).astype(float))
+    disk = best((rho < 30).astype(float))
+    edge = best((np.abs(rho - 30) < 1.5) + 0.5 * (xx > 85))
+    assert disk["rim_side_balance"] > ring["rim_side_balance"] + 1.0
+    assert ring["rim_line"] > disk["rim_line"] + 1.0
+    assert edge["inner_step"] > ring["inner_step"] + 0.1

@@ -23,6 +23,7 @@ __all__ = [
     "PRECISIONS",
     "RECIPES",
     "REVIEW_QUEUES",
+    "RING_THRESHOLD",
     "SCHEDULES",
     "SEED_MAX",
     "VAL_METRICS",
@@ -72,3 +73,7 @@ SEED_MAX = 2**32 - 1
 
 #: models of the detector's liposome verifier (lipoclass detect-train --model)
 VERIFIER_MODELS: tuple[str, ...] = ("mlp", "logistic")
+
+#: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
+#: the verifier rejects the extra false candidates a low threshold lets in
+RING_THRESHOLD = 4.0

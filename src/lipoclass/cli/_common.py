@@ -18,6 +18,7 @@ from lipoclass.choices import (
     INPUT_MODES,
     OPTIMIZERS,
     PRECISIONS,
+    RING_THRESHOLD,
     SEED_MAX,
 )
 from lipoclass.errors import LipoclassError
@@ -253,7 +254,7 @@ def add_detect_options(p: argparse.ArgumentParser, *, verifier: bool = True) -> 
                    help="smallest liposome, e.g. 20nm or 16px (default: 20nm)")  # fmt: skip
     g.add_argument("--max-diameter", type=length, default=(300.0, "nm"), metavar="LEN",
                    help="largest liposome, e.g. 300nm or 400px (default: 300nm)")  # fmt: skip
-    g.add_argument("--threshold", type=positive_float, default=5.0,
+    g.add_argument("--threshold", type=positive_float, default=RING_THRESHOLD,
                    help="how clear a ring must be (robust z-score; lower finds fainter "
                    "liposomes and more false ones; default: %(default)s)")  # fmt: skip
     if not verifier:

@@ -173,7 +173,7 @@ def _register_detect_train(add: AddCommand) -> None:
                    help="detection_negatives.csv (micrograph,x,y,diameter_px,id): candidates "
                    "a reviewer marked as not a particle")  # fmt: skip
     p.add_argument("--model", choices=VERIFIER_MODELS, default=VERIFIER_MODELS[0],
-                   help="verifier model: 'mlp' (a small neural network, 16 hidden units) or "
+                   help="verifier model: 'mlp' (a small neural network, 32 hidden units) or "
                    "'logistic' (logistic regression, fewer annotations needed; readable "
                    "weights) (default: %(default)s)")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",

@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from lipoclass.choices import RING_THRESHOLD
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
@@ -92,7 +93,7 @@ class DetectConfig:
     max_diameter: float = 300.0
     unit: str = "nm"
     smooth: float | None = None
-    threshold: float = 5.0
+    threshold: float = RING_THRESHOLD
     invert: bool = False
     verifier: str = "default"
     min_score: float | None = None
@@ -145,6 +146,10 @@ FEATURES = (
     "inner_texture",  # interior band-pass standard deviation
     "outer_texture",  # band-pass standard deviation of the surroundings (carbon, ice halos)
     "rim_peak",  # membrane darker than just inside and outside it (+-20 %): a thin ring
+    "inner_step",  # first harmonic of the interior's low-pass darkness / membrane's (film edge)
+    "rim_weakest_quarter",  # rim darkness of the weakest quarter of the circle / of the whole
+    "rim_side_balance",  # band-pass just inside minus just outside the membrane (solid blob > 0)
+    "rim_line",  # membrane darker than 2.5 smoothing sigmas either side of it (a thin line)
     *(f"profile_{round(q * 100)}" for q in _PROFILE),  # low-pass darkness at q x radius
 )
 
@@ -428,9 +433,11 @@ def _features(
     raw: np.ndarray,
     radii: np.ndarray,
     rim: np.ndarray,
+    sigma: float = 1.5,
 ) -> np.ndarray:
     """Candidate features (N, F) in ``FEATURES`` order; ``cand`` (N, 4) significance, cy, cx,
-    r at the working scale; ``raw``/``radii``/``rim`` from ``_refine``."""
+    r at the working scale; ``raw``/``radii``/``rim`` from ``_refine``; ``sigma`` the
+    band-pass smoothing (px of the working scale)."""
     n = len(cand)
     if n == 0:
         return np.zeros((0, len(FEATURES)), dtype=np.float64)
@@ -461,6 +468,17 @@ def _features(
     profile = (prof.mean(axis=1) - far_m[:, None]) / unit[:, None]  # (N, Q)
     near = _sample(z, cy, cx, raw[:, :, None] * np.array([0.8, 1.2])[None, None, :])  # (N,48,2)
     rim_peak = rim_z - near.max(axis=2).mean(axis=1)
+    # film edges cross the interior: a one-sided step of the interior's low-pass darkness
+    inner_ray = prof[:, :, 1:4].mean(axis=2)  # (N, 48) at 0.3-0.75 r
+    inner_step = np.abs(((inner_ray - inner_ray.mean(axis=1)[:, None]) * e1).mean(axis=1)) / unit
+    quarters = rim.reshape(n, 4, _N_RAYS // 4).mean(axis=2)  # (N, 4)
+    weakest = quarters.min(axis=1) / np.maximum(np.abs(rim_z), 0.5)
+    # a membrane is a thin dark line (light on both sides after the band-pass); the edge of a
+    # solid blob is a step (dark inside, light halo outside)
+    d = max(2.5 * sigma, 2.0)
+    side = _sample(z, cy, cx, raw[:, :, None] + np.array([-d, d])[None, None, :])  # (N, 48, 2)
+    side_balance = (side[:, :, 0] - side[:, :, 1]).mean(axis=1)
+    rim_line = rim_z - side.max(axis=2).mean(axis=1)
     labels, own = paint_outlines(z.shape, cy, cx, radii)
     kept = np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.maximum(own, 1)
     feats = np.column_stack(
@@ -480,6 +498,10 @@ def _features(
             zi.std(axis=(1, 2)),
             zo.std(axis=(1, 2)),
             rim_peak,
+            inner_step,
+            weakest,
+            side_balance,
+            rim_line,
             profile,
         ]
     )
@@ -509,7 +531,8 @@ def detect_candidates(
     factor = max(1, int(dmin // _WORK_MIN_D))
     h, w = image.shape
     work = _working(image, factor, cfg.invert)
-    z, low = _bandpass(work, _sigma(cfg, pixel_size_nm, factor))
+    sigma = _sigma(cfg, pixel_size_nm, factor)
+    z, low = _bandpass(work, sigma)
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
     rings = _ring_candidates(z, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
     seeds = _suppress(rings)
@@ -518,7 +541,7 @@ def detect_candidates(
     inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
     cand = cand[inside]
     raw, radii, rim = _refine(z, cand[:, 1], cand[:, 2], cand[:, 3])
-    feats = _features(z, low, cand, raw, radii, rim)
+    feats = _features(z, low, cand, raw, radii, rim, sigma)
     # to full resolution: centre of working pixel j is full-resolution (j + 0.5) f - 0.5
     offset = 2.3 / pixel_size_nm if pixel_size_nm is not None else 1.5  # half a bilayer
     cy = (cand[:, 1] + 0.5) * factor - 0.5

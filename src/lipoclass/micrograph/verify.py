@@ -1,5 +1,5 @@
 """The liposome verifier of ``lipoclass detect``: a small neural network (one hidden layer of
-16 units; default) or a logistic regression on the candidate features of
+32 units; default) or a logistic regression on the candidate features of
 ``lipoclass.micrograph.detect.FEATURES`` (standardised), stored as a small JSON file (feature
 names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The
 packaged default
@@ -47,7 +47,7 @@ VERIFIER_FILE = "verifier.json"
 #: columns of a review's detection_negatives.csv (fixed by the project, see COMMON formats)
 NEGATIVE_COLUMNS = ("micrograph", "x", "y", "diameter_px", "id")
 _FORMAT = "lipoclass-detect-verifier"
-_MLP_HIDDEN = 16  # hidden units of the mlp verifier
+_MLP_HIDDEN = 32  # hidden units of the mlp verifier
 _MLP_ALPHA = 1e-3  # its L2 penalty
 
 #: why a candidate is rejected, by the feature that pulls its score down most
@@ -67,6 +67,10 @@ REASONS = {
     "inner_texture": "textured interior",
     "outer_texture": "textured surroundings (carbon film, ice halo)",
     "rim_peak": "no thin membrane line at the rim",
+    "inner_step": "a step of darkness across the interior (film edge)",
+    "rim_weakest_quarter": "part of the ring missing (edge or gap)",
+    "rim_side_balance": "darker inside than outside the rim (edge of a solid blob)",
+    "rim_line": "no thin membrane line at the rim",
     **{
         f"profile_{q}": "darkness profile unlike a membrane ring"
         for q in (0, 30, 55, 75, 90, 115, 130)
