@@ -179,6 +179,7 @@ def fit_model(
         raise LipoclassError(f"review target must be in (0, 1], got {review_target}")
     cv = replace(cv, folds=resolve_folds(dataset, cv.folds))
     kind = spec.kind
+    tta = bool(tta or getattr(spec.config, "tta", False))  # OOF with TTA -> folder with TTA
     if tta and not kind.supports_tta:
         raise LipoclassError(
             f"test-time augmentation (--tta) does not apply to {kind.name} models (CNNs only)"

@@ -60,7 +60,9 @@ class RecipeConfig:
     features (None: never planned); ``max_epochs`` / ``min_epochs``: the epoch range the
     budget rule may use; ``budget_factor``: the candidates together may cost this many
     cross-validations of the fixed recipe; ``two_sizes``: plan a second CNN configuration;
-    ``svm`` / ``stack``: include the SVM and the stack candidates; ``device``,
+    ``svm`` / ``stack``: include the SVM and the stack candidates; ``tta``: the CNN
+    candidates predict (out of fold and later) as the mean over the 8 flips / quarter turns
+    (``TrainConfig.tta``; docs/cnn.md, Self-configuring recipe); ``device``,
     ``precision``: passed to the CNNs; ``max_images``: particles the fingerprint reads."""
 
     base_model: str = "lipnet4"
@@ -71,6 +73,7 @@ class RecipeConfig:
     two_sizes: bool = True
     svm: bool = True
     stack: bool = True
+    tta: bool = True
     device: str = "auto"
     precision: str = "auto"
     max_images: int = 2000
@@ -219,7 +222,7 @@ def _cnn_spec(
         balance=balance,
         device=cfg.device,
         precision=cfg.precision,
-    )
+    ).with_config(tta=cfg.tta)
     if nm_per_px is None:
         return spec
     return replace(spec, prep=replace(spec.prep, nm_per_px=nm_per_px))
@@ -312,6 +315,18 @@ def _balance_rule(fp: Fingerprint) -> Rule:
         )
         return Rule("balance", "oversample", why)
     return Rule("balance", "none", f"classes balanced ({fp.imbalance:.2f}:1): nothing to correct")
+
+
+def _tta_rule(cfg: RecipeConfig) -> Rule:
+    if not cfg.tta:
+        return Rule("test-time augmentation", "no", "switched off (RecipeConfig.tta)")
+    why = (
+        "the CNNs train on particles rotated by up to 180 degrees and flipped, so all 8 flips / "
+        "quarter turns of a particle are views they learned; averaging them steadies each "
+        "prediction for 8x the (small) prediction cost, training unchanged; the out-of-fold "
+        "figures are computed the same way"
+    )
+    return Rule("test-time augmentation", "8 flips / quarter turns (CNNs)", why)
 
 
 def _batch_rule(rows: float) -> Rule:
@@ -423,7 +438,7 @@ def plan_recipe(
     if n_cnn < len(cnns):
         why += f"; {cnns[1][1]} dropped to stay within it"
     rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size, cfg), balance_rule, batch_rule,
-             Rule("epochs", epochs, why))  # fmt: skip
+             Rule("epochs", epochs, why), _tta_rule(cfg))  # fmt: skip
 
     cands: list[Candidate] = []
     for m, name, s, reason, k in cnns[:n_cnn]:

@@ -38,7 +38,10 @@ class TrainConfig:
     (accuracy fp32 vs bf16 over 3 seeds: docs/cnn.md, Speed; ``lipoclass.train.precision``);
     the resolved value is recorded in the history and the run's fold_info. ``threads=None``
     on CPU: all cores when the machine is idle, fewer when other processes keep cores busy
-    (``lipoclass.threads``)."""
+    (``lipoclass.threads``). ``tta``: the fold models' own predictions (the out-of-fold
+    predictions of ``cv``) average the softmax over the 8 flips / quarter turns of each
+    particle; a model folder made from such a spec predicts with TTA as well (``fit_model``),
+    so its out-of-fold figures are those of what it predicts."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -72,6 +75,7 @@ class TrainConfig:
     channels_last: bool = True
     micro_batch: int | None = None
     progress: bool = True
+    tta: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))

@@ -166,7 +166,21 @@ class CNNEstimator:
         return predict_logits(self.model, prep.x[rows], self._aux(prep, rows), dev)
 
     def predict_proba(self, dataset: ParticleDataset, idx: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (len(idx), C) in ``classes`` order."""
+        """Softmax probabilities (len(idx), C) in ``classes`` order; with ``train.tta`` the
+        mean of the softmax over the 8 dihedral views (flips / quarter turns)."""
         if len(idx) == 0:
             return np.zeros((0, len(self.classes)))
-        return softmax(self.decision_logits(dataset, idx))
+        if not self.train.tta:
+            return softmax(self.decision_logits(dataset, idx))
+        import torch
+
+        from lipoclass.models.inference import DIHEDRAL, dihedral
+
+        if self.model is None:
+            raise LipoclassError("CNNEstimator: call fit() before predicting")
+        prep = prepared_for(dataset, self.prep)
+        rows = _rows(prep, dataset, idx)
+        dev = next(self.model.parameters()).device
+        x, aux = torch.from_numpy(np.ascontiguousarray(prep.x[rows])), self._aux(prep, rows)
+        views = [dihedral(x, k, f).contiguous() for k, f in DIHEDRAL]
+        return np.mean([softmax(predict_logits(self.model, v, aux, dev)) for v in views], axis=0)
