@@ -137,6 +137,9 @@ def test_plan_rules_follow_the_fingerprint() -> None:
     )  # fmt: skip
     assert mixed.rule("rescale").value == "1.6 nm/px"
     assert mixed.models[0].name.startswith("lipnet_hybrid")
+    # every CNN candidate predicts with TTA (out of fold too); the rule says why
+    assert all(c.spec is not None and c.spec.config.tta for c in mixed.models[:-1])
+    assert "flips" in mixed.rule("test-time augmentation").reason
     # heavy imbalance -> balance
     skew = plan_recipe(_fp(class_counts=(580, 15, 5), imbalance=116.0), COUNTS)
     assert skew.rule("balance").value == "oversample"
@@ -303,3 +306,31 @@ def test_an_earlier_model_folder_may_be_replaced(tmp_path: Path) -> None:
     (tmp_path / "x" / "notes.txt").write_text("mine")
     with pytest.raises(LipoclassError, match="not a model folder"):
         check_model_out(tmp_path / "x")
+
+
+def test_tta_out_of_fold_predictions_average_the_eight_views(tmp_path: Path) -> None:
+    """``TrainConfig.tta``: a fold model's predictions are the mean softmax over the 8 flips /
+    quarter turns (what the model folder then predicts), and fit_model records it."""
+    import torch
+
+    from lipoclass.crossfit import fit_model
+    from lipoclass.data import prepare
+    from lipoclass.ensemble import load_model
+    from lipoclass.models.inference import predict_logits, softmax
+    from lipoclass.spec import build_spec
+
+    ds = load_dataset(_size_only(tmp_path / "ds", n=6))
+    spec = build_spec("tiny", mode="masked", epochs=1, device="cpu", precision="fp32")
+    est = spec.with_config(tta=True).make_estimator(seed=0, classes=tuple(ds.classes))
+    est.fit(ds, np.arange(8))
+    test = np.arange(8, 12)
+    x = prepare(ds, spec.prep).x[test]
+    views = [np.rot90(v, k, axes=(-2, -1)) for v in (x, x[..., ::-1]) for k in range(4)]
+    logits = [predict_logits(est.model, np.ascontiguousarray(v), None, torch.device("cpu"))
+              for v in views]  # fmt: skip
+    assert np.allclose(est.predict_proba(ds, test), np.mean([softmax(z) for z in logits], axis=0),
+                       atol=1e-5)  # fmt: skip
+    assert not np.allclose(softmax(logits[0]), softmax(logits[1]), atol=1e-6)  # views differ
+    out, _ = fit_model(ds, spec.with_config(tta=True), CVConfig(folds=2, seed=0), tmp_path / "m",
+                       progress=False, quantify=False)  # fmt: skip
+    assert load_model(out).tta
