@@ -114,6 +114,45 @@ def test_tta_averages_the_dihedral_views(model: Path, ds_dir: Path) -> None:
     assert len({(k, f) for k, f in DIHEDRAL}) == 8
 
 
+def test_cv_tta_out_of_fold_predictions_use_the_tta_of_the_folder(
+    ds_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lipoclass cv --model ... --tta``: the folder predicts with TTA, so its out-of-fold
+    predictions (oof.csv, metrics, calibration) are each fold model's mean softmax over the
+    8 flips / quarter turns of the particles it did not train on, not its plain softmax."""
+    import csv
+
+    import torch
+
+    import lipoclass.crossfit.core as core
+    from lipoclass.data import prepare
+    from lipoclass.models.inference import DIHEDRAL, dihedral, predict_logits, softmax
+
+    monkeypatch.setattr(core, "_fit_quantifiers", lambda *a, **k: None)  # slow, not tested here
+    out = tmp_path / "m"
+    argv = ["cv", str(ds_dir), "--model", "tiny", "--epochs", "1", "--folds", "2", "--tta",
+            "--device", "cpu", "--precision", "fp32", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    lm = load_model(out)
+    assert lm.tta
+    ds = load_dataset(ds_dir)
+    x = torch.from_numpy(prepare(ds, lm.prep).x)
+    pos = {pid: i for i, pid in enumerate(ds.ids)}
+    with (out / "oof.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    raw = np.array([[float(r[f"p_{c}"]) for c in lm.classes] for r in rows])  # before calibration
+    plain, tta = np.zeros_like(raw), np.zeros_like(raw)
+    cpu = torch.device("cpu")
+    for k, net in enumerate(lm.members):
+        sel = [j for j, r in enumerate(rows) if int(r["fold"]) == k]
+        xk = x[[pos[rows[j]["id"]] for j in sel]]
+        views = [softmax(predict_logits(net, dihedral(xk, r, f).contiguous(), None, cpu))
+                 for r, f in DIHEDRAL]  # fmt: skip
+        plain[sel], tta[sel] = views[0], np.mean(views, axis=0)
+    assert not np.allclose(plain, tta, atol=1e-3)  # TTA changes these predictions
+    np.testing.assert_allclose(raw, tta, atol=1e-5)
+
+
 def test_calibration_uses_out_of_fold_predictions_only(ds_dir: Path, tmp_path: Path) -> None:
     """Leakage test: the temperature, ECE and review rule are functions of the out-of-fold
     predictions of cross_validate (each particle predicted by the fold model that did not

@@ -216,7 +216,8 @@ def _register_fit(add: AddCommand) -> None:
             "--tta",
             action="store_true",
             help="CNN: predict with every flip and quarter turn of each particle "
-            "and average (8x slower prediction; off by default, docs/cnn.md)",
+            "and average, the out-of-fold figures too, so they describe what the model "
+            "folder predicts (8x slower prediction; off by default, docs/cnn.md)",
         )
         add_executor_options(p, "folds trained")
         # the model options' own defaults: what "given" means for the implied recipe

@@ -150,6 +150,20 @@ def _save_members(staging: Path, res: CVResult, kind: Kind) -> list[str]:
     return rels
 
 
+def _with_tta(spec: ModelSpec, tta: bool) -> ModelSpec:
+    """``spec`` with ``TrainConfig.tta`` set when ``tta``: the fold models' out-of-fold
+    predictions then average the 8 views, as the folder's predictions will (a spec with
+    ``tta`` already set makes a folder that predicts with TTA). LipoclassError for a kind
+    without TTA."""
+    if not (tta or getattr(spec.config, "tta", False)):
+        return spec
+    if not spec.kind.supports_tta:
+        raise LipoclassError(
+            f"test-time augmentation (--tta) does not apply to {spec.kind.name} models (CNNs only)"
+        )
+    return spec.with_config(tta=True)
+
+
 def fit_model(
     dataset: ParticleDataset,
     spec: ModelSpec,
@@ -167,7 +181,9 @@ def fit_model(
     predictions and write the model folder ``out`` atomically. Returns (out, CV result).
 
     ``review_target``: out-of-fold accuracy the unflagged particles must reach; ``tta``:
-    whether predictions average the 8 flips/quarter turns of each particle (CNN);
+    whether predictions average the 8 flips/quarter turns of each particle (CNN): the
+    out-of-fold predictions (figures, calibration, review threshold) as well as the folder's
+    later ones, so the figures describe what the folder predicts;
     ``quantify=False``: no class-share quantifiers (``--recipe auto`` candidates)."""
     from lipoclass.train.calibration import expected_calibration_error as ece
     from lipoclass.train.calibration import plot_reliability, review_threshold
@@ -178,12 +194,8 @@ def fit_model(
     if not 0 < review_target <= 1:
         raise LipoclassError(f"review target must be in (0, 1], got {review_target}")
     cv = replace(cv, folds=resolve_folds(dataset, cv.folds))
-    kind = spec.kind
-    tta = bool(tta or getattr(spec.config, "tta", False))  # OOF with TTA -> folder with TTA
-    if tta and not kind.supports_tta:
-        raise LipoclassError(
-            f"test-time augmentation (--tta) does not apply to {kind.name} models (CNNs only)"
-        )
+    spec = _with_tta(spec, tta)
+    kind, tta = spec.kind, bool(getattr(spec.config, "tta", False))
     outp.parent.mkdir(parents=True, exist_ok=True)
     staging = outp.with_name(f".{outp.name}{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:6]}")
     store = FoldStore(staging / _RESUME, run_fingerprint(dataset, spec, cv, features_csv))

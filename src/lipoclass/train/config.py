@@ -40,8 +40,9 @@ class TrainConfig:
     on CPU: all cores when the machine is idle, fewer when other processes keep cores busy
     (``lipoclass.threads``). ``tta``: the fold models' own predictions (the out-of-fold
     predictions of ``cv``) average the softmax over the 8 flips / quarter turns of each
-    particle; a model folder made from such a spec predicts with TTA as well (``fit_model``),
-    so its out-of-fold figures are those of what it predicts."""
+    particle; a model folder made from such a spec predicts with TTA as well, and
+    ``fit_model(tta=True)`` (``cv/train --tta``) sets it, so a folder's out-of-fold figures
+    are those of what it predicts."""
 
     epochs: int = 30
     batch_size: int = 32
