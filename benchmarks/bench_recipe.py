@@ -11,25 +11,31 @@ before every ``plain`` run):
   runs on the given folds. Same random streams as the script (torch seed 0, numpy
   ``default_rng(0)``), so on the script's own folds it reproduces the script up to the thread
   count (``plain-script`` runs the script itself for that check);
-* ``default`` - ``lipoclass cv DATASET --model lipnet4`` (the default recipe before issue 20);
-  ``default48`` / ``default64`` the same at ``--size 48`` / ``--size 64`` (input-size question);
-* ``auto``    - ``lipoclass cv DATASET --recipe auto``;
+* ``auto``    - ``lipoclass cv DATASET --recipe auto`` (the default of cv/train since issue 20,
+  the same as leaving ``--recipe`` out);
+* ``lipnet4`` - ``lipoclass cv DATASET --model lipnet4``: fixed LipNet-4 (the old default,
+  before issue 20); ``lipnet4-48`` / ``lipnet4-64`` the same at ``--size 48`` / ``--size 64``
+  (input-size question);
 * ``svm``     - ``lipoclass cv DATASET --model svm``.
+
+(Results files written before the rename name the fixed LipNet-4 runs ``default``,
+``default48``, ``default64``; they are read as ``lipnet4``, ``lipnet4-48``, ``lipnet4-64``.)
 
 Datasets: ``vesicle`` (``../shared/data/vesicle-em-7-13``, never copied), ``lam0..lam2`` /
 ``enc0..enc2`` (``lipoclass synth lamellarity|encapsulation --n N --seed S`` at the thesis
 shares, generated into ``--work``). Each run appends one JSON line to ``WORK/results.jsonl``
 (pooled out-of-fold macro-F1, per-fold macro-F1 mean and sd, balanced accuracy, wall and CPU
-seconds, load average before / after, threads); a finished (dataset, method, cv seed) is
-skipped on a rerun, so a killed run loses one CV at most. ``--table`` prints the markdown
-tables from the results file. ``--nested`` measures the optimism of ``--recipe auto``'s choice
-by nested CV (``lipoclass.recipe.nested_optimism``: the auto choice repeated inside each outer
-training part, the chosen model scored on the outer test part).
+seconds, load average before / after, threads, the source's git commit); a finished
+(dataset, method, cv seed) is skipped on a rerun, so a killed run loses one CV at most.
+``--table`` prints the markdown tables from the results file. ``--nested`` measures the
+optimism of ``--recipe auto``'s choice by nested CV (``lipoclass.recipe.nested_optimism``:
+the auto choice repeated inside each outer training part, the chosen model scored on the outer
+test part).
 
 Usage (from the repository root; CPU etiquette: nice, one thread)::
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/bench_recipe.py \\
-        --datasets vesicle lam0 enc0 --methods plain default svm --work /tmp/bench_recipe
+        --datasets vesicle lam0 enc0 --methods plain lipnet4 svm auto --work /tmp/bench_recipe
     .venv/bin/python benchmarks/bench_recipe.py --work /tmp/bench_recipe --table
 """
 
@@ -56,13 +62,25 @@ DATASETS = ("vesicle", *(f"{p}{s}" for p in PROBLEMS for s in SYNTH_SEEDS))
 # rule-choice sets (looked at while choosing the recipe's rules) vs held-out sets
 RULE_SETS = ("lam0", "enc0")
 CLI_METHODS: dict[str, list[str]] = {
-    "default": ["--model", "lipnet4"],
-    "default48": ["--model", "lipnet4", "--size", "48"],
-    "default64": ["--model", "lipnet4", "--size", "64"],
+    "auto": ["--recipe", "auto"],  # the default of cv/train
+    "lipnet4": ["--model", "lipnet4"],  # fixed LipNet-4: the old default
+    "lipnet4-48": ["--model", "lipnet4", "--size", "48"],
+    "lipnet4-64": ["--model", "lipnet4", "--size", "64"],
     "svm": ["--model", "svm"],
-    "auto": ["--recipe", "auto"],
 }
 METHODS = ("plain", "plain-script", *CLI_METHODS)
+# table column headers: what each method is
+LABELS = {
+    "plain": "plain_cnn.py",
+    "plain-script": "plain_cnn.py (script itself)",
+    "auto": "auto (default)",
+    "lipnet4": "fixed LipNet-4 (old default)",
+    "lipnet4-48": "fixed LipNet-4 48 px",
+    "lipnet4-64": "fixed LipNet-4 64 px",
+    "svm": "SVM",
+}
+# method names of results files written before the rename ("default" was --model lipnet4)
+RENAMED = {"default": "lipnet4", "default48": "lipnet4-48", "default64": "lipnet4-64"}
 
 # Child process for the CLI methods: fixes torch's thread count (lipoclass picks it from the
 # load otherwise) so runs are comparable, then runs the CLI in-process.
@@ -327,15 +345,29 @@ def _cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def done_keys(results: Path) -> set[tuple[str, str, int]]:
+def _commit(src: Path) -> str | None:
+    """``git describe --always --dirty`` of the checkout holding ``src`` (None: not a git
+    checkout, e.g. a frozen copy)."""
+    try:
+        out = subprocess.run(["git", "-C", str(src), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def read_records(results: Path) -> list[dict]:
+    """The records of a results file, method names of before the rename mapped (RENAMED)."""
     if not results.is_file():
-        return set()
-    keys = set()
-    for line in results.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            keys.add((r["dataset"], r["method"], r["cv_seed"]))
-    return keys
+        return []
+    recs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    for r in recs:
+        r["method"] = RENAMED.get(r["method"], r["method"])
+    return recs
+
+
+def done_keys(results: Path) -> set[tuple[str, str, int]]:
+    return {(r["dataset"], r["method"], r["cv_seed"]) for r in read_records(results)}
 
 
 def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict:
@@ -350,6 +382,7 @@ def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
         "load_before": _loadavg(), "machine": f"{platform.node()} {os.cpu_count()} cpu",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
+    rec["commit"] = _commit(args.src or ROOT / "src")
     t0, c0 = time.perf_counter(), _cpu()
     if method == "plain":
         plain_rows = rows if grouped else [{**r, "sample": ""} for r in rows]
@@ -383,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME",
                     help=f"subset of: {', '.join(DATASETS)}")  # fmt: skip
-    ap.add_argument("--methods", nargs="+", default=["plain", "default", "svm", "auto"],
-                    choices=METHODS, metavar="METHOD",
-                    help=f"subset of: {', '.join(METHODS)}")  # fmt: skip
+    ap.add_argument("--methods", nargs="+", default=["plain", "lipnet4", "svm", "auto"],
+                    metavar="METHOD", help=f"subset of: {', '.join(METHODS)} (auto: "
+                    "--recipe auto, the default of cv/train; lipnet4: fixed LipNet-4, the old "
+                    "default; plain: plain_cnn.py's design on the same folds)")  # fmt: skip
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="CV seeds (folds, init)")
     ap.add_argument("--n", type=int, default=500, help="particles per synthetic set")
     ap.add_argument("--epochs", type=int, default=30, help="plain CNN epochs")
@@ -407,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
     for d in args.datasets:
         if d not in DATASETS:
             ap.error(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    for m in args.methods:
+        if m in RENAMED:
+            ap.error(f"method {m!r} was renamed {RENAMED[m]!r} (fixed LipNet-4, the old "
+                     "default); the default of cv/train is now 'auto'")  # fmt: skip
+        if m not in METHODS:
+            ap.error(f"unknown method {m!r}; known: {', '.join(METHODS)}")
     if args.src is not None:  # in-process imports (folds, nested CV) from the same source
         sys.path.insert(0, str(args.src))
     results = args.work / "results.jsonl"
@@ -487,12 +527,7 @@ def run_nested(name: str, args: argparse.Namespace, results: Path) -> None:
 def tables(results: Path) -> str:
     """Markdown: one row per dataset, one column per method (pooled macro-F1, fold mean ± sd,
     wall s), rule-choice sets apart from held-out ones, and auto - plain per dataset."""
-    recs: dict[tuple[str, str], dict] = {}
-    for line in results.read_text().splitlines() if results.is_file() else []:
-        if line.strip():
-            r = json.loads(line)
-            if r["cv_seed"] == 0:
-                recs[(r["dataset"], r["method"])] = r
+    recs = {(r["dataset"], r["method"]): r for r in read_records(results) if r["cv_seed"] == 0}
     methods = [m for m in METHODS if any(k[1] == m for k in recs)]
     out = []
     held_out = tuple(d for d in DATASETS if d not in RULE_SETS)
@@ -501,7 +536,8 @@ def tables(results: Path) -> str:
         if not names:
             continue
         out.append(f"\n{role}: pooled OOF macro-F1 / fold mean ± sd / wall s\n")
-        out.append("| data | n (classes) | " + " | ".join(methods) + " | auto - plain |")
+        heads = [LABELS.get(m, m) for m in methods]
+        out.append("| data | n (classes) | " + " | ".join(heads) + " | auto - plain |")
         out.append("|---" * (len(methods) + 3) + "|")
         for d in names:
             first = next(r for k, r in recs.items() if k[0] == d)

@@ -72,3 +72,25 @@ def test_rejects_unknown_dataset_and_method(capsys: pytest.CaptureFixture[str]) 
     assert "unknown dataset" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         bench.main(["--methods", "resnet"])
+
+
+def test_old_method_names_are_refused_and_read_as_fixed_lipnet4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'default' meant fixed LipNet-4 before --recipe auto became the default: refused as a
+    method, read from old results files as lipnet4, and the table says what each column is."""
+    import json
+
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "default", "--work", str(tmp_path)])
+    assert "renamed 'lipnet4'" in capsys.readouterr().err
+    rec = {"dataset": "lam0", "cv_seed": 0, "n": 3, "counts": {"a": 1, "b": 2}, "macro_f1": 0.5,
+           "fold_mean": 0.5, "fold_sd": 0.1, "wall_s": 1.0}  # fmt: skip
+    lines = [{**rec, "method": "default"}, {**rec, "method": "auto", "macro_f1": 0.6}]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert bench.done_keys(tmp_path / "results.jsonl") == {("lam0", "lipnet4", 0),
+                                                           ("lam0", "auto", 0)}  # fmt: skip
+    table = bench.tables(tmp_path / "results.jsonl")
+    assert "| auto (default) | fixed LipNet-4 (old default) |" in table
+    assert "| default" not in table
