@@ -59,8 +59,14 @@ DEFAULT_SHARED = ROOT.parent / "shared"
 PROBLEMS = {"lam": "lamellarity", "enc": "encapsulation"}
 SYNTH_SEEDS = (0, 1, 2)
 DATASETS = ("vesicle", *(f"{p}{s}" for p in PROBLEMS for s in SYNTH_SEEDS))
+#: "small" variants (suffix ``s``) in the vesicle set's regime: each synthetic particle cut
+#: to its mask's box (+ ``SMALL_MARGIN`` each side), resized to ``SMALL_PX`` px, no mask, no
+#: pixel size; there the plan trains one 28 px CNN and leaves budget over (CNN seed rule)
+SMALL_PX = 32
+SMALL_MARGIN = 0.15
+SMALL_SETS = tuple(f"{p}{s}s" for p in PROBLEMS for s in SYNTH_SEEDS)
 # rule-choice sets (looked at while choosing the recipe's rules) vs held-out sets
-RULE_SETS = ("lam0", "enc0")
+RULE_SETS = ("lam0", "enc0", "lam0s", "enc0s")
 CLI_METHODS: dict[str, list[str]] = {
     "auto": ["--recipe", "auto"],  # the default of cv/train
     "lipnet4": ["--model", "lipnet4"],  # fixed LipNet-4: the old default
@@ -106,10 +112,12 @@ def dataset_path(name: str, work: Path, n: int, shared: Path) -> Path:
         if not (path / "particles.csv").is_file():
             raise SystemExit(f"{path}: the shared vesicle set is not there (--shared)")
         return path
-    m = re.fullmatch(r"(lam|enc)(\d+)", name)
+    m = re.fullmatch(r"(lam|enc)(\d+)(s?)", name)
     if not m:
-        raise SystemExit(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise SystemExit(f"unknown dataset {name!r}; known: {', '.join(DATASETS + SMALL_SETS)}")
     problem, seed = PROBLEMS[m.group(1)], int(m.group(2))
+    if m.group(3):
+        return small_variant(dataset_path(name[:-1], work, n, shared))
     path = work / "data" / f"{problem}-s{seed}-n{n}"
     if not (path / "particles.csv").is_file():
         from lipoclass.synth import synthesize
@@ -121,6 +129,48 @@ def dataset_path(name: str, work: Path, n: int, shared: Path) -> Path:
             shutil.rmtree(tmp)
         synthesize(problem, tmp, n=n, seed=seed, workers=1)  # thesis shares (the default)
         tmp.rename(path)
+    return path
+
+
+def small_variant(src: Path) -> Path:
+    """``src`` in the vesicle set's regime (``SMALL_PX`` px whole crops around each particle,
+    no masks, no pixel sizes), made once next to it."""
+    import shutil
+
+    from PIL import Image
+
+    path = src.with_name(src.name + f"-small{SMALL_PX}")
+    if (path / "particles.csv").is_file():
+        return path
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    rows = read_rows(src)
+    with open(tmp / "particles.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "image", "mask", "label"])
+        for r in rows:
+            im = read_grey(str(src / r["image"]))
+            mask = read_grey(str(src / r["mask"])) > 0
+            ys, xs = np.nonzero(mask)
+            cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+            half = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2 * (1 + 2 * SMALL_MARGIN)
+            y0, x0 = int(round(cy - half)), int(round(cx - half))
+            side = int(round(2 * half))
+            pad = np.pad(im, side, mode="reflect")  # the box may reach past the crop
+            box = pad[y0 + side : y0 + 2 * side, x0 + side : x0 + 2 * side]
+            small = Image.fromarray(box.astype(np.float32)).resize((SMALL_PX, SMALL_PX), Image.BILINEAR)
+            a = np.clip(np.asarray(small), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(tmp / "images" / f"{r['id']}.png")
+            w.writerow([r["id"], f"images/{r['id']}.png", "", r["label"]])
+    toml = (src / "dataset.toml").read_text() if (src / "dataset.toml").is_file() else ""
+    classes = next((ln for ln in toml.splitlines() if ln.startswith("classes")), None)
+    (tmp / "dataset.toml").write_text(
+        f'name = "{path.name}"\n'
+        f'description = "{src.name}: {SMALL_PX} px crops around each particle, no masks"\n'
+        + (classes + "\n" if classes else "")
+    )
+    tmp.rename(path)
     return path
 
 
@@ -415,7 +465,7 @@ def run_one(name: str, method: str, seed: int, args: argparse.Namespace) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="NAME",
-                    help=f"subset of: {', '.join(DATASETS)}")  # fmt: skip
+                    help=f"subset of: {', '.join(DATASETS + SMALL_SETS)}")  # fmt: skip
     ap.add_argument("--methods", nargs="+", default=["plain", "lipnet4", "svm", "auto"],
                     metavar="METHOD", help=f"subset of: {', '.join(METHODS)} (auto: "
                     "--recipe auto, the default of cv/train; lipnet4: fixed LipNet-4, the old "
@@ -439,8 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inner-folds", type=int, default=5, help="nested CV: inner folds")
     args = ap.parse_args(argv)
     for d in args.datasets:
-        if d not in DATASETS:
-            ap.error(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+        if d not in DATASETS + SMALL_SETS:
+            ap.error(f"unknown dataset {d!r}; known: {', '.join(DATASETS + SMALL_SETS)}")
     for m in args.methods:
         if m in RENAMED:
             ap.error(f"method {m!r} was renamed {RENAMED[m]!r} (fixed LipNet-4, the old "
@@ -530,7 +580,7 @@ def tables(results: Path) -> str:
     recs = {(r["dataset"], r["method"]): r for r in read_records(results) if r["cv_seed"] == 0}
     methods = [m for m in METHODS if any(k[1] == m for k in recs)]
     out = []
-    held_out = tuple(d for d in DATASETS if d not in RULE_SETS)
+    held_out = tuple(d for d in DATASETS + SMALL_SETS if d not in RULE_SETS)
     for role, names in (("rule choice", RULE_SETS), ("held out", held_out)):
         names = tuple(d for d in names if any(k[0] == d for k in recs))
         if not names:

@@ -21,8 +21,9 @@ from lipoclass.recipe import RecipeConfig, cross_fit, fit_auto, nested_optimism,
 from lipoclass.recipe import auto as auto_mod
 
 FAST = RecipeConfig(
-    base_model="tiny", hybrid_model=None, max_epochs=2, min_epochs=1, device="cpu", precision="fp32"
-)
+    base_model="tiny", hybrid_model=None, max_epochs=2, min_epochs=1, device="cpu",
+    precision="fp32", max_cnn_seeds=1,
+)  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -128,7 +129,8 @@ def test_plan_rules_follow_the_fingerprint() -> None:
     assert nomask.rule("input mode").value == "surround"
     assert nomask.rule("input size").value == 28
     # ... and crops of one size: size features would be constant, so no hybrid CNN
-    assert [c.name for c in nomask.models] == ["lipnet4_28", "svm"]
+    # (and a second seed member of it with the budget left: test_seed_rule_... below)
+    assert [c.name for c in nomask.models if not c.member_of] == ["lipnet4_28", "svm"]
     # unequal pixel sizes -> a common scale (tests/test_rescale.py), and the size in nm
     # reaches the CNN (hybrid) and the stack as features too
     mixed = plan_recipe(
@@ -243,6 +245,7 @@ def test_nested_optimism_reports_inner_and_outer(tmp_path: Path) -> None:
         two_sizes=False,
         device="cpu",
         precision="fp32",
+        max_cnn_seeds=1,
     )
     res = nested_optimism(
         ds, outer_folds=2, inner_folds=2, config=cfg, progress=False, work=tmp_path
@@ -334,3 +337,107 @@ def test_tta_out_of_fold_predictions_average_the_eight_views(tmp_path: Path) -> 
     out, _ = fit_model(ds, spec.with_config(tta=True), CVConfig(folds=2, seed=0), tmp_path / "m",
                        progress=False, quantify=False)  # fmt: skip
     assert load_model(out).tta
+
+
+def test_seed_rule_spends_the_budget_left_on_cnn_seed_members() -> None:
+    """Vesicle-like crops (one 28 px CNN at 30 epochs): the budget left goes to more
+    trainings of that CNN on the same folds; sets whose CNNs fill the budget get none."""
+    fp = _fp(masks=0, crop_px=Quantiles(31, 31, 31))
+    plan = plan_recipe(fp, COUNTS)
+    seeds = plan.rule("CNN seeds")
+    assert seeds.value == 2 and "Lakshminarayanan" in seeds.reason
+    assert "CNN seeds: 2" in plan.text() and "seed member 2 of lipnet4_28" in plan.text()
+    names = [c.name for c in plan.candidates]
+    assert names == ["lipnet4_28", "lipnet4_28_seed1", "svm", "lipnet4_28_x2", "stack", "mean"]
+    by = {c.name: c for c in plan.candidates}
+    first, member = by["lipnet4_28"].spec, by["lipnet4_28_seed1"].spec
+    assert first is not None and member is not None
+    assert first.config.member_seed == 0 and member.config.member_seed == 1
+    assert member.with_config(member_seed=0) == first  # the same configuration otherwise
+    assert by["lipnet4_28_seed1"].member_of == "lipnet4_28" and by["lipnet4_28"].member_of is None
+    assert by["lipnet4_28_x2"].groups == (("lipnet4_28", "lipnet4_28_seed1"),)
+    assert by["mean"].groups == by["stack"].groups == (("lipnet4_28", "lipnet4_28_seed1"), ("svm",))
+    assert plan.to_dict()["candidates"][1]["member_of"] == "lipnet4_28"
+    assert plan.seconds <= 3.0 * plan.fixed_seconds + 1e-6
+    # a larger budget: more members, up to the cap; the knob shrinks it; 1 switches it off
+    assert plan_recipe(fp, COUNTS, RecipeConfig(budget_factor=10)).rule("CNN seeds").value == 4
+    three = plan_recipe(fp, COUNTS, RecipeConfig(budget_factor=10, max_cnn_seeds=3))
+    assert three.rule("CNN seeds").value == 3 and len(three.models) == 4
+    assert three.seconds <= 10 * three.fixed_seconds + 1e-6
+    off = plan_recipe(fp, COUNTS, RecipeConfig(max_cnn_seeds=1))
+    assert [c.name for c in off.candidates] == ["lipnet4_28", "svm", "stack", "mean"]
+    assert "max_cnn_seeds 1" in off.rule("CNN seeds").reason and not off.stacks[0].groups
+    # --epochs caps the budget the members may use: a quick run stays quick
+    quick = plan_recipe(fp, COUNTS, RecipeConfig(max_epochs=5, min_epochs=5))
+    assert quick.rule("CNN seeds").value == 2 and quick.rule("epochs").value == 5
+    # large particles: two CNN sizes at cut epochs fill the budget, no member is added
+    big = plan_recipe(_fp(particle_px=Quantiles(150, 50, 280)), COUNTS)
+    assert big.rule("CNN seeds").value == 1 and "no budget left" in big.rule("CNN seeds").reason
+    assert not any(c.member_of for c in big.candidates)
+    for bad in (0, 17, True):
+        with pytest.raises(ValueError, match="max_cnn_seeds"):
+            RecipeConfig(max_cnn_seeds=bad)
+
+
+def test_member_seed_changes_the_training_seed_only() -> None:
+    from lipoclass.train import CNNEstimator, TrainConfig
+    from lipoclass.data import PrepConfig
+
+    prep = PrepConfig(mode="masked", size=28)
+    seeds = [CNNEstimator("tiny", prep, TrainConfig(member_seed=k), seed=7).train_seed
+             for k in (0, 1, 2)]  # fmt: skip
+    assert seeds[0] == 7 and len(set(seeds)) == 3
+    again = CNNEstimator("tiny", prep, TrainConfig(member_seed=1), seed=7).train_seed
+    other = CNNEstimator("tiny", prep, TrainConfig(member_seed=1), seed=8).train_seed
+    assert again == seeds[1] and other != seeds[1]
+    with pytest.raises(ValueError, match="member_seed"):
+        TrainConfig(member_seed=-1)
+
+
+def test_seed_members_share_the_folds_and_their_mean_is_a_stack_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two seed members of the tiny CNN: same folds, different training seeds, listed but
+    never chosen alone; the ``_x2`` candidate is a stack folder averaging them, and the
+    ``mean`` over all bases weighs the CNN's members as one base."""
+    from lipoclass.ensemble import load_model
+    from lipoclass.kinds.stack import combine
+
+    chosen: list[str] = []
+    real_choose = auto_mod._choose
+
+    def choose_x2(table: list[dict[str, Any]]) -> str:
+        chosen.append(real_choose(table))
+        return "tiny_28_x2"
+
+    monkeypatch.setattr(auto_mod, "_choose", choose_x2)
+    ds_dir = _size_only(tmp_path / "ds", n=9)
+    ds = load_dataset(ds_dir)
+    cfg = RecipeConfig(**{**FAST.__dict__, "max_cnn_seeds": 2})
+    res = fit_auto(ds, CVConfig(folds=3, seed=0), tmp_path / "m", config=cfg, progress=False)
+    by = {r["name"]: r for r in res.table}
+    assert [r["name"] for r in res.table] == ["tiny_28", "tiny_28_seed1", "svm", "tiny_28_x2",
+                                              "stack", "mean"]  # fmt: skip
+    assert by["tiny_28_seed1"]["kind"] == "member" and by["tiny_28"]["kind"] == "model"
+    assert chosen[0] != "tiny_28_seed1" and "seed member" in res.text()
+    model = load_model(tmp_path / "m")
+    assert model.kind.name == "stack" and model.info["stack"]["groups"] == [
+        ["tiny_28", "tiny_28_seed1"]
+    ]
+    a, b = (load_model(tmp_path / "m" / "candidates" / n) for n in ("tiny_28", "tiny_28_seed1"))
+    assert b.info["spec"]["train"]["member_seed"] == 1 and a.info["spec"]["train"]["member_seed"] == 0
+    (ia, fa, _, pa), (ib, fb, _, pb) = a.oof(), b.oof()
+    assert list(ia) == list(ib) and np.array_equal(fa, fb)  # the same folds
+    assert not np.allclose(pa, pb)  # different trainings
+    got, ids = model.predict_proba(ds)
+    pa_new, pb_new = a.predict_proba(ds)[0], b.predict_proba(ds)[0]
+    assert ids == ds.ids and np.allclose(got, (pa_new + pb_new) / 2)
+    rec = model.members[0].stacker
+    assert rec["groups"] == [[0, 1]]
+    # the grouped mean: each group averaged first, so the CNN's two members count once
+    p3 = [np.array([x]) for x in ([0.2, 0.8], [0.4, 0.6], [1.0, 0.0])]
+    grouped = combine({"combiner": "mean", "groups": [[0, 1], [2]]}, p3, None)
+    assert np.allclose(grouped, [[0.65, 0.35]])
+    recipe = json.loads((tmp_path / "m" / "recipe.json").read_text())
+    assert recipe["plan"]["candidates"][1]["member_of"] == "tiny_28"
+    assert any(r["name"] == "CNN seeds" and r["value"] == 2 for r in recipe["plan"]["rules"])

@@ -22,8 +22,8 @@ from lipoclass.synth import synthesize_micrographs
 
 FAST = RecipeConfig(
     base_model="tiny", hybrid_model=None, max_epochs=1, min_epochs=1, two_sizes=False,
-    device="cpu", precision="fp32",
-)  # fmt: skip
+    device="cpu", precision="fp32", max_cnn_seeds=2,
+)  # fmt: skip  (two CNN seed members: every path below also sees a stack whose CNN is grouped)
 RATIOS = {"unilamellar": 0.5, "multilamellar": 0.4, "uncertain": 0.1}
 
 
@@ -51,6 +51,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         res = fit_auto(load_dataset(ds), CVConfig(folds=2, seed=0), root / "model", config=FAST,
                        progress=False)  # fmt: skip
     assert res.chosen == "mean"
+    info = json.loads((root / "model" / "model.json").read_text())
+    assert info["stack"]["groups"] == [["tiny_28", "tiny_28_seed1"], ["svm"]]
     return {"root": root, "syn": syn, "ds": ds, "model": root / "model", "mic": mics[0]}
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "StackKind",
     "StackMember",
     "combine",
+    "group_means",
     "stack_inputs",
 ]
 
@@ -69,10 +70,26 @@ def stack_inputs(base_probs: Sequence[np.ndarray], size: np.ndarray | None) -> n
     return np.concatenate(cols, axis=1)
 
 
+def group_means(
+    base_probs: Sequence[np.ndarray], groups: Sequence[Sequence[int]] | None
+) -> list[np.ndarray]:
+    """The bases' probabilities with each group of bases (indices into ``base_probs``; the
+    seed members of one CNN configuration) replaced by its mean, in group order; ``groups``
+    None or empty: the bases as given."""
+    if not groups:
+        return [np.asarray(p, dtype=np.float64) for p in base_probs]
+    return [
+        np.asarray(np.mean([np.asarray(base_probs[int(i)], dtype=np.float64) for i in g], axis=0))
+        for g in groups
+    ]
+
+
 def combine(
     stacker: dict[str, Any], base_probs: Sequence[np.ndarray], size: np.ndarray | None
 ) -> np.ndarray:
-    """The stack's probabilities (n, C) from its bases' probabilities and size features."""
+    """The stack's probabilities (n, C) from its bases' probabilities and size features;
+    with ``groups`` in the record, each group of bases is averaged first (``group_means``)."""
+    base_probs = group_means(base_probs, stacker.get("groups"))
     if stacker["combiner"] == "mean":
         return np.asarray(np.mean([np.asarray(p, dtype=np.float64) for p in base_probs], axis=0))
     z = stack_inputs(base_probs, size if stacker.get("size_features") else None)
@@ -154,6 +171,12 @@ class StackKind(Kind):
             raise LipoclassError(f"{path}: unreadable stack combiner ({exc})") from None
         if combiner not in ("logistic", "mean") or not bases:
             raise LipoclassError(f"{root / 'model.json'}: a stack needs a combiner and bases")
+        groups = stacker.get("groups")
+        if groups is not None and (
+            not isinstance(groups, list)
+            or sorted(int(i) for g in groups for i in g) != list(range(len(bases)))
+        ):
+            raise LipoclassError(f"{path}: 'groups' must use each of the {len(bases)} bases once")
         if combiner == "logistic":
             for key in ("mean", "scale", "coef", "intercept"):
                 vals = np.asarray(stacker.get(key, []), dtype=np.float64)

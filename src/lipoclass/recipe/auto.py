@@ -58,6 +58,8 @@ class AutoResult:
         lines = ["recipe auto: out-of-fold figures on the same folds and particles", head]
         for r in self.table:
             mark = "  <- chosen" if r["name"] == self.chosen else ""
+            if r.get("kind") == "member":
+                mark = "  (seed member: not chosen alone)"
             lines.append(
                 f"{r['name']:<22}{r['macro_f1']:>9.3f}{r['macro_f1_fold_mean']:>11.3f} ± "
                 f"{r['macro_f1_fold_std']:.3f}{r['balanced_accuracy']:>9.3f}"
@@ -214,7 +216,7 @@ def _run(
     table = [
         {
             "name": c.name,
-            "kind": "model",
+            "kind": "model" if c.member_of is None else "member",
             **score_table(y, probs[c.name], fold, n_classes),
             "seconds": round(s, 1),
             "estimate_s": round(c.seconds, 1),
@@ -236,6 +238,7 @@ def _run(
                 n_classes,
                 balanced=balanced,
                 seed=cv.seed,
+                groups=_group_index(c),
             )
             table.append(
                 {
@@ -249,10 +252,19 @@ def _run(
     return table, _choose(table)
 
 
+def _group_index(stack: Candidate) -> list[list[int]] | None:
+    """The stack's groups as indices into its bases (None: every base alone)."""
+    if not stack.groups:
+        return None
+    return [[stack.bases.index(b) for b in g] for g in stack.groups]
+
+
 def _choose(table: list[dict[str, Any]]) -> str:
     """The candidate with the highest pooled out-of-fold macro-F1; on a tie the one listed
-    first (models before stacks: the simpler)."""
-    best = max(range(len(table)), key=lambda i: (table[i]["macro_f1"], -i))
+    first (models before stacks: the simpler). Seed members (kind "member") are never
+    chosen alone: picking the luckiest seed would flatter the out-of-fold figure."""
+    ok = [i for i, r in enumerate(table) if r.get("kind") != "member"]
+    best = max(ok, key=lambda i: (table[i]["macro_f1"], -i))
     return str(table[best]["name"])
 
 
@@ -333,10 +345,15 @@ def _write_stack(
     size = _size_features(dataset, plan, index) if logistic else None
     balanced = plan.rule("balance").value != "none"
     bp = [probs[b] for b in stack.bases]
+    groups = _group_index(stack)
     oof = cross_fit(
-        str(stack.combiner), bp, size, y, fold, n_classes, balanced=balanced, seed=cv.seed
-    )
-    rec = fit_combiner(str(stack.combiner), bp, size, y, n_classes, balanced=balanced, seed=cv.seed)
+        str(stack.combiner), bp, size, y, fold, n_classes, balanced=balanced, seed=cv.seed,
+        groups=groups,
+    )  # fmt: skip
+    rec = fit_combiner(
+        str(stack.combiner), bp, size, y, n_classes, balanced=balanced, seed=cv.seed,
+        groups=groups,
+    )  # fmt: skip
     for b in stack.bases:
         os.replace(folders[b], final / "candidates" / b)
     kind = get_kind("stack")
@@ -362,6 +379,7 @@ def _write_stack(
             "combiner": stack.combiner,
             "bases": [f"candidates/{b}" for b in stack.bases],
             "size_features": bool(logistic),
+            **({"groups": [list(g) for g in stack.groups]} if stack.groups else {}),
         },
         "cv": asdict(cv),
         "seed": int(cv.seed),

@@ -18,6 +18,7 @@ from lipoclass.spec import ModelSpec, build_spec
 __all__ = [
     "COMBINERS",
     "INPUT_SIZES",
+    "MAX_CNN_SEEDS",
     "MAX_SHRINK",
     "RESCALE_RATIO",
     "Candidate",
@@ -50,6 +51,12 @@ RESCALE_RATIO = 1.1
 #: would give them. Measured (docs/cnn.md, rescale measurement) at 3.5-3.7x on synthetic
 #: lamellarity, a common scale cost 0.10-0.11 macro-F1 (membranes become 1-2 px)
 MAX_SHRINK = 2.0
+#: the most seed members (trainings of one CNN configuration on the same folds with different
+#: seeds, averaged) the seed rule plans: the budget binds first wherever the fixed recipe costs
+#: about one planned CNN (3x one CV leaves room for 2 trainings + the SVM); the cap bounds
+#: prediction (each member is its folds' networks x 8 TTA views) where the budget would allow
+#: more; a deep ensemble's gain flattens by ~4-5 members (Lakshminarayanan et al. 2017)
+MAX_CNN_SEEDS = 4
 
 
 @dataclass(frozen=True)
@@ -63,7 +70,9 @@ class RecipeConfig:
     ``svm`` / ``stack``: include the SVM and the stack candidates; ``tta``: the CNN
     candidates predict (out of fold and later) as the mean over the 8 flips / quarter turns
     (``TrainConfig.tta``; docs/cnn.md, Self-configuring recipe); ``device``,
-    ``precision``: passed to the CNNs; ``max_images``: particles the fingerprint reads."""
+    ``precision``: passed to the CNNs; ``max_images``: particles the fingerprint reads;
+    ``max_cnn_seeds``: the most seed members per CNN configuration the seed rule may plan
+    where the budget leaves room (1: none; docs/cnn.md, Self-configuring recipe)."""
 
     base_model: str = "lipnet4"
     hybrid_model: str | None = "lipnet_hybrid"
@@ -77,6 +86,7 @@ class RecipeConfig:
     device: str = "auto"
     precision: str = "auto"
     max_images: int = 2000
+    max_cnn_seeds: int = MAX_CNN_SEEDS
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_epochs <= self.max_epochs:
@@ -87,6 +97,8 @@ class RecipeConfig:
             raise ValueError(f"budget_factor must be positive, got {self.budget_factor}")
         if self.max_images < 1:
             raise ValueError(f"max_images must be at least 1, got {self.max_images}")
+        if isinstance(self.max_cnn_seeds, bool) or not 1 <= int(self.max_cnn_seeds) <= 16:
+            raise ValueError(f"max_cnn_seeds must be 1-16, got {self.max_cnn_seeds}")
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,10 @@ class Rule:
 class Candidate:
     """A configuration ``--recipe auto`` cross-validates. A model candidate has a ``spec``;
     a stack candidate has a ``combiner`` (``COMBINERS``) over the model candidates named in
-    ``bases``. ``seconds``: its rough CPU time on 2 cores (0 for stacks)."""
+    ``bases``, each of its ``groups`` (names; empty: every base alone) averaged into one
+    input first. ``member_of``: a seed member of that CNN candidate (the same configuration
+    with another training seed; fitted and listed, never chosen alone). ``seconds``: its
+    rough CPU time on 2 cores (0 for stacks)."""
 
     name: str
     spec: ModelSpec | None = None
@@ -110,6 +125,8 @@ class Candidate:
     bases: tuple[str, ...] = ()
     seconds: float = 0.0
     reason: str = ""
+    member_of: str | None = None
+    groups: tuple[tuple[str, ...], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +134,8 @@ class Candidate:
             "spec": None if self.spec is None else self.spec.to_dict(),
             "combiner": self.combiner,
             "bases": list(self.bases),
+            "groups": [list(g) for g in self.groups],
+            "member_of": self.member_of,
             "seconds": round(self.seconds, 1),
             "reason": self.reason,
         }
@@ -372,17 +391,44 @@ def _cnn_configs(
     return out
 
 
-def _stack_candidates(bases: tuple[str, ...]) -> list[Candidate]:
+def _stack_candidates(
+    bases: tuple[str, ...], groups: tuple[tuple[str, ...], ...] = ()
+) -> list[Candidate]:
     why = (
         "logistic regression on the candidates' out-of-fold log-probabilities + size features "
         "(nm when known), cross-fitted on the same folds"
     )
+    avg = "the average of their probabilities"
+    if groups:
+        why += " (each CNN's seed members averaged first)"
+        avg += " (each CNN's seed members averaged first, so each CNN counts once)"
     return [
-        Candidate("stack", combiner="logistic", bases=bases, reason=why),
-        Candidate(
-            "mean", combiner="mean", bases=bases, reason="the average of their probabilities"
-        ),
+        Candidate("stack", combiner="logistic", bases=bases, reason=why, groups=groups),
+        Candidate("mean", combiner="mean", bases=bases, reason=avg, groups=groups),
     ]
+
+
+def _seeds_rule(cfg: RecipeConfig, seeds: int, more_s: float, budget: float) -> Rule:
+    """The CNN seed rule's decision: ``seeds`` trainings per CNN configuration; ``more_s``:
+    the estimate with one more, ``budget``: the budget in seconds."""
+    if seeds > 1:
+        why = (
+            f"budget left after the epoch rule: each CNN configuration is trained {seeds}x "
+            "on the same folds with different seeds and its members' probabilities averaged "
+            "(a deep ensemble, Lakshminarayanan et al. 2017: on a small set one training's "
+            "result depends on its seed, the members' average less); the most (<= "
+            f"{cfg.max_cnn_seeds}, RecipeConfig.max_cnn_seeds) that keeps the estimate within "
+            f"{cfg.budget_factor:g}x one fixed-recipe CV (at the capped epochs)"
+        )
+        return Rule("CNN seeds", seeds, why)
+    if cfg.max_cnn_seeds == 1:
+        return Rule("CNN seeds", 1, "one training per CNN (RecipeConfig.max_cnn_seeds 1)")
+    why = (
+        f"no budget left: a second training of each CNN would bring the estimate to about "
+        f"{_minutes(more_s)}, beyond {cfg.budget_factor:g}x one fixed-recipe CV "
+        f"(about {_minutes(budget)})"
+    )
+    return Rule("CNN seeds", 1, why)
 
 
 def plan_recipe(
@@ -415,9 +461,9 @@ def plan_recipe(
     svm_s = svm.kind.plan(svm, train_counts)[1] if svm is not None else 0.0
     budget = cfg.budget_factor * fixed_s
 
-    def cost(n_cnn: int, epochs: int) -> float:
+    def cost(n_cnn: int, epochs: int, seeds: int = 1) -> float:
         specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, k) for m, _, s, _, k in cnns]
-        return svm_s + sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
+        return svm_s + seeds * sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
 
     # the epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
     # below min_epochs the second CNN configuration is dropped instead
@@ -437,20 +483,44 @@ def plan_recipe(
         why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
     if n_cnn < len(cnns):
         why += f"; {cnns[1][1]} dropped to stay within it"
+    # the seed rule: what the budget leaves after the epochs and configurations goes to more
+    # trainings of each CNN configuration on the same folds (seed members, averaged)
+    # (against the fixed recipe at the capped epochs: a run capped at few epochs stays quick)
+    capped = replace(fixed, config=replace(fixed.config, epochs=min(30, cfg.max_epochs)))
+    seed_budget = min(budget, cfg.budget_factor * capped.kind.plan(capped, train_counts)[1])
+    seeds = 1
+    while seeds < cfg.max_cnn_seeds and cost(n_cnn, epochs, seeds + 1) <= seed_budget:
+        seeds += 1
     rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size, cfg), balance_rule, batch_rule,
-             Rule("epochs", epochs, why), _tta_rule(cfg))  # fmt: skip
+             Rule("epochs", epochs, why),
+             _seeds_rule(cfg, seeds, cost(n_cnn, epochs, seeds + 1), seed_budget),
+             _tta_rule(cfg))  # fmt: skip
 
     cands: list[Candidate] = []
+    groups: list[tuple[str, ...]] = []
     for m, name, s, reason, k in cnns[:n_cnn]:
         spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs, k)
         secs = spec.kind.plan(spec, train_counts)[1]
         scale = "" if spec.prep.nm_per_px is None else f" at {spec.prep.nm_per_px:g} nm/px"
         why = f"{reason}, {s} px{scale}, {epochs} epochs"
         cands.append(Candidate(name, spec, seconds=secs, reason=why))
+        for j in range(1, seeds):
+            why = f"seed member {j + 1} of {name}: the same configuration and folds, another seed"
+            member = spec.with_config(member_seed=j)
+            cands.append(Candidate(f"{name}_seed{j}", member, seconds=secs, reason=why,
+                                   member_of=name))  # fmt: skip
+        groups.append((name, *(f"{name}_seed{j}" for j in range(1, seeds))))
+    stacks: list[Candidate] = []
+    for g in groups if seeds > 1 else []:
+        why = f"the mean of {g[0]}'s {seeds} seed members (a deep ensemble)"
+        stacks.append(Candidate(f"{g[0]}_x{seeds}", combiner="mean", bases=g, reason=why,
+                                groups=(g,)))  # fmt: skip
     if svm is not None:
         why = "RBF-SVM on measured features (size, shape, profile)"
         cands.append(Candidate("svm", svm, seconds=svm_s, reason=why))
-    if cfg.stack and svm is not None and len(cands) >= 2:
-        cands += _stack_candidates(tuple(c.name for c in cands))
+        groups.append(("svm",))
+    if cfg.stack and svm is not None and len(groups) >= 2:
+        stacks += _stack_candidates(tuple(c.name for c in cands), tuple(groups) if seeds > 1 else ())
+    cands += stacks
     total = sum(c.seconds for c in cands)
     return Plan(rules, tuple(cands), total, fixed_s, cfg.budget_factor, len(train_counts))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.kinds.stack import combine, stack_inputs
+from lipoclass.kinds.stack import combine, group_means, stack_inputs
 
 __all__ = ["STACK_C", "cross_fit", "fit_combiner"]
 
@@ -30,15 +30,19 @@ def fit_combiner(
     *,
     balanced: bool = True,
     seed: int = 0,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, Any]:
     """The combiner record (JSON-ready, read by ``kinds.stack.combine``) fitted on rows with
     bases' probabilities ``base_probs`` [(n, C)], size features ``size`` (n, K) or None and
-    labels ``y`` (n,). ``balanced``: class weights inverse to the class counts."""
+    labels ``y`` (n,). ``balanced``: class weights inverse to the class counts. ``groups``:
+    bases (indices) averaged into one input first (the seed members of a CNN configuration;
+    recorded, so prediction averages them the same way)."""
+    grouped = {"groups": [[int(i) for i in g] for g in groups]} if groups else {}
     if combiner == "mean":
-        return {"combiner": "mean"}
+        return {"combiner": "mean", **grouped}
     from sklearn.linear_model import LogisticRegression
 
-    z = stack_inputs(base_probs, size)
+    z = stack_inputs(group_means(base_probs, groups), size)
     mean = z.mean(axis=0)
     scale = z.std(axis=0)
     scale[~(scale > 1e-9)] = 1.0
@@ -64,6 +68,7 @@ def fit_combiner(
         "intercept": intercept.tolist(),
         "C": STACK_C,
         "balanced": bool(balanced),
+        **grouped,
     }
 
 
@@ -77,9 +82,10 @@ def cross_fit(
     *,
     balanced: bool = True,
     seed: int = 0,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> np.ndarray:
     """Out-of-fold probabilities (n, C) of the combiner: the rows of fold k predicted by a
-    combiner fitted on the rows of the other folds only."""
+    combiner fitted on the rows of the other folds only (``groups`` as in ``fit_combiner``)."""
     out = np.zeros((len(y), n_classes))
     for k in np.unique(fold):
         test = fold == k
@@ -92,6 +98,7 @@ def cross_fit(
             n_classes,
             balanced=balanced,
             seed=seed,
+            groups=groups,
         )
         out[test] = combine(
             rec, [p[test] for p in base_probs], None if size is None else size[test]

@@ -42,7 +42,10 @@ class TrainConfig:
     predictions of ``cv``) average the softmax over the 8 flips / quarter turns of each
     particle; a model folder made from such a spec predicts with TTA as well, and
     ``fit_model(tta=True)`` (``cv/train --tta``) sets it, so a folder's out-of-fold figures
-    are those of what it predicts."""
+    are those of what it predicts. ``member_seed``: 0 trains with the seed it is given (per
+    fold: the run seed and the fold number); k >= 1 mixes k into it, so the same folds train
+    with another initialisation, sampling and augmentation (the CNN seed members of
+    ``--recipe auto``, a deep ensemble; ``CNNEstimator.train_seed``)."""
 
     epochs: int = 30
     batch_size: int = 32
@@ -77,6 +80,7 @@ class TrainConfig:
     micro_batch: int | None = None
     progress: bool = True
     tta: bool = False
+    member_seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -124,6 +128,8 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         if self.threads is not None and int(self.threads) < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        if isinstance(self.member_seed, bool) or int(self.member_seed) < 0:
+            raise ValueError(f"member_seed must be an integer >= 0, got {self.member_seed}")
 
     @property
     def learning_rate(self) -> float:

@@ -74,6 +74,15 @@ class CNNEstimator:
         self.history: History | None = None
         self.val_rows: np.ndarray = np.zeros(0, dtype=np.int64)
 
+    @property
+    def train_seed(self) -> int:
+        """The seed training uses: ``seed``, or with ``train.member_seed`` k >= 1 an
+        independent seed derived from (``seed``, k) (a seed member on the same folds)."""
+        k = int(self.train.member_seed)
+        if k == 0:
+            return self.seed
+        return int(np.random.SeedSequence([self.seed & 0xFFFFFFFF, k]).generate_state(1)[0])
+
     def get_params(self) -> dict[str, Any]:
         return {"model_name": self.model_name, "prep": self.prep, "train": self.train,
                 "seed": self.seed}  # fmt: skip
@@ -97,7 +106,7 @@ class CNNEstimator:
         return {"epochs_run": len(h.epochs), "best_epoch": h.best_epoch,
                 "stopped_early": h.stopped_early, "train_images_per_s": round(h.images_per_s, 1),
                 "val_metric": h.metric, "precision": h.precision,
-                "threads": h.threads}  # fmt: skip
+                "threads": h.threads, "train_seed": self.train_seed}  # fmt: skip
 
     def _aux(self, prep: Prepared, rows: np.ndarray) -> np.ndarray | None:
         if self.model is not None and getattr(self.model, "needs_aux", False):
@@ -127,7 +136,7 @@ class CNNEstimator:
         if len(rows) == 0:
             raise LipoclassError(f"{dataset.root}: no labelled particles to train on")
         self.classes = tuple(dataset.classes)
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.train_seed)
         cfg = self.train
         if cfg.early_stopping:
             tr, va = stratified_split(prep.y[rows], cfg.val_fraction, rng)
@@ -136,7 +145,7 @@ class CNNEstimator:
             tr_rows, va_rows = rows, rows[:0]
         self.val_rows = va_rows
         trainer = Trainer(cfg)
-        with seeded_torch(self.seed, trainer.device):  # weight initialisation
+        with seeded_torch(self.train_seed, trainer.device):  # weight initialisation
             self.model = create_model(
                 self.model_name, len(self.classes), self.prep.size, **cfg.model_kwargs()
             )
