@@ -155,11 +155,13 @@ def small_variant(src: Path) -> Path:
             ys, xs = np.nonzero(mask)
             cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
             half = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2 * (1 + 2 * SMALL_MARGIN)
-            y0, x0 = int(round(cy - half)), int(round(cx - half))
-            side = int(round(2 * half))
+            y0, x0 = round(float(cy - half)), round(float(cx - half))
+            side = round(float(2 * half))
             pad = np.pad(im, side, mode="reflect")  # the box may reach past the crop
             box = pad[y0 + side : y0 + 2 * side, x0 + side : x0 + 2 * side]
-            small = Image.fromarray(box.astype(np.float32)).resize((SMALL_PX, SMALL_PX), Image.BILINEAR)
+            small = Image.fromarray(box.astype(np.float32)).resize(
+                (SMALL_PX, SMALL_PX), Image.BILINEAR
+            )
             a = np.clip(np.asarray(small), 0, 255).astype(np.uint8)
             Image.fromarray(a).save(tmp / "images" / f"{r['id']}.png")
             w.writerow([r["id"], f"images/{r['id']}.png", "", r["label"]])

@@ -94,3 +94,26 @@ def test_old_method_names_are_refused_and_read_as_fixed_lipnet4(
     table = bench.tables(tmp_path / "results.jsonl")
     assert "| auto (default) | fixed LipNet-4 (old default) |" in table
     assert "| default" not in table
+
+
+def test_small_variant_is_vesicle_like(tmp_path: Path) -> None:
+    """The ``<set>s`` variants: each particle cut to its mask's box (+ margin), resized to
+    ``SMALL_PX`` px, no mask, no pixel size; ids and labels kept."""
+    from lipoclass.data import load_dataset
+
+    bench = _bench()
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "m", name="m", classes=["a", "b"], pixel_size_nm=0.8) as wr:
+        for i in range(6):
+            img = rng.integers(0, 255, (90, 90), dtype=np.uint8)
+            mask = np.zeros((90, 90), dtype=bool)
+            mask[10 : 50 + i, 30:70] = True  # a box reaching near the crop's edge
+            wr.add(f"p{i}", image=img, mask=mask, label="ab"[i % 2])
+    small = bench.small_variant(tmp_path / "m")
+    assert small == tmp_path / f"m-small{bench.SMALL_PX}"
+    ds = load_dataset(small)
+    assert ds.ids == [f"p{i}" for i in range(6)] and list(ds.labels) == [0, 1] * 3
+    assert all(p.mask is None and p.pixel_size_nm is None for p in ds.particles)
+    shapes = {bench.read_grey(str(p.image)).shape for p in ds.particles}
+    assert shapes == {(bench.SMALL_PX, bench.SMALL_PX)}
+    assert bench.small_variant(tmp_path / "m") == small  # made once

@@ -380,8 +380,8 @@ def test_seed_rule_spends_the_budget_left_on_cnn_seed_members() -> None:
 
 
 def test_member_seed_changes_the_training_seed_only() -> None:
-    from lipoclass.train import CNNEstimator, TrainConfig
     from lipoclass.data import PrepConfig
+    from lipoclass.train import CNNEstimator, TrainConfig
 
     prep = PrepConfig(mode="masked", size=28)
     seeds = [CNNEstimator("tiny", prep, TrainConfig(member_seed=k), seed=7).train_seed
@@ -425,7 +425,7 @@ def test_seed_members_share_the_folds_and_their_mean_is_a_stack_folder(
         ["tiny_28", "tiny_28_seed1"]
     ]
     a, b = (load_model(tmp_path / "m" / "candidates" / n) for n in ("tiny_28", "tiny_28_seed1"))
-    assert b.info["spec"]["train"]["member_seed"] == 1 and a.info["spec"]["train"]["member_seed"] == 0
+    assert [m.info["spec"]["train"]["member_seed"] for m in (a, b)] == [0, 1]
     (ia, fa, _, pa), (ib, fb, _, pb) = a.oof(), b.oof()
     assert list(ia) == list(ib) and np.array_equal(fa, fb)  # the same folds
     assert not np.allclose(pa, pb)  # different trainings

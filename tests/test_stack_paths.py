@@ -20,10 +20,11 @@ from lipoclass.recipe import RecipeConfig, fit_auto
 from lipoclass.recipe import auto as auto_mod
 from lipoclass.synth import synthesize_micrographs
 
+# two CNN seed members: every path below also sees a stack whose CNN is a group of members
 FAST = RecipeConfig(
     base_model="tiny", hybrid_model=None, max_epochs=1, min_epochs=1, two_sizes=False,
     device="cpu", precision="fp32", max_cnn_seeds=2,
-)  # fmt: skip  (two CNN seed members: every path below also sees a stack whose CNN is grouped)
+)  # fmt: skip
 RATIOS = {"unilamellar": 0.5, "multilamellar": 0.4, "uncertain": 0.1}
 
 

@@ -345,14 +345,14 @@ def _write_stack(
     size = _size_features(dataset, plan, index) if logistic else None
     balanced = plan.rule("balance").value != "none"
     bp = [probs[b] for b in stack.bases]
-    groups = _group_index(stack)
+    gidx = _group_index(stack)
     oof = cross_fit(
         str(stack.combiner), bp, size, y, fold, n_classes, balanced=balanced, seed=cv.seed,
-        groups=groups,
+        groups=gidx,
     )  # fmt: skip
     rec = fit_combiner(
         str(stack.combiner), bp, size, y, n_classes, balanced=balanced, seed=cv.seed,
-        groups=groups,
+        groups=gidx,
     )  # fmt: skip
     for b in stack.bases:
         os.replace(folders[b], final / "candidates" / b)

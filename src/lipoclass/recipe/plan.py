@@ -520,7 +520,9 @@ def plan_recipe(
         cands.append(Candidate("svm", svm, seconds=svm_s, reason=why))
         groups.append(("svm",))
     if cfg.stack and svm is not None and len(groups) >= 2:
-        stacks += _stack_candidates(tuple(c.name for c in cands), tuple(groups) if seeds > 1 else ())
+        stacks += _stack_candidates(
+            tuple(c.name for c in cands), tuple(groups) if seeds > 1 else ()
+        )
     cands += stacks
     total = sum(c.seconds for c in cands)
     return Plan(rules, tuple(cands), total, fixed_s, cfg.budget_factor, len(train_counts))
