@@ -343,7 +343,8 @@ def test_seed_rule_spends_the_budget_left_on_cnn_seed_members() -> None:
     """Vesicle-like crops (one 28 px CNN at 30 epochs): the budget left goes to more
     trainings of that CNN on the same folds; sets whose CNNs fill the budget get none."""
     fp = _fp(masks=0, crop_px=Quantiles(31, 31, 31))
-    plan = plan_recipe(fp, COUNTS)
+    on = RecipeConfig(max_cnn_seeds=4)  # (the rule's cap, whatever the default)
+    plan = plan_recipe(fp, COUNTS, on)
     seeds = plan.rule("CNN seeds")
     assert seeds.value == 2 and "Lakshminarayanan" in seeds.reason
     assert "CNN seeds: 2" in plan.text() and "seed member 2 of lipnet4_28" in plan.text()
@@ -360,7 +361,8 @@ def test_seed_rule_spends_the_budget_left_on_cnn_seed_members() -> None:
     assert plan.to_dict()["candidates"][1]["member_of"] == "lipnet4_28"
     assert plan.seconds <= 3.0 * plan.fixed_seconds + 1e-6
     # a larger budget: more members, up to the cap; the knob shrinks it; 1 switches it off
-    assert plan_recipe(fp, COUNTS, RecipeConfig(budget_factor=10)).rule("CNN seeds").value == 4
+    ten = RecipeConfig(budget_factor=10, max_cnn_seeds=4)
+    assert plan_recipe(fp, COUNTS, ten).rule("CNN seeds").value == 4
     three = plan_recipe(fp, COUNTS, RecipeConfig(budget_factor=10, max_cnn_seeds=3))
     assert three.rule("CNN seeds").value == 3 and len(three.models) == 4
     assert three.seconds <= 10 * three.fixed_seconds + 1e-6
@@ -368,10 +370,10 @@ def test_seed_rule_spends_the_budget_left_on_cnn_seed_members() -> None:
     assert [c.name for c in off.candidates] == ["lipnet4_28", "svm", "stack", "mean"]
     assert "max_cnn_seeds 1" in off.rule("CNN seeds").reason and not off.stacks[0].groups
     # --epochs caps the budget the members may use: a quick run stays quick
-    quick = plan_recipe(fp, COUNTS, RecipeConfig(max_epochs=5, min_epochs=5))
+    quick = plan_recipe(fp, COUNTS, RecipeConfig(max_epochs=5, min_epochs=5, max_cnn_seeds=4))
     assert quick.rule("CNN seeds").value == 2 and quick.rule("epochs").value == 5
     # large particles: two CNN sizes at cut epochs fill the budget, no member is added
-    big = plan_recipe(_fp(particle_px=Quantiles(150, 50, 280)), COUNTS)
+    big = plan_recipe(_fp(particle_px=Quantiles(150, 50, 280)), COUNTS, on)
     assert big.rule("CNN seeds").value == 1 and "no budget left" in big.rule("CNN seeds").reason
     assert not any(c.member_of for c in big.candidates)
     for bad in (0, 17, True):
