@@ -6,7 +6,7 @@ of the fixed recipe (LipNet-4, 28 px, 30 epochs)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -431,6 +431,31 @@ def _seeds_rule(cfg: RecipeConfig, seeds: int, more_s: float, budget: float) -> 
     return Rule("CNN seeds", 1, why)
 
 
+def _epoch_rule(
+    cfg: RecipeConfig, cost: Callable[[int, int], float], budget: float, names: Sequence[str]
+) -> tuple[int, Rule]:
+    """The epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
+    below min_epochs the second CNN configuration is dropped instead. Returns the number of
+    CNN configurations kept and the rule."""
+    n_cnn, epochs = len(names), cfg.max_epochs
+    while epochs > cfg.min_epochs and cost(n_cnn, epochs) > budget:
+        epochs -= 1
+    if cost(n_cnn, epochs) > budget and n_cnn > 1:
+        n_cnn, epochs = 1, cfg.max_epochs
+        while epochs > cfg.min_epochs and cost(1, epochs) > budget:
+            epochs -= 1
+    why = (
+        f"the most (<= {cfg.max_epochs}, fixed: no early stopping, docs/cnn.md ablation) that "
+        f"keeps {n_cnn} CNN configuration(s) + SVM within {cfg.budget_factor:g}x one "
+        "fixed-recipe CV"
+    )
+    if cost(n_cnn, epochs) > budget:
+        why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
+    if n_cnn < len(names):
+        why += f"; {names[1]} dropped to stay within it"
+    return n_cnn, Rule("epochs", epochs, why)
+
+
 def plan_recipe(
     fp: Fingerprint,
     train_counts: Sequence[np.ndarray],
@@ -465,24 +490,8 @@ def plan_recipe(
         specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, k) for m, _, s, _, k in cnns]
         return svm_s + seeds * sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
 
-    # the epoch rule: the most epochs (<= max) that keep every CNN + SVM within the budget;
-    # below min_epochs the second CNN configuration is dropped instead
-    n_cnn, epochs = len(cnns), cfg.max_epochs
-    while epochs > cfg.min_epochs and cost(n_cnn, epochs) > budget:
-        epochs -= 1
-    if cost(n_cnn, epochs) > budget and n_cnn > 1:
-        n_cnn, epochs = 1, cfg.max_epochs
-        while epochs > cfg.min_epochs and cost(1, epochs) > budget:
-            epochs -= 1
-    why = (
-        f"the most (<= {cfg.max_epochs}, fixed: no early stopping, docs/cnn.md ablation) that "
-        f"keeps {n_cnn} CNN configuration(s) + SVM within {cfg.budget_factor:g}x one "
-        "fixed-recipe CV"
-    )
-    if cost(n_cnn, epochs) > budget:
-        why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
-    if n_cnn < len(cnns):
-        why += f"; {cnns[1][1]} dropped to stay within it"
+    n_cnn, epoch_rule = _epoch_rule(cfg, cost, budget, [c[1] for c in cnns])
+    epochs = int(epoch_rule.value)
     # the seed rule: what the budget leaves after the epochs and configurations goes to more
     # trainings of each CNN configuration on the same folds (seed members, averaged)
     # (against the fixed recipe at the capped epochs: a run capped at few epochs stays quick)
@@ -492,7 +501,7 @@ def plan_recipe(
     while seeds < cfg.max_cnn_seeds and cost(n_cnn, epochs, seeds + 1) <= seed_budget:
         seeds += 1
     rules = (mode_rule, size_rule, _rescale_rule(fp, mode, size, cfg), balance_rule, batch_rule,
-             Rule("epochs", epochs, why),
+             epoch_rule,
              _seeds_rule(cfg, seeds, cost(n_cnn, epochs, seeds + 1), seed_budget),
              _tta_rule(cfg))  # fmt: skip
 
