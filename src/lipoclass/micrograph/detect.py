@@ -28,7 +28,8 @@ background, 1..K) and a table of every candidate with its liposome score.
 5. **Verification.** Every candidate gets features (ring contrast against its interior and
    surroundings, interior darkness in the low-pass image, how evenly the ring goes round,
    outline irregularity, how much of its outline it keeps against its neighbours, one-sided
-   steps such as film edges; ``FEATURES``) and a liposome score from a verifier
+   steps such as film edges, the ring's strength against the micrograph's other candidates;
+   ``FEATURES``) and a liposome score from a verifier
    (``lipoclass.micrograph.verify``; by default the one shipped with the package, trained on
    synthetic micrographs with distractors). Candidates scoring below the verifier's threshold
    are rejected with a reason; the accepted ones are segmented again without them.
@@ -151,6 +152,7 @@ FEATURES = (
     "rim_side_balance",  # band-pass just inside minus just outside the membrane (solid blob > 0)
     "rim_line",  # membrane darker than 2.5 smoothing sigmas either side of it (a thin line)
     *(f"profile_{round(q * 100)}" for q in _PROFILE),  # low-pass darkness at q x radius
+    "sig_vs_micrograph",  # log significance minus the median over the micrograph's candidates
 )
 
 
@@ -481,9 +483,10 @@ def _features(
     rim_line = rim_z - side.max(axis=2).mean(axis=1)
     labels, own = paint_outlines(z.shape, cy, cx, radii)
     kept = np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.maximum(own, 1)
+    log_sig = np.log(np.maximum(sig, 1e-3))
     feats = np.column_stack(
         [
-            np.log(np.maximum(sig, 1e-3)),
+            log_sig,
             rim_z,
             rim_z - zi.mean(axis=(1, 2)),
             rim_z - zo.mean(axis=(1, 2)),
@@ -503,6 +506,9 @@ def _features(
             side_balance,
             rim_line,
             profile,
+            # micrograph context: a ring's strength against the other candidates' (where few
+            # liposomes lie among noise rings and distractors, the prior share drops)
+            log_sig - np.median(log_sig),
         ]
     )
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)

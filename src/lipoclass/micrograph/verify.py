@@ -71,6 +71,7 @@ REASONS = {
     "rim_weakest_quarter": "part of the ring missing (edge or gap)",
     "rim_side_balance": "darker inside than outside the rim (edge of a solid blob)",
     "rim_line": "no thin membrane line at the rim",
+    "sig_vs_micrograph": "ring faint against the micrograph's other candidates",
     **{
         f"profile_{q}": "darkness profile unlike a membrane ring"
         for q in (0, 30, 55, 75, 90, 115, 130)
