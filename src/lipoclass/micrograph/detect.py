@@ -428,6 +428,26 @@ def paint_outlines(
     return labels, own
 
 
+def _membrane_line(
+    z: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    raw: np.ndarray,
+    rim_z: np.ndarray,
+    sigma: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rim peak (rim against 0.8/1.2 x its radius), side balance and thin-line contrast, each
+    (N,). A membrane is a thin dark line (light on both sides after the band-pass); the edge
+    of a solid blob is a step (dark inside, light halo outside)."""
+    near = _sample(z, cy, cx, raw[:, :, None] * np.array([0.8, 1.2])[None, None, :])  # (N,48,2)
+    rim_peak = rim_z - near.max(axis=2).mean(axis=1)
+    d = max(2.5 * sigma, 2.0)
+    side = _sample(z, cy, cx, raw[:, :, None] + np.array([-d, d])[None, None, :])  # (N, 48, 2)
+    side_balance = (side[:, :, 0] - side[:, :, 1]).mean(axis=1)
+    rim_line = rim_z - side.max(axis=2).mean(axis=1)
+    return rim_peak, side_balance, rim_line
+
+
 def _features(
     z: np.ndarray,
     low: np.ndarray,
@@ -468,19 +488,12 @@ def _features(
     far_m = far.mean(axis=(1, 2))
     unit = np.maximum(np.abs(lr - far_m), 0.5)
     profile = (prof.mean(axis=1) - far_m[:, None]) / unit[:, None]  # (N, Q)
-    near = _sample(z, cy, cx, raw[:, :, None] * np.array([0.8, 1.2])[None, None, :])  # (N,48,2)
-    rim_peak = rim_z - near.max(axis=2).mean(axis=1)
     # film edges cross the interior: a one-sided step of the interior's low-pass darkness
     inner_ray = prof[:, :, 1:4].mean(axis=2)  # (N, 48) at 0.3-0.75 r
     inner_step = np.abs(((inner_ray - inner_ray.mean(axis=1)[:, None]) * e1).mean(axis=1)) / unit
     quarters = rim.reshape(n, 4, _N_RAYS // 4).mean(axis=2)  # (N, 4)
     weakest = quarters.min(axis=1) / np.maximum(np.abs(rim_z), 0.5)
-    # a membrane is a thin dark line (light on both sides after the band-pass); the edge of a
-    # solid blob is a step (dark inside, light halo outside)
-    d = max(2.5 * sigma, 2.0)
-    side = _sample(z, cy, cx, raw[:, :, None] + np.array([-d, d])[None, None, :])  # (N, 48, 2)
-    side_balance = (side[:, :, 0] - side[:, :, 1]).mean(axis=1)
-    rim_line = rim_z - side.max(axis=2).mean(axis=1)
+    rim_peak, side_balance, rim_line = _membrane_line(z, cy, cx, raw, rim_z, sigma)
     labels, own = paint_outlines(z.shape, cy, cx, radii)
     kept = np.bincount(labels.ravel(), minlength=n + 1)[1:] / np.maximum(own, 1)
     log_sig = np.log(np.maximum(sig, 1e-3))
