@@ -406,7 +406,7 @@ def test_fused_augmentation_keeps_a_centred_disk_and_shape() -> None:
 
 def test_cv_and_study_time_estimates_agree() -> None:
     """One estimate (lipoclass.train.plan) behind the cv/train plan line and the study's:
-    on imbalanced data (9000/500/500, 5 folds, oversampling) both say 54 min."""
+    on imbalanced data (9000/500/500, 5 folds, oversampling) both say 18 min."""
     from lipoclass.data import PrepConfig
     from lipoclass.evaluate.cv import _plan as cv_plan
     from lipoclass.spec import ModelSpec
@@ -417,6 +417,6 @@ def test_cv_and_study_time_estimates_agree() -> None:
     y = np.repeat([0, 1, 2], [9000, 500, 500])
     fold = np.arange(len(y)) % 5
     tasks = [(None, spec, (), k, 0, np.flatnonzero(fold != k)) for k in range(5)]
-    assert "about 54 min" in cv_plan(spec, tasks, y, 3)
+    assert "about 18 min" in cv_plan(spec, tasks, y, 3)
     job = RunJob("k", "l", "d", None, spec, 5, 0, None, "r")
-    assert "~54 min" in study_plan([job], {"k": np.array([9000, 500, 500])}, 5, 1)
+    assert "~18 min" in study_plan([job], {"k": np.array([9000, 500, 500])}, 5, 1)

@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = ["CNN_IMAGES_PER_S", "KIND", "CNNKind"]
 
-#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px; docs/cnn.md, Speed), images/s;
-#: the one figure behind the time plans of ``cv``/``train`` and of studies
-CNN_IMAGES_PER_S = 1000.0
+#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px), images/s: the figure of
+#: ``lipoclass.train.plan`` (behind the time plans of ``cv``/``train``, studies and the
+#: recipe), repeated here so this module imports no training code
+CNN_IMAGES_PER_S = 3000.0
 
 
 def _temperature(info: dict[str, Any]) -> float:

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 __all__ = ["KIND", "SVMKind"]
 
 #: rough CPU seconds per training particle of a fold (features once, then the inner grid
-#: search; 2-core reference machine, docs/studies.md)
-SVM_S_PER_TRAIN_PARTICLE = 1.25e-3
+#: search; 2-core reference machine, docs/studies.md): measured 1.6-2.5 ms in
+#: ``--recipe auto``'s SVM candidate at 254-500 particles (docs/cnn.md, Cost: estimate
+#: against the wall clock; 1.25 ms before)
+SVM_S_PER_TRAIN_PARTICLE = 2.0e-3
 
 
 class SVMKind(Kind):

@@ -1,8 +1,10 @@
 """``plan_recipe``: a dataset's fingerprint -> the configuration and the candidates of
 ``--recipe auto``, by documented rules, each with its reason (docs/cnn.md, Self-configuring
 recipe). The plan also carries the time estimate (``lipoclass.train.plan.training_seconds``
-through the kinds' time plans) against the budget: ``budget_factor`` x one cross-validation
-of the fixed recipe (LipNet-4, 28 px, 30 epochs)."""
+through the kinds' time plans, plus what a run and a candidate cost besides training) against
+the budget: ``budget_factor`` x one cross-validation of the fixed recipe (LipNet-4, 28 px, 30
+epochs), filled to at most ``margin`` of it (docs/cnn.md, Cost: estimate against the wall
+clock)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ from lipoclass.data import Fingerprint
 from lipoclass.spec import ModelSpec, build_spec
 
 __all__ = [
+    "CANDIDATE_OVERHEAD_S",
     "COMBINERS",
     "INPUT_SIZES",
     "MAX_CNN_SEEDS",
     "MAX_SHRINK",
+    "PLAN_MARGIN",
     "RESCALE_RATIO",
+    "RUN_OVERHEAD_S",
     "Candidate",
     "Plan",
     "RecipeConfig",
@@ -57,6 +62,20 @@ MAX_SHRINK = 2.0
 #: prediction (each member is its folds' networks x 8 TTA views) where the budget would allow
 #: more; a deep ensemble's gain flattens by ~4-5 members (Lakshminarayanan et al. 2017)
 MAX_CNN_SEEDS = 4
+#: seconds one cross-validation run costs besides training its models (start, loading the
+#: crops, calibration, class-share quantifiers, figures, the model folder): the fixed
+#: recipe's CV and ``--recipe auto`` (there also the fingerprint and the stacks) each pay it
+#: once; measured 4.8-5.5 s at 254-500 particles (docs/cnn.md, Cost: estimate against the
+#: wall clock)
+RUN_OVERHEAD_S = 5.0
+#: seconds each model candidate costs besides its training (its calibration, out-of-fold
+#: table and folder); measured 0.2-0.7 s
+CANDIDATE_OVERHEAD_S = 0.5
+#: the share of the budget the plan fills by its estimate: the estimate's error against the
+#: measured CPU time of whole runs was -2 % to +10 % (the 64 px CNN on encapsulation up to
+#: +9 % above its area scaling, load on the shared cores), so a plan filled to the budget's
+#: edge ran at 2.8-3.2x one fixed CV; filled to 90 % it stays within 3x
+PLAN_MARGIN = 0.9
 
 
 @dataclass(frozen=True)
@@ -72,7 +91,8 @@ class RecipeConfig:
     (``TrainConfig.tta``; docs/cnn.md, Self-configuring recipe); ``device``,
     ``precision``: passed to the CNNs; ``max_images``: particles the fingerprint reads;
     ``max_cnn_seeds``: the most seed members per CNN configuration the seed rule may plan
-    where the budget leaves room (1: none; docs/cnn.md, Self-configuring recipe)."""
+    where the budget leaves room (1: none; docs/cnn.md, Self-configuring recipe);
+    ``margin``: the share of the budget the plan fills by its estimate (``PLAN_MARGIN``)."""
 
     base_model: str = "lipnet4"
     hybrid_model: str | None = "lipnet_hybrid"
@@ -87,6 +107,7 @@ class RecipeConfig:
     precision: str = "auto"
     max_images: int = 2000
     max_cnn_seeds: int = MAX_CNN_SEEDS
+    margin: float = PLAN_MARGIN
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_epochs <= self.max_epochs:
@@ -99,6 +120,8 @@ class RecipeConfig:
             raise ValueError(f"max_images must be at least 1, got {self.max_images}")
         if isinstance(self.max_cnn_seeds, bool) or not 1 <= int(self.max_cnn_seeds) <= 16:
             raise ValueError(f"max_cnn_seeds must be 1-16, got {self.max_cnn_seeds}")
+        if not 0 < self.margin <= 1:
+            raise ValueError(f"margin must be in (0, 1], got {self.margin}")
 
 
 @dataclass(frozen=True)
@@ -117,7 +140,7 @@ class Candidate:
     ``bases``, each of its ``groups`` (names; empty: every base alone) averaged into one
     input first. ``member_of``: a seed member of that CNN candidate (the same configuration
     with another training seed; fitted and listed, never chosen alone). ``seconds``: its
-    rough CPU time on 2 cores (0 for stacks)."""
+    rough CPU time on 2 cores, training + ``CANDIDATE_OVERHEAD_S`` (0 for stacks)."""
 
     name: str
     spec: ModelSpec | None = None
@@ -144,8 +167,9 @@ class Candidate:
 @dataclass(frozen=True)
 class Plan:
     """What ``--recipe auto`` will do: the ``rules`` applied, the ``candidates`` (models
-    first, then stacks), their estimated ``seconds`` and the fixed recipe's
-    ``fixed_seconds`` (one CV) it is bounded by (x ``budget_factor``)."""
+    first, then stacks), the estimated ``seconds`` of the whole run (candidates +
+    ``RUN_OVERHEAD_S``) and the fixed recipe's ``fixed_seconds`` (one CV, training +
+    ``RUN_OVERHEAD_S``) it is bounded by (x ``budget_factor``, filled to ``margin``)."""
 
     rules: tuple[Rule, ...]
     candidates: tuple[Candidate, ...]
@@ -153,6 +177,7 @@ class Plan:
     fixed_seconds: float
     budget_factor: float
     folds: int
+    margin: float = 1.0
 
     def rule(self, name: str) -> Rule:
         for r in self.rules:
@@ -175,6 +200,7 @@ class Plan:
             "seconds": round(self.seconds, 1),
             "fixed_seconds": round(self.fixed_seconds, 1),
             "budget_factor": self.budget_factor,
+            "margin": self.margin,
             "folds": self.folds,
         }
 
@@ -189,7 +215,8 @@ class Plan:
         lines.append(
             f"  time: about {_minutes(self.seconds)} on 2 CPU cores for {self.folds} folds of "
             f"every candidate (one cross-validation of the fixed recipe: about "
-            f"{_minutes(self.fixed_seconds)}; budget {self.budget_factor:g}x)"
+            f"{_minutes(self.fixed_seconds)}; budget {self.budget_factor:g}x, planned to at "
+            f"most {self.margin:.0%} of it by this estimate)"
         )
         return "\n".join(lines)
 
@@ -408,6 +435,11 @@ def _stack_candidates(
     ]
 
 
+def _budget_text(cfg: RecipeConfig) -> str:
+    """What the plan fills, e.g. "90% of 3x one fixed-recipe CV"."""
+    return f"{cfg.margin:.0%} of {cfg.budget_factor:g}x one fixed-recipe CV"
+
+
 def _seeds_rule(cfg: RecipeConfig, seeds: int, more_s: float, budget: float) -> Rule:
     """The CNN seed rule's decision: ``seeds`` trainings per CNN configuration; ``more_s``:
     the estimate with one more, ``budget``: the budget in seconds."""
@@ -418,15 +450,14 @@ def _seeds_rule(cfg: RecipeConfig, seeds: int, more_s: float, budget: float) -> 
             "(a deep ensemble, Lakshminarayanan et al. 2017: on a small set one training's "
             "result depends on its seed, the members' average less); the most (<= "
             f"{cfg.max_cnn_seeds}, RecipeConfig.max_cnn_seeds) that keeps the estimate within "
-            f"{cfg.budget_factor:g}x one fixed-recipe CV (at the capped epochs)"
+            f"{_budget_text(cfg)} (at the capped epochs)"
         )
         return Rule("CNN seeds", seeds, why)
     if cfg.max_cnn_seeds == 1:
         return Rule("CNN seeds", 1, "one training per CNN (RecipeConfig.max_cnn_seeds 1)")
     why = (
         f"no budget left: a second training of each CNN would bring the estimate to about "
-        f"{_minutes(more_s)}, beyond {cfg.budget_factor:g}x one fixed-recipe CV "
-        f"(about {_minutes(budget)})"
+        f"{_minutes(more_s)}, beyond {_budget_text(cfg)} (about {_minutes(budget)})"
     )
     return Rule("CNN seeds", 1, why)
 
@@ -446,14 +477,29 @@ def _epoch_rule(
             epochs -= 1
     why = (
         f"the most (<= {cfg.max_epochs}, fixed: no early stopping, docs/cnn.md ablation) that "
-        f"keeps {n_cnn} CNN configuration(s) + SVM within {cfg.budget_factor:g}x one "
-        "fixed-recipe CV"
+        f"keeps {n_cnn} CNN configuration(s) + SVM within {_budget_text(cfg)}"
     )
     if cost(n_cnn, epochs) > budget:
         why = f"the minimum {cfg.min_epochs}: even one CNN exceeds the budget (estimate)"
     if n_cnn < len(names):
         why += f"; {names[1]} dropped to stay within it"
     return n_cnn, Rule("epochs", epochs, why)
+
+
+def _model_seconds(spec: ModelSpec, train_counts: Sequence[np.ndarray]) -> float:
+    """A model candidate's estimate: its kind's time plan (training) + what a candidate
+    costs besides (``CANDIDATE_OVERHEAD_S``)."""
+    return spec.kind.plan(spec, train_counts)[1] + CANDIDATE_OVERHEAD_S
+
+
+def _fixed_seconds(
+    fixed: ModelSpec, train_counts: Sequence[np.ndarray], epochs: int | None = None
+) -> float:
+    """One CV of the fixed recipe ``fixed`` (at ``epochs`` if given): its training + the
+    run's own cost (``RUN_OVERHEAD_S``), the unit of the budget."""
+    if epochs is not None:
+        fixed = replace(fixed, config=replace(fixed.config, epochs=epochs))
+    return fixed.kind.plan(fixed, train_counts)[1] + RUN_OVERHEAD_S
 
 
 def plan_recipe(
@@ -481,22 +527,23 @@ def plan_recipe(
     cnns = _cnn_configs(fp, cfg, mode, size, nm)
 
     fixed = build_spec("lipnet4", mode=mode, device=cfg.device, precision=cfg.precision)
-    fixed_s = fixed.kind.plan(fixed, train_counts)[1]
+    fixed_s = _fixed_seconds(fixed, train_counts)
     svm = build_spec("svm", mode=mode) if cfg.svm else None
-    svm_s = svm.kind.plan(svm, train_counts)[1] if svm is not None else 0.0
-    budget = cfg.budget_factor * fixed_s
+    svm_s = _model_seconds(svm, train_counts) if svm is not None else 0.0
+    budget = cfg.margin * cfg.budget_factor * fixed_s
 
     def cost(n_cnn: int, epochs: int, seeds: int = 1) -> float:
         specs = [_cnn_spec(m, cfg, mode, s, balance, batch, epochs, k) for m, _, s, _, k in cnns]
-        return svm_s + seeds * sum(sp.kind.plan(sp, train_counts)[1] for sp in specs[:n_cnn])
+        cnn_s = sum(_model_seconds(sp, train_counts) for sp in specs[:n_cnn])
+        return RUN_OVERHEAD_S + svm_s + seeds * cnn_s
 
     n_cnn, epoch_rule = _epoch_rule(cfg, cost, budget, [c[1] for c in cnns])
     epochs = int(epoch_rule.value)
     # the seed rule: what the budget leaves after the epochs and configurations goes to more
     # trainings of each CNN configuration on the same folds (seed members, averaged)
     # (against the fixed recipe at the capped epochs: a run capped at few epochs stays quick)
-    capped = replace(fixed, config=replace(fixed.config, epochs=min(30, cfg.max_epochs)))
-    seed_budget = min(budget, cfg.budget_factor * capped.kind.plan(capped, train_counts)[1])
+    capped = _fixed_seconds(fixed, train_counts, min(30, cfg.max_epochs))
+    seed_budget = min(budget, cfg.margin * cfg.budget_factor * capped)
     seeds = 1
     while seeds < cfg.max_cnn_seeds and cost(n_cnn, epochs, seeds + 1) <= seed_budget:
         seeds += 1
@@ -509,7 +556,7 @@ def plan_recipe(
     groups: list[tuple[str, ...]] = []
     for m, name, s, reason, k in cnns[:n_cnn]:
         spec = _cnn_spec(m, cfg, mode, s, balance, batch, epochs, k)
-        secs = spec.kind.plan(spec, train_counts)[1]
+        secs = _model_seconds(spec, train_counts)
         scale = "" if spec.prep.nm_per_px is None else f" at {spec.prep.nm_per_px:g} nm/px"
         why = f"{reason}, {s} px{scale}, {epochs} epochs"
         cands.append(Candidate(name, spec, seconds=secs, reason=why))
@@ -533,5 +580,5 @@ def plan_recipe(
             tuple(c.name for c in cands), tuple(groups) if seeds > 1 else ()
         )
     cands += stacks
-    total = sum(c.seconds for c in cands)
-    return Plan(rules, tuple(cands), total, fixed_s, cfg.budget_factor, len(train_counts))
+    return Plan(rules, tuple(cands), RUN_OVERHEAD_S + sum(c.seconds for c in cands), fixed_s,
+                cfg.budget_factor, len(train_counts), cfg.margin)  # fmt: skip

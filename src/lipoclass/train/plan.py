@@ -12,8 +12,11 @@ from lipoclass.train.config import TrainConfig
 
 __all__ = ["CNN_IMAGES_PER_S", "epoch_rows", "training_seconds"]
 
-#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px; docs/cnn.md, Speed), images/s
-CNN_IMAGES_PER_S = 1000.0
+#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px), images/s: measured 3,200-3,400
+#: inside ``lipoclass cv`` (per-fold calibration and test-time augmentation included; bf16, one
+#: torch thread, load <= 1; docs/cnn.md, Cost: estimate against the wall clock), rounded down;
+#: fewer where other jobs share the cores, far more on a GPU
+CNN_IMAGES_PER_S = 3000.0
 
 
 def epoch_rows(counts: np.ndarray, train: TrainConfig) -> int:
@@ -33,6 +36,7 @@ def epoch_rows(counts: np.ndarray, train: TrainConfig) -> int:
 def training_seconds(fold_counts: Sequence[np.ndarray], train: TrainConfig, size: int) -> float:
     """Rough seconds on 2 CPU cores to train one CNN per fold, given each fold's per-class
     training counts (C,): rows per epoch x epochs / ``CNN_IMAGES_PER_S``, scaled by the
-    input area relative to 28 px."""
+    input area relative to 28 px (measured: a 64 px input cost 5.1-5.7x a 28 px one, the
+    area ratio 5.2x)."""
     rows = sum(epoch_rows(c, train) for c in fold_counts)
     return rows * train.epochs / CNN_IMAGES_PER_S * (size / 28) ** 2
