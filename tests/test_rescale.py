@@ -27,7 +27,7 @@ from lipoclass.recipe import auto as auto_mod
 
 FAST = RecipeConfig(
     base_model="tiny", hybrid_model=None, max_epochs=1, min_epochs=1, device="cpu",
-    precision="fp32", svm=False,
+    precision="fp32", svm=False, max_cnn_seeds=1,
 )  # fmt: skip
 COUNTS = [np.array([160, 160, 160])] * 5
 
