@@ -50,7 +50,7 @@ def _crops(image: np.ndarray, px: float, det, size: int = 32) -> np.ndarray:
     from lipoclass.micrograph import detect as D
 
     dmin, _ = DetectConfig().diameters_px(px)
-    f = max(1, int(dmin // D._WORK_MIN_D))
+    f = D._work_factor(dmin, image.shape)
     z, _low = D._bandpass(D._working(image, f, False), D._sigma(DetectConfig(), px, f))
     cy, cx = (det.cy + 0.5) / f - 0.5, (det.cx + 0.5) / f - 0.5
     r = (det.radii.mean(axis=1)) / f

@@ -2,9 +2,11 @@
 finder plus a liposome verifier (docs/micrographs.md), writing instance label images (0
 background, 1..K) and a table of every candidate with its liposome score.
 
-0. **Working scale.** The micrograph is block-averaged so that the smallest liposome of the
-   diameter range is about 16 px across (no reduction when it is smaller than 32 px); all
-   of steps 1-4 run there and the outlines are drawn at full resolution at the end.
+0. **Working scale.** The micrograph is block-averaged by ``floor(min diameter px / 10)``,
+   so that the smallest liposome of the diameter range is 10-20 px across, but never below
+   512 px a side (a small micrograph keeps its detail: at 0.5 nm/px a 1024 px micrograph is
+   worked at 1 nm/px, not 2); all of steps 1-4 run there and the outlines are drawn at full
+   resolution at the end.
 1. **Band-pass.** Gaussian smoothing at ``smooth`` px (shot noise) minus a Gaussian at 4x
    that scale (ice-thickness gradients, carbon, the low-frequency background), divided by a
    robust noise level (1.4826 x median absolute deviation): a z-score of local darkness.
@@ -78,6 +80,15 @@ DIAMETER_UNITS = ("nm", "px")
 _N_RAYS = 48
 _WORK_MIN_D = 10.0  # px: smallest liposome diameter at the working scale
 _RING_MIN_R = 5.0  # px: smallest ring radius on an octave's block-averaged map
+_WORK_MIN_SIDE = 512  # px: the working image keeps at least this many px a side (0: no limit)
+
+
+def _work_factor(dmin: float, shape: tuple[int, int]) -> int:
+    """Block-averaging factor of the working scale for a smallest diameter ``dmin`` (px)."""
+    f = max(1, int(dmin // _WORK_MIN_D))
+    if _WORK_MIN_SIDE:
+        f = min(f, max(1, min(shape) // _WORK_MIN_SIDE))
+    return f
 
 
 @dataclass(frozen=True)
@@ -547,8 +558,8 @@ def detect_candidates(
     ``threshold``; None uses ``cfg.verifier`` (loaded once and cached), False accepts every
     candidate (training)."""
     dmin, dmax = cfg.diameters_px(pixel_size_nm, where)
-    factor = max(1, int(dmin // _WORK_MIN_D))
     h, w = image.shape
+    factor = _work_factor(dmin, (h, w))
     work = _working(image, factor, cfg.invert)
     sigma = _sigma(cfg, pixel_size_nm, factor)
     z, low = _bandpass(work, sigma)
