@@ -1,9 +1,9 @@
 """Detector generalisation benchmark: precision, recall, F1 and mean mask IoU of ``lipoclass
 detect`` against the known truth of synthetic micrographs from seeds and settings never used
-to train or tune the detector (verifier training: seeds 1000-1079,
-scripts/train_detect_verifier.py, threshold picked there on out-of-fold scores; design
-choices: validation seeds 2000-2019 and tuning micrographs from seeds 3000+; this
-benchmark: seeds from 50000 on).
+to train or tune the detector (verifier training: seeds 1000-1159 and blank micrographs,
+scripts/train_detect_verifier.py; design choices and the verifier's threshold: validation
+seeds 2000-2019 and tuning micrographs from seeds 3000+; this benchmark: seeds from 50000
+on, 12 micrographs per condition by default, so that one liposome is 0.1-0.4 points).
 
 Conditions vary one thing at a time around a reference (lamellarity, 1024 px, pixel size
 1 nm, noise 1, density 0.25, touching 0.3, ice 2 and debris 2 per 1024^2 px, carbon edge in
@@ -19,7 +19,7 @@ detection + classification (in-memory crops, CNN), then ``lipoclass predict`` fr
 to the report, timed by wall clock (and ``time.process_time``: CPU of this process, all
 threads), with the load average beside each figure.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_detect.py [--count 3] [--no-speed]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_detect.py [--count 12] [--no-speed]
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def speed(model: str | None) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--count", type=int, default=3, help="micrographs per condition")
+    ap.add_argument("--count", type=int, default=12, help="micrographs per condition")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--model", default=None,
