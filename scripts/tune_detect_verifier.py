@@ -1,0 +1,213 @@
+"""Tuning harness of the detector's liposome verifier: the design comparisons of the
+"fourth round" and later in docs/micrographs.md ("Detector", "Benchmark") are rows of this
+script's output.
+
+A verifier variant is fitted as ``scripts/train_detect_verifier.py`` fits the packaged one
+(candidates of the 160 training micrographs, seeds 1000-1159, and ``--blank`` blank
+micrographs, seed 1900, at the default ring threshold, labelled at mask IoU >= 0.5;
+``fit_verifier`` with network seed ``--seeds``) and scored at detection level (the accepted
+candidates painted together, matched one-to-one with the truth at mask IoU >= 0.5) at each
+liposome-score threshold of ``--thresholds`` ("oof": the out-of-fold F1 optimum) on
+
+- **tuning** micrographs: the 12 conditions of ``benchmarks/bench_detect.py`` with seeds
+  3000 + 100 k (k = condition index; the benchmark uses 50000 + 100 k), micrographs
+  0 ... ``--tune-count`` - 1 of each (12: 144 micrographs; the first three rounds used 3);
+- **validation** micrographs: 20 drawn as the training ones, seeds 2000-2019;
+- **blank** micrographs: 96 of noise only (256 and 1024 px; 0.5, 1, 2 and 3 nm/px; 8-bit
+  Gaussian noise, mean 150, sd 4, generator seeds 0-11; not the training blanks), counted
+  when any candidate on them is accepted (an empty micrograph must give no particle).
+
+Printed per variant and threshold: per tuning condition the truth count, precision, recall,
+F1 and "*" when precision and recall are >= 0.95; "met" (how many conditions), tuning and
+validation precision / recall / F1 pooled, and blanks with a detection. The benchmark's
+seeds (50000+) are never used here; report on them with ``benchmarks/bench_detect.py``.
+
+``--shipped`` scores the packaged verifier instead of fitting one (at its stored threshold
+unless ``--thresholds`` is given). ``--work-min-side 0`` switches off the fourth round's
+">= 512 px working image" (``detect._WORK_MIN_SIDE``) to reproduce the rows before it.
+``--cache DIR`` keeps each set's candidates (features, outlines, truth) so that further
+variants skip the candidate finder (~15 min for all sets on one idle core); delete it when
+the detector changes. Commands behind the fourth round's table (each row one run):
+
+    PYTHONPATH=src python scripts/tune_detect_verifier.py --cache /tmp/tune --shipped
+    PYTHONPATH=src python scripts/tune_detect_verifier.py --cache /tmp/tune \\
+        --seeds 0,1,2 --thresholds 0.25,0.3,0.35           # >= 512 px, 128 blanks
+    ... --blank 48 --seeds 0 --thresholds 0.2,0.3,0.4      # 48 blanks
+    ... --blank 16 --work-min-side 0 --thresholds oof      # third round (other cache dir)
+
+A new feature is tried by adding it to ``lipoclass.micrograph.detect`` (FEATURES and the
+feature code) with an empty cache; the script fits whatever ``detect_candidates`` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from train_detect_verifier import blank_micrographs, conditions
+
+from bench_detect import CONDITIONS, REF
+from lipoclass.choices import VERIFIER_MODELS
+from lipoclass.micrograph import detect as D
+from lipoclass.micrograph import match_instances
+from lipoclass.micrograph.match import pool_matches
+from lipoclass.micrograph.verify import (
+    TrainingSet,
+    Verifier,
+    candidate_truth,
+    fit_verifier,
+    load_verifier,
+)
+from lipoclass.synth import MicrographConfig, render_micrograph
+
+
+@dataclass
+class Cand:
+    """The candidates of one micrograph and its truth (zlib-compressed uint32 labels)."""
+
+    name: str
+    features: np.ndarray
+    y: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    radii: np.ndarray
+    shape: tuple[int, int]
+    truth_z: bytes
+
+    def truth(self) -> np.ndarray:
+        t = np.frombuffer(zlib.decompress(self.truth_z), np.uint32).reshape(self.shape)
+        return t.astype(np.int64)
+
+
+def _cands(name: str, image: np.ndarray, truth: np.ndarray, px: float) -> Cand:
+    det = D.detect_candidates(image, D.DetectConfig(verifier="none"), px, name, verifier=False)
+    y = candidate_truth(det, truth)
+    z = zlib.compress(np.ascontiguousarray(truth, np.uint32).tobytes(), 1)
+    return Cand(name, det.features, y, det.cy, det.cx, det.radii, truth.shape, z)
+
+
+def _synth(name: str, cfg: MicrographConfig, index: int) -> Cand:
+    m = render_micrograph(cfg, index)
+    px = m.sample.pixel_size_nm
+    return _cands(name, m.image.astype(np.float32), m.labels.astype(np.int64), float(px))
+
+
+def _blank(name: str, image: np.ndarray, px: float) -> Cand:
+    return _cands(name, image, np.zeros(image.shape, np.int64), px)
+
+
+def build(which: str, args: argparse.Namespace) -> list[Cand]:
+    """The candidates of set ``which`` (train / tune / val / blank), from the cache if there."""
+    tag = {"train": f"{args.count}_{args.blank}", "tune": str(args.tune_count)}.get(which, "")
+    path = args.cache / f"{which}{tag}_side{D._WORK_MIN_SIDE}.pkl" if args.cache else None
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())  # our own cache file
+    t0 = time.time()
+    out: list[Cand] = []
+    if which in ("train", "val"):
+        seed0, n = (1000, args.count) if which == "train" else (2000, 20)
+        for c in conditions(seed0, n):
+            out.append(_synth(f"s{c['seed']}", MicrographConfig(**c), 0))  # type: ignore[arg-type]
+        if which == "train":
+            for k, (img, px) in enumerate(blank_micrographs(1900, args.blank)):
+                out.append(_blank(f"blank{k}", img, px))
+    elif which == "tune":
+        for k, (_, change) in enumerate(CONDITIONS):
+            cfg = replace(REF, seed=3000 + 100 * k, **change)  # type: ignore[arg-type]
+            out += [_synth(f"t{k}_{i}", cfg, i) for i in range(args.tune_count)]
+    else:
+        for size in (256, 1024):
+            for px in (0.5, 1.0, 2.0, 3.0):
+                for seed in range(12):
+                    rng = np.random.default_rng(seed)
+                    img = np.clip(rng.normal(150, 4, (size, size)), 0, 255).astype(np.uint8)
+                    out.append(_blank(f"b{size}_{px}_{seed}", img.astype(np.float32), px))
+    print(f"candidates of {which}: {len(out)} micrographs, {time.time() - t0:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def _accepted_matches(cands: list[Cand], ver: Verifier, thr: float) -> list:
+    ms = []
+    for c in cands:
+        keep = np.flatnonzero(ver.score(c.features) >= thr) if len(c.y) else np.zeros(0, int)
+        lab, _ = D.paint_outlines(c.shape, c.cy[keep], c.cx[keep], c.radii[keep])
+        ms.append(match_instances(c.truth(), lab))
+    return ms
+
+
+def evaluate(label: str, ver: Verifier, thr: float, sets: dict[str, list[Cand]], n: int) -> None:
+    """Print the per-condition table and the pooled figures of ``ver`` at ``thr``."""
+    mt = _accepted_matches(sets["tune"], ver, thr)
+    mv = pool_matches(_accepted_matches(sets["val"], ver, thr))
+    blanks = sum(bool(len(c.y)) and bool(ver.score(c.features).max() >= thr) for c in sets["blank"])
+    rows, met = [], 0
+    for k, (name, _) in enumerate(CONDITIONS):
+        m = pool_matches(mt[n * k : n * k + n])
+        ok = m.precision >= 0.95 and m.recall >= 0.95
+        met += ok
+        rows.append(f"  {name:18s} truth {m.n_truth:5d}  P {m.precision:.3f}  R {m.recall:.3f}"
+                    f"  F1 {m.f1:.4f}{'  *' if ok else ''}")  # fmt: skip
+    a = pool_matches(mt)
+    print(f"{label} threshold {thr:.2f}: met {met}/12 | tuning P {a.precision:.3f} R "
+          f"{a.recall:.3f} F1 {a.f1:.4f} | validation P {mv.precision:.3f} R {mv.recall:.3f} "
+          f"F1 {mv.f1:.4f} | blanks with a detection {blanks}/{len(sets['blank'])}")  # fmt: skip
+    print("\n".join(rows), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", default="0", help="network seeds, comma-separated")
+    ap.add_argument("--thresholds", default=None,
+                    help="liposome-score thresholds, comma-separated, or 'oof' (default: 0.3; "
+                    "with --shipped the stored one)")  # fmt: skip
+    ap.add_argument("--count", type=int, default=160, help="training micrographs")
+    ap.add_argument("--blank", type=int, default=128, help="blank training micrographs")
+    ap.add_argument("--tune-count", type=int, default=12, help="tuning micrographs a condition")
+    ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
+    ap.add_argument("--shipped", action="store_true", help="score the packaged verifier")
+    ap.add_argument("--work-min-side", type=int, default=D._WORK_MIN_SIDE)
+    ap.add_argument("--cache", type=Path, default=None, help="folder for the candidates")
+    args = ap.parse_args()
+    D._WORK_MIN_SIDE = args.work_min_side
+    warnings.simplefilter("ignore")
+    sets = {w: build(w, args) for w in ("tune", "val", "blank")}
+    thr_arg = args.thresholds or ("stored" if args.shipped else "0.3")
+    if args.shipped:
+        ver = load_verifier("default")
+        assert ver is not None
+        thrs = [ver.threshold] if thr_arg == "stored" else [float(t) for t in thr_arg.split(",")]
+        for t in thrs:
+            evaluate("packaged verifier", ver, t, sets, args.tune_count)
+        return
+    train = build("train", args)
+    ts = TrainingSet(np.concatenate([c.features for c in train]),
+                     np.concatenate([c.y for c in train]),
+                     [c.name for c in train for _ in c.y])  # fmt: skip
+    for seed in (int(s) for s in args.seeds.split(",")):
+        t0 = time.time()
+        ver, stats = fit_verifier(ts, seed=seed, model=args.model)
+        print(f"== {args.model} seed {seed} ({len(ts.y)} candidates, {int(ts.y.sum())} "
+              f"liposomes; {time.time() - t0:.0f} s): OOF threshold {stats['threshold']:.2f}, "
+              f"precision {stats['oof_precision']:.4f}, "
+              f"recall {stats['oof_recall']:.4f}")  # fmt: skip
+        thrs = [stats["threshold"] if t == "oof" else float(t) for t in thr_arg.split(",")]
+        for t in thrs:
+            evaluate(f"seed {seed}", ver, t, sets, args.tune_count)
+
+
+if __name__ == "__main__":
+    main()
