@@ -3,8 +3,8 @@
 
 160 micrographs of 1024 px, seeds 1000-1159 (never used by benchmarks/bench_detect.py, which
 uses seeds from 50000 on; design choices used validation seeds 2000-2019 and tuning seeds
-3000+, scripts/tune_detect_verifier.py), each with settings drawn from a generator seeded 1000: problem
-lamellarity or encapsulation, density 0.05-0.45, noise 0.6-2.6, touching 0.1-0.6, ice 0-12
+3000+: scripts/tune_detect_verifier.py), each with settings drawn from a generator seeded 1000:
+problem lamellarity or encapsulation, density 0.05-0.45, noise 0.6-2.6, touching 0.1-0.6, ice 0-12
 and debris 0-16 per 1024^2 px, carbon edge with chance 0.5, uneven illumination 0-0.6, pixel
 size 0.5-3 nm (log-uniform, dose per nm^2 kept). Candidates at the default ring threshold are
 labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network)
