@@ -164,7 +164,12 @@ FEATURES = (
     "rim_line",  # membrane darker than 2.5 smoothing sigmas either side of it (a thin line)
     *(f"profile_{round(q * 100)}" for q in _PROFILE),  # low-pass darkness at q x radius
     "sig_vs_micrograph",  # log significance minus the median over the micrograph's candidates
+    "strong_share",  # share of the micrograph's candidates with significance >= _STRONG_SIG
 )
+#: ring significance of a "strong" candidate for ``strong_share`` (the fixed rule sig >= 7 of
+#: the benchmark table: precise where liposomes are many, so the share tells sparse or empty
+#: micrographs, where a ring has to stand out more)
+_STRONG_SIG = 7.0
 
 
 @dataclass
@@ -533,6 +538,7 @@ def _features(
             # micrograph context: a ring's strength against the other candidates' (where few
             # liposomes lie among noise rings and distractors, the prior share drops)
             log_sig - np.median(log_sig),
+            np.full(n, float(np.mean(sig >= _STRONG_SIG))),
         ]
     )
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
