@@ -611,18 +611,23 @@ class DetectSource:
         from lipoclass.micrograph.detect import DetectConfig
 
         self.cfg = cfg if cfg is not None else DetectConfig()
-        self._rejected: dict[Path, list[ParticleAnnotation]] = {}
+        # per micrograph: (shape, cy, cx, radii) of the rejects, painted only when asked for
+        self._rejected: dict[Path, tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray]]
+        self._rejected = {}
 
     def particles(self, mic: Micrograph) -> list[ParticleAnnotation]:
-        from lipoclass.micrograph.detect import detect_candidates, paint_outlines
+        from lipoclass.micrograph.detect import detect_candidates
 
         det = detect_candidates(mic.image, self.cfg, mic.pixel_size_nm, str(mic.path))
         rej = np.flatnonzero(~det.accepted)
-        lab, _ = paint_outlines(mic.shape, det.cy[rej], det.cx[rej], det.radii[rej])
-        self._rejected[mic.path] = [
-            replace(a, key=f"rejected{a.key}") for a in instances_from_labels(lab)
-        ]
+        self._rejected[mic.path] = (mic.shape, det.cy[rej], det.cx[rej], det.radii[rej])
         return instances_from_labels(det.labels)
 
     def rejected(self, mic: Micrograph) -> list[ParticleAnnotation]:
-        return self._rejected.pop(mic.path, [])
+        from lipoclass.micrograph.detect import paint_outlines
+
+        got = self._rejected.pop(mic.path, None)
+        if got is None:
+            return []
+        lab, _ = paint_outlines(*got)
+        return [replace(a, key=f"rejected{a.key}") for a in instances_from_labels(lab)]

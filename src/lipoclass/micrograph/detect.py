@@ -363,22 +363,25 @@ def _suppress(
         return kept
     order = sorted(cands, reverse=True)
     rmax = max(c[3] for c in order)
-    pts = np.array([(c[1], c[2]) for c in order])
-    tree = cKDTree(pts)
-    taken = np.zeros(len(order), dtype=bool)
-    for i, (s, y, x, r) in enumerate(order):
+    arr = np.array(order)
+    # every candidate's neighbours in one query; only the already kept ones are checked
+    near = cKDTree(arr[:, 1:3]).query_ball_point(arr[:, 1:3], arr[:, 3] + rmax)
+    taken = [False] * len(order)
+    hypot = math.hypot
+    for i, c in enumerate(order):
+        _s, y, x, r = c
         ok = True
-        for j in tree.query_ball_point((y, x), r + rmax):
+        for j in near[i]:
             if not taken[j]:
                 continue
             _s2, y2, x2, r2 = order[j]
-            d = math.hypot(y - y2, x - x2)
+            d = hypot(y - y2, x - x2)
             if d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r:
                 ok = False
                 break
         if ok:
             taken[i] = True
-            kept.append((s, y, x, r))
+            kept.append(c)
     return kept
 
 
@@ -422,25 +425,28 @@ def paint_outlines(
     labels = np.zeros((h, w), dtype=np.int32)
     best = np.full((h, w), np.inf, dtype=np.float32)
     own = np.zeros(len(cy), dtype=np.int64)
-    th = np.r_[_theta(), 2 * np.pi]
+    if len(cy) == 0:
+        return labels, own
+    th = np.concatenate((_theta(), [2 * np.pi]))
+    ext_all = radii.max(axis=1) + 2
+    fp_all = np.concatenate((radii, radii[:, :1]), axis=1)  # closed outlines (N, 49)
     for i in range(len(cy)):
-        rr = radii[i]
-        ext = float(rr.max()) + 2
-        y0, y1 = max(0, int(cy[i] - ext)), min(h, math.ceil(cy[i] + ext) + 1)
-        x0, x1 = max(0, int(cx[i] - ext)), min(w, math.ceil(cx[i] + ext) + 1)
+        ext, c_y, c_x = float(ext_all[i]), cy[i], cx[i]
+        y0, y1 = max(0, int(c_y - ext)), min(h, math.ceil(c_y + ext) + 1)
+        x0, x1 = max(0, int(c_x - ext)), min(w, math.ceil(c_x + ext) + 1)
         if y1 <= y0 or x1 <= x0:
             continue
-        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy[i])
-        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx[i])
+        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(c_y)
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(c_x)
         rho = np.sqrt(yy * yy + xx * xx)  # (h', w')
         ang = np.mod(np.arctan2(yy, xx), 2 * np.pi)
-        rad = np.interp(ang, th, np.r_[rr, rr[0]])  # outline radius at each pixel's angle
-        rel = rho / rad
+        rel = rho / np.interp(ang, th, fp_all[i])  # over the outline radius at that angle
         inside = rel <= 1.0
-        own[i] = int(inside.sum())
-        take = inside & (rel < best[y0:y1, x0:x1])
+        own[i] = np.count_nonzero(inside)
+        bv = best[y0:y1, x0:x1]  # views: assignments write through
+        take = inside & (rel < bv)
         labels[y0:y1, x0:x1][take] = i + 1
-        best[y0:y1, x0:x1][take] = rel[take]
+        bv[take] = rel[take]
     return labels, own
 
 
@@ -600,7 +606,7 @@ def detect_candidates(
     idx = np.flatnonzero(accepted)
     lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
     present = np.zeros(len(idx) + 1, dtype=bool)
-    present[np.unique(lab)] = True
+    present[lab.ravel()] = True
     present[0] = False
     lut = np.zeros(len(idx) + 1, dtype=np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
