@@ -468,11 +468,9 @@ def test_time_estimate_matches_the_measured_cost() -> None:
     LipNet-4 CV 50 s; ``lipnet_hybrid`` at 14 epochs 110-118 s at 64 px and 21-22 s at 28 px
     (64 px: 5.1-5.5x the 28 px cost, the input area's 5.2x); the SVM candidate 3.3-4.7 s.
     Each estimate within 15 % of them; the whole plan within 90 % of the budget."""
-    from lipoclass.kinds.cnn import CNN_IMAGES_PER_S as KIND_RATE
     from lipoclass.train.config import TrainConfig
-    from lipoclass.train.plan import CNN_IMAGES_PER_S, training_seconds
+    from lipoclass.train.plan import training_seconds
 
-    assert KIND_RATE == CNN_IMAGES_PER_S  # the copy in kinds.cnn (no training imports there)
     counts = [np.array([48, 20, 332])] + [np.array([49, 20, 331])] * 4
     cfg = TrainConfig(epochs=14, balance="oversample")
     ratio = training_seconds(counts, cfg, 64) / training_seconds(counts, cfg, 28)

@@ -21,12 +21,7 @@ if TYPE_CHECKING:
     from lipoclass.data import PrepConfig
     from lipoclass.spec import Estimator, ModelSpec
 
-__all__ = ["CNN_IMAGES_PER_S", "KIND", "CNNKind"]
-
-#: rough CNN training speed on 2 CPU cores (LipNet-4, 28 px), images/s: the figure of
-#: ``lipoclass.train.plan`` (behind the time plans of ``cv``/``train``, studies and the
-#: recipe), repeated here so this module imports no training code
-CNN_IMAGES_PER_S = 3000.0
+__all__ = ["KIND", "CNNKind"]
 
 
 def _temperature(info: dict[str, Any]) -> float:
