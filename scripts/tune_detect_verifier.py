@@ -56,10 +56,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
 from train_detect_verifier import blank_micrographs, conditions
 
-from bench_detect import CONDITIONS, REF
+from bench_detect import CONDITIONS, REF, _score
 from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.micrograph import detect as D
-from lipoclass.micrograph import match_instances
 from lipoclass.micrograph.match import pool_matches
 from lipoclass.micrograph.verify import (
     TrainingSet,
@@ -141,12 +140,10 @@ def build(which: str, args: argparse.Namespace) -> list[Cand]:
 
 
 def _accepted_matches(cands: list[Cand], ver: Verifier, thr: float) -> list:
-    ms = []
-    for c in cands:
-        keep = np.flatnonzero(ver.score(c.features) >= thr) if len(c.y) else np.zeros(0, int)
-        lab, _ = D.paint_outlines(c.shape, c.cy[keep], c.cx[keep], c.radii[keep])
-        ms.append(match_instances(c.truth(), lab))
-    return ms
+    return [
+        _score(c.truth(), c, ver.score(c.features) >= thr if len(c.y) else np.zeros(0, bool))
+        for c in cands
+    ]
 
 
 def evaluate(label: str, ver: Verifier, thr: float, sets: dict[str, list[Cand]], n: int) -> None:
