@@ -20,6 +20,7 @@ projected outer disc; a pixel inside several goes to the one of smallest power d
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -150,7 +151,8 @@ def _carbon(rng: np.random.Generator, n: int, g: float) -> tuple[np.ndarray, np.
     """Carbon thickness (nm) on the n x n grid: beyond a straight edge or a hole's rim
     crossing the field, 10-30 nm with a 1-2 nm-scale texture, edge smoothed over ~3 nm."""
     w = n * g
-    yy, xx = np.mgrid[:n, :n].astype(np.float32) * g - w / 2
+    yy, xx = np.ogrid[:n, :n]
+    yy, xx = yy.astype(np.float32) * g - w / 2, xx.astype(np.float32) * g - w / 2
     th = rng.uniform(0, 2 * math.pi)
     e = rng.uniform(0.15, 0.45) * w
     if rng.random() < 0.35:
@@ -199,11 +201,42 @@ def _place(rng: np.random.Generator, cfg: AltConfig, free: np.ndarray, w_nm: flo
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _freqs(n: int, g: float) -> tuple[np.ndarray, ...]:
+    """|k|^2 (1/A^2), cos 2 theta, sin 2 theta and |k| of an n x n FFT grid of g nm."""
+    ky = fft.fftfreq(n, g * 10).astype(np.float32)[:, None]
+    kx = fft.fftfreq(n, g * 10).astype(np.float32)[None, :]
+    k2 = ky * ky + kx * kx
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c2 = np.nan_to_num((kx * kx - ky * ky) / k2)
+        s2 = np.nan_to_num(2 * kx * ky / k2)
+    return k2, c2, s2, np.sqrt(k2)
+
+
+def _lens(rng: np.random.Generator, cfg: AltConfig, n: int, g: float) -> tuple:
+    """Objective-lens transfer (n, n) complex64 on a grid of g nm: exp(i chi) with chi = pi
+    lambda df k^2 - pi/2 Cs lambda^3 k^4 (A; astigmatism up to 5 % of df, Cs 2.7 mm), a
+    B-factor envelope (60-200 A^2) and the wave band-limited to the detector's Nyquist (as
+    Fourier-cropped binning of counting movies), so that |wave|^2 fits the half-pixel grid
+    without aliasing; and the defocus (A) and B-factor drawn."""
+    lam = _wavelength_a(cfg.kv)
+    df = rng.uniform(*cfg.defocus_um) * 1e4
+    dfa, afa = rng.uniform(0, 0.05) * df, rng.uniform(0, math.pi)
+    k2, c2, s2, k = _freqs(n, g)
+    dft = df + dfa * (c2 * math.cos(2 * afa) + s2 * math.sin(2 * afa))
+    chi = np.float32(math.pi * lam) * dft * k2 - np.float32(math.pi / 2 * 2.7e7 * lam**3) * k2 * k2
+    bfac = rng.uniform(60, 200)
+    k_ny = 1 / (20 * cfg.pixel_nm)
+    ap = np.clip((k_ny - k) / (0.1 * k_ny), 0, 1)
+    env = np.exp(np.float32(-bfac / 4) * k2) * (0.5 - 0.5 * np.cos(np.float32(np.pi) * ap))
+    return env * np.cos(chi) + 1j * (env * np.sin(chi)), df, bfac
+
+
 def render(cfg: AltConfig, seed: int) -> AltMicrograph:
     """One micrograph from ``seed``."""
     rng = np.random.default_rng(seed)
     p = cfg.pixel_nm
-    os_ = max(1, math.ceil(p / 1.5))
+    os_ = 2  # simulation grid: half the pixel, so |wave|^2 does not alias (wave band-limited)
     g, n = p / os_, cfg.size * os_
     w_nm = cfg.size * p
     pot = np.zeros((n, n), np.float32)  # projected potential of lipid / protein (V nm)
@@ -269,34 +302,31 @@ def render(cfg: AltConfig, seed: int) -> AltMicrograph:
             rs = rng.uniform(2.5, 7)
             sd = math.sqrt(rs * rs / 5 + (0.4 * g) ** 2)
             half = math.ceil(3 * sd / g) + 1
-            yy, xx = np.mgrid[-half : half + 1, -half : half + 1] * g
+            ax = np.arange(-half, half + 1) * g
             cy, cx = int(c[0] / g), int(c[1] / g)
             fy, fx = c[0] - cy * g, c[1] - cx * g
-            gau = np.exp(-((yy - fy) ** 2 + (xx - fx) ** 2) / (2 * sd * sd))
+            gau = np.exp(-((ax[:, None] - fy) ** 2 + (ax[None, :] - fx) ** 2) / (2 * sd * sd))
             mass = 4 / 3 * math.pi * rs**3 * 2.0  # protein: ~2 V above ice
             _stamp(deb, (mass * gau / (2 * math.pi * sd * sd)).astype(np.float32), cy, cx, half)
     sigma = _sigma_per_v_nm(cfg.kv)
     texture = ndimage.gaussian_filter(rng.standard_normal((n, n)).astype(np.float32), 0.6 / g)
-    phase = sigma * (pot + deb + 4.5 * thick_ice + 5.0 * thick_c) + 0.01 * texture / texture.std()
-    mu = 0.07 * sigma * (pot + deb) + thick_ice / (2 * 150.0) + thick_c / (2 * 150.0)
-    pad = max(16, math.ceil(20 / g))  # reflect: no wrap-around fringes at the field's edges
-    wave = np.pad(np.exp(-mu + 1j * phase).astype(np.complex64), pad, mode="reflect")
-    n += 2 * pad
-    # objective lens: chi = pi lambda df k^2 - pi/2 Cs lambda^3 k^4 (A), astigmatism, B envelope
-    lam = _wavelength_a(cfg.kv)
-    df = rng.uniform(*cfg.defocus_um) * 1e4
-    dfa, afa = rng.uniform(0, 0.05) * df, rng.uniform(0, math.pi)
-    ky = fft.fftfreq(n, g * 10)[:, None]
-    kx = fft.fftfreq(n, g * 10)[None, :]
-    k2 = ky**2 + kx**2
-    dft = df + dfa * np.cos(2 * (np.arctan2(ky, kx) - afa))
-    chi = math.pi * lam * dft * k2 - math.pi / 2 * 2.7e7 * lam**3 * k2 * k2
-    bfac = rng.uniform(60, 200)
-    h = np.exp(1j * chi - bfac * k2 / 4).astype(np.complex64)
-    inten = np.abs(fft.ifft2(fft.fft2(wave) * h))[pad:-pad, pad:-pad] ** 2
+    phase = (
+        np.float32(sigma) * (pot + deb + 4.5 * thick_ice + 5.0 * thick_c)
+        + 0.01 * texture / texture.std()
+    )
+    mu = np.float32(0.07 * sigma) * (pot + deb) + thick_ice / (2 * 150.0) + thick_c / (2 * 150.0)
+    # reflect-pad: no wrap-around fringes at the field's edges
+    size = fft.next_fast_len(n + 2 * max(16, math.ceil(20 / g)))
+    pad = ((size - n) // 2, size - n - (size - n) // 2)
+    amp, ph = np.exp(-mu).astype(np.float32), phase.astype(np.float32)
+    wave = np.pad(amp * np.cos(ph) + 1j * (amp * np.sin(ph)), pad, mode="reflect")
+    h, df, bfac = _lens(rng, cfg, size, g)
+    out = fft.ifft2(fft.fft2(wave, overwrite_x=True) * h, overwrite_x=True)
+    out = out[pad[0] : pad[0] + n, pad[0] : pad[0] + n]
+    inten = out.real**2 + out.imag**2
     if os_ > 1:
         inten = inten.reshape(cfg.size, os_, cfg.size, os_).mean(axis=(1, 3))
-    yy, xx = (np.mgrid[: cfg.size, : cfg.size] / cfg.size - 0.5).astype(np.float32)
+    yy, xx = (a.astype(np.float32) / cfg.size - 0.5 for a in np.ogrid[: cfg.size, : cfg.size])
     a = rng.uniform(0, 2 * math.pi)
     ramp = xx * math.cos(a) + yy * math.sin(a)
     cy, cx = rng.uniform(-0.6, 0.6, 2)

@@ -66,46 +66,74 @@ def _false_kind(m: AltMicrograph, mask: np.ndarray, row: np.ndarray) -> str:
     """Why a detection (its mask, its IoU with every truth instance) is false."""
     area = mask.sum()
     on = {k: float((mask & getattr(m, k)).sum()) / area for k in ("ice", "carbon", "debris")}
-    best = np.sort(row[1:])[::-1] if len(row) > 1 else np.zeros(1)
+    j = int(np.argmax(row[1:])) + 1 if len(row) > 1 else 0
+    best = float(row[j]) if j else 0.0
     if on["ice"] > 0.1:
         return "ice particle"
+    if on["carbon"] > 0.9:
+        return "carbon film texture"
     if on["carbon"] > 0.1:
-        return "carbon film / edge"
-    if best[0] >= 0.5:
+        return "carbon edge"
+    if best >= 0.5:
         return "duplicate of a found liposome"
-    if best[0] >= 0.25:
-        return "outline IoU 0.25-0.5"
     cover = float((m.labels[mask] > 0).mean())
+    if best >= 0.2:
+        v, t_area = m.vesicles[j - 1], float((m.labels == j).sum())
+        if area < t_area and (v["lamellae"] > 1 or v["core"] > 0):
+            return "inner shell or core of a liposome"
+        return "outline too large (spans neighbours)" if area > t_area else "outline too small"
     if cover > 0.6:
-        return "inside a liposome (inner shell, core)"
-    if len(best) > 1 and best[1] > 0.03:
-        return "between touching liposomes"
+        return "inside a liposome"
     if on["debris"] > 0.005:
         return "protein aggregate"
     return "empty background" if cover < 0.1 else "partly on a liposome"
 
 
-def _miss_kind(m: AltMicrograph, k: int, acc_row: np.ndarray, rej_row: np.ndarray) -> str:
+def _alone_iou(m: AltMicrograph, k: int, det) -> tuple[float, int]:
+    """Best mask IoU of truth liposome ``k`` with a single candidate (painted alone, so that
+    neighbours take none of its pixels) centred within half its radius; and that candidate
+    (-1: none)."""
+    v = m.vesicles[k - 1]
+    r = v["r_nm"] / m.pixel_nm
+    near = np.flatnonzero(np.hypot(det.cy - v["cy"], det.cx - v["cx"]) < 0.5 * r)
+    best, arg = 0.0, -1
+    for i in near:
+        ext = max(float(det.radii[i].max()), 1.2 * r) + 3
+        y0, x0 = max(0, int(v["cy"] - ext)), max(0, int(v["cx"] - ext))
+        win = np.s_[y0 : int(v["cy"] + ext) + 1, x0 : int(v["cx"] + ext) + 1]
+        tm = m.labels[win] == k
+        lab, _ = paint_outlines(tm.shape, det.cy[i : i + 1] - y0, det.cx[i : i + 1] - x0,
+                                det.radii[i : i + 1])  # fmt: skip
+        fm = lab > 0
+        iou = float((tm & fm).sum()) / max(float((tm | fm).sum()), 1.0)
+        if iou > best:
+            best, arg = iou, int(i)
+    return best, arg
+
+
+def _miss_kind(m: AltMicrograph, k: int, det) -> str:
     """Why truth liposome ``k`` was not matched."""
-    if rej_row.max(initial=0) >= 0.5:
-        return "rejected by the verifier"
-    if acc_row.max(initial=0) >= 0.2:
-        return "found, outline IoU < 0.5"
+    iou, i = _alone_iou(m, k, det)
     v, p = m.vesicles[k - 1], m.pixel_nm
+    if i >= 0 and iou >= 0.5:
+        if det.accepted[i]:
+            return "accepted, lost its pixels to overlapping detections"
+        why = det.reason[i].replace("low liposome score: ", "")
+        return f"rejected by the verifier ({why})"
+    if i >= 0 and iou >= 0.1:
+        small = det.radii[i].mean() < 0.8 * v["r_nm"] / p
+        if small and (v["lamellae"] > 1 or v["core"] > 0):
+            return "candidate on an inner shell or the core"
+        return "candidate outline IoU < 0.5"
+    if v["r_nm"] < 25:
+        return "no candidate: small (< 50 nm)"
     others = [u for j, u in enumerate(m.vesicles) if j != k - 1]
-    touch = any(np.hypot(u["cy"] - v["cy"], u["cx"] - v["cx"]) * p < 1.05 * (u["r_nm"] + v["r_nm"])
-                for u in others)  # fmt: skip
-    if touch:
-        return "no candidate: touching"
-    if (
-        min(v["cy"], v["cx"], m.labels.shape[0] - v["cy"], m.labels.shape[1] - v["cx"]) * p
-        < v["r_nm"]
-    ):
-        return "no candidate: cut by the edge"
-    if v["core"] > 0:
-        return "no candidate: dense core"
-    if v["r_nm"] < 20:
-        return "no candidate: small (< 40 nm)"
+    if any(np.hypot(u["cy"] - v["cy"], u["cx"] - v["cx"]) * p < 1.02 * (u["r_nm"] + v["r_nm"])
+           for u in others):  # fmt: skip
+        return "no candidate: touching another"
+    edge = min(v["cy"], v["cx"], m.labels.shape[0] - v["cy"], m.labels.shape[1] - v["cx"])
+    if edge * p < v["r_nm"]:
+        return "no candidate: cut by the image edge"
     return "no candidate: other"
 
 
@@ -132,9 +160,7 @@ def _diagnose(m: AltMicrograph, det, counts: dict, crops: dict) -> None:
     """Classify the false detections and misses of one micrograph; keep up to 48 crops each."""
     truth = m.labels
     acc = det.labels
-    rej_idx = np.flatnonzero(~det.accepted)
-    rej, _ = paint_outlines(truth.shape, det.cy[rej_idx], det.cx[rej_idx], det.radii[rej_idx])
-    ia, ir = _ious(truth, acc), _ious(truth, rej)
+    ia = _ious(truth, acc)
     mt = match_instances(truth, acc)
     matched_t, matched_f = set(mt.pairs[:, 0].tolist()), set(mt.pairs[:, 1].tolist())
     for f in range(1, ia.shape[1]):
@@ -152,7 +178,7 @@ def _diagnose(m: AltMicrograph, det, counts: dict, crops: dict) -> None:
     for k in range(1, ia.shape[0]):
         if k in matched_t or not (truth == k).any():
             continue
-        kind = _miss_kind(m, k, ia[k, 1:], ir[k, 1:])
+        kind = _miss_kind(m, k, det)
         counts["miss"][kind] += 1
         v = m.vesicles[k - 1]
         if len(crops["miss"]) < 48:
