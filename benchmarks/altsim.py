@@ -34,7 +34,9 @@ __all__ = ["AltConfig", "AltMicrograph", "render", "write_mrc"]
 class AltConfig:
     """One micrograph's settings; ``density``: share of the field covered by liposome discs;
     ``ice`` / ``debris``: mean count per um^2; ``carbon``: chance of a film edge;
-    ``illumination``: relative brightness change across the field; ``defocus_um``: range."""
+    ``illumination``: relative brightness change across the field; ``defocus_um``: range;
+    ``max_aspect``: liposomes' aspect ratio drawn in [1, max_aspect]; ``multilamellar`` and
+    ``cores``: shares of liposomes with 2-4 lamellae and with a dense core."""
 
     size: int = 1024
     pixel_nm: float = 1.0
@@ -48,6 +50,9 @@ class AltConfig:
     carbon: float = 0.5
     illumination: float = 0.15
     median_d_nm: float = 80.0
+    max_aspect: float = 1.15
+    multilamellar: float = 0.32
+    cores: float = 0.12
 
     def __post_init__(self) -> None:
         if not (64 <= self.size and 0.2 <= self.pixel_nm <= 5 and self.dose > 0):
@@ -98,7 +103,9 @@ def _shell_projection(s: np.ndarray, shells: list[tuple[float, float, float]]) -
 def _vesicle_shells(rng: np.random.Generator, r_out: float, mem: dict[str, float]) -> tuple:
     """Shells (a, b, dV) of one liposome: lamellae (headgroup leaflets and tail region) from
     the outside in, and a dense core in some."""
-    n = int(rng.choice([1, 2, 3, 4], p=[0.68, 0.17, 0.1, 0.05]))
+    n = int(
+        rng.choice([1, 2, 3, 4], p=[1 - mem["multi"], *(mem["multi"] * np.array([17, 10, 5]) / 32)])
+    )
     half, head = mem["thick"] / 2, mem["head_w"]
     centres = [r_out - half]
     for _ in range(n - 1):
@@ -112,7 +119,7 @@ def _vesicle_shells(rng: np.random.Generator, r_out: float, mem: dict[str, float
                    (c - half + head, c + half - head, mem["tail_v"]),
                    (c - half, c - half + head, mem["head_v"])]  # fmt: skip
     core = 0.0
-    if rng.random() < 0.12:
+    if rng.random() < mem["cores"]:
         core = rng.uniform(0.15, 0.6)
         shells.append((0.0, centres[-1] - half, core))
     return shells, len(centres), core
@@ -256,7 +263,8 @@ def render(cfg: AltConfig, seed: int) -> AltMicrograph:
     if free is None:
         free = np.full((cfg.size, cfg.size), 1e9)
     mem = {"thick": rng.uniform(4.0, 5.5), "head_w": rng.uniform(0.8, 1.3),
-           "head_v": rng.uniform(1.0, 1.8), "tail_v": -rng.uniform(0.2, 0.6)}  # fmt: skip
+           "head_v": rng.uniform(1.0, 1.8), "tail_v": -rng.uniform(0.2, 0.6),
+           "multi": cfg.multilamellar, "cores": cfg.cores}  # fmt: skip
     ves = _place(rng, cfg, free, w_nm)
     labels = np.zeros((cfg.size, cfg.size), np.int32)
     power = np.full((cfg.size, cfg.size), np.inf, np.float32)
@@ -264,7 +272,7 @@ def render(cfg: AltConfig, seed: int) -> AltMicrograph:
     info = []
     for k, (y, x, r) in enumerate(ves, start=1):
         shells, nlam, core = _vesicle_shells(rng, r, mem)
-        q = math.sqrt(rng.uniform(1.0, 1.15))
+        q = math.sqrt(rng.uniform(1.0, cfg.max_aspect))
         ang = rng.uniform(0, math.pi)
         ca, sa = math.cos(ang), math.sin(ang)
 

@@ -50,6 +50,8 @@ CONDITIONS: list[tuple[str, dict[str, object]]] = [
     ("defocus 0.8-1.2 um", {"defocus_um": (0.8, 1.2)}),
     ("defocus 3.5-4.5 um", {"defocus_um": (3.5, 4.5)}),
     ("200 kV", {"kv": 200.0}),
+    ("round (aspect 1)", {"max_aspect": 1.0}),
+    ("unilamellar, no cores", {"multilamellar": 0.0, "cores": 0.0}),
 ]  # fmt: skip
 SEED = 50000
 
