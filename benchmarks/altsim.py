@@ -3,13 +3,14 @@ images it was never trained on. Written from the physics, sharing no code or hab
 ``lipoclass.synth`` (benchmark code, not part of the package).
 
 Object: the projected Coulomb potential (V nm, relative to vitreous ice) on a simulation grid
-(pixel size / ``os``), then a complex exit wave exp(-mu + i sigma V) (sigma: interaction
+(half the pixel size), then a complex exit wave exp(-mu + i sigma V) (sigma: interaction
 constant at the voltage; mu = 0.07 x the phase for lipid and protein, thickness / 2 Lambda for
 ice contamination and carbon: they scatter out of the aperture), propagated through the
-objective lens (defocus with astigmatism, Cs 2.7 mm, B-factor envelope) in Fourier space,
-|.|^2, binned to the detector pixel, uneven illumination, Poisson counts at the dose per pixel
-area. Liposomes: bilayers as analytic projections of spherical shells (two headgroup leaflets
-denser than water around a lighter tail region), log-normal diameters, slightly elliptical,
+objective lens (defocus with astigmatism, Cs 2.7 mm, B-factor envelope; the wave band-limited
+to the detector's Nyquist) in Fourier space, |.|^2, binned 2 x 2 to the detector pixel, uneven
+illumination, Poisson counts at the dose per pixel area x DQE 0.5.
+Liposomes: bilayers as analytic projections of spherical shells (two headgroup leaflets denser
+than water around a lighter tail region), log-normal diameters, slightly elliptical,
 1-4 lamellae, some with a dense core, touching / overlapping pairs and chains. Distractors:
 ice-contamination blobs (thresholded sums of random Gaussians, 30-400 nm, 0.5-1.2 x as thick
 as wide), a carbon film beyond a straight or hole-rim edge with its own texture, protein
