@@ -6,7 +6,15 @@ uses seeds from 50000 on; design choices used validation seeds 2000-2019 and tun
 3000+: scripts/tune_detect_verifier.py), each with settings drawn from a generator seeded 1000:
 problem lamellarity or encapsulation, density 0.05-0.45, noise 0.6-2.6, touching 0.1-0.6, ice 0-12
 and debris 0-16 per 1024^2 px, carbon edge with chance 0.5, uneven illumination 0-0.6, pixel
-size 0.5-3 nm (log-uniform, dose per nm^2 kept). Candidates at the default ring threshold are
+size 0.5-3 nm (log-uniform, dose per nm^2 kept), and ``--alt`` (default 80) micrographs of the
+independent simulator benchmarks/altsim.py, seeds 10000-10079, settings drawn per micrograph
+(``alt_conditions``: pixel size 0.5-3 nm, dose 15-70 e/A^2, 200 or 300 kV, defocus 0.8-4.5 um,
+density 0.05-0.45, touching 0.1-0.6, ice 0-5 and protein aggregates 0-30 per um^2, carbon
+none / edge / everywhere, illumination 0-0.4, aspect 1-1.3, multilamellar 0-50 %, dense cores
+0-30 %): two simulators with different membranes (one dark band against bilayer leaflets
+through a lens model) and distractors, so that the verifier learns what a liposome is rather
+than one simulator (docs/micrographs.md, "Two simulators"); altsim's check seeds 7000+ and
+benchmark seeds 50000+ are not used. Candidates at the default ring threshold are
 labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network)
 is fitted on all candidates. Its liposome-score threshold is ``--threshold`` (default 0.3,
 chosen at detection level on the tuning micrographs, seeds 3000+, where it balanced precision
@@ -55,6 +63,43 @@ def conditions(seed0: int, n: int) -> list[dict[str, object]]:
     return out
 
 
+def alt_conditions(seed0: int, n: int) -> list[dict[str, object]]:
+    """``n`` settings of benchmarks/altsim.py (``AltConfig`` fields) drawn from a generator
+    seeded ``seed0``; the micrograph of setting k has seed ``seed0 + k``."""
+    rng = np.random.default_rng(seed0)
+    out: list[dict[str, object]] = []
+    for _ in range(n):
+        d0 = rng.uniform(0.8, 3.5)
+        out.append(
+            dict(pixel_nm=float(np.exp(rng.uniform(np.log(0.5), np.log(3.0)))),
+                 dose=float(rng.uniform(15, 70)), kv=float(rng.choice([200.0, 300.0])),
+                 defocus_um=(d0, d0 + rng.uniform(0.2, 1.0)),
+                 density=float(rng.uniform(0.05, 0.45)), touching=float(rng.uniform(0.1, 0.6)),
+                 ice=float(rng.uniform(0, 5)), debris=float(rng.uniform(0, 30)),
+                 carbon=float(rng.choice([0.0, 0.5, 1.0])),
+                 illumination=float(rng.uniform(0, 0.4)), max_aspect=float(rng.uniform(1.0, 1.3)),
+                 multilamellar=float(rng.uniform(0, 0.5)), cores=float(rng.uniform(0, 0.3)))
+        )  # fmt: skip
+    return out
+
+
+def alt_micrographs(seed0: int, n: int) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """(name, image, truth labels, pixel size nm) of ``n`` altsim micrographs, seeds
+    ``seed0``...; altsim is benchmark code, imported from the repository's benchmarks/."""
+    import sys
+    from dataclasses import replace
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from altsim import AltConfig, render
+
+    out = []
+    for k, c in enumerate(alt_conditions(seed0, n)):
+        m = render(replace(AltConfig(), **c), seed0 + k)  # type: ignore[arg-type]
+        out.append((f"a{seed0 + k}", m.image.astype(np.float32), m.labels.astype(np.int64),
+                    float(m.pixel_nm)))  # fmt: skip
+    return out
+
+
 def blank_micrographs(seed0: int, n: int) -> list[tuple[np.ndarray, float]]:
     """``n`` micrographs without any liposome (image, pixel size nm) from a generator seeded
     ``seed0``: white or lightly smoothed Gaussian noise, 256-1024 px, some quantised to 8 bit,
@@ -81,6 +126,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=DEFAULT_VERIFIER)
     ap.add_argument("--count", type=int, default=160)
     ap.add_argument("--blank", type=int, default=128, help="micrographs without liposomes")
+    ap.add_argument("--alt", type=int, default=80, help="micrographs of benchmarks/altsim.py")
     ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
     ap.add_argument(
         "--threshold",
@@ -98,9 +144,13 @@ def main() -> None:
     for k, (img, px) in enumerate(blank_micrographs(1900, args.blank)):
         mics.append(Micrograph(Path(f"blank{k}.tif"), img, px))
         truths.append(np.zeros(img.shape, np.int64))
+    for name, img, truth, px in alt_micrographs(10000, args.alt):
+        mics.append(Micrograph(Path(f"{name}.tif"), img, px))
+        truths.append(truth)
     ts = collect_training_set(mics, truths, cfg)
     info = {"trained_on": f"{args.count} synthetic micrographs, seeds 1000-{999 + args.count}, "
-            f"and {args.blank} blank ones, seed 1900 (scripts/train_detect_verifier.py)",
+            f"{args.blank} blank ones, seed 1900, and {args.alt} of benchmarks/altsim.py, seeds "
+            f"10000-{9999 + args.alt} (scripts/train_detect_verifier.py)",
             "candidate_threshold": cfg.threshold}  # fmt: skip
     try:
         thr = None if args.threshold == "oof" else float(args.threshold)

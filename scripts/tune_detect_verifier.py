@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-from train_detect_verifier import blank_micrographs, conditions
+from train_detect_verifier import alt_micrographs, blank_micrographs, conditions
 
 from bench_detect import CONDITIONS, REF, _score
 from lipoclass.choices import VERIFIER_MODELS
@@ -107,7 +107,8 @@ def _blank(name: str, image: np.ndarray, px: float) -> Cand:
 
 def build(which: str, args: argparse.Namespace) -> list[Cand]:
     """The candidates of set ``which`` (train / tune / val / blank), from the cache if there."""
-    tag = {"train": f"{args.count}_{args.blank}", "tune": str(args.tune_count)}.get(which, "")
+    tag = {"train": f"{args.count}_{args.blank}" + (f"_alt{args.alt}" if args.alt else ""),
+           "tune": str(args.tune_count)}.get(which, "")  # fmt: skip
     path = args.cache / f"{which}{tag}_side{D._WORK_MIN_SIDE}.pkl" if args.cache else None
     if path is not None and path.exists():
         return pickle.loads(path.read_bytes())  # our own cache file
@@ -120,6 +121,17 @@ def build(which: str, args: argparse.Namespace) -> list[Cand]:
         if which == "train":
             for k, (img, px) in enumerate(blank_micrographs(1900, args.blank)):
                 out.append(_blank(f"blank{k}", img, px))
+            for name, img, truth, px in alt_micrographs(10000, args.alt):
+                out.append(_cands(name, img, truth, px))
+    elif which == "altcheck":
+        from altsim import AltConfig, render
+        from bench_detect_altsim import CONDITIONS as ALT_CONDITIONS
+
+        for k, (_, change) in enumerate(ALT_CONDITIONS):
+            for i in range(3):
+                m = render(replace(AltConfig(), **change), 7000 + 1000 * k + i)  # type: ignore[arg-type]
+                out.append(_cands(f"c{k}_{i}", m.image.astype(np.float32),
+                                  m.labels.astype(np.int64), float(m.pixel_nm)))  # fmt: skip
     elif which == "tune":
         for k, (_, change) in enumerate(CONDITIONS):
             cfg = replace(REF, seed=3000 + 100 * k, **change)  # type: ignore[arg-type]
@@ -163,6 +175,11 @@ def evaluate(label: str, ver: Verifier, thr: float, sets: dict[str, list[Cand]],
           f"{a.recall:.3f} F1 {a.f1:.4f} | validation P {mv.precision:.3f} R {mv.recall:.3f} "
           f"F1 {mv.f1:.4f} | blanks with a detection {blanks}/{len(sets['blank'])}")  # fmt: skip
     print("\n".join(rows), flush=True)
+    if "altcheck" in sets:
+        ma = _accepted_matches(sets["altcheck"], ver, thr)
+        a = pool_matches(ma)
+        print(f"  altsim check (15 conditions x 3, seeds 7000+): P {a.precision:.3f} R "
+              f"{a.recall:.3f} F1 {a.f1:.4f}", flush=True)  # fmt: skip
 
 
 def main() -> None:
@@ -173,6 +190,7 @@ def main() -> None:
                     "with --shipped the stored one)")  # fmt: skip
     ap.add_argument("--count", type=int, default=160, help="training micrographs")
     ap.add_argument("--blank", type=int, default=128, help="blank training micrographs")
+    ap.add_argument("--alt", type=int, default=80, help="altsim training micrographs")
     ap.add_argument("--tune-count", type=int, default=12, help="tuning micrographs a condition")
     ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
     ap.add_argument("--shipped", action="store_true", help="score the packaged verifier")
@@ -181,7 +199,7 @@ def main() -> None:
     args = ap.parse_args()
     D._WORK_MIN_SIDE = args.work_min_side
     warnings.simplefilter("ignore")
-    sets = {w: build(w, args) for w in ("tune", "val", "blank")}
+    sets = {w: build(w, args) for w in ("tune", "val", "blank", "altcheck")}
     thr_arg = args.thresholds or ("stored" if args.shipped else "0.3")
     if args.shipped:
         ver = load_verifier("default")
