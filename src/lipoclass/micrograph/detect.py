@@ -165,6 +165,7 @@ FEATURES = (
     *(f"profile_{round(q * 100)}" for q in _PROFILE),  # low-pass darkness at q x radius
     "sig_vs_micrograph",  # log significance minus the median over the micrograph's candidates
     "strong_share",  # share of the micrograph's candidates with significance >= _STRONG_SIG
+    "sig_vs_strong",  # log significance minus the median over the micrograph's strong candidates
 )
 #: ring significance of a "strong" candidate for ``strong_share`` (the fixed rule sig >= 7 of
 #: the benchmark table: precise where liposomes are many, so the share tells sparse or empty
@@ -470,6 +471,17 @@ def _membrane_line(
     return rim_peak, side_balance, rim_line
 
 
+def _strong_reference(sig: np.ndarray, log_sig: np.ndarray) -> float:
+    """Median log significance of the micrograph's strong candidates (significance >=
+    ``_STRONG_SIG``; the 3 most significant when fewer are): the ring strength of its clear
+    liposomes, against which a faint ring is judged (``sig_vs_strong``)."""
+    strong = sig >= _STRONG_SIG
+    if np.count_nonzero(strong) < 3:
+        strong = np.zeros(len(log_sig), dtype=bool)
+        strong[np.argsort(-log_sig)[:3]] = True
+    return float(np.median(log_sig[strong]))
+
+
 def _features(
     z: np.ndarray,
     low: np.ndarray,
@@ -545,6 +557,7 @@ def _features(
             # liposomes lie among noise rings and distractors, the prior share drops)
             log_sig - np.median(log_sig),
             np.full(n, float(np.mean(sig >= _STRONG_SIG))),
+            log_sig - _strong_reference(sig, log_sig),
         ]
     )
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)

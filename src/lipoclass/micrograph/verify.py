@@ -73,6 +73,7 @@ REASONS = {
     "rim_line": "no thin membrane line at the rim",
     "sig_vs_micrograph": "ring faint against the micrograph's other candidates",
     "strong_share": "few strong rings in this micrograph (sparse or empty: a ring must stand out)",
+    "sig_vs_strong": "ring faint against the micrograph's clear liposomes",
     **{
         f"profile_{q}": "darkness profile unlike a membrane ring"
         for q in (0, 30, 55, 75, 90, 115, 130)
