@@ -1,9 +1,10 @@
 """Detector generalisation benchmark: precision, recall, F1 and mean mask IoU of ``lipoclass
 detect`` against the known truth of synthetic micrographs from seeds and settings never used
-to train or tune the detector (verifier training: seeds 1000-1159 and blank micrographs,
-scripts/train_detect_verifier.py; design choices and the verifier's threshold: validation
-seeds 2000-2019 and tuning micrographs from seeds 3000+; this benchmark: seeds from 50000
-on, 12 micrographs per condition by default, so that one liposome is 0.1-0.4 points).
+to train or tune the detector (verifier training: seeds 1000-1159, blank micrographs and
+80 micrographs of benchmarks/altsim.py, scripts/train_detect_verifier.py; design choices and
+the verifier's threshold: validation seeds 2000-2019, tuning micrographs from seeds 3000+ and
+altsim check seeds 7000+; this benchmark: seeds from 50000 on, 12 micrographs per condition
+by default, so that one liposome is 0.1-0.4 points).
 
 Conditions vary one thing at a time around a reference (lamellarity, 1024 px, pixel size
 1 nm, noise 1, density 0.25, touching 0.3, ice 2 and debris 2 per 1024^2 px, carbon edge in

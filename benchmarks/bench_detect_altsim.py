@@ -1,6 +1,9 @@
 """Detector check on micrographs from an independent simulator (benchmarks/altsim.py: physical
 image formation, bilayer leaflets, ice particles sized in nm, carbon film, protein
-aggregates; nothing shared with lipoclass.synth, never used to train or tune the detector).
+aggregates; nothing shared with lipoclass.synth). Since the eighth round the default verifier
+is trained on altsim too (seeds 10000-10079, scripts/train_detect_verifier.py) and its choices
+used altsim check seeds 7000+ (scripts/tune_detect_verifier.py): this benchmark's seeds
+(50000+) are still unseen, but the figures are in-domain, not a generalisation check.
 
 Per condition (one setting changed at a time around a reference: 1024 px, 1 nm/px, 300 kV,
 40 e/A^2, defocus 1.5-3 um, density 0.2, touching 0.3, 1.5 ice particles and 8 protein

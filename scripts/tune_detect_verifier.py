@@ -3,16 +3,19 @@
 script's output.
 
 A verifier variant is fitted as ``scripts/train_detect_verifier.py`` fits the packaged one
-(candidates of the 160 training micrographs, seeds 1000-1159, and ``--blank`` blank
-micrographs, seed 1900, at the default ring threshold, labelled at mask IoU >= 0.5;
-``fit_verifier`` with network seed ``--seeds``) and scored at detection level (the accepted
-candidates painted together, matched one-to-one with the truth at mask IoU >= 0.5) at each
-liposome-score threshold of ``--thresholds`` ("oof": the out-of-fold F1 optimum) on
+(candidates of the 160 training micrographs, seeds 1000-1159, ``--blank`` blank
+micrographs, seed 1900, and ``--alt`` micrographs of benchmarks/altsim.py, seeds 10000+, at
+the default ring threshold, labelled at mask IoU >= 0.5; ``fit_verifier`` with network seed
+``--seeds``) and scored at detection level (the accepted candidates painted together, matched
+one-to-one with the truth at mask IoU >= 0.5) at each liposome-score threshold of
+``--thresholds`` ("oof": the out-of-fold F1 optimum) on
 
 - **tuning** micrographs: the 12 conditions of ``benchmarks/bench_detect.py`` with seeds
   3000 + 100 k (k = condition index; the benchmark uses 50000 + 100 k), micrographs
   0 ... ``--tune-count`` - 1 of each (12: 144 micrographs; the first three rounds used 3);
 - **validation** micrographs: 20 drawn as the training ones, seeds 2000-2019;
+- **altsim check** micrographs: the 15 conditions of ``benchmarks/bench_detect_altsim.py``,
+  3 each, seeds 7000 + 1000 k + i (its benchmark uses 50000 + 1000 k + i);
 - **blank** micrographs: 96 of noise only (256 and 1024 px; 0.5, 1, 2 and 3 nm/px; 8-bit
   Gaussian noise, mean 150, sd 4, generator seeds 0-11; not the training blanks), counted
   when any candidate on them is accepted (an empty micrograph must give no particle).
