@@ -241,3 +241,17 @@ def test_features_tell_membrane_from_blob_and_film_edge() -> None:
     assert disk["rim_side_balance"] > ring["rim_side_balance"] + 1.0
     assert ring["rim_line"] > disk["rim_line"] + 1.0
     assert edge["inner_step"] > ring["inner_step"] + 0.1
+
+
+def test_suppression_keeps_the_outer_of_concentric_rings() -> None:
+    from lipoclass.micrograph.detect import _CONCENTRIC_SIG, _suppress
+
+    inner = (20.0, 100.0, 100.0, 20.0)  # (significance, cy, cx, radius): an inner lamella
+    strong_outer = (0.8 * 20.0, 101.0, 100.0, 30.0)  # its liposome's outer membrane
+    assert _suppress([inner, strong_outer]) == [strong_outer]
+    weak_outer = (0.5 * _CONCENTRIC_SIG * 20.0, 101.0, 100.0, 30.0)  # e.g. a faint fringe
+    assert _suppress([inner, weak_outer]) == [inner]
+    off_centre = (0.8 * 20.0, 112.0, 100.0, 30.0)  # encloses it, but not concentric
+    assert _suppress([inner, off_centre]) == [inner]
+    apart = (15.0, 100.0, 160.0, 20.0)  # a neighbour touching it: both kept
+    assert _suppress([inner, apart]) == [inner, apart]
