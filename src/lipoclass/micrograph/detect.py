@@ -369,9 +369,8 @@ def _suppress(
     """Greedy non-maximum suppression of circles (see step 3 of the module docstring)."""
     from scipy.spatial import cKDTree
 
-    kept: list[tuple[float, float, float, float]] = []
     if not cands:
-        return kept
+        return []
     order = sorted(cands, reverse=True)
     rmax = max(c[3] for c in order)
     arr = np.array(order)
