@@ -11,13 +11,16 @@ background, 1..K) and a table of every candidate with its liposome score.
    that scale (ice-thickness gradients, carbon, the low-frequency background), divided by a
    robust noise level (1.4826 x median absolute deviation): a z-score of local darkness.
    Membranes, seen edge-on at the rim of a vesicle, are the darkest thin structures.
-2. **Ring filter bank (a circular Hough transform by convolution).** The z-score map is
-   correlated with thin rings of every radius in the diameter range (5 % steps), computed in
-   Fourier space (the transform of a ring of radius r is J0(2 pi k r), times a Gaussian for
-   its width), one octave of radii at a time on a block-averaged map (radius >= 8 px there).
-   Each radius' response is turned into a significance by its own robust noise level, so
-   radii and octaves compare; a circle integrates the evidence along its whole circumference,
-   which makes noisy, faint or broken membranes detectable.
+2. **Ring filter bank (a circular Hough transform by convolution).** The z-score map (where
+   the working scale block-averages, mixed with a membrane texture map: the spread of the
+   full-resolution pixels within each working pixel, band-passed, weighted by how much
+   structure it holds; ``_ring_map``) is correlated with thin rings of every radius in the
+   diameter range (5 % steps), computed in Fourier space (the transform of a ring of radius
+   r is J0(2 pi k r), times a Gaussian for its width), one octave of radii at a time on a
+   block-averaged map (radius >= 8 px there). Each radius' response is turned into a
+   significance by its own robust noise level, so radii and octaves compare; a circle
+   integrates the evidence along its whole circumference, which makes noisy, faint or broken
+   membranes detectable.
 3. **Candidates.** Local maxima of the best significance over radii above ``threshold``;
    taken in order of significance, a candidate is dropped when it overlaps an accepted one by
    more than touching and overlapping vesicles do (centre distance < 0.6 x radii sum) or lies
@@ -222,6 +225,44 @@ def _bandpass(img: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     band /= mad
     low /= -mad
     return band, low
+
+
+#: the membrane texture map in the ring filter's input (step 2; tenth round,
+#: docs/micrographs.md): its weight is ``_TEXTURE_WEIGHT`` times a ramp from 0 to 1 as the
+#: share of the map above 3 z goes from ``_TEXTURE_TAIL[0]`` to ``_TEXTURE_TAIL[1]`` (noise
+#: alone: 0.0013; our simulator's micrographs 0.003-0.008, its low-noise ones up to 0.03;
+#: altsim's 0.009-0.09). Chosen on the tuning (3000+) and altsim check (7000+) micrographs.
+_TEXTURE_WEIGHT = 0.5
+_TEXTURE_TAIL = (0.005, 0.02)
+
+
+def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -> np.ndarray:
+    """The map the ring filter bank correlates (step 2): the darkness z-score ``z`` (H, W) of
+    the working scale (block means ``work``, sign as in ``_working``), mixed, where the
+    working scale block-averages (``factor`` >= 2), with the membrane texture map: the
+    standard deviation of the full-resolution pixels of ``image`` within each working pixel,
+    band-passed at 1 px and robust-z scaled as in step 1. At <= 1 nm/px a phase-contrast
+    membrane is thin dark and bright lines (two leaflets, a Fresnel fringe) that the block
+    average and the band-pass cancel; their spread within a block survives. The texture
+    map's weight grows with its share of pixels above 3 z (``_TEXTURE_TAIL``), so where it
+    holds no structure (noise only, or a membrane drawn as one wide dark band) it adds no
+    noise. float32 (H, W)."""
+    if factor < 2 or _TEXTURE_WEIGHT <= 0:
+        return z
+    img = np.asarray(image, dtype=np.float32)
+    hh, ww = z.shape
+    b = img[: hh * factor, : ww * factor].reshape(hh * factor, ww, factor)
+    var = np.einsum("ijk,ijk->ij", b, b).reshape(hh, factor, ww).sum(axis=1)
+    var *= np.float32(1.0 / (factor * factor))
+    var -= np.square(work)
+    np.maximum(var, 0.0, out=var)
+    tex, _ = _bandpass(-np.sqrt(var), 1.0)  # texture higher than around: positive
+    lo, hi = _TEXTURE_TAIL
+    tail = float(np.count_nonzero(tex[::2, ::2] > 3.0)) / tex[::2, ::2].size
+    a = _TEXTURE_WEIGHT * min(max((tail - lo) / (hi - lo), 0.0), 1.0)
+    if a <= 0:
+        return z
+    return (1.0 - a) * z + a * tex
 
 
 def _threads() -> int:
@@ -605,7 +646,8 @@ def detect_candidates(
     sigma = _sigma(cfg, pixel_size_nm, factor)
     z, low = _bandpass(work, sigma)
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    rings = _ring_candidates(z, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
+    zr = _ring_map(image, work, z, factor)
+    rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
     seeds = _suppress(rings)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
     inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
