@@ -59,6 +59,11 @@ CONDITIONS: list[tuple[str, dict[str, object]]] = [
 SEED = 50000
 
 
+def _mark(x: float) -> str:
+    """Bold where issue 22's target (>= 0.95) is met, plain where not."""
+    return f"**{x:.3f}**" if x >= 0.95 else f"{x:.3f}"
+
+
 def _ious(truth: np.ndarray, found: np.ndarray) -> np.ndarray:
     """Mask IoU (T+1, F+1) of every truth and found instance (row / column 0: background)."""
     t, f = truth.ravel().astype(np.int64), found.ravel().astype(np.int64)
@@ -232,7 +237,7 @@ def accuracy(count: int, diag: Path | None, seed: int = SEED) -> None:
         ca, v = pool_matches(ms["cand"]), pool_matches(ms["ver"])
         allm += ms["ver"]
         print(f"| {name} | {v.n_truth} | {ca.precision:.3f} | {ca.recall:.3f} | "
-              f"**{v.precision:.3f}** | **{v.recall:.3f}** | {v.f1:.3f} | {v.mean_iou:.3f} |",
+              f"{_mark(v.precision)} | {_mark(v.recall)} | {v.f1:.3f} | {v.mean_iou:.3f} |",
               flush=True)  # fmt: skip
         if diag is not None:
             slug = name.replace(" ", "_").replace(".", "")
@@ -243,7 +248,7 @@ def accuracy(count: int, diag: Path | None, seed: int = SEED) -> None:
             print(f"    false: {dict(counts['false'])}; misses: {dict(counts['miss'])}",
                   file=sys.stderr)  # fmt: skip
     a = pool_matches(allm)
-    print(f"| all (pooled) | {a.n_truth} | | | **{a.precision:.3f}** | **{a.recall:.3f}** | "
+    print(f"| all (pooled) | {a.n_truth} | | | {_mark(a.precision)} | {_mark(a.recall)} | "
           f"{a.f1:.3f} | {a.mean_iou:.3f} |")  # fmt: skip
     if diag is not None:
         for key, title in (("false", "false detections"), ("miss", "misses")):
