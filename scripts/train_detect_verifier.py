@@ -15,8 +15,11 @@ none / edge / everywhere, illumination 0-0.4, aspect 1-1.3, multilamellar 0-50 %
 through a lens model) and distractors, so that the verifier learns what a liposome is rather
 than one simulator (docs/micrographs.md, "Two simulators"); altsim's check seeds 7000+ and
 benchmark seeds 50000+ are not used. Candidates at the default ring threshold are
-labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network)
-is fitted on all candidates. Its liposome-score threshold is ``--threshold`` (default 0.3,
+labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neural network,
+``--ensemble`` 5 of them with seeds 0, 1000, ..., logits averaged, stored as one network)
+is fitted on all candidates, and its scores are shifted per micrograph to the micrograph's
+own share of liposomes among its candidates (``PRIOR_SHIFT``; ``--no-prior-shift``).
+Its liposome-score threshold is ``--threshold`` (default 0.3,
 chosen at detection level on the tuning micrographs, seeds 3000+, where it balanced precision
 and recall; docs/micrographs.md); ``--threshold oof`` maximises the F1 of the 5-fold (grouped
 by micrograph) out-of-fold scores instead, as ``lipoclass detect-train`` does. The
@@ -45,6 +48,14 @@ from lipoclass.synth import MicrographConfig, render_micrograph
 #: optimum of the candidates (0.4-0.6 between network seeds) rejected too many true liposomes
 #: in touching clusters
 DEFAULT_THRESHOLD = 0.3
+#: networks of the packaged verifier (seeds 0, 1000, ..., logits averaged, stored as one
+#: network with 5 x 32 hidden units; eleventh round, docs/micrographs.md)
+DEFAULT_ENSEMBLE = 5
+#: per-micrograph prior shift of the packaged verifier's scores (``verify.prior_shift``):
+#: the share of liposomes among a micrograph's candidates estimated by EM, shrunk towards
+#: the training share by 20 candidates, and scores only lowered (where the share is below the
+#: training share), by at most e^2 in odds (eleventh round, docs/micrographs.md)
+PRIOR_SHIFT = {"method": "em", "damping": 1.0, "pseudo": 20.0, "clip": 2.0, "upper": 0.0}
 
 
 def conditions(seed0: int, n: int) -> list[dict[str, object]]:
@@ -129,6 +140,14 @@ def main() -> None:
     ap.add_argument("--alt", type=int, default=80, help="micrographs of benchmarks/altsim.py")
     ap.add_argument("--model", choices=VERIFIER_MODELS, default="mlp")
     ap.add_argument(
+        "--ensemble",
+        type=int,
+        default=DEFAULT_ENSEMBLE,
+        help=f"networks, logits averaged (default {DEFAULT_ENSEMBLE}; mlp only)",
+    )
+    ap.add_argument("--no-prior-shift", action="store_true",
+                    help="no per-micrograph prior shift of the scores")  # fmt: skip
+    ap.add_argument(
         "--threshold",
         default=str(DEFAULT_THRESHOLD),
         help=f"liposome-score threshold stored in the verifier (default {DEFAULT_THRESHOLD}, "
@@ -158,7 +177,10 @@ def main() -> None:
         ap.error(f"--threshold must be a number or 'oof', got {args.threshold!r}")
     if thr is not None and not 0.0 < thr < 1.0:
         ap.error(f"--threshold must be between 0 and 1, got {thr}")
-    ver, stats = fit_verifier(ts, info=info, model=args.model, threshold=thr)
+    if not args.no_prior_shift:
+        info["prior_shift"] = PRIOR_SHIFT
+    ensemble = args.ensemble if args.model == "mlp" else 1
+    ver, stats = fit_verifier(ts, info=info, model=args.model, threshold=thr, ensemble=ensemble)
     ver.save(args.out)
     print({k: round(v, 4) for k, v in stats.items()}, "->", args.out)
 

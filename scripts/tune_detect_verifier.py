@@ -40,6 +40,15 @@ the detector changes. Commands behind the fourth round's table (each row one run
 
 A new feature is tried by adding it to ``lipoclass.micrograph.detect`` (FEATURES and the
 feature code) with an empty cache; the script fits whatever ``detect_candidates`` returns.
+
+``--ensemble K`` fits K networks a seed (seeds s, s + 1000, ...; logits averaged, stored as
+one network) and skips the out-of-fold fits unless a threshold is "oof"; ``--prior`` scores
+each variant with per-micrograph prior shifts of the scores (``verify.prior_shift``, e.g.
+``none;em:1:20:2:0``; "stored", the default, is the verifier's own). The eleventh round's
+rows (docs/micrographs.md):
+
+    ... --cache /tmp/prior/cache --seeds 0,1,2 --prior "none;em:1:20:2;em:0.5:20:2;..."
+    ... --cache /tmp/prior/cache --seeds 0,1,2 --ensemble 5 --prior "none;em:1:20:2:0;..."
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +79,7 @@ from lipoclass.micrograph.verify import (
     candidate_truth,
     fit_verifier,
     load_verifier,
+    prior_shift,
 )
 from lipoclass.synth import MicrographConfig, render_micrograph
 
@@ -154,18 +165,56 @@ def build(which: str, args: argparse.Namespace) -> list[Cand]:
     return out
 
 
-def _accepted_matches(cands: list[Cand], ver: Verifier, thr: float) -> list:
+def parse_prior(spec: str) -> dict[str, Any] | str | None:
+    """``stored`` (the verifier's own prior shift, if any), ``none`` or
+    ``METHOD:DAMPING:PSEUDO:CLIP[:UPPER[:REFERENCE]]`` (``verify.prior_shift``; e.g. em:1:20:2,
+    em:1:20:2:0 lowers scores only, em:1:20:2:2:0.4 shifts around 0.4)."""
+    if spec in ("none", "stored"):
+        return None if spec == "none" else spec
+    method, damping, pseudo, clip, *rest = spec.split(":")
+    out: dict[str, Any] = {"method": method, "damping": float(damping),
+                           "pseudo": float(pseudo), "clip": float(clip)}  # fmt: skip
+    if rest:
+        out["upper"] = float(rest[0])
+    if len(rest) > 1:
+        out["reference"] = float(rest[1])
+    return out
+
+
+def _mic_scores(c: Cand, ver: Verifier, prior: dict[str, Any] | str | None) -> np.ndarray:
+    """The liposome scores of one micrograph's candidates, prior-shifted when ``prior``."""
+    if prior == "stored":
+        return ver.micrograph_scores(c.features)[0]
+    p = ver.score(c.features)
+    if not isinstance(prior, dict) or not len(p):
+        return p
+    return prior_shift(p, float(ver.info["positive_share"]), **prior)[0]
+
+
+def _accepted_matches(
+    cands: list[Cand], ver: Verifier, thr: float, prior: dict[str, Any] | str | None
+) -> list:
     return [
-        _score(c.truth(), c, ver.score(c.features) >= thr if len(c.y) else np.zeros(0, bool))
+        _score(c.truth(), c, _mic_scores(c, ver, prior) >= thr if len(c.y) else np.zeros(0, bool))
         for c in cands
     ]
 
 
-def evaluate(label: str, ver: Verifier, thr: float, sets: dict[str, list[Cand]], n: int) -> None:
-    """Print the per-condition table and the pooled figures of ``ver`` at ``thr``."""
-    mt = _accepted_matches(sets["tune"], ver, thr)
-    mv = pool_matches(_accepted_matches(sets["val"], ver, thr))
-    blanks = sum(bool(len(c.y)) and bool(ver.score(c.features).max() >= thr) for c in sets["blank"])
+def evaluate(
+    label: str,
+    ver: Verifier,
+    thr: float,
+    sets: dict[str, list[Cand]],
+    n: int,
+    prior: dict[str, Any] | str | None = "stored",
+) -> None:
+    """Print the per-condition table and the pooled figures of ``ver`` at ``thr`` (scores
+    prior-shifted per micrograph by ``prior``: ``parse_prior``)."""
+    mt = _accepted_matches(sets["tune"], ver, thr, prior)
+    mv = pool_matches(_accepted_matches(sets["val"], ver, thr, prior))
+    blanks = sum(
+        bool(len(c.y)) and bool(_mic_scores(c, ver, prior).max() >= thr) for c in sets["blank"]
+    )
     rows, met = [], 0
     for k, (name, _) in enumerate(CONDITIONS):
         m = pool_matches(mt[n * k : n * k + n])
@@ -179,7 +228,7 @@ def evaluate(label: str, ver: Verifier, thr: float, sets: dict[str, list[Cand]],
           f"F1 {mv.f1:.4f} | blanks with a detection {blanks}/{len(sets['blank'])}")  # fmt: skip
     print("\n".join(rows), flush=True)
     if "altcheck" in sets:
-        ma = _accepted_matches(sets["altcheck"], ver, thr)
+        ma = _accepted_matches(sets["altcheck"], ver, thr, prior)
         a = pool_matches(ma)
         print(f"  altsim check (15 conditions x 3, seeds 7000+): P {a.precision:.3f} R "
               f"{a.recall:.3f} F1 {a.f1:.4f}", flush=True)  # fmt: skip
@@ -199,7 +248,15 @@ def main() -> None:
     ap.add_argument("--shipped", action="store_true", help="score the packaged verifier")
     ap.add_argument("--work-min-side", type=int, default=D._WORK_MIN_SIDE)
     ap.add_argument("--cache", type=Path, default=None, help="folder for the candidates")
+    ap.add_argument("--ensemble", type=int, default=1,
+                    help="networks a verifier (seeds s + 1000 k), logits averaged")  # fmt: skip
+    ap.add_argument("--prior", default="stored",
+                    help="per-micrograph prior shifts of the scores, ';'-separated: 'stored' "
+                    "(the verifier's own: the packaged one's with --shipped, none for fitted "
+                    "ones), 'none' or METHOD:DAMPING:PSEUDO:CLIP[:UPPER[:REFERENCE]] "
+                    "(verify.prior_shift), e.g. 'none;em:1:20:2:0'")  # fmt: skip
     args = ap.parse_args()
+    priors = [(sp, parse_prior(sp)) for sp in args.prior.split(";")]
     D._WORK_MIN_SIDE = args.work_min_side
     warnings.simplefilter("ignore")
     sets = {w: build(w, args) for w in ("tune", "val", "blank", "altcheck")}
@@ -209,7 +266,8 @@ def main() -> None:
         assert ver is not None
         thrs = [ver.threshold] if thr_arg == "stored" else [float(t) for t in thr_arg.split(",")]
         for t in thrs:
-            evaluate("packaged verifier", ver, t, sets, args.tune_count)
+            for sp, pr in priors:
+                evaluate(f"packaged verifier, prior {sp},", ver, t, sets, args.tune_count, pr)
         return
     train = build("train", args)
     ts = TrainingSet(np.concatenate([c.features for c in train]),
@@ -217,14 +275,19 @@ def main() -> None:
                      [c.name for c in train for _ in c.y])  # fmt: skip
     for seed in (int(s) for s in args.seeds.split(",")):
         t0 = time.time()
-        ver, stats = fit_verifier(ts, seed=seed, model=args.model)
-        print(f"== {args.model} seed {seed} ({len(ts.y)} candidates, {int(ts.y.sum())} "
-              f"liposomes; {time.time() - t0:.0f} s): OOF threshold {stats['threshold']:.2f}, "
+        oof = "oof" in thr_arg.split(",")
+        ver, stats = fit_verifier(ts, seed=seed, model=args.model, ensemble=args.ensemble,
+                                  oof=oof, threshold=None if oof else 0.5)  # fmt: skip
+        print(f"== {args.model} x {args.ensemble} seed {seed} ({len(ts.y)} candidates, "
+              f"{int(ts.y.sum())} liposomes, share {ver.info['positive_share']:.4f}; "
+              f"{time.time() - t0:.0f} s): OOF threshold {stats['threshold']:.2f}, "
               f"precision {stats['oof_precision']:.4f}, "
               f"recall {stats['oof_recall']:.4f}")  # fmt: skip
         thrs = [stats["threshold"] if t == "oof" else float(t) for t in thr_arg.split(",")]
         for t in thrs:
-            evaluate(f"seed {seed}", ver, t, sets, args.tune_count)
+            for sp, pr in priors:
+                evaluate(f"seed {seed} x {args.ensemble}, prior {sp},", ver, t, sets,
+                         args.tune_count, pr)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -190,6 +190,89 @@ def test_verifier_models_round_trip_and_reasons(tmp_path: Path) -> None:
         fit_verifier(ts, model="forest")
 
 
+def test_prior_shift_follows_the_micrographs_share() -> None:
+    """The EM estimate of a micrograph's liposome share tracks the truth; with ``upper`` 0
+    scores are only lowered, where the share is below the training share; few candidates
+    hardly move; empty stays empty."""
+    from lipoclass.micrograph.verify import prior_shift
+
+    rng = np.random.default_rng(3)
+    pt = 0.3
+
+    def scores(share: float, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.random(n) < share
+        v = np.where(y, rng.normal(1.5, 1.0, n), rng.normal(-1.5, 1.0, n))
+        return 1 / (1 + np.exp(-(3 * v + np.log(pt / (1 - pt))))), y  # calibrated at pt
+
+    for share in (0.05, 0.3, 0.7):
+        p, _ = scores(share)
+        q, pi = prior_shift(p, pt, clip=5.0)
+        assert abs(pi - share) < 0.04
+        assert np.all(q <= p) if share < pt else np.all(q >= p - 1e-12)
+    p, y = scores(0.05)
+    q, _ = prior_shift(p, pt, upper=0.0)
+    assert np.all(q < p) and ((q >= 0.5) != y).sum() < ((p >= 0.5) != y).sum()
+    hi, _ = scores(0.7)
+    assert np.array_equal(prior_shift(hi, pt, upper=0.0)[0], hi)
+    few, pi = prior_shift(np.array([0.02, 0.9]), pt, upper=0.0)
+    assert abs(pi - pt) < 0.05 and few[1] > 0.85
+    assert prior_shift(np.zeros(0), pt)[0].shape == (0,)
+    with pytest.raises(ValueError, match="method"):
+        prior_shift(p, pt, method="median")
+
+
+def test_network_ensemble_is_one_network(tmp_path: Path) -> None:
+    """``ensemble`` networks are stored as one (hidden layers side by side) whose logit is
+    the mean of theirs; its prior shift (info) survives a save and load, and a malformed one
+    is refused."""
+    from lipoclass.micrograph.detect import FEATURES
+    from lipoclass.micrograph.verify import TrainingSet, fit_verifier
+
+    rng = np.random.default_rng(0)
+    n, f = 300, len(FEATURES)
+    x = rng.normal(size=(n, f))
+    y = (x[:, 1] + 0.5 * x[:, 2] ** 2 > 0.5).astype(np.int64)
+    ts = TrainingSet(x, y, [f"m{i % 6}" for i in range(n)])
+    prior = {"method": "em", "damping": 1.0, "pseudo": 20.0, "clip": 2.0, "upper": 0.0}
+    ens, _ = fit_verifier(ts, ensemble=3, oof=False, threshold=0.3, info={"prior_shift": prior})
+    nets = [fit_verifier(ts, seed=s, oof=False, threshold=0.3)[0] for s in (0, 1000, 2000)]
+    assert ens.layers[0][0].shape == (f, 3 * nets[0].layers[0][0].shape[1])
+    logit = np.mean([np.log(v.score(x) / (1 - v.score(x))) for v in nets], axis=0)
+    assert np.allclose(ens.score(x), 1 / (1 + np.exp(-logit)), atol=1e-9)
+    assert ens.info["ensemble"] == 3 and ens.info["positive_share"] == round(y.mean(), 6)
+    ens.save(tmp_path / "ens.json")
+    back = Verifier.load(tmp_path / "ens.json")
+    assert back.prior == {"pi_train": round(y.mean(), 6), **prior}
+    shifted, raw = back.micrograph_scores(x[y == 0])  # a micrograph of negatives only
+    assert np.all(shifted < raw) and np.allclose(raw, ens.score(x[y == 0]), atol=1e-4)
+    doc = json.loads((tmp_path / "ens.json").read_text())
+    doc["info"]["prior_shift"]["method"] = "median"
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(LipoclassError, match="prior shift"):
+        Verifier.load(tmp_path / "bad.json")
+
+
+def test_detect_explains_a_rejection_by_the_prior_shift() -> None:
+    """A candidate whose score only the micrograph's low liposome share pushes below the
+    threshold is rejected with that reason (not silently)."""
+    cfg = MicrographConfig(size=384, density=0.1, seed=4243, pixel_size_nm=1.2, ice=10.0,
+                           debris=15.0, carbon=1.0)  # fmt: skip
+    mic = render_micrograph(cfg, 0)
+    base = load_verifier("default")
+    assert base is not None
+    raw = detect_candidates(mic.image, DetectConfig(), 1.2, verifier=base)
+    info = {**base.info, "prior_shift": {"method": "em", "damping": 1.0, "pseudo": 0.0,
+                                         "clip": 8.0, "upper": 0.0},
+            "positive_share": 0.99}  # fmt: skip
+    strict = Verifier(base.features, base.mean, base.scale, base.coef, base.intercept,
+                      base.threshold, info, base.layers)  # fmt: skip
+    det = detect_candidates(mic.image, DetectConfig(), 1.2, verifier=strict)
+    lowered = raw.accepted & ~det.accepted
+    assert lowered.any() and not (det.accepted & ~raw.accepted).any()
+    assert all("share of liposomes" in det.reason[i] for i in np.flatnonzero(lowered))
+    assert np.all(det.score <= raw.score + 1e-12)
+
+
 def test_ring_bank_threads_agree() -> None:
     """The ring filter bank gives the same candidates on one thread as on several."""
     from lipoclass.micrograph.detect import _bandpass, _ring_candidates

@@ -669,11 +669,20 @@ def detect_candidates(
         accepted = np.ones(len(cand), dtype=bool)
         reason = [""] * len(cand)
     else:
-        score = np.asarray(verifier.score(feats), dtype=np.float64)
+        if hasattr(verifier, "micrograph_scores"):
+            score, raw = (np.asarray(a, np.float64) for a in verifier.micrograph_scores(feats))
+        else:
+            score = raw = np.asarray(verifier.score(feats), dtype=np.float64)
         thr = cfg.min_score if cfg.min_score is not None else verifier.threshold
         accepted = score >= thr
-        why = verifier.reasons(feats)
-        reason = ["" if a else why[i] for i, a in enumerate(accepted)]
+        reason = [""] * len(cand)
+        rejected = np.flatnonzero(~accepted)
+        why = verifier.reasons(feats[rejected]) if len(rejected) else []
+        for i, r in zip(rejected, why):
+            reason[i] = r if raw[i] < thr else (
+                f"low liposome score: lowered from {raw[i]:.2f} for the micrograph's low share "
+                "of liposomes among its candidates"
+            )  # fmt: skip
     idx = np.flatnonzero(accepted)
     lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
     present = np.zeros(len(idx) + 1, dtype=bool)

@@ -35,8 +35,10 @@ __all__ = [
     "Verifier",
     "candidate_truth",
     "collect_training_set",
+    "combine_networks",
     "fit_verifier",
     "load_verifier",
+    "prior_shift",
     "read_negatives",
     "train_detect_verifier",
     "write_training_csv",
@@ -119,6 +121,25 @@ class Verifier:
         """Liposome score (N,) in [0, 1] of features ``x`` (N, F)."""
         return self._score_std(self._check(x))
 
+    @property
+    def prior(self) -> dict[str, Any] | None:
+        """The per-micrograph prior shift of the scores (``prior_shift`` keyword arguments
+        with the training share ``pi_train``), or None."""
+        spec = self.info.get("prior_shift")
+        if not spec:
+            return None
+        return {"pi_train": float(self.info["positive_share"]), **spec}
+
+    def micrograph_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Liposome scores of one micrograph's candidates ``x`` (N, F): ``score`` shifted to
+        the micrograph's own share of liposomes among its candidates when the verifier has
+        a ``prior`` (``prior_shift``), and the unshifted scores: ((N,), (N,))."""
+        raw = self.score(x)
+        prior = self.prior
+        if prior is None or not len(raw):
+            return raw, raw
+        return prior_shift(raw, **prior)[0], raw
+
     def reasons(self, x: np.ndarray) -> list[str]:
         """Per candidate, the feature whose replacement by the training mean raises its
         score most (for the logistic regression: the most negative contribution), as words
@@ -128,10 +149,18 @@ class Verifier:
             return []
         base = self._score_std(xs)
         gain = np.empty_like(xs)
-        for k in range(xs.shape[1]):
-            alt = xs.copy()
-            alt[:, k] = 0.0
-            gain[:, k] = self._score_std(alt) - base
+        if len(self.layers) == 1:  # one hidden layer: zeroing feature k shifts its input
+            w, b = self.layers[0]
+            pre = xs @ w + b
+            for k in range(xs.shape[1]):
+                h = np.maximum(pre - xs[:, k : k + 1] * w[k], 0.0)
+                t = np.clip(h @ self.coef + self.intercept, -50, 50)
+                gain[:, k] = 1.0 / (1.0 + np.exp(-t)) - base
+        else:
+            for k in range(xs.shape[1]):
+                alt = xs.copy()
+                alt[:, k] = 0.0
+                gain[:, k] = self._score_std(alt) - base
         worst = np.argmax(gain, axis=1)
         return [
             f"low liposome score: {REASONS.get(self.features[k], self.features[k])}" for k in worst
@@ -198,12 +227,91 @@ class Verifier:
             )
         ):
             raise LipoclassError(f"{p}: verifier values are malformed")
-        return cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})),
-                   layers)  # fmt: skip
+        ver = cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})),
+                  layers)  # fmt: skip
+        try:
+            prior = ver.prior
+            if prior is not None:
+                prior_shift(np.full(1, 0.5), **prior)
+                if not 0 < prior["pi_train"] < 1:
+                    raise ValueError("positive_share must be in (0, 1)")
+        except (KeyError, ValueError, TypeError) as exc:
+            raise LipoclassError(f"{p}: verifier prior shift is malformed ({exc})") from None
+        return ver
 
 
 def _r6(a: Any) -> list[float]:
     return [round(float(v), 6) for v in np.asarray(a).ravel()]
+
+
+def prior_shift(
+    p: np.ndarray,
+    pi_train: float,
+    *,
+    method: str = "em",
+    damping: float = 1.0,
+    pseudo: float = 20.0,
+    clip: float = 2.0,
+    upper: float | None = None,
+    reference: float | None = None,
+    iterations: int = 100,
+) -> tuple[np.ndarray, float]:
+    """Liposome scores ``p`` (N,) of one micrograph's candidates, adjusted to the
+    micrograph's own share of liposomes among its candidates (a prior shift: the verifier
+    learnt the training share ``pi_train``). The share ``pi`` is estimated from the scores,
+    by ``method`` "em" (Saerens, Latinne & Decaestecker 2002: the mean of the adjusted scores,
+    iterated) or "mean" (the mean score), each shrunk towards ``pi_train`` by ``pseudo``
+    candidates (a micrograph with few candidates keeps about the training share). Each
+    candidate's odds are multiplied by ((pi / (1 - pi)) / (pi_train / (1 - pi_train))) **
+    ``damping``, the log of that factor clipped to -``clip`` .. ``upper`` (None: ``clip``;
+    0: scores are only lowered); ``reference`` replaces ``pi_train`` in that factor (the
+    share at which scores stay as they are). Returns the adjusted scores and ``pi``."""
+    p0 = np.asarray(p, dtype=np.float64)
+    p = np.clip(p0, 1e-9, 1 - 1e-9)
+    pt = float(np.clip(pi_train, 1e-6, 1 - 1e-6))
+    n = len(p)
+    if n == 0:
+        return p0.copy(), pt
+    lo = np.log(p / (1 - p))
+    lt = np.log(pt / (1 - pt))
+
+    hi = clip if upper is None else upper
+
+    def shifted(pi: float, d: float, ref: float = lt, up: float = clip) -> np.ndarray:
+        s = float(np.clip(d * (np.log(pi / (1 - pi)) - ref), -clip, up))
+        return p0.copy() if s == 0 else 1.0 / (1.0 + np.exp(-(lo + s)))
+
+    pi = (float(p.sum()) + pseudo * pt) / (n + pseudo)
+    if method == "em":
+        for _ in range(iterations):
+            new = (float(shifted(pi, 1.0).sum()) + pseudo * pt) / (n + pseudo)
+            new = float(np.clip(new, 1e-6, 1 - 1e-6))
+            if abs(new - pi) < 1e-6:
+                pi = new
+                break
+            pi = new
+    elif method != "mean":
+        raise ValueError(f"method must be 'em' or 'mean', got {method!r}")
+    lr = lt if reference is None else float(np.log(reference / (1 - reference)))
+    return shifted(pi, damping, lr, hi), pi
+
+
+def combine_networks(nets: Sequence[Verifier]) -> Verifier:
+    """One network whose logit is the mean of the logits of ``nets`` (one-hidden-layer
+    networks on the same standardisation): the hidden layers side by side, the output
+    weights divided by their number, the mean intercept. Threshold and info of the first."""
+    if not nets or any(len(v.layers) != 1 for v in nets):
+        raise ValueError("combine_networks needs one-hidden-layer networks")
+    v0, k = nets[0], len(nets)
+    for v in nets[1:]:
+        if not (np.array_equal(v.mean, v0.mean) and np.array_equal(v.scale, v0.scale)):
+            raise ValueError("combine_networks: networks standardise their inputs differently")
+    w = np.concatenate([v.layers[0][0] for v in nets], axis=1)
+    b = np.concatenate([v.layers[0][1] for v in nets])
+    coef = np.concatenate([v.coef for v in nets]) / k
+    intercept = float(np.mean([v.intercept for v in nets]))
+    return Verifier(v0.features, v0.mean, v0.scale, coef, intercept, v0.threshold,
+                    dict(v0.info), ((w, b),))  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)
@@ -327,12 +435,17 @@ def fit_verifier(
     threshold: float | None = None,
     info: dict[str, Any] | None = None,
     model: str = "mlp",
+    ensemble: int = 1,
+    oof: bool = True,
 ) -> tuple[Verifier, dict[str, float]]:
     """Fit the verifier on ``ts``: ``model`` "mlp" (one hidden layer of ``_MLP_HIDDEN``
-    relu units, L2 ``_MLP_ALPHA``, seeded by ``seed``) or "logistic" (class-balanced, L2
-    1/``c``). The threshold (None) maximises the F1 of the out-of-fold scores (5 folds
-    grouped by micrograph when there are enough, else by candidate). Returns the verifier
-    and out-of-fold figures at that threshold."""
+    relu units, L2 ``_MLP_ALPHA``, seeded by ``seed``; ``ensemble`` > 1: that many networks,
+    seeds ``seed + 1000 k``, logits averaged, stored as one network, ``combine_networks``) or
+    "logistic" (class-balanced, L2 1/``c``). The threshold (None) maximises the F1 of the
+    out-of-fold scores (5 folds grouped by micrograph when there are enough, else by
+    candidate; ``oof`` False skips them, then ``threshold`` is needed). The training share
+    of liposomes among the candidates is stored in the info (``positive_share``). Returns
+    the verifier and out-of-fold figures at that threshold."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold, StratifiedKFold
@@ -354,28 +467,43 @@ def fit_verifier(
     scale[scale < 1e-9] = 1.0
     xs = (ts.x - mean) / scale
 
-    def make() -> Any:
+    if ensemble < 1 or (ensemble > 1 and model != "mlp"):
+        raise ValueError(f"ensemble must be 1, or > 1 with the mlp, got {ensemble}")
+    if not oof and threshold is None:
+        raise ValueError("without out-of-fold scores a threshold is needed")
+
+    def make(k: int = 0) -> Any:
         if model == "logistic":
             return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        return MLPClassifier((_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed)
+        return MLPClassifier(
+            (_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed + 1000 * k
+        )
+
+    def proba(x: np.ndarray, ms: list[Any]) -> np.ndarray:
+        if len(ms) == 1:
+            return np.asarray(ms[0].predict_proba(x)[:, 1])
+        q = [np.clip(m.predict_proba(x), 1e-12, 1.0) for m in ms]
+        t = np.mean([np.log(a[:, 1]) - np.log(a[:, 0]) for a in q], axis=0)
+        return np.asarray(1.0 / (1.0 + np.exp(-t)))
 
     groups = np.asarray(ts.micrograph)
     k = min(5, len(set(ts.micrograph)))
-    oof = np.zeros(len(y))
+    scores = np.zeros(len(y))
     if k >= 3:
         splits = GroupKFold(n_splits=k).split(xs, y, groups)
     else:
         splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for tr, te in splits:
+        for tr, te in splits if oof else []:
             if len(set(y[tr])) < 2:
-                oof[te] = y[tr].mean()
+                scores[te] = y[tr].mean()
                 continue
-            oof[te] = make().fit(xs[tr], y[tr]).predict_proba(xs[te])[:, 1]
-        m = make().fit(xs, y)
-    thr = _best_threshold(y, oof) if threshold is None else float(threshold)
-    pred = oof >= thr
+            scores[te] = proba(xs[te], [make(j).fit(xs[tr], y[tr]) for j in range(ensemble)])
+        fitted = [make(j).fit(xs, y) for j in range(ensemble)]
+    m = fitted[0]
+    thr = _best_threshold(y, scores) if threshold is None else float(threshold)
+    pred = scores >= thr
     tp = float(np.sum(pred & (y == 1)))
     stats = {
         "positives": float(npos),
@@ -386,18 +514,28 @@ def fit_verifier(
     }
     meta = dict(info or {})
     meta.update({"positives": npos, "negatives": nneg,
-                 "oof_precision": round(stats["oof_precision"], 4),
-                 "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
+                 "positive_share": round(npos / (npos + nneg), 6)})  # fmt: skip
+    if oof:
+        meta.update({"oof_precision": round(stats["oof_precision"], 4),
+                     "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
+    else:
+        stats["oof_precision"] = stats["oof_recall"] = float("nan")
     if model == "logistic":
         meta["C"] = c
         ver = Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
                        float(m.intercept_[0]), thr, meta)  # fmt: skip
     else:
         meta["alpha"] = _MLP_ALPHA
-        layers = tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
-                       for w, b in zip(m.coefs_[:-1], m.intercepts_[:-1]))  # fmt: skip
-        ver = Verifier(FEATURES, mean, scale, np.asarray(m.coefs_[-1], np.float64)[:, 0],
-                       float(m.intercepts_[-1][0]), thr, meta, layers)  # fmt: skip
+        if ensemble > 1:
+            meta["ensemble"] = ensemble
+        nets = [
+            Verifier(FEATURES, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
+                     float(f.intercepts_[-1][0]), thr, meta,
+                     tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
+                           for w, b in zip(f.coefs_[:-1], f.intercepts_[:-1])))
+            for f in fitted
+        ]  # fmt: skip
+        ver = nets[0] if ensemble == 1 else combine_networks(nets)
     return ver, stats
 
 
