@@ -38,8 +38,10 @@ background, 1..K) and a table of every candidate with its liposome score.
    steps such as film edges, the ring's strength against the micrograph's other candidates;
    ``FEATURES``) and a liposome score from a verifier
    (``lipoclass.micrograph.verify``; by default the one shipped with the package, trained on
-   synthetic micrographs with distractors). Candidates scoring below the verifier's threshold
-   are rejected with a reason; the accepted ones are segmented again without them.
+   synthetic micrographs with distractors; its scores are shifted to the micrograph's own
+   share of liposomes among its candidates where its verifier.json says so:
+   ``Verifier.micrograph_scores``). Candidates scoring below the verifier's threshold are
+   rejected with a reason; the accepted ones are segmented again without them.
 
 Vesicles whose centre lies outside the image are not found. Assumes dark particles on a
 lighter background (TEM bright field); ``invert=True`` for the opposite.

@@ -4,7 +4,9 @@
 names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The
 packaged default
 (``verifier.json`` next to this module) is trained on synthetic micrographs with distractors
-by ``scripts/train_detect_verifier.py``; ``lipoclass detect-train`` trains one from a lab's
+by ``scripts/train_detect_verifier.py`` (five networks, logits averaged, stored as one; its
+scores shifted down on micrographs whose share of liposomes among the candidates is below
+the training share: ``prior_shift``); ``lipoclass detect-train`` trains one from a lab's
 own annotated micrographs (annotated particles are positives, the other candidates negatives,
 plus the rows of a review's ``detection_negatives.csv``). The design comparison is in
 docs/micrographs.md."""
