@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -430,6 +430,76 @@ def _best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     return float(grid[int(np.argmax(f1))])
 
 
+def _ensemble_proba(x: np.ndarray, ms: Sequence[Any]) -> np.ndarray:
+    """Liposome probability of fitted classifiers ``ms`` on ``x``: one model's own, or the
+    logits of several averaged (as ``combine_networks`` stores them)."""
+    if len(ms) == 1:
+        return np.asarray(ms[0].predict_proba(x)[:, 1])
+    q = [np.clip(m.predict_proba(x), 1e-12, 1.0) for m in ms]
+    t = np.mean([np.log(a[:, 1]) - np.log(a[:, 0]) for a in q], axis=0)
+    return np.asarray(1.0 / (1.0 + np.exp(-t)))
+
+
+def _oof_scores(
+    xs: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    seed: int,
+    make: Callable[[int], Any],
+    ensemble: int,
+    oof: bool,
+) -> np.ndarray:
+    """Out-of-fold liposome scores (5 folds grouped by micrograph when there are at least 3
+    micrographs, else stratified by candidate); zeros when ``oof`` is False."""
+    from sklearn.model_selection import GroupKFold, StratifiedKFold
+
+    scores = np.zeros(len(y))
+    if not oof:
+        return scores
+    k = min(5, len(set(groups.tolist())))
+    if k >= 3:
+        splits = GroupKFold(n_splits=k).split(xs, y, groups)
+    else:
+        splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y)
+    for tr, te in splits:
+        if len(set(y[tr])) < 2:
+            scores[te] = y[tr].mean()
+            continue
+        scores[te] = _ensemble_proba(xs[te], [make(j).fit(xs[tr], y[tr]) for j in range(ensemble)])
+    return scores
+
+
+def _as_verifier(
+    fitted: Sequence[Any],
+    model: str,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    thr: float,
+    meta: dict[str, Any],
+    c: float,
+) -> Verifier:
+    """The ``Verifier`` of fitted scikit-learn models (one logistic regression, or one or
+    more one-hidden-layer networks combined by ``combine_networks``)."""
+    from lipoclass.micrograph.detect import FEATURES
+
+    m = fitted[0]
+    if model == "logistic":
+        meta["C"] = c
+        return Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
+                        float(m.intercept_[0]), thr, meta)  # fmt: skip
+    meta["alpha"] = _MLP_ALPHA
+    if len(fitted) > 1:
+        meta["ensemble"] = len(fitted)
+    nets = [
+        Verifier(FEATURES, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
+                 float(f.intercepts_[-1][0]), thr, meta,
+                 tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
+                       for w, b in zip(f.coefs_[:-1], f.intercepts_[:-1])))
+        for f in fitted
+    ]  # fmt: skip
+    return nets[0] if len(nets) == 1 else combine_networks(nets)
+
+
 def fit_verifier(
     ts: TrainingSet,
     seed: int = 0,
@@ -450,10 +520,7 @@ def fit_verifier(
     the verifier and out-of-fold figures at that threshold."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, StratifiedKFold
     from sklearn.neural_network import MLPClassifier
-
-    from lipoclass.micrograph.detect import FEATURES
 
     if model not in VERIFIER_MODELS:
         raise ValueError(f"model must be one of {', '.join(VERIFIER_MODELS)}, got {model!r}")
@@ -481,29 +548,10 @@ def fit_verifier(
             (_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed + 1000 * k
         )
 
-    def proba(x: np.ndarray, ms: list[Any]) -> np.ndarray:
-        if len(ms) == 1:
-            return np.asarray(ms[0].predict_proba(x)[:, 1])
-        q = [np.clip(m.predict_proba(x), 1e-12, 1.0) for m in ms]
-        t = np.mean([np.log(a[:, 1]) - np.log(a[:, 0]) for a in q], axis=0)
-        return np.asarray(1.0 / (1.0 + np.exp(-t)))
-
-    groups = np.asarray(ts.micrograph)
-    k = min(5, len(set(ts.micrograph)))
-    scores = np.zeros(len(y))
-    if k >= 3:
-        splits = GroupKFold(n_splits=k).split(xs, y, groups)
-    else:
-        splits = StratifiedKFold(5, shuffle=True, random_state=seed).split(xs, y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for tr, te in splits if oof else []:
-            if len(set(y[tr])) < 2:
-                scores[te] = y[tr].mean()
-                continue
-            scores[te] = proba(xs[te], [make(j).fit(xs[tr], y[tr]) for j in range(ensemble)])
+        scores = _oof_scores(xs, y, np.asarray(ts.micrograph), seed, make, ensemble, oof)
         fitted = [make(j).fit(xs, y) for j in range(ensemble)]
-    m = fitted[0]
     thr = _best_threshold(y, scores) if threshold is None else float(threshold)
     pred = scores >= thr
     tp = float(np.sum(pred & (y == 1)))
@@ -522,22 +570,7 @@ def fit_verifier(
                      "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
     else:
         stats["oof_precision"] = stats["oof_recall"] = float("nan")
-    if model == "logistic":
-        meta["C"] = c
-        ver = Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
-                       float(m.intercept_[0]), thr, meta)  # fmt: skip
-    else:
-        meta["alpha"] = _MLP_ALPHA
-        if ensemble > 1:
-            meta["ensemble"] = ensemble
-        nets = [
-            Verifier(FEATURES, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
-                     float(f.intercepts_[-1][0]), thr, meta,
-                     tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
-                           for w, b in zip(f.coefs_[:-1], f.intercepts_[:-1])))
-            for f in fitted
-        ]  # fmt: skip
-        ver = nets[0] if ensemble == 1 else combine_networks(nets)
+    ver = _as_verifier(fitted, model, mean, scale, thr, meta, c)
     return ver, stats
 
 
