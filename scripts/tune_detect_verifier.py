@@ -49,6 +49,14 @@ rows (docs/micrographs.md):
 
     ... --cache /tmp/prior/cache --seeds 0,1,2 --prior "none;em:1:20:2;em:0.5:20:2;..."
     ... --cache /tmp/prior/cache --seeds 0,1,2 --ensemble 5 --prior "none;em:1:20:2:0;..."
+
+``--fullres on`` (twelfth round, an experiment) builds the candidates with
+``detect._FULLRES`` (the full-resolution membrane profile, ``detect.FULLRES_FEATURES``,
+appended; cache files ``*_fullres.pkl``) and fits them; ``--fullres drop`` fits the same
+candidates without those columns (the baseline):
+
+    ... --cache /tmp/fullres/cache --seeds 0,1,2 --ensemble 5 --prior em:1:20:2:0 \\
+        --fullres on                                        # then --fullres drop
 """
 
 from __future__ import annotations
@@ -82,6 +90,8 @@ from lipoclass.micrograph.verify import (
     prior_shift,
 )
 from lipoclass.synth import MicrographConfig, render_micrograph
+
+_N_BASE = len(D.FEATURES)  # the shipped features, before --fullres on appends its columns
 
 
 @dataclass
@@ -123,7 +133,8 @@ def build(which: str, args: argparse.Namespace) -> list[Cand]:
     """The candidates of set ``which`` (train / tune / val / blank), from the cache if there."""
     tag = {"train": f"{args.count}_{args.blank}" + (f"_alt{args.alt}" if args.alt else ""),
            "tune": str(args.tune_count)}.get(which, "")  # fmt: skip
-    path = args.cache / f"{which}{tag}_side{D._WORK_MIN_SIDE}.pkl" if args.cache else None
+    fr = "_fullres" if D._FULLRES else ""
+    path = args.cache / f"{which}{tag}_side{D._WORK_MIN_SIDE}{fr}.pkl" if args.cache else None
     if path is not None and path.exists():
         return pickle.loads(path.read_bytes())  # our own cache file
     t0 = time.time()
@@ -234,6 +245,20 @@ def evaluate(
               f"{a.recall:.3f} F1 {a.f1:.4f}", flush=True)  # fmt: skip
 
 
+def _fullres_columns(sets: dict[str, list[Cand]], keep: bool, names: str | None = None) -> None:
+    """Candidates built with ``detect._FULLRES``: keep the appended columns (those of
+    ``names``, comma-separated, or all; named in ``detect.FEATURES``, which ``fit_verifier``
+    stores) or drop them, in place."""
+    fr = D.FULLRES_FEATURES
+    chosen = [f for f in fr if not names or f in names.split(",")] if keep else []
+    cols = list(range(_N_BASE)) + [_N_BASE + fr.index(f) for f in chosen]
+    D.FEATURES = D.FEATURES[:_N_BASE] + tuple(chosen)
+    for cands in sets.values():
+        for c in cands:
+            if c.features.shape[1] == _N_BASE + len(fr):
+                c.features = c.features[:, cols]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0", help="network seeds, comma-separated")
@@ -255,11 +280,21 @@ def main() -> None:
                     "(the verifier's own: the packaged one's with --shipped, none for fitted "
                     "ones), 'none' or METHOD:DAMPING:PSEUDO:CLIP[:UPPER[:REFERENCE]] "
                     "(verify.prior_shift), e.g. 'none;em:1:20:2:0'")  # fmt: skip
+    ap.add_argument("--fullres", choices=("off", "on", "drop"), default="off",
+                    help="twelfth round: candidates with detect.FULLRES_FEATURES appended "
+                    "(own cache files); 'on' fits them, 'drop' fits without them (the "
+                    "baseline on the same candidates)")  # fmt: skip
+    ap.add_argument("--fullres-keep", default=None,
+                    help="with --fullres on: the FULLRES_FEATURES to fit, comma-separated "
+                    "(default: all)")  # fmt: skip
     args = ap.parse_args()
     priors = [(sp, parse_prior(sp)) for sp in args.prior.split(";")]
     D._WORK_MIN_SIDE = args.work_min_side
+    D._FULLRES = args.fullres != "off"
     warnings.simplefilter("ignore")
     sets = {w: build(w, args) for w in ("tune", "val", "blank", "altcheck")}
+    if args.fullres != "off":
+        _fullres_columns(sets, args.fullres == "on", args.fullres_keep)
     thr_arg = args.thresholds or ("stored" if args.shipped else "0.3")
     if args.shipped:
         ver = load_verifier("default")
@@ -270,6 +305,8 @@ def main() -> None:
                 evaluate(f"packaged verifier, prior {sp},", ver, t, sets, args.tune_count, pr)
         return
     train = build("train", args)
+    if args.fullres != "off":
+        _fullres_columns({"train": train}, args.fullres == "on", args.fullres_keep)
     ts = TrainingSet(np.concatenate([c.features for c in train]),
                      np.concatenate([c.y for c in train]),
                      [c.name for c in train for _ in c.y])  # fmt: skip

@@ -326,6 +326,40 @@ def test_features_tell_membrane_from_blob_and_film_edge() -> None:
     assert edge["inner_step"] > ring["inner_step"] + 0.1
 
 
+def test_fullres_profile_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The twelfth round's full-resolution profile (an experiment): off by default (the
+    features are FEATURES alone); switched on, its columns follow them unchanged, and a solid
+    disk's interior is as dark as its edge while a membrane's is not (fr_inside)."""
+    from scipy import ndimage as ndi
+
+    from lipoclass.micrograph import detect as D
+
+    assert D._FULLRES is False
+    yy, xx = np.mgrid[:160, :160]
+    rho = np.hypot(yy - 80, xx - 80)
+    rng = np.random.default_rng(0)
+    cfg = DetectConfig(min_diameter=40, max_diameter=120, unit="px", verifier="none")
+
+    def both(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        img = 100.0 - (ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.05, image.shape))
+        off = detect_candidates(img, cfg, verifier=False)
+        monkeypatch.setattr(D, "_FULLRES", True)
+        on = detect_candidates(img, cfg, verifier=False)
+        monkeypatch.setattr(D, "_FULLRES", False)
+        i = int(np.argmin(np.hypot(off.cy - 80, off.cx - 80)))
+        return off.features, on.features, i
+
+    fr = {}
+    for name, shape in (("ring", np.abs(rho - 30) < 1.5), ("disk", rho < 30)):
+        off, on, i = both(shape.astype(float))
+        assert off.shape[1] == len(D.FEATURES)
+        assert on.shape[1] == len(D.FEATURES) + len(D.FULLRES_FEATURES)
+        np.testing.assert_array_equal(on[:, : off.shape[1]], off)
+        fr[name] = dict(zip(D.FULLRES_FEATURES, on[i, off.shape[1] :]))
+    assert fr["disk"]["fr_inside"] > fr["ring"]["fr_inside"] + 0.5
+    assert fr["ring"]["fr_dip"] > 10
+
+
 def test_suppression_keeps_the_outer_of_concentric_rings() -> None:
     from lipoclass.micrograph.detect import _CONCENTRIC_SIG, _suppress
 

@@ -179,6 +179,21 @@ FEATURES = (
 #: micrographs, where a ring has to stand out more)
 _STRONG_SIG = 7.0
 
+#: twelfth round (docs/micrographs.md; an experiment, not shipped): when True,
+#: ``detect_candidates`` appends the ``FULLRES_FEATURES`` columns (``_fullres_features``) to
+#: ``FEATURES``' (only ``scripts/tune_detect_verifier.py --fullres`` sets it; the packaged
+#: verifier takes ``FEATURES`` alone and refuses other widths)
+_FULLRES = False
+FULLRES_FEATURES = (
+    "fr_dip",  # full-resolution membrane dip against 8-12 nm outside, noise units (48-ray mean)
+    "fr_inside",  # interior 6-10 nm inside the membrane against outside / the dip (blob ~1)
+    "fr_halo",  # 3-6 nm outside the membrane against 8-12 nm outside / the dip (light halo < 0)
+    "fr_width",  # nm of the -10 ... +7 nm profile at least half the dip dark (thin membrane)
+    "fr_dip_vs_strong",  # log fr_dip minus the median over the micrograph's strong candidates
+)
+#: nm from the membrane (negative: inside) where ``_fullres_features`` samples
+_FR_OFFSETS = np.arange(-10.0, 12.5, 1.0)
+
 
 @dataclass
 class Detections:
@@ -622,6 +637,51 @@ def _features(
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _pixel_noise(image: np.ndarray) -> float:
+    """Robust standard deviation of the full-resolution pixel noise (MAD of neighbour
+    differences over sqrt 2, every 4th row)."""
+    d = np.diff(np.asarray(image[::4], dtype=np.float32), axis=1).ravel()
+    mad = float(np.median(np.abs(d - np.median(d)))) * 1.4826 / math.sqrt(2.0)
+    return mad if mad > 0 else 1.0
+
+
+def _fullres_features(
+    image: np.ndarray,
+    cy: np.ndarray,
+    cx: np.ndarray,
+    membrane: np.ndarray,
+    sig: np.ndarray,
+    pixel_size_nm: float | None,
+    invert: bool,
+) -> np.ndarray:
+    """``FULLRES_FEATURES`` (N, 5): the raw micrograph ``image`` (not band-passed, not
+    block-averaged) along the 48 rays at ``_FR_OFFSETS`` nm from each ray's membrane radius
+    ``membrane`` (N, 48) full-resolution px around (``cy``, ``cx``), averaged over the rays;
+    ``sig`` the ring significances. Shape features are in units of the dip, at least 3 noise
+    units of a 48-ray mean (so that a noise ring's shape does not blow up)."""
+    n = len(cy)
+    if n == 0:
+        return np.zeros((0, len(FULLRES_FEATURES)))
+    px = pixel_size_nm if pixel_size_nm else 1.0
+    off = _FR_OFFSETS
+    rad = np.maximum(membrane[:, :, None] + (off / px)[None, None, :], 0.0)
+    v = _sample(np.asarray(image, dtype=np.float32), cy, cx, rad)  # (N, 48, O)
+    prof = (v if invert else -v).mean(axis=1).astype(np.float64)  # darkness (N, O)
+    noise = _pixel_noise(image) / math.sqrt(_N_RAYS)
+    base = prof[:, off >= 8].mean(axis=1)
+    rel = prof - base[:, None]
+    dip = rel[:, np.abs(off) <= 3].max(axis=1)
+    unit = np.maximum(dip, 3.0 * noise)
+    inside = rel[:, off <= -6].mean(axis=1) / unit
+    halo = rel[:, (off >= 3) & (off <= 6)].mean(axis=1) / unit
+    width = (rel[:, off <= 7] >= 0.5 * unit[:, None]).sum(axis=1).astype(np.float64)
+    dip_z = dip / noise
+    log_dip = np.log(np.maximum(dip_z, 0.1))
+    ref = _strong_reference(sig, log_dip)
+    feats = np.column_stack([dip_z, inside, halo, width, log_dip - ref])
+    return np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _working(image: np.ndarray, factor: int, invert: bool) -> np.ndarray:
     img = np.asarray(image, dtype=np.float32)
     if factor > 1:
@@ -662,6 +722,10 @@ def detect_candidates(
     cy = (cand[:, 1] + 0.5) * factor - 0.5
     cx = (cand[:, 2] + 0.5) * factor - 0.5
     full_radii = radii * factor + offset
+    if _FULLRES:
+        fr = _fullres_features(image, cy, cx, radii * factor, cand[:, 0], pixel_size_nm,
+                               cfg.invert)  # fmt: skip
+        feats = np.column_stack([feats, fr])
     if verifier is None:
         from lipoclass.micrograph.verify import load_verifier
 
