@@ -14,7 +14,7 @@ viewer = napari.Viewer(show=True)
 viewer.window.resize(1200, 800)
 viewer.open(str(folder), plugin="lipoclass")
 viewer.window.add_plugin_dock_widget("lipoclass", "Correct particle classes")
-labels = [ly for ly in viewer.layers if isinstance(ly, napari.layers.Labels)][0]
+labels = next(ly for ly in viewer.layers if isinstance(ly, napari.layers.Labels))
 viewer.layers.selection.active = labels
 viewer.reset_view()
 viewer.screenshot(str(out), canvas_only=False, flash=False)
