@@ -32,7 +32,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from altsim import AltConfig, AltMicrograph, render, write_mrc
-from bench_detect import _score
+from bench_detect import _mark, _score
 from lipoclass.micrograph import DetectConfig, match_instances
 from lipoclass.micrograph.detect import detect_candidates, paint_outlines
 from lipoclass.micrograph.match import pool_matches
@@ -57,11 +57,6 @@ CONDITIONS: list[tuple[str, dict[str, object]]] = [
     ("unilamellar, no cores", {"multilamellar": 0.0, "cores": 0.0}),
 ]  # fmt: skip
 SEED = 50000
-
-
-def _mark(x: float) -> str:
-    """Bold where issue 22's target (>= 0.95) is met, plain where not."""
-    return f"**{x:.3f}**" if x >= 0.95 else f"{x:.3f}"
 
 
 def _ious(truth: np.ndarray, found: np.ndarray) -> np.ndarray:
