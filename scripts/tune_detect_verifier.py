@@ -57,6 +57,12 @@ candidates without those columns (the baseline):
 
     ... --cache /tmp/fullres/cache --seeds 0,1,2 --ensemble 5 --prior em:1:20:2:0 \\
         --fullres on                                        # then --fullres drop
+
+``--work-scale`` (thirteenth round, an experiment) appends ``log_work_nm``, the log of nm per
+working pixel, to every candidate; ``--drop NAMES`` fits without some features (a new
+feature's baseline on the same candidates):
+
+    ... --cache /tmp/r13 --seeds 0,1,2 --ensemble 5 --prior em:1:20:2:0 --work-scale
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ class Cand:
     radii: np.ndarray
     shape: tuple[int, int]
     truth_z: bytes
+    work_nm: float = float("nan")  # nm per working pixel (thirteenth round, --work-scale)
 
     def truth(self) -> np.ndarray:
         t = np.frombuffer(zlib.decompress(self.truth_z), np.uint32).reshape(self.shape)
@@ -116,7 +123,8 @@ def _cands(name: str, image: np.ndarray, truth: np.ndarray, px: float) -> Cand:
     det = D.detect_candidates(image, D.DetectConfig(verifier="none"), px, name, verifier=False)
     y = candidate_truth(det, truth)
     z = zlib.compress(np.ascontiguousarray(truth, np.uint32).tobytes(), 1)
-    return Cand(name, det.features, y, det.cy, det.cx, det.radii, truth.shape, z)
+    work_nm = px * D._work_factor(D.DetectConfig().diameters_px(px)[0], image.shape)
+    return Cand(name, det.features, y, det.cy, det.cx, det.radii, truth.shape, z, work_nm)
 
 
 def _synth(name: str, cfg: MicrographConfig, index: int) -> Cand:
@@ -259,6 +267,30 @@ def _fullres_columns(sets: dict[str, list[Cand]], keep: bool, names: str | None 
                 c.features = c.features[:, cols]
 
 
+def _drop_columns(sets: dict[str, list[Cand]], names: str) -> None:
+    """Fit without the ``FEATURES`` named in ``names`` (comma-separated; the A/B of a new
+    feature on the same candidates), in place."""
+    drop = names.split(",")
+    unknown = [f for f in drop if f not in D.FEATURES]
+    if unknown:
+        raise SystemExit(f"--drop: unknown feature(s) {', '.join(unknown)}")
+    cols = [i for i, f in enumerate(D.FEATURES) if f not in drop]
+    for cands in sets.values():
+        for c in cands:
+            c.features = c.features[:, cols]
+    D.FEATURES = tuple(D.FEATURES[i] for i in cols)
+
+
+def _work_scale_column(sets: dict[str, list[Cand]]) -> None:
+    """Thirteenth round (an experiment): append ``log_work_nm``, the log of nm per working
+    pixel clipped to the training range 0.5-3 nm, to every candidate, in place."""
+    D.FEATURES = (*D.FEATURES, "log_work_nm")
+    for cands in sets.values():
+        for c in cands:
+            col = np.full((len(c.y), 1), np.log(np.clip(c.work_nm, 0.5, 3.0)))
+            c.features = np.hstack([c.features, col])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0", help="network seeds, comma-separated")
@@ -287,6 +319,12 @@ def main() -> None:
     ap.add_argument("--fullres-keep", default=None,
                     help="with --fullres on: the FULLRES_FEATURES to fit, comma-separated "
                     "(default: all)")  # fmt: skip
+    ap.add_argument("--drop", default=None,
+                    help="fit without these FEATURES (comma-separated): a new feature's "
+                    "baseline on the same candidates")  # fmt: skip
+    ap.add_argument("--work-scale", action="store_true",
+                    help="thirteenth round: fit with log nm per working pixel "
+                    "appended")  # fmt: skip
     args = ap.parse_args()
     priors = [(sp, parse_prior(sp)) for sp in args.prior.split(";")]
     D._WORK_MIN_SIDE = args.work_min_side
@@ -307,6 +345,10 @@ def main() -> None:
     train = build("train", args)
     if args.fullres != "off":
         _fullres_columns({"train": train}, args.fullres == "on", args.fullres_keep)
+    if args.work_scale:
+        _work_scale_column({"train": train, **sets})
+    if args.drop:
+        _drop_columns({"train": train, **sets}, args.drop)
     ts = TrainingSet(np.concatenate([c.features for c in train]),
                      np.concatenate([c.y for c in train]),
                      [c.name for c in train for _ in c.y])  # fmt: skip
