@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["InstanceMatch", "match_instances", "pool_matches", "transfer_labels"]
+__all__ = [
+    "InstanceMatch",
+    "match_instances",
+    "pool_matches",
+    "pooled_interval",
+    "transfer_labels",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,30 @@ def pool_matches(matches: list[InstanceMatch]) -> InstanceMatch:
     n_truth = sum(m.n_truth for m in matches)
     n_found = sum(m.n_found for m in matches)
     return InstanceMatch(np.concatenate(pairs), np.concatenate(ious), n_truth, n_found)
+
+
+def pooled_interval(
+    matches: list[InstanceMatch], level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval (``level``) of the pooled precision and recall,
+    resampling whole micrographs (the liposomes of one micrograph share its ice, film and
+    dose, so they are not independent); ``seed`` seeds a local generator."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if len(matches) < 2 or n_boot < 1:
+        raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {len(matches)}, {n_boot}")
+    counts = np.array([(len(m.pairs), m.n_truth, m.n_found) for m in matches], np.float64)
+    rng = np.random.default_rng(seed)
+    sums = counts[rng.integers(0, len(counts), (n_boot, len(counts)))].sum(axis=1)  # (B, 3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        figures = {"precision": sums[:, 0] / sums[:, 2], "recall": sums[:, 0] / sums[:, 1]}
+    tail = (1.0 - level) / 2.0
+    out: dict[str, tuple[float, float]] = {}
+    for name, v in figures.items():
+        v = v[np.isfinite(v)]
+        lo, hi = np.quantile(v, [tail, 1.0 - tail]) if len(v) else (np.nan, np.nan)
+        out[name] = (float(lo), float(hi))
+    return out
 
 
 def match_instances(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> InstanceMatch:
