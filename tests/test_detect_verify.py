@@ -69,6 +69,9 @@ def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, caps
         assert int(r["matched"]) == len(m.pairs) and int(r["detected"]) == m.n_found
         assert float(r["f1"]) == pytest.approx(m.f1, abs=1e-4)
     assert float(scores[-1]["recall"]) >= 0.6
+    lo, hi = float(scores[-1]["precision_low"]), float(scores[-1]["precision_high"])
+    assert lo <= float(scores[-1]["precision"]) <= hi and "95 % interval" in text
+    assert scores[0]["precision_low"] == ""  # a single micrograph's row has none
     rows = _rows(out / "detections.csv")
     rejected = [r for r in rows if r["status"] == "rejected"]
     accepted = [r for r in rows if r["status"] == "accepted"]

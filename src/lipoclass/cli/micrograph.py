@@ -141,8 +141,8 @@ def _register_detect(add: AddCommand) -> None:
     p.add_argument("--truth", metavar="LABELS",
                    help="true instance label image (one micrograph) or folder of them named "
                    "like the micrographs: prints precision, recall, F1 (mask IoU >= 0.5) "
-                   "and mean IoU per micrograph and overall, and writes "
-                   "detection_scores.csv")  # fmt: skip
+                   "and mean IoU per micrograph and overall (with a 95 %% interval over "
+                   "the micrographs), and writes detection_scores.csv")  # fmt: skip
     add_detect_options(p)
 
 

@@ -56,7 +56,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -782,8 +782,11 @@ DETECTION_COLUMNS = (
     "micrograph", "candidate", "instance", "status", "score", "reason", "x", "y",
     "diameter_px", "diameter_nm", "significance", "filled_px",
 )  # fmt: skip
+#: the ``all`` row's ``*_low``/``*_high``: 95 % bootstrap interval over the micrographs
+#: (``match.pooled_interval``; empty for a single micrograph and on the other rows)
 SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
-                 "mean_iou")  # fmt: skip
+                 "mean_iou", "precision_low", "precision_high", "recall_low",
+                 "recall_high")  # fmt: skip
 
 
 def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
@@ -863,6 +866,7 @@ class DetectResult:
     accepted: dict[str, int]
     rejected: dict[str, int]
     scores: dict[str, Any]
+    interval: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"{name}: {n} particle(s), {self.rejected[name]} candidate(s) rejected"
@@ -875,6 +879,11 @@ class DetectResult:
                 lines.append(f"{name:<24} {m.n_truth:>6} {m.n_found:>6} {len(m.pairs):>6} "
                              f"{m.precision:>6.3f} {m.recall:>6.3f} {m.f1:>6.3f} "
                              f"{m.mean_iou:>6.3f}")  # fmt: skip
+            if self.interval:
+                (pl, ph), (rl, rh) = self.interval["precision"], self.interval["recall"]
+                lines.append(f"all: 95 % interval over the {len(self.scores) - 1} micrographs "
+                             f"(bootstrap): precision {pl:.3f}-{ph:.3f}, recall "
+                             f"{rl:.3f}-{rh:.3f}")  # fmt: skip
         lines.append(f"label images, detections.csv and overlays/ -> {self.out}")
         return "\n".join(lines)
 
@@ -900,7 +909,7 @@ def detect_to_folder(
         read_micrograph,
         write_label_image,
     )
-    from lipoclass.micrograph.match import match_instances, pool_matches
+    from lipoclass.micrograph.match import match_instances, pool_matches, pooled_interval
     from lipoclass.micrograph.verify import load_verifier
 
     out = Path(out)
@@ -934,9 +943,12 @@ def detect_to_folder(
                 result.scores[mic.name] = match_instances(t, det.labels)
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
-            result.scores["all"] = pool_matches(list(result.scores.values()))
+            per_mic = list(result.scores.values())
+            result.scores["all"] = pool_matches(per_mic)
+            result.interval = pooled_interval(per_mic) if len(per_mic) > 1 else {}
             _write_csv(staging / "detection_scores.csv", SCORE_COLUMNS,
-                       [_score_row(k, m) for k, m in result.scores.items()])  # fmt: skip
+                       [_score_row(k, m, result.interval if k == "all" else {})
+                        for k, m in result.scores.items()])  # fmt: skip
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -944,13 +956,18 @@ def detect_to_folder(
     return result
 
 
-def _score_row(name: str, m: Any) -> dict[str, object]:
+def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:
     def r(v: float) -> object:
         return "" if math.isnan(v) else round(v, 4)
 
-    return {"micrograph": name, "truth": m.n_truth, "detected": m.n_found,
-            "matched": len(m.pairs), "precision": r(m.precision), "recall": r(m.recall),
-            "f1": r(m.f1), "mean_iou": r(m.mean_iou)}  # fmt: skip
+    row: dict[str, object] = {
+        "micrograph": name, "truth": m.n_truth, "detected": m.n_found,
+        "matched": len(m.pairs), "precision": r(m.precision), "recall": r(m.recall),
+        "f1": r(m.f1), "mean_iou": r(m.mean_iou)}  # fmt: skip
+    for k in ("precision", "recall"):
+        lo, hi = ci.get(k, (math.nan, math.nan))
+        row[f"{k}_low"], row[f"{k}_high"] = r(lo), r(hi)
+    return row
 
 
 def _write_csv(path: Path, cols: Sequence[str], rows: list[dict[str, object]]) -> None:
