@@ -375,3 +375,26 @@ def test_suppression_keeps_the_outer_of_concentric_rings() -> None:
     assert _suppress([inner, off_centre]) == [inner]
     apart = (15.0, 100.0, 160.0, 20.0)  # a neighbour touching it: both kept
     assert _suppress([inner, apart]) == [inner, apart]
+
+
+def test_features_are_taken_at_the_scale_of_the_pixel_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Thirteenth round: a 1024 px micrograph at 0.5 nm/px is searched at 1 nm per working
+    pixel (the 512 px floor) but its candidates are described at 2 nm, as on a 2048 px
+    micrograph of the same sample: the same liposome gets the same features on both."""
+    from lipoclass.micrograph import detect as D
+
+    def ring_features(size: int) -> np.ndarray:
+        rng = np.random.default_rng(size)
+        img = rng.normal(100.0, 6.0, (size, size)).astype(np.float32)
+        yy, xx = np.mgrid[:size, :size]
+        c = size / 2
+        img[np.abs(np.hypot(yy - c, xx - c) - 60) < 4] -= 12.0  # 60 nm membrane radius
+        det = D.detect_candidates(img, DetectConfig(), 0.5, verifier=False)
+        i = int(np.argmin(np.hypot(det.cy - c, det.cx - c) + 5 * np.abs(det.radii.mean(1) - 64)))
+        return det.features[i]
+
+    small, large = ring_features(1024), ring_features(2048)
+    monkeypatch.setattr(D, "_NATURAL_FEATURES", False)
+    floored = ring_features(1024)
+    k = [D.FEATURES.index(f) for f in ("rim_z", "rim_minus_outer", "rim_line")]
+    assert np.all(np.abs(small[k] - large[k]) < 0.25 * np.abs(floored[k] - large[k]))

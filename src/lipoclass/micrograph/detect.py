@@ -88,12 +88,15 @@ _N_RAYS = 48
 _WORK_MIN_D = 10.0  # px: smallest liposome diameter at the working scale
 _RING_MIN_R = 5.0  # px: smallest ring radius on an octave's block-averaged map
 _WORK_MIN_SIDE = 512  # px: the working image keeps at least this many px a side (0: no limit)
+#: features at the working scale without that floor (thirteenth round; False: at the floor's)
+_NATURAL_FEATURES = True
 
 
-def _work_factor(dmin: float, shape: tuple[int, int]) -> int:
-    """Block-averaging factor of the working scale for a smallest diameter ``dmin`` (px)."""
+def _work_factor(dmin: float, shape: tuple[int, int], floor: bool = True) -> int:
+    """Block-averaging factor of the working scale for a smallest diameter ``dmin`` (px);
+    ``floor`` False: without the ``_WORK_MIN_SIDE`` floor (the scale of the features)."""
     f = max(1, int(dmin // _WORK_MIN_D))
-    if _WORK_MIN_SIDE:
+    if _WORK_MIN_SIDE and floor:
         f = min(f, max(1, min(shape) // _WORK_MIN_SIDE))
     return f
 
@@ -637,6 +640,36 @@ def _features(
     return np.nan_to_num(feats.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _scaled_features(
+    image: np.ndarray,
+    cfg: DetectConfig,
+    pixel_size_nm: float | None,
+    dmin: float,
+    factor: int,
+    maps: tuple[np.ndarray, np.ndarray, float],
+    found: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    """``_features`` at the feature scale: the working scale without its 512 px floor
+    (thirteenth round). Where the floor makes a small micrograph's working scale finer than
+    its pixel size calls for (1024 px at 0.5 nm/px: 1 nm instead of 2), the candidates found
+    there are refined and described again on the coarser map, so that a verifier sees a
+    liposome as it would on a 4096 px micrograph of the same sample. ``maps``: (z, low,
+    sigma) of the working scale ``factor``; ``found``: (cand, raw, radii, rim) there."""
+    z, low, sigma = maps
+    cand, raw, radii, rim = found
+    natural = _work_factor(dmin, image.shape, floor=False) if _NATURAL_FEATURES else factor
+    if natural == factor or len(cand) == 0:
+        return _features(z, low, cand, raw, radii, rim, sigma)
+    s = factor / natural
+    fsigma = _sigma(cfg, pixel_size_nm, natural)
+    fz, flow = _bandpass(_working(image, natural, cfg.invert), fsigma)
+    fc = cand.copy()
+    fc[:, 1:3] = (cand[:, 1:3] + 0.5) * s - 0.5
+    fc[:, 3] = cand[:, 3] * s
+    fraw, fradii, frim = _refine(fz, fc[:, 1], fc[:, 2], fc[:, 3])
+    return _features(fz, flow, fc, fraw, fradii, frim, fsigma)
+
+
 def _pixel_noise(image: np.ndarray) -> float:
     """Robust standard deviation of the full-resolution pixel noise (MAD of neighbour
     differences over sqrt 2, every 4th row)."""
@@ -716,7 +749,8 @@ def detect_candidates(
     inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
     cand = cand[inside]
     raw, radii, rim = _refine(z, cand[:, 1], cand[:, 2], cand[:, 3])
-    feats = _features(z, low, cand, raw, radii, rim, sigma)
+    feats = _scaled_features(image, cfg, pixel_size_nm, dmin, factor, (z, low, sigma),
+                             (cand, raw, radii, rim))  # fmt: skip
     # to full resolution: centre of working pixel j is full-resolution (j + 0.5) f - 0.5
     offset = 2.3 / pixel_size_nm if pixel_size_nm is not None else 1.5  # half a bilayer
     cy = (cand[:, 1] + 0.5) * factor - 0.5
