@@ -39,7 +39,12 @@ import numpy as np
 from lipoclass.choices import VERIFIER_MODELS
 from lipoclass.micrograph.detect import DetectConfig
 from lipoclass.micrograph.io import Micrograph
-from lipoclass.micrograph.verify import DEFAULT_VERIFIER, collect_training_set, fit_verifier
+from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier's prior shift
+    DEFAULT_VERIFIER,
+    PRIOR_SHIFT,
+    collect_training_set,
+    fit_verifier,
+)
 from lipoclass.synth import MicrographConfig, render_micrograph
 
 #: liposome-score threshold of the packaged verifier: chosen at detection level (precision and
@@ -51,11 +56,6 @@ DEFAULT_THRESHOLD = 0.3
 #: networks of the packaged verifier (seeds 0, 1000, ..., logits averaged, stored as one
 #: network with 5 x 32 hidden units; eleventh round, docs/micrographs.md)
 DEFAULT_ENSEMBLE = 5
-#: per-micrograph prior shift of the packaged verifier's scores (``verify.prior_shift``):
-#: the share of liposomes among a micrograph's candidates estimated by EM, shrunk towards
-#: the training share by 20 candidates, and scores only lowered (where the share is below the
-#: training share), by at most e^2 in odds (eleventh round, docs/micrographs.md)
-PRIOR_SHIFT = {"method": "em", "damping": 1.0, "pseudo": 20.0, "clip": 2.0, "upper": 0.0}
 
 
 def conditions(seed0: int, n: int) -> list[dict[str, object]]:

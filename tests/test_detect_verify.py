@@ -15,7 +15,13 @@ from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances, read_label_image
 from lipoclass.micrograph.detect import DetectConfig, detect_candidates
-from lipoclass.micrograph.verify import Verifier, load_verifier
+from lipoclass.micrograph.verify import (
+    DETECT_TRAIN_ENSEMBLE,
+    PRIOR_SHIFT,
+    Verifier,
+    check_ensemble,
+    load_verifier,
+)
 from lipoclass.synth import MicrographConfig, render_micrograph, synthesize_micrographs
 
 PX = 1.5
@@ -89,17 +95,49 @@ def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, cap
                    f"{mics[0]},10,10,20,mic0001_9999\n")  # fmt: skip
     out = tmp_path / "ver"
     rc = main(["detect-train", *mics, "--labels", str(messy / "labels"), "--negatives",
-               str(neg), "--out", str(out)])  # fmt: skip
+               str(neg), "--out", str(out), "--ensemble", "2", "--prior-shift"])  # fmt: skip
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert "annotated liposome(s)" in cap.out
+    assert "annotated liposome(s)" in cap.out and "2 networks" in cap.out
     ver = load_verifier(str(out))
     assert isinstance(ver, Verifier) and 0 < ver.threshold < 1
     doc = json.loads((out / "verifier.json").read_text())
     assert doc["info"]["positives"] > 10 and (out / "training.csv").is_file()
+    # two networks stored as one of 2 x 32 hidden units, with the default verifier's shift
+    assert len(ver.layers) == 1 and ver.layers[0][0].shape[1] == 2 * 32
+    assert doc["info"]["ensemble"] == 2 and doc["info"]["prior_shift"] == PRIOR_SHIFT
+    assert ver.prior is not None and ver.prior["pi_train"] == doc["info"]["positive_share"]
     det = tmp_path / "det"
     assert main(["detect", mics[0], "--verifier", str(out), "--out", str(det)]) == 0
     assert read_label_image(det / "mic0001.tif").max() >= 3
+
+
+def test_detect_train_without_prior_shift_and_bad_ensembles(
+    messy: Path, tmp_path: Path, capsys
+) -> None:
+    """--no-prior-shift stores no shift; the logistic regression defaults to one model; a bad
+    --ensemble is one error line before any work, and no output folder."""
+    mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
+    base = ["detect-train", *mics, "--labels", str(messy / "labels")]
+    out = tmp_path / "ver"
+    rc = main([*base, "--model", "logistic", "--no-prior-shift", "--out", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    assert "no prior shift" in cap.out
+    ver = load_verifier(str(out))
+    assert ver is not None and ver.model == "logistic" and ver.prior is None
+    assert "prior_shift" not in json.loads((out / "verifier.json").read_text())["info"]
+    assert check_ensemble(None, "mlp") == DETECT_TRAIN_ENSEMBLE
+    assert check_ensemble(None, "logistic") == 1
+    bad_args = [(["--ensemble", "0"], "at least 1"),
+                (["--ensemble", "3", "--model", "logistic"], "needs model 'mlp'")]  # fmt: skip
+    for bad, what in bad_args:
+        bad_out = tmp_path / "bad"
+        rc = main([*base, *bad, "--out", str(bad_out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("lipoclass: error:") and what in err
+        assert "--ensemble" in err and len(err.strip().splitlines()) == 1
+        assert not bad_out.exists()
 
 
 def test_bad_verifier_is_one_error(messy: Path, tmp_path: Path, capsys) -> None:

@@ -12,6 +12,8 @@ __all__ = [
     "BALANCES_SVM",
     "COMPUTED_FEATURE_SETS",
     "DEFAULT_RECIPE",
+    "DETECT_TRAIN_ENSEMBLE",
+    "DETECT_TRAIN_PRIOR_SHIFT",
     "DEVICES",
     "EXECUTORS",
     "EXPORT_FORMATS",
@@ -73,6 +75,15 @@ SEED_MAX = 2**32 - 1
 
 #: models of the detector's liposome verifier (lipoclass detect-train --model)
 VERIFIER_MODELS: tuple[str, ...] = ("mlp", "logistic")
+#: networks of a verifier fitted by lipoclass detect-train (--ensemble; logits averaged, stored
+#: as one network; at least 1, more only with the mlp: ``verify.check_ensemble``): 5 networks
+#: beat 1 at detection level on altsim micrographs as a lab's (8 and 24 annotated ones, three
+#: network seeds) and varied less between seeds (docs/micrographs.md, "A lab's own verifier")
+DETECT_TRAIN_ENSEMBLE = 5
+#: whether detect-train's verifier shifts its scores per micrograph (--prior-shift /
+#: --no-prior-shift; ``verify.PRIOR_SHIFT``): off, as the shift raised precision but lost
+#: as much recall or more there (same measurement)
+DETECT_TRAIN_PRIOR_SHIFT = False
 
 #: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
 #: the verifier rejects the extra false candidates a low threshold lets in

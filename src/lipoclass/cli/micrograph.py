@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lipoclass.choices import VERIFIER_MODELS
+from lipoclass.choices import DETECT_TRAIN_ENSEMBLE, DETECT_TRAIN_PRIOR_SHIFT, VERIFIER_MODELS
 from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
@@ -74,7 +74,11 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
     ver, stats = train_detect_verifier(
         mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
         negatives=Path(args.negatives) if args.negatives else None, model=args.model,
+        ensemble=args.ensemble, prior=args.prior_shift,
     )  # fmt: skip
+    k = int(ver.info.get("ensemble", 1))
+    print(f"{ver.model}" + (f", {k} networks (logits averaged)" if k > 1 else "")
+          + (", per-micrograph prior shift" if ver.prior else ", no prior shift"))  # fmt: skip
     print(f"{int(stats['positives'])} annotated liposome(s) and {int(stats['negatives'])} other "
           f"candidate(s) on {len(mics)} micrograph(s)")  # fmt: skip
     print(f"threshold {ver.threshold:.2f}: out-of-fold precision {stats['oof_precision']:.3f}, "
@@ -155,8 +159,9 @@ def _register_detect_train(add: AddCommand) -> None:
         "candidates that match an annotated particle (mask IoU >= 0.5) are liposomes, all "
         "other candidates are not, nor are the rows of --negatives (detection_negatives.csv "
         "from the review page). Fits the verifier (a small neural network or a logistic "
-        "regression on ring, interior and outline features) and picks its threshold on "
-        "out-of-fold scores. Writes "
+        "regression on ring, interior and outline features; by default several networks, "
+        "logits averaged, as the default verifier) and picks its threshold on out-of-fold "
+        "scores. Writes "
         "OUT/verifier.json and OUT/training.csv; use it with 'detect --verifier OUT'.",
     )
     p.add_argument("micrographs", nargs="*", metavar="MICROGRAPH",
@@ -176,6 +181,17 @@ def _register_detect_train(add: AddCommand) -> None:
                    help="verifier model: 'mlp' (a small neural network, 32 hidden units) or "
                    "'logistic' (logistic regression, fewer annotations needed; readable "
                    "weights) (default: %(default)s)")  # fmt: skip
+    p.add_argument("--ensemble", type=int, default=None, metavar="K",
+                   help="networks of the verifier (mlp only; seeds 0, 1000, ..., logits "
+                   "averaged, stored as one network), at least 1 (default: "
+                   f"{DETECT_TRAIN_ENSEMBLE} with mlp, 1 with logistic)")  # fmt: skip
+    shift = "--prior-shift" if DETECT_TRAIN_PRIOR_SHIFT else "--no-prior-shift"
+    p.add_argument("--prior-shift", action=argparse.BooleanOptionalAction,
+                   default=DETECT_TRAIN_PRIOR_SHIFT,
+                   help="lower the scores on micrographs whose share of liposomes among the "
+                   "candidates is below the training share, as the default verifier does; "
+                   "the threshold is chosen on scores shifted the same way "
+                   f"(default: {shift})")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     add_detect_options(p, verifier=False)

@@ -8,7 +8,8 @@ by ``scripts/train_detect_verifier.py`` (five networks, logits averaged, stored 
 scores shifted down on micrographs whose share of liposomes among the candidates is below
 the training share: ``prior_shift``); ``lipoclass detect-train`` trains one from a lab's
 own annotated micrographs (annotated particles are positives, the other candidates negatives,
-plus the rows of a review's ``detection_negatives.csv``). The design comparison is in
+plus the rows of a review's ``detection_negatives.csv``; by default
+``DETECT_TRAIN_ENSEMBLE`` networks, ``PRIOR_SHIFT`` on request). The design comparison is in
 docs/micrographs.md."""
 
 from __future__ import annotations
@@ -25,17 +26,21 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import VERIFIER_MODELS
+from lipoclass.choices import DETECT_TRAIN_ENSEMBLE, DETECT_TRAIN_PRIOR_SHIFT, VERIFIER_MODELS
 from lipoclass.errors import LipoclassError
 
 __all__ = [
     "DEFAULT_VERIFIER",
+    "DETECT_TRAIN_ENSEMBLE",
+    "DETECT_TRAIN_PRIOR_SHIFT",
     "NEGATIVE_COLUMNS",
+    "PRIOR_SHIFT",
     "REASONS",
     "VERIFIER_MODELS",
     "TrainingSet",
     "Verifier",
     "candidate_truth",
+    "check_ensemble",
     "collect_training_set",
     "combine_networks",
     "fit_verifier",
@@ -53,6 +58,15 @@ NEGATIVE_COLUMNS = ("micrograph", "x", "y", "diameter_px", "id")
 _FORMAT = "lipoclass-detect-verifier"
 _MLP_HIDDEN = 32  # hidden units of the mlp verifier
 _MLP_ALPHA = 1e-3  # its L2 penalty
+#: per-micrograph prior shift of the scores (``prior_shift`` keyword arguments, the
+#: ``prior_shift`` entry of a verifier's info) of the packaged verifier and of
+#: ``detect-train``: the share of liposomes among a micrograph's candidates estimated by EM,
+#: shrunk towards the training share by 20 candidates, and scores only lowered (where the
+#: share is below the training share), by at most e^2 in odds (eleventh round,
+#: docs/micrographs.md)
+PRIOR_SHIFT: dict[str, Any] = {
+    "method": "em", "damping": 1.0, "pseudo": 20.0, "clip": 2.0, "upper": 0.0,
+}  # fmt: skip
 
 #: why a candidate is rejected, by the feature that pulls its score down most
 REASONS = {
@@ -440,6 +454,55 @@ def _ensemble_proba(x: np.ndarray, ms: Sequence[Any]) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-t)))
 
 
+def check_ensemble(ensemble: int | None, model: str) -> int:
+    """Networks a verifier: ``ensemble``, or for None ``DETECT_TRAIN_ENSEMBLE`` with the mlp
+    and 1 with the logistic regression; ValueError unless it is at least 1, and 1 unless
+    ``model`` is the mlp."""
+    if ensemble is None:
+        return DETECT_TRAIN_ENSEMBLE if model == "mlp" else 1
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be at least 1, got {ensemble}")
+    if ensemble > 1 and model != "mlp":
+        raise ValueError(f"an ensemble of {ensemble} networks needs model 'mlp', got {model!r}")
+    return ensemble
+
+
+def _shift_by_micrograph(
+    p: np.ndarray, groups: np.ndarray, pi_train: float, spec: dict[str, Any]
+) -> np.ndarray:
+    """Scores ``p`` (N,) shifted by ``prior_shift(**spec)`` one micrograph (``groups``) at a
+    time, as ``Verifier.micrograph_scores`` shifts them at detection."""
+    out = np.asarray(p, dtype=np.float64).copy()
+    for g in np.unique(groups):
+        sel = groups == g
+        out[sel] = prior_shift(out[sel], pi_train, **spec)[0]
+    return out
+
+
+def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, scale, standardised x) of training features ``x`` (N, F)."""
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    return mean, scale, (x - mean) / scale
+
+
+def _model_maker(model: str, c: float, seed: int) -> Callable[[int], Any]:
+    """``make(k)``: an unfitted scikit-learn classifier of ``model`` (network k of an
+    ensemble: seed ``seed + 1000 k``)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    def make(k: int = 0) -> Any:
+        if model == "logistic":
+            return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+        return MLPClassifier(
+            (_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed + 1000 * k
+        )
+
+    return make
+
+
 def _oof_scores(
     xs: np.ndarray,
     y: np.ndarray,
@@ -488,8 +551,7 @@ def _as_verifier(
         return Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
                         float(m.intercept_[0]), thr, meta)  # fmt: skip
     meta["alpha"] = _MLP_ALPHA
-    if len(fitted) > 1:
-        meta["ensemble"] = len(fitted)
+    meta["ensemble"] = len(fitted)
     nets = [
         Verifier(FEATURES, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
                  float(f.intercepts_[-1][0]), thr, meta,
@@ -509,21 +571,24 @@ def fit_verifier(
     model: str = "mlp",
     ensemble: int = 1,
     oof: bool = True,
+    prior: dict[str, Any] | None = None,
 ) -> tuple[Verifier, dict[str, float]]:
     """Fit the verifier on ``ts``: ``model`` "mlp" (one hidden layer of ``_MLP_HIDDEN``
     relu units, L2 ``_MLP_ALPHA``, seeded by ``seed``; ``ensemble`` > 1: that many networks,
     seeds ``seed + 1000 k``, logits averaged, stored as one network, ``combine_networks``) or
     "logistic" (class-balanced, L2 1/``c``). The threshold (None) maximises the F1 of the
     out-of-fold scores (5 folds grouped by micrograph when there are enough, else by
-    candidate; ``oof`` False skips them, then ``threshold`` is needed). The training share
-    of liposomes among the candidates is stored in the info (``positive_share``). Returns
-    the verifier and out-of-fold figures at that threshold."""
+    candidate; ``oof`` False skips them, then ``threshold`` is needed). ``prior``
+    (``prior_shift`` keyword arguments, e.g. ``PRIOR_SHIFT``) is stored as the info's
+    ``prior_shift`` (scores shifted per micrograph at detection) and the out-of-fold scores
+    are shifted the same way, per micrograph, before the threshold is chosen. The training
+    share of liposomes among the candidates is stored in the info (``positive_share``).
+    Returns the verifier and out-of-fold figures at that threshold."""
     from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
 
     if model not in VERIFIER_MODELS:
         raise ValueError(f"model must be one of {', '.join(VERIFIER_MODELS)}, got {model!r}")
+    check_ensemble(ensemble, model)
     y = ts.y.astype(np.int64)
     npos, nneg = int(y.sum()), int((y == 0).sum())
     if npos < 5 or nneg < 5:
@@ -531,27 +596,18 @@ def fit_verifier(
             f"too few examples to train a verifier: {npos} annotated liposome(s) and {nneg} "
             f"other candidate(s) found (need at least 5 of each)"
         )
-    mean = ts.x.mean(axis=0)
-    scale = ts.x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
-    xs = (ts.x - mean) / scale
-
-    if ensemble < 1 or (ensemble > 1 and model != "mlp"):
-        raise ValueError(f"ensemble must be 1, or > 1 with the mlp, got {ensemble}")
     if not oof and threshold is None:
         raise ValueError("without out-of-fold scores a threshold is needed")
-
-    def make(k: int = 0) -> Any:
-        if model == "logistic":
-            return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        return MLPClassifier(
-            (_MLP_HIDDEN,), alpha=_MLP_ALPHA, max_iter=600, random_state=seed + 1000 * k
-        )
-
+    mean, scale, xs = _standardised(ts.x)
+    make = _model_maker(model, c, seed)
+    groups = np.asarray(ts.micrograph)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        scores = _oof_scores(xs, y, np.asarray(ts.micrograph), seed, make, ensemble, oof)
+        scores = _oof_scores(xs, y, groups, seed, make, ensemble, oof)
         fitted = [make(j).fit(xs, y) for j in range(ensemble)]
+    share = round(npos / (npos + nneg), 6)
+    if prior is not None and oof:
+        scores = _shift_by_micrograph(scores, groups, share, prior)
     thr = _best_threshold(y, scores) if threshold is None else float(threshold)
     pred = scores >= thr
     tp = float(np.sum(pred & (y == 1)))
@@ -563,8 +619,9 @@ def fit_verifier(
         "oof_recall": tp / max(float(npos), 1.0),
     }
     meta = dict(info or {})
-    meta.update({"positives": npos, "negatives": nneg,
-                 "positive_share": round(npos / (npos + nneg), 6)})  # fmt: skip
+    if prior is not None:
+        meta["prior_shift"] = dict(prior)
+    meta.update({"positives": npos, "negatives": nneg, "positive_share": share})
     if oof:
         meta.update({"oof_precision": round(stats["oof_precision"], 4),
                      "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
@@ -609,18 +666,27 @@ def train_detect_verifier(
     pixel_size_nm: float | None = None,
     seed: int = 0,
     model: str = "mlp",
+    ensemble: int | None = None,
+    prior: bool = DETECT_TRAIN_PRIOR_SHIFT,
 ) -> tuple[Verifier, dict[str, float]]:
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
     candidates negatives) and the rows of ``negatives`` (a review's
-    ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``) and write
-    ``out/verifier.json`` and ``out/training.csv`` (staging folder renamed at the end)."""
+    ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``;
+    ``ensemble`` networks, mlp only, None: ``check_ensemble``'s default; ``prior``: scores
+    shifted per micrograph by ``PRIOR_SHIFT``, the threshold chosen on the out-of-fold
+    scores shifted the same way) and write ``out/verifier.json`` and ``out/training.csv``
+    (staging folder renamed at the end)."""
     import shutil
     import uuid
 
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import check_micrographs, read_micrograph
 
+    try:
+        ensemble = check_ensemble(ensemble, model)
+    except ValueError as exc:
+        raise LipoclassError(f"detect-train: {exc} (--ensemble)") from None
     out = Path(out)
     if out.exists():
         raise LipoclassError(f"{out}: already exists (choose another --out)")
@@ -638,7 +704,8 @@ def train_detect_verifier(
     ts = collect_training_set(mics, truths, cfg, neg)
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
             "candidate_threshold": cfg.threshold}  # fmt: skip
-    ver, stats = fit_verifier(ts, seed=seed, info=info, model=model)
+    ver, stats = fit_verifier(ts, seed=seed, info=info, model=model, ensemble=ensemble,
+                              prior=PRIOR_SHIFT if prior else None)  # fmt: skip
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
