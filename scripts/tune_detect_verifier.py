@@ -226,9 +226,10 @@ def evaluate(
     sets: dict[str, list[Cand]],
     n: int,
     prior: dict[str, Any] | str | None = "stored",
-) -> None:
+) -> dict[str, float]:
     """Print the per-condition table and the pooled figures of ``ver`` at ``thr`` (scores
-    prior-shifted per micrograph by ``prior``: ``parse_prior``)."""
+    prior-shifted per micrograph by ``prior``: ``parse_prior``); return the pooled figures
+    (met, tuning / validation / altsim check precision, recall, F1, blanks)."""
     mt = _accepted_matches(sets["tune"], ver, thr, prior)
     mv = pool_matches(_accepted_matches(sets["val"], ver, thr, prior))
     blanks = sum(
@@ -246,11 +247,16 @@ def evaluate(
           f"{a.recall:.3f} F1 {a.f1:.4f} | validation P {mv.precision:.3f} R {mv.recall:.3f} "
           f"F1 {mv.f1:.4f} | blanks with a detection {blanks}/{len(sets['blank'])}")  # fmt: skip
     print("\n".join(rows), flush=True)
+    out = {"met": float(met), "blanks": float(blanks)}
+    for key, m in (("tune", a), ("val", mv)):
+        out.update({f"{key}_p": m.precision, f"{key}_r": m.recall, f"{key}_f1": m.f1})
     if "altcheck" in sets:
         ma = _accepted_matches(sets["altcheck"], ver, thr, prior)
         a = pool_matches(ma)
         print(f"  altsim check (15 conditions x 3, seeds 7000+): P {a.precision:.3f} R "
               f"{a.recall:.3f} F1 {a.f1:.4f}", flush=True)  # fmt: skip
+        out.update({"alt_p": a.precision, "alt_r": a.recall, "alt_f1": a.f1})
+    return out
 
 
 def _fullres_columns(sets: dict[str, list[Cand]], keep: bool, names: str | None = None) -> None:
