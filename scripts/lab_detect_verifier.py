@@ -18,6 +18,12 @@ validation (2000+) micrographs and the blanks:
   threshold on the out-of-fold scores shifted the same way, per micrograph);
 - ``shift, raw threshold``: the shift with the threshold of ``no shift``.
 
+``--blanks`` (comma-separated counts, default 0) adds that many noise-only micrographs to the
+lab's training candidates as negatives, as ``detect-train --blanks`` does
+(``verify.blank_micrographs`` seeded 1900 + network seed, pixel sizes in the range of the
+lab's micrographs; each count the first N of the same draw); ``--no-shift-only`` scores
+only the ``no shift`` variant (detect-train's default).
+
 The packaged verifier (no retraining) is scored first. Candidates come from
 ``tune_detect_verifier.build`` and its ``--cache`` (the lab's in ``lab<seed>_<N>.pkl``
 there). Benchmark seeds (50000+) are never used.
@@ -29,6 +35,7 @@ there). Benchmark seeds (50000+) are never used.
 from __future__ import annotations
 
 import argparse
+import itertools
 import pickle
 import sys
 import time
@@ -39,7 +46,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_detect_verifier import alt_micrographs
+from train_detect_verifier import alt_conditions, alt_micrographs
 from tune_detect_verifier import Cand, _cands, build, evaluate
 
 from lipoclass.micrograph import verify as V
@@ -55,6 +62,23 @@ def lab_set(seed0: int, n: int, cache: Path | None) -> list[Cand]:
     print(f"candidates of lab: {n} micrographs, {time.time() - t0:.0f} s", file=sys.stderr)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(out))
+    return out
+
+
+def lab_blanks(seed0: int, size: int, n: int, seed: int, cache: Path | None) -> list[Cand]:
+    """Candidates of ``n`` blank micrographs as ``detect-train --blanks`` adds them to the
+    first ``size`` lab micrographs (network seed ``seed``), from the cache if there."""
+    path = cache / f"labblank{seed0}_{size}_{n}_{seed}.pkl" if cache else None
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())  # our own cache file
+    t0 = time.time()
+    pxs = [c["pixel_nm"] for c in alt_conditions(seed0, size)]
+    blanks = V.blank_micrographs(1900 + seed, n, (min(pxs), max(pxs)))
+    out = [_cands(f"blank-{k}", img, np.zeros(img.shape, np.int64), px)
+           for k, (img, px) in enumerate(blanks)]  # fmt: skip
+    print(f"candidates of {n} blanks (lab {size}): {time.time() - t0:.0f} s", file=sys.stderr)
+    if path is not None:
         path.write_bytes(pickle.dumps(out))
     return out
 
@@ -89,6 +113,8 @@ def main() -> None:
     ap.add_argument("--lab-seed", type=int, default=11100, help="first altsim seed of the lab")
     ap.add_argument("--seeds", default="0", help="network seeds, comma-separated")
     ap.add_argument("--ensembles", default="1,5", help="networks a verifier, comma-separated")
+    ap.add_argument("--blanks", default="0", help="blank micrographs added, comma-separated")
+    ap.add_argument("--no-shift-only", action="store_true", help="only the 'no shift' variant")
     ap.add_argument("--tune-count", type=int, default=12, help="tuning micrographs a condition")
     args = ap.parse_args()
     sizes = [int(s) for s in args.lab.split(",")]
@@ -110,18 +136,25 @@ def main() -> None:
     for size in sizes:
         ys = np.concatenate([c.y for c in lab[:size]])
         print(f"== lab {size} micrographs: {len(ys)} candidates, {int(ys.sum())} liposomes")
-        for k in (int(e) for e in args.ensembles.split(",")):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                ver, t_raw, t_shift, sec = _fit(lab[:size], seed, k)
-                tag = f"lab {size}, {k} network(s), seed {seed}"
-                print(f"== {tag}: fitted in {sec:.0f} s, threshold {t_raw:.2f} / shifted "
-                      f"{t_shift:.2f}", flush=True)  # fmt: skip
-                variants: list[tuple[str, float, Any]] = [
-                    ("no shift", t_raw, None), ("shift", t_shift, V.PRIOR_SHIFT),
-                    ("shift, raw threshold", t_raw, V.PRIOR_SHIFT)]  # fmt: skip
-                for name, thr, prior in variants:
-                    r = evaluate(f"{tag}, {name},", ver, thr, sets, n, prior)
-                    rows.append(_row(f"{tag}, {name}", r, thr))
+        for k, seed, nb in itertools.product(
+            [int(e) for e in args.ensembles.split(",")],
+            [int(s) for s in args.seeds.split(",")],
+            [int(b) for b in args.blanks.split(",")],
+        ):
+            nmax = max(int(b) for b in args.blanks.split(","))
+            blanks = lab_blanks(args.lab_seed, size, nmax, seed, args.cache)[:nb] if nb else []
+            ver, t_raw, t_shift, sec = _fit(lab[:size] + blanks, seed, k)
+            tag = f"lab {size}, {k} network(s), seed {seed}, {nb} blanks"
+            print(f"== {tag}: fitted in {sec:.0f} s, threshold {t_raw:.2f} / shifted "
+                  f"{t_shift:.2f}", flush=True)  # fmt: skip
+            variants: list[tuple[str, float, Any]] = [
+                ("no shift", t_raw, None), ("shift", t_shift, V.PRIOR_SHIFT),
+                ("shift, raw threshold", t_raw, V.PRIOR_SHIFT)]  # fmt: skip
+            if args.no_shift_only:
+                variants = variants[:1]
+            for name, thr, prior in variants:
+                r = evaluate(f"{tag}, {name},", ver, thr, sets, n, prior)
+                rows.append(_row(f"{tag}, {name}", r, thr))
     print("| verifier | threshold | altsim check P / R / F1 | tuning P / R / F1 | met | "
           "validation F1 | blanks |")  # fmt: skip
     print("|---|---|---|---|---|---|---|")

@@ -24,7 +24,7 @@ chosen at detection level on the tuning micrographs, seeds 3000+, where it balan
 and recall; docs/micrographs.md); ``--threshold oof`` maximises the F1 of the 5-fold (grouped
 by micrograph) out-of-fold scores instead, as ``lipoclass detect-train`` does. The
 out-of-fold precision and recall at the threshold are printed and stored. 128 blank
-micrographs (noise only, seed 1900) add negatives.
+micrographs (noise only, seed 1900, ``verify.blank_micrographs``) add negatives.
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -42,6 +42,7 @@ from lipoclass.micrograph.io import Micrograph
 from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier's prior shift
     DEFAULT_VERIFIER,
     PRIOR_SHIFT,
+    blank_micrographs,
     collect_training_set,
     fit_verifier,
 )
@@ -108,27 +109,6 @@ def alt_micrographs(seed0: int, n: int) -> list[tuple[str, np.ndarray, np.ndarra
         m = render(replace(AltConfig(), **c), seed0 + k)  # type: ignore[arg-type]
         out.append((f"a{seed0 + k}", m.image.astype(np.float32), m.labels.astype(np.int64),
                     float(m.pixel_nm)))  # fmt: skip
-    return out
-
-
-def blank_micrographs(seed0: int, n: int) -> list[tuple[np.ndarray, float]]:
-    """``n`` micrographs without any liposome (image, pixel size nm) from a generator seeded
-    ``seed0``: white or lightly smoothed Gaussian noise, 256-1024 px, some quantised to 8 bit,
-    pixel size 0.5-3 nm; every candidate on them is a negative (an empty micrograph must give
-    no particle)."""
-    from scipy import ndimage as ndi
-
-    rng = np.random.default_rng(seed0)
-    out = []
-    for _ in range(n):
-        size = int(rng.choice([256, 512, 1024]))
-        img = rng.normal(0.0, 1.0, (size, size))
-        if rng.random() < 0.5:
-            img = ndi.gaussian_filter(img, float(rng.uniform(0.5, 2.0)))
-        img = 150.0 + img / img.std() * float(rng.uniform(2.0, 20.0))
-        if rng.random() < 0.5:
-            img = np.clip(np.rint(img), 0, 255)
-        out.append((img.astype(np.float32), float(np.exp(rng.uniform(np.log(0.5), np.log(3.0))))))
     return out
 
 

@@ -95,7 +95,8 @@ def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, cap
                    f"{mics[0]},10,10,20,mic0001_9999\n")  # fmt: skip
     out = tmp_path / "ver"
     rc = main(["detect-train", *mics, "--labels", str(messy / "labels"), "--negatives",
-               str(neg), "--out", str(out), "--ensemble", "2", "--prior-shift"])  # fmt: skip
+               str(neg), "--out", str(out), "--ensemble", "2", "--prior-shift",
+               "--blanks", "0"])  # fmt: skip
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "annotated liposome(s)" in cap.out and "2 networks" in cap.out
@@ -120,23 +121,32 @@ def test_detect_train_without_prior_shift_and_bad_ensembles(
     mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
     base = ["detect-train", *mics, "--labels", str(messy / "labels")]
     out = tmp_path / "ver"
-    rc = main([*base, "--model", "logistic", "--no-prior-shift", "--out", str(out)])
+    rc = main([*base, "--model", "logistic", "--no-prior-shift", "--blanks", "2",
+               "--out", str(out)])  # fmt: skip
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert "no prior shift" in cap.out
+    assert "no prior shift" in cap.out and "2 blank" in cap.out
     ver = load_verifier(str(out))
     assert ver is not None and ver.model == "logistic" and ver.prior is None
-    assert "prior_shift" not in json.loads((out / "verifier.json").read_text())["info"]
+    info = json.loads((out / "verifier.json").read_text())["info"]
+    assert "prior_shift" not in info and info["blanks"] == 2
+    # the blanks' candidates are extra negative rows of the training table
+    with (out / "training.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    blank_rows = [r for r in rows if r["micrograph"].startswith("blank-")]
+    assert blank_rows and all(r["liposome"] == "0" for r in blank_rows)
+    assert {r["micrograph"] for r in blank_rows} <= {"blank-0", "blank-1"}
     assert check_ensemble(None, "mlp") == DETECT_TRAIN_ENSEMBLE
     assert check_ensemble(None, "logistic") == 1
     bad_args = [(["--ensemble", "0"], "at least 1"),
-                (["--ensemble", "3", "--model", "logistic"], "needs model 'mlp'")]  # fmt: skip
+                (["--ensemble", "3", "--model", "logistic"], "needs model 'mlp'"),
+                (["--blanks", "-1"], ">= 0")]  # fmt: skip
     for bad, what in bad_args:
         bad_out = tmp_path / "bad"
         rc = main([*base, *bad, "--out", str(bad_out)])
         err = capsys.readouterr().err
         assert rc == 2 and err.startswith("lipoclass: error:") and what in err
-        assert "--ensemble" in err and len(err.strip().splitlines()) == 1
+        assert bad[0] in err and len(err.strip().splitlines()) == 1
         assert not bad_out.exists()
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "BALANCES_SVM",
     "COMPUTED_FEATURE_SETS",
     "DEFAULT_RECIPE",
+    "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
     "DETECT_TRAIN_PRIOR_SHIFT",
     "DEVICES",
@@ -84,6 +85,11 @@ DETECT_TRAIN_ENSEMBLE = 5
 #: --no-prior-shift; ``verify.PRIOR_SHIFT``): off, as the shift raised precision but lost
 #: as much recall or more there (same measurement)
 DETECT_TRAIN_PRIOR_SHIFT = False
+#: noise-only micrographs detect-train adds as negatives (--blanks; ``verify.blank_micrographs``
+#: at the lab's pixel sizes; 0: none): 128, as the default verifier's training, took the
+#: blank micrographs with a detection from 84 / 83 of 96 to 0 / 1 for a lab's verifier (8 / 24
+#: altsim micrographs, docs/micrographs.md, "A lab's own verifier")
+DETECT_TRAIN_BLANKS = 128
 
 #: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
 #: the verifier rejects the extra false candidates a low threshold lets in

@@ -6,7 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lipoclass.choices import DETECT_TRAIN_ENSEMBLE, DETECT_TRAIN_PRIOR_SHIFT, VERIFIER_MODELS
+from lipoclass.choices import (
+    DETECT_TRAIN_BLANKS,
+    DETECT_TRAIN_ENSEMBLE,
+    DETECT_TRAIN_PRIOR_SHIFT,
+    VERIFIER_MODELS,
+)
 from lipoclass.cli._common import (
     AddCommand,
     add_detect_options,
@@ -74,13 +79,14 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
     ver, stats = train_detect_verifier(
         mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
         negatives=Path(args.negatives) if args.negatives else None, model=args.model,
-        ensemble=args.ensemble, prior=args.prior_shift,
+        ensemble=args.ensemble, prior=args.prior_shift, blanks=args.blanks,
     )  # fmt: skip
     k = int(ver.info.get("ensemble", 1))
     print(f"{ver.model}" + (f", {k} networks (logits averaged)" if k > 1 else "")
           + (", per-micrograph prior shift" if ver.prior else ", no prior shift"))  # fmt: skip
     print(f"{int(stats['positives'])} annotated liposome(s) and {int(stats['negatives'])} other "
-          f"candidate(s) on {len(mics)} micrograph(s)")  # fmt: skip
+          f"candidate(s) on {len(mics)} micrograph(s)"
+          + (f" and {args.blanks} blank one(s)" if args.blanks else ""))  # fmt: skip
     print(f"threshold {ver.threshold:.2f}: out-of-fold precision {stats['oof_precision']:.3f}, "
           f"recall {stats['oof_recall']:.3f} (of the candidates)")  # fmt: skip
     print(f"verifier -> {args.out} (use: lipoclass detect ... --verifier {args.out})")
@@ -192,6 +198,10 @@ def _register_detect_train(add: AddCommand) -> None:
                    "candidates is below the training share, as the default verifier does; "
                    "the threshold is chosen on scores shifted the same way "
                    f"(default: {shift})")  # fmt: skip
+    p.add_argument("--blanks", type=int, default=DETECT_TRAIN_BLANKS, metavar="N",
+                   help="noise-only micrographs (no liposome) added as negatives, at the "
+                   "pixel sizes of the micrographs, so that the verifier rejects empty "
+                   "ones; 0: none (default: %(default)s)")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     add_detect_options(p, verifier=False)

@@ -26,11 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import DETECT_TRAIN_ENSEMBLE, DETECT_TRAIN_PRIOR_SHIFT, VERIFIER_MODELS
+from lipoclass.choices import (
+    DETECT_TRAIN_BLANKS,
+    DETECT_TRAIN_ENSEMBLE,
+    DETECT_TRAIN_PRIOR_SHIFT,
+    VERIFIER_MODELS,
+)
 from lipoclass.errors import LipoclassError
 
 __all__ = [
     "DEFAULT_VERIFIER",
+    "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
     "DETECT_TRAIN_PRIOR_SHIFT",
     "NEGATIVE_COLUMNS",
@@ -39,6 +45,7 @@ __all__ = [
     "VERIFIER_MODELS",
     "TrainingSet",
     "Verifier",
+    "blank_micrographs",
     "candidate_truth",
     "check_ensemble",
     "collect_training_set",
@@ -642,6 +649,39 @@ def write_training_csv(path: Path, ts: TrainingSet) -> None:
             w.writerow([name, int(yy), *(f"{v:.5g}" for v in row)])
 
 
+def blank_micrographs(
+    seed: int, n: int, pixel_range: tuple[float, float] = (0.5, 3.0)
+) -> list[tuple[np.ndarray, float]]:
+    """``n`` micrographs without any liposome (image, pixel size nm) from a generator seeded
+    ``seed``: white or lightly smoothed Gaussian noise, 256-1024 px, some quantised to 8 bit,
+    pixel size log-uniform in ``pixel_range`` (nm); every candidate on them is a negative (an
+    empty micrograph must give no particle). The packaged verifier's training uses seed 1900
+    and the default range (scripts/train_detect_verifier.py); ``detect-train --blanks``
+    the range of the lab's micrographs."""
+    from scipy import ndimage as ndi
+
+    lo, hi = np.log(pixel_range[0]), np.log(pixel_range[1])
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        size = int(rng.choice([256, 512, 1024]))
+        img = rng.normal(0.0, 1.0, (size, size))
+        if rng.random() < 0.5:
+            img = ndi.gaussian_filter(img, float(rng.uniform(0.5, 2.0)))
+        img = 150.0 + img / img.std() * float(rng.uniform(2.0, 20.0))
+        if rng.random() < 0.5:
+            img = np.clip(np.rint(img), 0, 255)
+        out.append((img.astype(np.float32), float(np.exp(rng.uniform(lo, hi)))))
+    return out
+
+
+def check_blanks(blanks: int) -> int:
+    """``detect-train --blanks``: a whole number of blank micrographs, at least 0."""
+    if isinstance(blanks, bool) or not isinstance(blanks, (int, np.integer)) or blanks < 0:
+        raise ValueError(f"blank micrographs must be a whole number >= 0, got {blanks!r}")
+    return int(blanks)
+
+
 def _truth_image(mic: Any, anns: Sequence[Any]) -> np.ndarray:
     """Annotations (``ParticleAnnotation``) painted into an instance label image (H, W)."""
     lab = np.zeros(mic.shape, dtype=np.int64)
@@ -656,6 +696,20 @@ def _truth_image(mic: Any, anns: Sequence[Any]) -> np.ndarray:
     return lab
 
 
+def _add_blanks(
+    mics: list[Any], truths: list[np.ndarray], n: int, seed: int, pxs: Sequence[float | None]
+) -> None:
+    """Append ``n`` blank micrographs (``blank_micrographs``, seeded ``seed``) with empty
+    truth, their pixel sizes drawn in the range of ``pxs`` (unknown when all are)."""
+    from lipoclass.micrograph.io import Micrograph
+
+    known = [p for p in pxs if p is not None]
+    rng = (min(known), max(known)) if known else (1.0, 1.0)
+    for k, (img, px) in enumerate(blank_micrographs(seed, n, rng)):
+        mics.append(Micrograph(Path(f"blank-{k}.tif"), img, px if known else None))
+        truths.append(np.zeros(img.shape, np.int64))
+
+
 def train_detect_verifier(
     micrographs: Sequence[str | os.PathLike[str]],
     source: Any,
@@ -668,6 +722,7 @@ def train_detect_verifier(
     model: str = "mlp",
     ensemble: int | None = None,
     prior: bool = DETECT_TRAIN_PRIOR_SHIFT,
+    blanks: int = DETECT_TRAIN_BLANKS,
 ) -> tuple[Verifier, dict[str, float]]:
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
@@ -675,8 +730,9 @@ def train_detect_verifier(
     ``detection_negatives.csv``); fit a verifier (``model``: ``VERIFIER_MODELS``;
     ``ensemble`` networks, mlp only, None: ``check_ensemble``'s default; ``prior``: scores
     shifted per micrograph by ``PRIOR_SHIFT``, the threshold chosen on the out-of-fold
-    scores shifted the same way) and write ``out/verifier.json`` and ``out/training.csv``
-    (staging folder renamed at the end)."""
+    scores shifted the same way; ``blanks`` noise-only micrographs, ``blank_micrographs``
+    seeded 1900 + ``seed`` at the micrographs' pixel sizes, add negatives) and write
+    ``out/verifier.json`` and ``out/training.csv`` (staging folder renamed at the end)."""
     import shutil
     import uuid
 
@@ -687,6 +743,10 @@ def train_detect_verifier(
         ensemble = check_ensemble(ensemble, model)
     except ValueError as exc:
         raise LipoclassError(f"detect-train: {exc} (--ensemble)") from None
+    try:
+        blanks = check_blanks(blanks)
+    except ValueError as exc:
+        raise LipoclassError(f"detect-train: {exc} (--blanks)") from None
     out = Path(out)
     if out.exists():
         raise LipoclassError(f"{out}: already exists (choose another --out)")
@@ -701,9 +761,10 @@ def train_detect_verifier(
         mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
         truths.append(_truth_image(mic, source.particles(mic)))
         mics.append(mic)
+    _add_blanks(mics, truths, blanks, 1900 + seed, [pxs[p] for p in paths])
     ts = collect_training_set(mics, truths, cfg, neg)
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
-            "candidate_threshold": cfg.threshold}  # fmt: skip
+            "candidate_threshold": cfg.threshold, "blanks": blanks}  # fmt: skip
     ver, stats = fit_verifier(ts, seed=seed, info=info, model=model, ensemble=ensemble,
                               prior=PRIOR_SHIFT if prior else None)  # fmt: skip
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
