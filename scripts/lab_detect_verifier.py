@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import pickle
 import sys
 import time
 import warnings
@@ -47,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_detect_verifier import alt_conditions, alt_micrographs
-from tune_detect_verifier import Cand, _cands, build, evaluate
+from tune_detect_verifier import Cand, _cands, build, cached, evaluate
 
 from lipoclass.micrograph import verify as V
 
@@ -55,32 +54,27 @@ from lipoclass.micrograph import verify as V
 def lab_set(seed0: int, n: int, cache: Path | None) -> list[Cand]:
     """Candidates of ``n`` altsim micrographs, seeds ``seed0``..., from the cache if there."""
     path = cache / f"lab{seed0}_{n}.pkl" if cache else None
-    if path is not None and path.exists():
-        return pickle.loads(path.read_bytes())  # our own cache file
-    t0 = time.time()
-    out = [_cands(name, img, truth, px) for name, img, truth, px in alt_micrographs(seed0, n)]
-    print(f"candidates of lab: {n} micrographs, {time.time() - t0:.0f} s", file=sys.stderr)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(out))
-    return out
+    return cached(
+        path,
+        "lab",
+        lambda: [
+            _cands(name, img, truth, px) for name, img, truth, px in alt_micrographs(seed0, n)
+        ],
+    )
 
 
 def lab_blanks(seed0: int, size: int, n: int, seed: int, cache: Path | None) -> list[Cand]:
     """Candidates of ``n`` blank micrographs as ``detect-train --blanks`` adds them to the
     first ``size`` lab micrographs (network seed ``seed``), from the cache if there."""
     path = cache / f"labblank{seed0}_{size}_{n}_{seed}.pkl" if cache else None
-    if path is not None and path.exists():
-        return pickle.loads(path.read_bytes())  # our own cache file
-    t0 = time.time()
-    pxs = [c["pixel_nm"] for c in alt_conditions(seed0, size)]
-    blanks = V.blank_micrographs(1900 + seed, n, (min(pxs), max(pxs)))
-    out = [_cands(f"blank-{k}", img, np.zeros(img.shape, np.int64), px)
-           for k, (img, px) in enumerate(blanks)]  # fmt: skip
-    print(f"candidates of {n} blanks (lab {size}): {time.time() - t0:.0f} s", file=sys.stderr)
-    if path is not None:
-        path.write_bytes(pickle.dumps(out))
-    return out
+
+    def make() -> list[Cand]:
+        pxs = [c["pixel_nm"] for c in alt_conditions(seed0, size)]
+        blanks = V.blank_micrographs(1900 + seed, n, (min(pxs), max(pxs)))
+        return [_cands(f"blank-{k}", img, np.zeros(img.shape, np.int64), px)
+                for k, (img, px) in enumerate(blanks)]  # fmt: skip
+
+    return cached(path, f"blanks (lab {size})", make)
 
 
 def _fit(cands: list[Cand], seed: int, k: int) -> tuple[V.Verifier, float, float, float]:

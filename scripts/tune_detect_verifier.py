@@ -73,6 +73,7 @@ import sys
 import time
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -137,15 +138,31 @@ def _blank(name: str, image: np.ndarray, px: float) -> Cand:
     return _cands(name, image, np.zeros(image.shape, np.int64), px)
 
 
+def cached(path: Path | None, what: str, make: Callable[[], list[Cand]]) -> list[Cand]:
+    """The candidates ``make()`` returns, read from / kept in ``path`` (our own pickle) when
+    given; the time taken printed for ``what``."""
+    if path is not None and path.exists():
+        return pickle.loads(path.read_bytes())  # our own cache file
+    t0 = time.time()
+    out = make()
+    print(f"candidates of {what}: {len(out)} micrographs, {time.time() - t0:.0f} s",
+          file=sys.stderr)  # fmt: skip
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(out))
+    return out
+
+
 def build(which: str, args: argparse.Namespace) -> list[Cand]:
     """The candidates of set ``which`` (train / tune / val / blank), from the cache if there."""
     tag = {"train": f"{args.count}_{args.blank}" + (f"_alt{args.alt}" if args.alt else ""),
            "tune": str(args.tune_count)}.get(which, "")  # fmt: skip
     fr = "_fullres" if D._FULLRES else ""
     path = args.cache / f"{which}{tag}_side{D._WORK_MIN_SIDE}{fr}.pkl" if args.cache else None
-    if path is not None and path.exists():
-        return pickle.loads(path.read_bytes())  # our own cache file
-    t0 = time.time()
+    return cached(path, which, lambda: _make_set(which, args))
+
+
+def _make_set(which: str, args: argparse.Namespace) -> list[Cand]:
     out: list[Cand] = []
     if which in ("train", "val"):
         seed0, n = (1000, args.count) if which == "train" else (2000, 20)
@@ -176,11 +193,6 @@ def build(which: str, args: argparse.Namespace) -> list[Cand]:
                     rng = np.random.default_rng(seed)
                     img = np.clip(rng.normal(150, 4, (size, size)), 0, 255).astype(np.uint8)
                     out.append(_blank(f"b{size}_{px}_{seed}", img.astype(np.float32), px))
-    print(f"candidates of {which}: {len(out)} micrographs, {time.time() - t0:.0f} s",
-          file=sys.stderr)  # fmt: skip
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(pickle.dumps(out))
     return out
 
 
