@@ -19,6 +19,8 @@ lab verifier too.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detect_thirdsim.py [--count 8]
         [--lab 8,24] [--crops /tmp/thirdcrops]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_detect_thirdsim.py --diagnose \\
+        --count 3 --seed 9000   # failures by kind, exploratory seeds 9000 + 50 k + i
 """
 
 from __future__ import annotations
@@ -163,13 +165,96 @@ def accuracy(count: int, seed: int, labs: dict[str, str], crops: Path | None) ->
               f"{a.f1:.3f} | {a.mean_iou:.3f} | {_ci(allm[k])} |", flush=True)  # fmt: skip
 
 
+def _false_kind(m: ThirdMicrograph, mask: np.ndarray, row: np.ndarray) -> str:
+    """What an accepted detection matching no liposome lies on (``row``: its IoU with each
+    truth instance, 0 the background)."""
+    area = float(mask.sum())
+    if (mask & m.absorbers).sum() > 0.1 * area:
+        return "ice crystal, frost or gold"
+    on_c = float((mask & m.carbon).sum()) / area
+    if on_c > 0.1:
+        return "carbon film" if on_c > 0.9 else "carbon edge"
+    j = int(np.argmax(row[1:])) + 1 if len(row) > 1 else 0
+    if j and row[j] >= 0.2:
+        v = m.vesicles[j - 1]
+        small = area < float((m.labels == j).sum())
+        if small and (v["lamellae"] > 1 or v["content"]):
+            return "inner lamella or content of a liposome"
+        return "outline too small" if small else "outline too large (spans neighbours)"
+    cover = float((m.labels[mask] > 0).mean())
+    return "inside a liposome" if cover > 0.6 else "background or partly on liposomes"
+
+
+def _miss_kind(m: ThirdMicrograph, k: int, det) -> str:
+    """Why truth liposome ``k`` is unmatched: the best candidate centred within half its
+    radius, painted alone, decides."""
+    from lipoclass.micrograph.detect import paint_outlines
+
+    v, p = m.vesicles[k - 1], m.pixel_nm
+    r = v["r_nm"] / p
+    best, arg = 0.0, -1
+    for i in np.flatnonzero(np.hypot(det.cy - v["cy"], det.cx - v["cx"]) < 0.5 * r):
+        lab, _ = paint_outlines(m.labels.shape, det.cy[i : i + 1], det.cx[i : i + 1],
+                                det.radii[i : i + 1])  # fmt: skip
+        t, f = m.labels == k, lab > 0
+        iou = float((t & f).sum()) / max(float((t | f).sum()), 1.0)
+        best, arg = (iou, int(i)) if iou > best else (best, arg)
+    if arg >= 0 and best >= 0.5:
+        if det.accepted[arg]:
+            return "accepted, lost pixels to overlapping detections"
+        why = det.reason[arg].replace("low liposome score: ", "")
+        if why.startswith("lowered from"):
+            why = "score lowered by the micrograph's low share of liposomes"
+        return f"rejected ({why})"
+    if arg >= 0 and best >= 0.1:
+        return "candidate outline IoU 0.1-0.5"
+    if 2 * v["r_nm"] < 50:
+        return "no candidate: small (< 50 nm)"
+    if v["lamellae"] > 1 or v["content"]:
+        return "no candidate: multilamellar or with content"
+    return "no candidate: unilamellar, empty, >= 50 nm"
+
+
+def diagnose(count: int, seed: int) -> None:
+    """Counts of the default verifier's false detections and misses by kind."""
+    from collections import Counter
+
+    counts: dict[str, Counter] = {"false": Counter(), "miss": Counter()}
+    for c in range(len(CONDITIONS)):
+        for i in range(count):
+            m = render(_cfg(c), seed + 50 * c + i)
+            det = detect_candidates(m.image, DetectConfig(), m.pixel_nm)
+            mt = match_instances(m.labels, det.labels)
+            t = m.labels.ravel().astype(np.int64)
+            f = det.labels.ravel().astype(np.int64)
+            nf = int(f.max(initial=0)) + 1
+            inter = np.bincount(t * nf + f, minlength=(int(t.max(initial=0)) + 1) * nf)
+            inter = inter.reshape(-1, nf)
+            iou = inter / np.maximum(inter.sum(1)[:, None] + inter.sum(0)[None] - inter, 1)
+            for fi in set(range(1, nf)) - set(mt.pairs[:, 1].tolist()):
+                if (det.labels == fi).any():
+                    counts["false"][_false_kind(m, det.labels == fi, iou[:, fi])] += 1
+            for k in set(range(1, len(m.vesicles) + 1)) - set(mt.pairs[:, 0].tolist()):
+                if (m.labels == k).any():
+                    counts["miss"][_miss_kind(m, k, det)] += 1
+    for key, title in (("false", "false detections"), ("miss", "misses")):
+        print(f"\n{title} ({sum(counts[key].values())}):")
+        for kind, n in counts[key].most_common():
+            print(f"- {kind}: {n}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--count", type=int, default=8, help="micrographs per condition")
     ap.add_argument("--seed", type=int, default=SEED, help="first seed (report: 60000)")
     ap.add_argument("--lab", default="", help="lab training set sizes, comma-separated")
     ap.add_argument("--crops", default=None, help="folder for one overlay PNG per condition")
+    ap.add_argument("--diagnose", action="store_true",
+                    help="only classify failures (seeds SEED + 50 k + i; use 9000)")  # fmt: skip
     args = ap.parse_args()
+    if args.diagnose:
+        diagnose(args.count, args.seed)
+        return
     with open("/proc/loadavg") as fh:
         print(
             "load average at start:", fh.read().strip(), time.strftime("%H:%M UTC", time.gmtime())
