@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,67 +46,75 @@ def draw_particle(
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 
+def write_tiny_dataset(
+    out: Path,
+    counts: Sequence[int] = (8, 6, 4),
+    *,
+    classes: Sequence[str] = TINY_CLASSES,
+    size: tuple[int, int] = (24, 40),
+    masks: bool = True,
+    empty_masks: int = 0,
+    samples: int = 2,
+    pixel_size_nm: float | None = 0.8,
+    features: bool = False,
+    suffix: str = ".png",
+    unlabelled: int = 0,
+    seed: int = 0,
+    name: str = "tiny",
+) -> Path:
+    """A small synthetic dataset written to ``out`` with ``DatasetWriter``; returns ``out``.
+
+    Image sides are drawn uniformly from ``size`` (per axis); ``empty_masks`` particles of the
+    first class get an all-zero mask; ``samples`` > 0 assigns samples ``s0..`` round robin;
+    ``features`` adds two numeric columns (``area_px``, ``noise``); ``unlabelled`` appends
+    particles without a label. Module-scoped fixtures call it directly (one dataset, and
+    one model trained on it, shared by a module's tests)."""
+    from lipoclass.data import DatasetWriter
+
+    if len(counts) != len(classes):
+        raise ValueError("counts and classes must have the same length")
+    rng = np.random.default_rng(seed)
+    jobs: list[tuple[int, str | None]] = [
+        (k, c) for k, (c, n) in enumerate(zip(classes, counts)) for _ in range(n)
+    ]
+    jobs += [(int(rng.integers(0, len(classes))), None) for _ in range(unlabelled)]
+    with DatasetWriter(out, name=name, classes=list(classes), pixel_size_nm=pixel_size_nm) as w:
+        empties = 0
+        for i, (kind, label) in enumerate(jobs):
+            h = int(rng.integers(size[0], size[1] + 1))
+            ww = int(rng.integers(size[0], size[1] + 1))
+            img, mask = draw_particle(kind, h, ww, rng)
+            if empty_masks and kind == 0 and empties < empty_masks:
+                mask = np.zeros_like(mask)
+                empties += 1
+            feats = None
+            if features:
+                feats = {"area_px": float(mask.sum()), "noise": float(rng.normal())}
+            w.add(
+                f"p{i:04d}",
+                image=img,
+                mask=mask if masks else None,
+                label=label,
+                sample=f"s{i % samples}" if samples else None,
+                features=feats,
+                suffix=suffix,
+            )
+    return out
+
+
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
-    """Factory writing a small synthetic dataset with ``DatasetWriter``; returns its folder.
+    """Factory writing a small synthetic dataset under ``tmp_path``; returns its folder.
 
     ``tiny_dataset(counts=(8, 6, 4), classes=TINY_CLASSES, size=(24, 40), masks=True,
     empty_masks=0, samples=2, pixel_size_nm=0.8, features=False, suffix=".png",
-    unlabelled=0, seed=0, name="tiny")``. Image sides are drawn uniformly from ``size``
-    (per axis); ``empty_masks`` particles of the first class get an all-zero mask;
-    ``samples`` > 0 assigns samples ``s0..`` round robin; ``features`` adds two numeric
-    columns (``area_px``, ``noise``); ``unlabelled`` appends particles without a label."""
+    unlabelled=0, seed=0, name="tiny")``: ``write_tiny_dataset`` into ``name-N``."""
 
     made: list[int] = []
 
-    def make(
-        counts: Sequence[int] = (8, 6, 4),
-        *,
-        classes: Sequence[str] = TINY_CLASSES,
-        size: tuple[int, int] = (24, 40),
-        masks: bool = True,
-        empty_masks: int = 0,
-        samples: int = 2,
-        pixel_size_nm: float | None = 0.8,
-        features: bool = False,
-        suffix: str = ".png",
-        unlabelled: int = 0,
-        seed: int = 0,
-        name: str = "tiny",
-    ) -> Path:
-        from lipoclass.data import DatasetWriter
-
-        if len(counts) != len(classes):
-            raise ValueError("counts and classes must have the same length")
-        rng = np.random.default_rng(seed)
+    def make(counts: Sequence[int] = (8, 6, 4), *, name: str = "tiny", **kw: Any) -> Path:
         made.append(1)
-        out = tmp_path / f"{name}-{len(made)}"
-        jobs: list[tuple[int, str | None]] = [
-            (k, c) for k, (c, n) in enumerate(zip(classes, counts)) for _ in range(n)
-        ]
-        jobs += [(int(rng.integers(0, len(classes))), None) for _ in range(unlabelled)]
-        with DatasetWriter(out, name=name, classes=list(classes), pixel_size_nm=pixel_size_nm) as w:
-            empties = 0
-            for i, (kind, label) in enumerate(jobs):
-                h = int(rng.integers(size[0], size[1] + 1))
-                ww = int(rng.integers(size[0], size[1] + 1))
-                img, mask = draw_particle(kind, h, ww, rng)
-                if empty_masks and kind == 0 and empties < empty_masks:
-                    mask = np.zeros_like(mask)
-                    empties += 1
-                feats = None
-                if features:
-                    feats = {"area_px": float(mask.sum()), "noise": float(rng.normal())}
-                w.add(
-                    f"p{i:04d}",
-                    image=img,
-                    mask=mask if masks else None,
-                    label=label,
-                    sample=f"s{i % samples}" if samples else None,
-                    features=feats,
-                    suffix=suffix,
-                )
-        return out
+        return write_tiny_dataset(tmp_path / f"{name}-{len(made)}", counts, name=name, **kw)
 
     return make
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import write_tiny_dataset
 from lipoclass.cli import main
 from lipoclass.crossfit import fit_model
 from lipoclass.data import PrepConfig, load_dataset
@@ -28,13 +29,16 @@ def _spec(model: str = "tiny", size: int = 16, **kw) -> ModelSpec:
     return ModelSpec(model, PrepConfig(size=size), TrainConfig(**{**FAST, **kw}))
 
 
-@pytest.fixture
-def ds_dir(tiny_dataset) -> Path:
-    return tiny_dataset((10, 8, 6), size=(20, 30))
+@pytest.fixture(scope="module")
+def ds_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One dataset for the module's tests (read only; each writes under its own tmp_path)."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("ds") / "tiny", (10, 8, 6), size=(20, 30))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def model(ds_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model folder for the module's tests, fitted once (a test that edits it copies it
+    first, ``_edit``)."""
     out = tmp_path_factory.mktemp("fit") / "m"
     fit_model(load_dataset(ds_dir), _spec(), CVConfig(folds=3, seed=3), out, progress=False)
     return out

@@ -65,6 +65,23 @@ def test_estimate_is_seeded_and_leaves_global_rng(quants: Quantifiers) -> None:
         assert np.array_equal(e1.lo[m], e2.lo[m]) and np.array_equal(e1.hi[m], e2.hi[m])
 
 
+def test_emq_replicates_in_one_batch_equal_one_run_per_calibration_replicate(
+    quants: Quantifiers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small samples run all EMQ replicates as one batch (each with its calibration
+    replicate's posteriors and prior); large ones one run per calibration replicate. Both
+    give the same replicates, so the same intervals."""
+    from lipoclass.quantify import core
+
+    proba, _ = draw(np.random.default_rng(5), (0.6, 0.3, 0.1), 400)
+    batched = quants.estimate(proba)
+    monkeypatch.setattr(core, "_EM_GATHER", 0)
+    looped = quants.estimate(proba)
+    for a, b in ((batched.share, looped.share), (batched.lo, looped.lo), (batched.hi, looped.hi)):
+        np.testing.assert_allclose(a["emq"], b["emq"], atol=1e-9)
+    assert batched.hi["emq"][2] - batched.lo["emq"][2] > 0.01  # replicates really vary
+
+
 def test_interval_coverage() -> None:
     """Coverage of the population shares over 80 samples, calibration set redrawn 4 times."""
     rng = np.random.default_rng(5)

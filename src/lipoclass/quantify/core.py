@@ -394,18 +394,26 @@ class Quantifiers:
     ) -> np.ndarray:
         """EMQ replicates (B, C): posteriors (m, C) recalibrated by each calibration
         replicate's EMQ, then weighted EM (replicate weights (B, m)) with that replicate's
-        prior, all replicates of one calibration replicate at once."""
-        out = np.empty((weights.shape[0], test.shape[1]))
+        prior: all replicates in one accelerated EM run when their recalibrated posteriors
+        (B, m, C) fit in ``_EM_GATHER`` numbers (small samples, e.g. the method selection's
+        simulated ones), else one run per calibration replicate."""
+        b_total, (m, c) = weights.shape[0], test.shape
+        out = np.empty((b_total, c))
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore")
-            for k, rep in enumerate(self._cal_reps):
+            emq = [rep["emq"] for rep in self._cal_reps]
+
+            def posteriors(q: Any) -> np.ndarray:  # (m, C) recalibrated by one replicate
+                return np.asarray(q._calibrate_if_requested(test), dtype=np.float64)
+
+            ptr = np.stack([np.asarray(q.train_prevalence, dtype=np.float64) for q in emq])
+            if b_total * m * c <= _EM_GATHER:
+                px = np.stack([posteriors(q) for q in emq])  # (K, m, C)
+                return _em_batch(ptr[cal_of], px[cal_of], weights)
+            for k, q in enumerate(emq):
                 sel = np.flatnonzero(cal_of == k)
-                if not sel.size:
-                    continue
-                q = rep["emq"]
-                px = np.asarray(q._calibrate_if_requested(test), dtype=np.float64)  # (m, C)
-                ptr = np.asarray(q.train_prevalence, dtype=np.float64)  # (C,)
-                out[sel] = _em_batch(ptr, px, weights[sel])
+                if sel.size:
+                    out[sel] = _em_batch(ptr[k], posteriors(q), weights[sel])
         return out
 
 
@@ -484,34 +492,39 @@ def sampling_estimate(
 
 _EM_TOL = 1e-7  # max |change| of the priors between SQUAREM steps
 _EM_MAX_ITER = 300  # SQUAREM steps (3 EM updates each)
+_EM_GATHER = 4_000_000  # numbers of per-replicate posteriors (B, m, C) run as one batch
 
 
 def _em_update(ptr: np.ndarray, px: np.ndarray, w8: np.ndarray, qs: np.ndarray) -> np.ndarray:
     """One EM update (QuaPy's ``EMQ.EM`` step) per replicate: priors qs (b, C) -> (b, C) for
-    posteriors px (m, C) obtained under the training prior ptr (C,), the particles weighted
-    by w8 (b, m) (bootstrap counts, each row summing to its replicate's size)."""
+    posteriors px, (m, C) shared or (b, m, C) one set per replicate, obtained under the
+    training prior ptr, (C,) or (b, C), the particles weighted by w8 (b, m) (bootstrap
+    counts, each row summing to its replicate's size)."""
     w = qs / ptr  # (b, C)
-    denom = px @ w.T  # (m, b): sum_c px[i, c] w[b, c]
-    return w * ((w8 / denom.T) @ px) / w8.sum(axis=1, keepdims=True)  # (b, C)
+    if px.ndim == 2:
+        num = (w8 / (w @ px.T)) @ px  # (b, C); w @ px.T: sum_c px[i, c] w[b, c], (b, m)
+    else:
+        num = np.einsum("bm,bmc->bc", w8 / np.einsum("bmc,bc->bm", px, w), px)
+    return w * num / w8.sum(axis=1, keepdims=True)  # (b, C)
 
 
 def _em_batch(tr_prev: np.ndarray, px: np.ndarray, w8: np.ndarray) -> np.ndarray:
     """Saerens et al. (2002) EM prior adjustment, as QuaPy's ``EMQ.EM`` but run to
     convergence with SQUAREM acceleration (Varadhan & Roland 2008; the same fixed point, in
-    ~10-30 steps instead of hundreds of plain EM updates): training prior (C,), posteriors
-    (m, C), particle weights of each replicate (b, m) -> estimated priors (b, C), each
-    replicate stopping on its own."""
+    ~10-30 steps instead of hundreds of plain EM updates): training prior (C,) or one per
+    replicate (b, C), posteriors (m, C) or one set per replicate (b, m, C), particle weights
+    of each replicate (b, m) -> estimated priors (b, C), each replicate stopping on its own."""
     b = w8.shape[0]
-    ptr = np.asarray(tr_prev, dtype=np.float64).copy()  # (C,)
-    if np.prod(ptr) == 0:  # as QuaPy: smooth a zero prior
-        ptr = (ptr + 1e-4) / (ptr + 1e-4).sum()
-    qs = np.tile(ptr, (b, 1))  # (b, C)
+    ptr = np.broadcast_to(np.asarray(tr_prev, dtype=np.float64), (b, px.shape[-1]))
+    zero = np.prod(ptr, axis=1) == 0  # as QuaPy: smooth a zero prior
+    ptr = np.where(zero[:, None], (ptr + 1e-4) / (ptr + 1e-4).sum(axis=1, keepdims=True), ptr)
+    qs = ptr.copy()  # (b, C)
     active = np.arange(b)
-    wa = w8
+    pa, wa, xa = ptr, w8, px
     for _ in range(_EM_MAX_ITER):
         q0 = qs[active]
-        q1 = _em_update(ptr, px, wa, q0)
-        q2 = _em_update(ptr, px, wa, q1)
+        q1 = _em_update(pa, xa, wa, q0)
+        q2 = _em_update(pa, xa, wa, q1)
         r, v = q1 - q0, q2 - 2 * q1 + q0  # (a, C)
         nr, nv = np.linalg.norm(r, axis=1), np.linalg.norm(v, axis=1)
         alpha = np.where(nv > 0, -nr / np.where(nv > 0, nv, 1.0), -1.0)
@@ -526,11 +539,13 @@ def _em_batch(tr_prev: np.ndarray, px: np.ndarray, w8: np.ndarray) -> np.ndarray
             alpha[bad] = (alpha[bad] - 1.0) / 2
         qx[bad] = q2[bad]
         qx /= qx.sum(axis=1, keepdims=True)
-        new = _em_update(ptr, px, wa, qx)  # stabilising EM update
+        new = _em_update(pa, xa, wa, qx)  # stabilising EM update
         done = np.abs(new - q0).max(axis=1) < _EM_TOL
         qs[active] = new
         if done.any():  # shrink the batch only when a replicate has converged
-            active, wa = active[~done], wa[~done]
+            keep = ~done
+            active, pa, wa = active[keep], pa[keep], wa[keep]
+            xa = xa[keep] if xa.ndim == 3 else xa
         if active.size == 0:
             break
     return qs
