@@ -446,37 +446,3 @@ def test_features_are_taken_at_the_scale_of_the_pixel_size(monkeypatch: pytest.M
     floored = ring_features(1024)
     k = [D.FEATURES.index(f) for f in ("rim_z", "rim_minus_outer", "rim_line")]
     assert np.all(np.abs(small[k] - large[k]) < 0.25 * np.abs(floored[k] - large[k]))
-
-
-def test_fine_ring_map_sees_a_membrane_between_bright_fringes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Fourteenth round: at 3 nm/px (working scale = pixels) a membrane 1 px wide between
-    two bright Fresnel fringes is cancelled by step 1's 1 px smoothing, so the z map alone
-    gives its ring no candidate; the fine ring map (z at 0.7 px and the band-pass energy)
-    finds it. It acts only at factor 1, default smoothing and pixels > 1.2 nm, and only as
-    far as its energy map holds structure: one ring in noise is too little, so there it
-    returns z unchanged (the ramp is opened here to see the map itself)."""
-    from lipoclass.choices import RING_THRESHOLD
-    from lipoclass.micrograph import detect as D
-
-    cfg = DetectConfig(verifier="none")
-    assert D._fine_ring(cfg, 3.0, 1) and D._fine_ring(cfg, 2.0, 1)
-    assert not D._fine_ring(cfg, 1.0, 1) and not D._fine_ring(cfg, None, 1)
-    assert not D._fine_ring(cfg, 3.0, 2) and not D._fine_ring(DetectConfig(smooth=1.0), 3.0, 1)
-    rng = np.random.default_rng(0)
-    img = rng.normal(100.0, 6.0, (192, 192)).astype(np.float32)
-    yy, xx = np.mgrid[:192, :192]
-    rho = np.hypot(yy - 96, xx - 96)
-    img[np.abs(rho - 10) < 0.5] -= 12.0  # a dark membrane line
-    img[np.abs(np.abs(rho - 10) - 1.0) < 0.5] += 12.0  # and its bright fringes
-    z, _ = D._bandpass(img, D._sigma(cfg, 3.0, 1))
-    assert D._ring_map(img, img, z, 1, True) is z  # gated: too little structure
-
-    def best(fine: bool) -> float:
-        rings = D._ring_candidates(D._ring_map(img, img, z, 1, fine), 4.0, 50.0, 1.0)
-        near = [r[0] for r in rings if np.hypot(r[1] - 96, r[2] - 96) < 3 and abs(r[3] - 10) < 2]
-        return max(near, default=0.0)
-
-    monkeypatch.setattr(D, "_ENERGY_TAIL", (0.0, 1e-9))
-    assert best(False) < RING_THRESHOLD < best(True)

@@ -14,12 +14,9 @@ background, 1..K) and a table of every candidate with its liposome score.
 2. **Ring filter bank (a circular Hough transform by convolution).** The z-score map (where
    the working scale block-averages, mixed with a membrane texture map: the spread of the
    full-resolution pixels within each working pixel, band-passed, weighted by how much
-   structure it holds; where the working scale does not block-average and pixels are over
-   1.2 nm, the z-score at 0.7 px mixed with a membrane energy map, |band-pass at 0.6 px|,
-   so that dark leaflets and bright fringes both count, as far as that map holds structure;
-   ``_ring_map``) is correlated with thin rings of every radius in the diameter range (5 %
-   steps), computed in Fourier space (the transform of a ring of radius r is J0(2 pi k r),
-   times a Gaussian for its width), one octave of radii at a time on a
+   structure it holds; ``_ring_map``) is correlated with thin rings of every radius in the
+   diameter range (5 % steps), computed in Fourier space (the transform of a ring of radius
+   r is J0(2 pi k r), times a Gaussian for its width), one octave of radii at a time on a
    block-averaged map (radius >= 8 px there). Each radius' response is turned into a
    significance by its own robust noise level, so radii and octaves compare; a circle
    integrates the evidence along its whole circumference, which makes noisy, faint or broken
@@ -259,53 +256,9 @@ _TEXTURE_WEIGHT = 0.5
 _TEXTURE_TAIL = (0.005, 0.02)
 
 
-#: the ring filter's input where the working scale does not block-average and the 1 px
-#: smoothing floor of step 1 is coarser than 1.2 nm (pixels > 1.2 nm; fourteenth round,
-#: docs/micrographs.md): ``_fine_ring_map``, z band-passed at ``_FINE_SMOOTH`` px mixed with
-#: weight ``_ENERGY_WEIGHT`` with a membrane energy map (|band-pass at ``_ENERGY_SMOOTH`` px|
-#: band-passed at 1 px), blended in by a ramp from 0 to 1 as the energy map's share above 4 z
-#: goes from ``_ENERGY_TAIL[0]`` to ``_ENERGY_TAIL[1]`` (noise alone: 0.0014; our
-#: simulator's noisiest micrographs, noise 1.7-2.3: 0.003-0.005, its others 0.007-0.06;
-#: altsim's at 2-3 nm/px 0.015-0.04). Chosen on the tuning (3000+), validation (2000-2019)
-#: and altsim check (7000+) micrographs.
-_FINE_SMOOTH = 0.7
-_ENERGY_SMOOTH = 0.6
-_ENERGY_WEIGHT = 0.3
-_ENERGY_TAIL = (0.005, 0.015)
-
-
-def _fine_ring(cfg: DetectConfig, pixel_size_nm: float | None, factor: int) -> bool:
-    """Whether the ring filter takes ``_fine_ring_map`` (factor 1, default smoothing, pixel
-    size known and > 1.2 nm, so that step 1's 1 px floor blurs a membrane of a few nm)."""
-    return factor == 1 and cfg.smooth is None and bool(pixel_size_nm and pixel_size_nm > 1.2)
-
-
-def _fine_ring_map(work: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Ring evidence at a pixel size where a bilayer is 1-3 px wide (``_fine_ring``): the
-    darkness z-score at ``_FINE_SMOOTH`` px (a thin dark line), mixed with the membrane
-    energy map: the band-pass at ``_ENERGY_SMOOTH`` px taken as absolute value, so that a
-    phase-contrast membrane's dark leaflets and bright fringe both count, then band-passed at
-    1 px and robust-z scaled as in step 1. Blended with step 1's ``z`` by how much structure
-    the energy map holds (``_ENERGY_TAIL``), so that on a micrograph where fine detail is
-    mostly noise the ring filter keeps ``z``. float32 (H, W)."""
-    band, _ = _bandpass(work, _ENERGY_SMOOTH)
-    energy, _ = _bandpass(-np.abs(band), 1.0)  # more energy than around: positive
-    lo, hi = _ENERGY_TAIL
-    tail = float(np.count_nonzero(energy[::2, ::2] > 4.0)) / energy[::2, ::2].size
-    a = min(max((tail - lo) / (hi - lo), 0.0), 1.0)
-    if a <= 0:
-        return z
-    zf, _ = _bandpass(work, _FINE_SMOOTH)
-    fine = (1.0 - _ENERGY_WEIGHT) * zf + _ENERGY_WEIGHT * energy
-    return (1.0 - a) * z + a * fine
-
-
-def _ring_map(
-    image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int, fine: bool = False
-) -> np.ndarray:
+def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -> np.ndarray:
     """The map the ring filter bank correlates (step 2): the darkness z-score ``z`` (H, W) of
-    the working scale (block means ``work``, sign as in ``_working``); with ``fine``
-    (``_fine_ring``), ``_fine_ring_map`` instead; mixed, where the
+    the working scale (block means ``work``, sign as in ``_working``), mixed, where the
     working scale block-averages (``factor`` >= 2), with the membrane texture map: the
     standard deviation of the full-resolution pixels of ``image`` within each working pixel,
     band-passed at 1 px and robust-z scaled as in step 1. At <= 1 nm/px a phase-contrast
@@ -314,8 +267,6 @@ def _ring_map(
     map's weight grows with its share of pixels above 3 z (``_TEXTURE_TAIL``), so where it
     holds no structure (noise only, or a membrane drawn as one wide dark band) it adds no
     noise. float32 (H, W)."""
-    if fine:
-        return _fine_ring_map(work, z)
     if factor < 2 or _TEXTURE_WEIGHT <= 0:
         return z
     img = np.asarray(image, dtype=np.float32)
@@ -790,7 +741,7 @@ def detect_candidates(
     sigma = _sigma(cfg, pixel_size_nm, factor)
     z, low = _bandpass(work, sigma)
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    zr = _ring_map(image, work, z, factor, _fine_ring(cfg, pixel_size_nm, factor))
+    zr = _ring_map(image, work, z, factor)
     rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
     seeds = _suppress(rings)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
