@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_detect import _score
+from bench_detect import _interval, _score
 from lipoclass.micrograph import DetectConfig, match_instances
 from lipoclass.micrograph.detect import detect_candidates
 from lipoclass.micrograph.match import pool_matches, pooled_interval
@@ -72,12 +72,9 @@ def _cfg(k: int) -> ThirdConfig:
 
 
 def _ci(ms: list) -> str:
-    if len(ms) < 2:
-        return " | "
-    ci = pooled_interval(ms)
-    return f"{ci['precision'][0]:.3f}-{ci['precision'][1]:.3f} | {ci['recall'][0]:.3f}-" + (
-        f"{ci['recall'][1]:.3f}"
-    )
+    """The pooled precision and recall intervals as two table cells (empty for 1)."""
+    ci = pooled_interval(ms) if len(ms) > 1 else None
+    return f"{_interval(ci, 'precision')} | {_interval(ci, 'recall')}"
 
 
 def lab_verifier(n: int, root: Path) -> str:

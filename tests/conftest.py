@@ -20,6 +20,23 @@ EXPORT_DIR = SHARED / "reference" / "vironova-export"
 TINY_CLASSES = ("unilamellar", "multilamellar", "uncertain")
 
 
+def load_benchmark(name: str) -> Any:
+    """The module ``benchmarks/<name>.py`` (benchmarks are scripts, not a package), loaded
+    once and registered in ``sys.modules`` (its dataclasses look their module up)."""
+    import importlib.util
+    import sys
+
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def draw_particle(
     kind: int, h: int, w: int, rng: np.random.Generator, noise: float = 8.0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -5,24 +5,16 @@ the MRC it writes (pixel size from the header) and scores against its labels. Se
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from conftest import load_benchmark
+
 
 def _altsim():
-    if "altsim" in sys.modules:
-        return sys.modules["altsim"]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "altsim.py"
-    spec = importlib.util.spec_from_file_location("altsim", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["altsim"] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("altsim")
 
 
 def test_seeded_and_labels_cover_the_liposomes() -> None:

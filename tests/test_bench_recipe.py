@@ -3,22 +3,17 @@ grouped), its scoring, and its argument checks. Seconds, offline."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_benchmark
 from lipoclass.data import DatasetWriter
 
 
 def _bench():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipe.py"
-    spec = importlib.util.spec_from_file_location("bench_recipe", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_recipe")
 
 
 def _toy(out: Path, samples: bool) -> Path:

@@ -4,7 +4,6 @@ and the device-agnostic CV benchmark. No timing is asserted."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_benchmark
 from lipoclass import choices
 from lipoclass import threads as T
 from lipoclass.cli import main
@@ -216,12 +216,7 @@ def test_fused_augmentation_is_reproducible_under_a_seed() -> None:
 
 
 def _bench_train():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
-    spec = importlib.util.spec_from_file_location("bench_train", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("bench_train")
 
 
 def test_cv_gpu_benchmark_runs_device_agnostic_on_cpu(tmp_path: Path) -> None:

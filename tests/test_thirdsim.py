@@ -4,24 +4,15 @@ outline and none on the carbon film. Under a second."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 
+from conftest import load_benchmark
+
 
 def _thirdsim():
-    if "thirdsim" in sys.modules:
-        return sys.modules["thirdsim"]
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "thirdsim.py"
-    spec = importlib.util.spec_from_file_location("thirdsim", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["thirdsim"] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("thirdsim")
 
 
 def test_seeded_labelled_micrograph() -> None:
