@@ -398,7 +398,6 @@ class Quantifiers:
         (B, m, C) fit in ``_EM_GATHER`` numbers (small samples, e.g. the method selection's
         simulated ones), else one run per calibration replicate."""
         b_total, (m, c) = weights.shape[0], test.shape
-        out = np.empty((b_total, c))
         with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.simplefilter("ignore")
             emq = [rep["emq"] for rep in self._cal_reps]
@@ -410,6 +409,7 @@ class Quantifiers:
             if b_total * m * c <= _EM_GATHER:
                 px = np.stack([posteriors(q) for q in emq])  # (K, m, C)
                 return _em_batch(ptr[cal_of], px[cal_of], weights)
+            out = np.empty((b_total, c))
             for k, q in enumerate(emq):
                 sel = np.flatnonzero(cal_of == k)
                 if sel.size:
@@ -492,7 +492,7 @@ def sampling_estimate(
 
 _EM_TOL = 1e-7  # max |change| of the priors between SQUAREM steps
 _EM_MAX_ITER = 300  # SQUAREM steps (3 EM updates each)
-_EM_GATHER = 4_000_000  # numbers of per-replicate posteriors (B, m, C) run as one batch
+_EM_GATHER = 500_000  # numbers of per-replicate posteriors (B, m, C) run as one batch
 
 
 def _em_update(ptr: np.ndarray, px: np.ndarray, w8: np.ndarray, qs: np.ndarray) -> np.ndarray:
