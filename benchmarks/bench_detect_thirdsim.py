@@ -15,7 +15,9 @@ with a 95 % micrograph-bootstrap interval (``match.pooled_interval``). ``--lab 8
 path, ``detect-train``'s library function (``verify.train_detect_verifier``, its defaults) on
 N annotated thirdsim micrographs (seeds 61000 + i, each with a condition drawn at random from
 the table's; written as MRC + label TIFF) and the same report micrographs scored with that
-lab verifier too.
+lab verifier too. ``--verifier NAME=PATH`` (repeatable) scores the same micrographs with
+further verifier files as well (fifteenth round: two verifiers on one fresh seed range,
+``--seed 90000``).
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detect_thirdsim.py [--count 8]
         [--lab 8,24] [--crops /tmp/thirdcrops]
@@ -246,6 +248,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=SEED, help="first seed (report: 60000)")
     ap.add_argument("--lab", default="", help="lab training set sizes, comma-separated")
     ap.add_argument("--crops", default=None, help="folder for one overlay PNG per condition")
+    ap.add_argument("--verifier", action="append", default=[], metavar="NAME=PATH",
+                    help="a further verifier file scored on the same micrographs")  # fmt: skip
     ap.add_argument("--diagnose", action="store_true",
                     help="only classify failures (seeds SEED + 50 k + i; use 9000)")  # fmt: skip
     args = ap.parse_args()
@@ -263,6 +267,11 @@ def main() -> None:
         labs = {
             f"lab {n}": lab_verifier(int(n), Path(tmp)) for n in filter(None, args.lab.split(","))
         }
+        for spec in args.verifier:
+            name, sep, path = spec.partition("=")
+            if not sep or not name or name == "default" or not Path(path).is_file():
+                ap.error(f"--verifier must be NAME=PATH of a verifier file, got {spec!r}")
+            labs[name] = path
         accuracy(args.count, args.seed, labs, crops)
     with open("/proc/loadavg") as fh:
         print("load average at end:", fh.read().strip(), time.strftime("%H:%M UTC", time.gmtime()))

@@ -25,6 +25,8 @@ and recall; docs/micrographs.md); ``--threshold oof`` maximises the F1 of the 5-
 by micrograph) out-of-fold scores instead, as ``lipoclass detect-train`` does. The
 out-of-fold precision and recall at the threshold are printed and stored. 128 blank
 micrographs (noise only, seed 1900, ``verify.blank_micrographs``) add negatives.
+``--drop`` leaves features out (fifteenth round: ``CONTEXT_FEATURES``, not shipped),
+``--seed`` sets the network seed and ``--no-oof`` skips the out-of-fold fits.
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lipoclass.choices import VERIFIER_MODELS
-from lipoclass.micrograph.detect import DetectConfig
+from lipoclass.micrograph.detect import FEATURES, DetectConfig
 from lipoclass.micrograph.io import Micrograph
 from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier's prior shift
     DEFAULT_VERIFIER,
@@ -57,6 +59,11 @@ DEFAULT_THRESHOLD = 0.3
 #: networks of the packaged verifier (seeds 0, 1000, ..., logits averaged, stored as one
 #: network with 5 x 32 hidden units; eleventh round, docs/micrographs.md)
 DEFAULT_ENSEMBLE = 5
+#: the candidate features of the micrograph context (a ring against the micrograph's other
+#: candidates); ``--drop`` leaves features out of the verifier (fifteenth round)
+CONTEXT_FEATURES = ("sig_vs_micrograph", "strong_share", "sig_vs_strong")
+#: features the packaged verifier leaves out (``--drop``'s default)
+DEFAULT_DROP: tuple[str, ...] = ()
 
 
 def conditions(seed0: int, n: int) -> list[dict[str, object]]:
@@ -125,6 +132,14 @@ def main() -> None:
         default=DEFAULT_ENSEMBLE,
         help=f"networks, logits averaged (default {DEFAULT_ENSEMBLE}; mlp only)",
     )
+    ap.add_argument("--seed", type=int, default=0,
+                    help="network seed s (networks s, s + 1000, ...; default 0)")  # fmt: skip
+    ap.add_argument("--no-oof", action="store_true",
+                    help="skip the out-of-fold fits (their figures are not stored; needs a "
+                    "numeric --threshold)")  # fmt: skip
+    ap.add_argument("--drop", default=",".join(DEFAULT_DROP),
+                    help="features the verifier leaves out, comma-separated (default "
+                    f"{','.join(DEFAULT_DROP) or 'none'}; '' keeps all)")  # fmt: skip
     ap.add_argument("--no-prior-shift", action="store_true",
                     help="no per-micrograph prior shift of the scores")  # fmt: skip
     ap.add_argument(
@@ -134,6 +149,17 @@ def main() -> None:
         "chosen on the tuning micrographs) or 'oof' for the best out-of-fold F1",
     )
     args = ap.parse_args()
+    drop = [f for f in args.drop.split(",") if f]
+    if any(f not in FEATURES for f in drop):
+        ap.error(f"--drop: unknown feature(s) in {args.drop!r} (detect.FEATURES)")
+    try:
+        thr = None if args.threshold == "oof" else float(args.threshold)
+    except ValueError:
+        ap.error(f"--threshold must be a number or 'oof', got {args.threshold!r}")
+    if thr is not None and not 0.0 < thr < 1.0:
+        ap.error(f"--threshold must be between 0 and 1, got {thr}")
+    if args.no_oof and thr is None:
+        ap.error("--no-oof needs a numeric --threshold")
     cfg = DetectConfig(verifier="none")
     mics, truths = [], []
     for c in conditions(1000, args.count):
@@ -151,16 +177,12 @@ def main() -> None:
             f"{args.blank} blank ones, seed 1900, and {args.alt} of benchmarks/altsim.py, seeds "
             f"10000-{9999 + args.alt} (scripts/train_detect_verifier.py)",
             "candidate_threshold": cfg.threshold}  # fmt: skip
-    try:
-        thr = None if args.threshold == "oof" else float(args.threshold)
-    except ValueError:
-        ap.error(f"--threshold must be a number or 'oof', got {args.threshold!r}")
-    if thr is not None and not 0.0 < thr < 1.0:
-        ap.error(f"--threshold must be between 0 and 1, got {thr}")
     if not args.no_prior_shift:
         info["prior_shift"] = PRIOR_SHIFT
     ensemble = args.ensemble if args.model == "mlp" else 1
-    ver, stats = fit_verifier(ts, info=info, model=args.model, threshold=thr, ensemble=ensemble)
+    ver, stats = fit_verifier(ts, seed=args.seed, info=info, model=args.model, threshold=thr,
+                              ensemble=ensemble, oof=not args.no_oof,
+                              features=tuple(f for f in FEATURES if f not in drop))  # fmt: skip
     ver.save(args.out)
     print({k: round(v, 4) for k, v in stats.items()}, "->", args.out)
 

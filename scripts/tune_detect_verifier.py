@@ -63,6 +63,16 @@ working pixel, to every candidate; ``--drop NAMES`` fits without some features (
 feature's baseline on the same candidates):
 
     ... --cache /tmp/r13 --seeds 0,1,2 --ensemble 5 --prior em:1:20:2:0 --work-scale
+
+``--train-on ours`` / ``alt`` (fifteenth round, leave one simulator out) fits on the training
+micrographs of one simulator only (our seeds 1000+ or altsim's 10000+; the blanks always):
+with ``ours`` the altsim check line is out of domain, with ``alt`` the tuning and validation
+lines are; ``--clip Q`` fits with every feature clipped to its Q .. 1 - Q quantiles of the
+training candidates (0: their range; ``fit_verifier(clip=)``, stored as the verifier's
+bounds):
+
+    ... --cache /tmp/verifier-lodo/cache --seeds 0,1,2 --ensemble 5 --prior em:1:20:2:0 \
+        --train-on ours --clip 0.005
 """
 
 from __future__ import annotations
@@ -309,6 +319,14 @@ def _work_scale_column(sets: dict[str, list[Cand]]) -> None:
             c.features = np.hstack([c.features, col])
 
 
+def _train_subset(train: list[Cand], which: str) -> list[Cand]:
+    """The training micrographs of ``which``: "both", "ours" (names s1000...) or "alt"
+    (a10000...), the blank ones (blank0...) always."""
+    if which == "both":
+        return train
+    return [c for c in train if c.name.startswith(("blank", "s" if which == "ours" else "a"))]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0", help="network seeds, comma-separated")
@@ -340,6 +358,15 @@ def main() -> None:
     ap.add_argument("--drop", default=None,
                     help="fit without these FEATURES (comma-separated): a new feature's "
                     "baseline on the same candidates")  # fmt: skip
+    ap.add_argument("--train-on", choices=("both", "ours", "alt"), default="both",
+                    help="fifteenth round: fit on the training micrographs of both simulators "
+                    "or of one (the blanks always)")  # fmt: skip
+    ap.add_argument(
+        "--clip",
+        type=float,
+        default=None,
+        help="clip every feature to its Q .. 1 - Q training quantiles (0: range)",
+    )
     ap.add_argument("--work-scale", action="store_true",
                     help="thirteenth round: fit with log nm per working pixel "
                     "appended")  # fmt: skip
@@ -360,7 +387,7 @@ def main() -> None:
             for sp, pr in priors:
                 evaluate(f"packaged verifier, prior {sp},", ver, t, sets, args.tune_count, pr)
         return
-    train = build("train", args)
+    train = _train_subset(build("train", args), args.train_on)
     if args.fullres != "off":
         _fullres_columns({"train": train}, args.fullres == "on", args.fullres_keep)
     if args.work_scale:
@@ -374,8 +401,10 @@ def main() -> None:
         t0 = time.time()
         oof = "oof" in thr_arg.split(",")
         ver, stats = fit_verifier(ts, seed=seed, model=args.model, ensemble=args.ensemble,
-                                  oof=oof, threshold=None if oof else 0.5)  # fmt: skip
-        print(f"== {args.model} x {args.ensemble} seed {seed} ({len(ts.y)} candidates, "
+                                  oof=oof, threshold=None if oof else 0.5,
+                                  clip=args.clip)  # fmt: skip
+        print(f"== {args.model} x {args.ensemble} seed {seed}, trained on {args.train_on}"
+              f"{'' if args.clip is None else f', clip {args.clip}'} ({len(ts.y)} candidates, "
               f"{int(ts.y.sum())} liposomes, share {ver.info['positive_share']:.4f}; "
               f"{time.time() - t0:.0f} s): OOF threshold {stats['threshold']:.2f}, "
               f"precision {stats['oof_precision']:.4f}, "

@@ -446,3 +446,76 @@ def test_features_are_taken_at_the_scale_of_the_pixel_size(monkeypatch: pytest.M
     floored = ring_features(1024)
     k = [D.FEATURES.index(f) for f in ("rim_z", "rim_minus_outer", "rim_line")]
     assert np.all(np.abs(small[k] - large[k]) < 0.25 * np.abs(floored[k] - large[k]))
+
+
+def test_verifier_clips_features_to_the_training_range(tmp_path: Path) -> None:
+    """``fit_verifier(clip=Q)`` stores the training quantiles as bounds: a feature beyond
+    them scores as at the bound, in training, after a save and load, and in an ensemble; a
+    file without bounds (before the fifteenth round) loads unclipped; bad bounds are refused."""
+    from lipoclass.micrograph.detect import FEATURES
+    from lipoclass.micrograph.verify import TrainingSet, fit_verifier
+
+    rng = np.random.default_rng(1)
+    n, f = 300, len(FEATURES)
+    x = rng.normal(size=(n, f))
+    y = (x[:, 1] + 0.5 * x[:, 2] ** 2 > 0.5).astype(np.int64)
+    ts = TrainingSet(x, y, [f"m{i % 6}" for i in range(n)])
+    ver, _ = fit_verifier(ts, ensemble=2, oof=False, threshold=0.3, clip=0.01)
+    assert ver.bounds is not None and ver.info["clip"] == 0.01
+    assert np.allclose(ver.bounds[0], np.quantile(x, 0.01, axis=0))
+    assert np.allclose(ver.bounds[1], np.quantile(x, 0.99, axis=0))
+    far = np.zeros((2, f))
+    far[0, 1], far[1, 1] = ver.bounds[1][1] + 3.0, ver.bounds[1][1]  # beyond / at the bound
+    s = ver.score(far)
+    assert s[0] == pytest.approx(s[1], abs=1e-12)
+    ver.save(tmp_path / "clip.json")
+    back = Verifier.load(tmp_path / "clip.json")
+    assert back.bounds is not None and np.allclose(back.score(x), ver.score(x), atol=1e-4)
+    assert back.score(far)[0] == pytest.approx(back.score(far)[1], abs=1e-9)
+    doc = json.loads((tmp_path / "clip.json").read_text())
+    del doc["bounds"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    old = Verifier.load(tmp_path / "old.json")
+    logit = np.log(old.score(far) / (1 - old.score(far)))
+    assert old.bounds is None and logit[0] - logit[1] > 0.5  # unclipped: further is surer
+    plain, _ = fit_verifier(ts, oof=False, threshold=0.3)
+    assert plain.bounds is None and "bounds" not in json.dumps(plain.info)
+    doc["bounds"] = {"low": [1.0] * f, "high": [0.0] * f}
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(LipoclassError, match="unreadable"):
+        Verifier.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="clip"):
+        fit_verifier(ts, oof=False, threshold=0.3, clip=0.6)
+
+
+def test_verifier_on_some_features(tmp_path: Path) -> None:
+    """A verifier fitted on some of ``FEATURES`` (fifteenth round: without the micrograph
+    context) scores the detector's full feature matrix by its own columns, keeps them through
+    a save and load, and one made for features out of order or unknown is refused."""
+    from lipoclass.micrograph.detect import FEATURES
+    from lipoclass.micrograph.verify import TrainingSet, fit_verifier
+
+    rng = np.random.default_rng(2)
+    n, f = 300, len(FEATURES)
+    x = rng.normal(size=(n, f))
+    y = (x[:, 1] + 0.5 * x[:, 2] ** 2 > 0.5).astype(np.int64)
+    ts = TrainingSet(x, y, [f"m{i % 6}" for i in range(n)])
+    some = tuple(q for q in FEATURES if q not in ("rim_z", "strong_share"))
+    ver, _ = fit_verifier(ts, oof=False, threshold=0.3, features=some)
+    cols = [FEATURES.index(q) for q in some]
+    assert ver.features == some and ver.layers[0][0].shape[0] == len(some)
+    assert np.array_equal(ver.score(x), ver.score(x[:, cols]))
+    x2 = x.copy()
+    x2[:, FEATURES.index("strong_share")] = 1e6  # a left-out feature does not matter
+    assert np.array_equal(ver.score(x2), ver.score(x))
+    assert len(ver.reasons(x[:3])) == 3
+    ver.save(tmp_path / "some.json")
+    back = Verifier.load(tmp_path / "some.json")
+    assert back.features == some and np.allclose(back.score(x), ver.score(x), atol=1e-4)
+    doc = json.loads((tmp_path / "some.json").read_text())
+    doc["features"] = [doc["features"][1], doc["features"][0], *doc["features"][2:]]
+    (tmp_path / "order.json").write_text(json.dumps(doc))
+    with pytest.raises(LipoclassError, match="other features"):
+        Verifier.load(tmp_path / "order.json")
+    with pytest.raises(ValueError, match="features"):
+        fit_verifier(ts, oof=False, threshold=0.3, features=("no_such_feature",))

@@ -112,7 +112,10 @@ class Verifier:
     with no ``layers`` a logistic regression, score = sigmoid(xs . coef + intercept); with
     ``layers`` ((W, b), ...) a small neural network (multilayer perceptron), each hidden
     layer h = relu(h @ W + b) starting from xs, then score = sigmoid(h . coef + intercept).
-    Candidates with score < ``threshold`` are rejected."""
+    Candidates with score < ``threshold`` are rejected. ``bounds`` (low, high), each (F,) in
+    feature units, clip the features before the standardisation (the training range: a
+    feature outside it cannot push the score further; None: not clipped, files before the
+    fifteenth round)."""
 
     features: tuple[str, ...]
     mean: np.ndarray
@@ -122,15 +125,23 @@ class Verifier:
     threshold: float
     info: dict[str, Any] = field(default_factory=dict)
     layers: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+    bounds: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def model(self) -> str:
         return "mlp" if self.layers else "logistic"
 
     def _check(self, x: np.ndarray) -> np.ndarray:
+        from lipoclass.micrograph.detect import FEATURES
+
         x = np.asarray(x, dtype=np.float64)
+        cols = _columns(self.features, FEATURES)
+        if x.ndim == 2 and x.shape[1] != len(self.features) and x.shape[1] == len(FEATURES):
+            x = x[:, cols] if cols is not None else x  # the detector's full feature matrix
         if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(f"expected (N, {len(self.features)}) features, got {x.shape}")
+        if self.bounds is not None:
+            x = np.clip(x, self.bounds[0], self.bounds[1])
         return (x - self.mean) / self.scale
 
     def _score_std(self, xs: np.ndarray) -> np.ndarray:
@@ -205,6 +216,8 @@ class Verifier:
             "threshold": round(float(self.threshold), 4),
             "info": self.info,
         }
+        if self.bounds is not None:
+            doc["bounds"] = {"low": _r6(self.bounds[0]), "high": _r6(self.bounds[1])}
         Path(path).write_text(json.dumps(doc, indent=1) + "\n")
 
     @classmethod
@@ -226,9 +239,10 @@ class Verifier:
             layers = tuple((np.asarray(d["weights"], dtype=np.float64),
                             np.asarray(d["bias"], dtype=np.float64))
                            for d in doc.get("layers", []))  # fmt: skip
+            bounds = _read_bounds(doc.get("bounds"), len(feats))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise LipoclassError(f"{p}: unreadable verifier ({exc})") from None
-        if feats != FEATURES:
+        if _columns(feats, FEATURES) is None:
             raise LipoclassError(
                 f"{p}: verifier made for other features ({', '.join(feats)}); retrain it "
                 f"with 'lipoclass detect-train'"
@@ -251,7 +265,7 @@ class Verifier:
         ):
             raise LipoclassError(f"{p}: verifier values are malformed")
         ver = cls(feats, arrs[0], arrs[1], arrs[2], intercept, thr, dict(doc.get("info", {})),
-                  layers)  # fmt: skip
+                  layers, bounds)  # fmt: skip
         try:
             prior = ver.prior
             if prior is not None:
@@ -263,8 +277,28 @@ class Verifier:
         return ver
 
 
+def _columns(feats: Sequence[str], all_feats: Sequence[str]) -> list[int] | None:
+    """The columns of ``feats`` among ``all_feats`` when ``feats`` are some of them in the same
+    order (a verifier may leave features out: fifteenth round), else None."""
+    cols = [all_feats.index(f) for f in feats if f in all_feats]
+    return cols if len(cols) == len(feats) and cols == sorted(set(cols)) else None
+
+
 def _r6(a: Any) -> list[float]:
     return [round(float(v), 6) for v in np.asarray(a).ravel()]
+
+
+def _read_bounds(doc: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A verifier file's ``bounds`` entry ({"low": [...], "high": [...]}, ``n`` finite values
+    each, low <= high) as arrays; None when absent (files before the fifteenth round)."""
+    if doc is None:
+        return None
+    lo, hi = (np.asarray(doc[k], dtype=np.float64) for k in ("low", "high"))
+    if lo.shape != (n,) or hi.shape != (n,) or not np.isfinite([lo, hi]).all():
+        raise ValueError("bounds must hold one finite low and high value per feature")
+    if np.any(lo > hi):
+        raise ValueError("a lower bound is above its upper bound")
+    return lo, hi
 
 
 def prior_shift(
@@ -319,22 +353,31 @@ def prior_shift(
     return shifted(pi, damping, lr, hi), pi
 
 
+def _same_bounds(a: tuple[np.ndarray, ...] | None, b: tuple[np.ndarray, ...] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
 def combine_networks(nets: Sequence[Verifier]) -> Verifier:
     """One network whose logit is the mean of the logits of ``nets`` (one-hidden-layer
     networks on the same standardisation): the hidden layers side by side, the output
-    weights divided by their number, the mean intercept. Threshold and info of the first."""
+    weights divided by their number, the mean intercept. Threshold, info and bounds of the
+    first."""
     if not nets or any(len(v.layers) != 1 for v in nets):
         raise ValueError("combine_networks needs one-hidden-layer networks")
     v0, k = nets[0], len(nets)
     for v in nets[1:]:
         if not (np.array_equal(v.mean, v0.mean) and np.array_equal(v.scale, v0.scale)):
             raise ValueError("combine_networks: networks standardise their inputs differently")
+        if not _same_bounds(v.bounds, v0.bounds):
+            raise ValueError("combine_networks: networks clip their inputs differently")
     w = np.concatenate([v.layers[0][0] for v in nets], axis=1)
     b = np.concatenate([v.layers[0][1] for v in nets])
     coef = np.concatenate([v.coef for v in nets]) / k
     intercept = float(np.mean([v.intercept for v in nets]))
     return Verifier(v0.features, v0.mean, v0.scale, coef, intercept, v0.threshold,
-                    dict(v0.info), ((w, b),))  # fmt: skip
+                    dict(v0.info), ((w, b),), v0.bounds)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=8)
@@ -486,6 +529,32 @@ def _shift_by_micrograph(
     return out
 
 
+def _chosen_features(
+    x: np.ndarray, features: Sequence[str] | None
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """(names, columns of ``x``) of the ``features`` a verifier is fitted on (None: all of
+    ``detect.FEATURES``, the columns of ``x``); ValueError unless they are some of them in
+    their order."""
+    from lipoclass.micrograph.detect import FEATURES
+
+    if features is None:
+        return FEATURES, x
+    cols = _columns(features, FEATURES)
+    if cols is None or not cols:
+        raise ValueError(f"features must be some of detect.FEATURES in order, got {features}")
+    return tuple(features), x[:, cols]
+
+
+def _training_bounds(x: np.ndarray, clip: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per feature the ``clip`` and 1 - ``clip`` quantiles of training features ``x`` (N, F)
+    (0: minimum and maximum), the ``Verifier.bounds``; None for ``clip`` None."""
+    if clip is None:
+        return None
+    if not 0.0 <= clip < 0.5:
+        raise ValueError(f"clip must be a quantile share in [0, 0.5), got {clip}")
+    return np.quantile(x, clip, axis=0), np.quantile(x, 1.0 - clip, axis=0)
+
+
 def _standardised(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean, scale, standardised x) of training features ``x`` (N, F)."""
     mean = x.mean(axis=0)
@@ -547,23 +616,23 @@ def _as_verifier(
     thr: float,
     meta: dict[str, Any],
     c: float,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
+    feats: tuple[str, ...],
 ) -> Verifier:
     """The ``Verifier`` of fitted scikit-learn models (one logistic regression, or one or
-    more one-hidden-layer networks combined by ``combine_networks``)."""
-    from lipoclass.micrograph.detect import FEATURES
-
+    more one-hidden-layer networks combined by ``combine_networks``) on features ``feats``."""
     m = fitted[0]
     if model == "logistic":
         meta["C"] = c
-        return Verifier(FEATURES, mean, scale, m.coef_[0].astype(np.float64),
-                        float(m.intercept_[0]), thr, meta)  # fmt: skip
+        return Verifier(feats, mean, scale, m.coef_[0].astype(np.float64),
+                        float(m.intercept_[0]), thr, meta, (), bounds)  # fmt: skip
     meta["alpha"] = _MLP_ALPHA
     meta["ensemble"] = len(fitted)
     nets = [
-        Verifier(FEATURES, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
+        Verifier(feats, mean, scale, np.asarray(f.coefs_[-1], np.float64)[:, 0],
                  float(f.intercepts_[-1][0]), thr, meta,
                  tuple((np.asarray(w, np.float64), np.asarray(b, np.float64))
-                       for w, b in zip(f.coefs_[:-1], f.intercepts_[:-1])))
+                       for w, b in zip(f.coefs_[:-1], f.intercepts_[:-1])), bounds)
         for f in fitted
     ]  # fmt: skip
     return nets[0] if len(nets) == 1 else combine_networks(nets)
@@ -579,6 +648,8 @@ def fit_verifier(
     ensemble: int = 1,
     oof: bool = True,
     prior: dict[str, Any] | None = None,
+    clip: float | None = None,
+    features: Sequence[str] | None = None,
 ) -> tuple[Verifier, dict[str, float]]:
     """Fit the verifier on ``ts``: ``model`` "mlp" (one hidden layer of ``_MLP_HIDDEN``
     relu units, L2 ``_MLP_ALPHA``, seeded by ``seed``; ``ensemble`` > 1: that many networks,
@@ -590,7 +661,11 @@ def fit_verifier(
     ``prior_shift`` (scores shifted per micrograph at detection) and the out-of-fold scores
     are shifted the same way, per micrograph, before the threshold is chosen. The training
     share of liposomes among the candidates is stored in the info (``positive_share``).
-    Returns the verifier and out-of-fold figures at that threshold."""
+    ``clip`` (a quantile share, 0: the range): every feature is clipped to its ``clip`` ..
+    1 - ``clip`` quantiles of the training candidates, in training and at detection
+    (``Verifier.bounds``). ``features`` (some of ``detect.FEATURES``, in their order; None:
+    all) are the features the verifier uses; ``ts.x`` holds all ``FEATURES``. Returns the
+    verifier and out-of-fold figures at that threshold."""
     from sklearn.exceptions import ConvergenceWarning
 
     if model not in VERIFIER_MODELS:
@@ -605,7 +680,9 @@ def fit_verifier(
         )
     if not oof and threshold is None:
         raise ValueError("without out-of-fold scores a threshold is needed")
-    mean, scale, xs = _standardised(ts.x)
+    feats, x = _chosen_features(ts.x, features)
+    bounds = _training_bounds(x, clip)
+    mean, scale, xs = _standardised(x if bounds is None else np.clip(x, *bounds))
     make = _model_maker(model, c, seed)
     groups = np.asarray(ts.micrograph)
     with warnings.catch_warnings():
@@ -629,12 +706,14 @@ def fit_verifier(
     if prior is not None:
         meta["prior_shift"] = dict(prior)
     meta.update({"positives": npos, "negatives": nneg, "positive_share": share})
+    if clip is not None:
+        meta["clip"] = clip
     if oof:
         meta.update({"oof_precision": round(stats["oof_precision"], 4),
                      "oof_recall": round(stats["oof_recall"], 4)})  # fmt: skip
     else:
         stats["oof_precision"] = stats["oof_recall"] = float("nan")
-    ver = _as_verifier(fitted, model, mean, scale, thr, meta, c)
+    ver = _as_verifier(fitted, model, mean, scale, thr, meta, c, bounds, feats)
     return ver, stats
 
 
