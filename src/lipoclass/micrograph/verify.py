@@ -4,7 +4,7 @@
 names, means, scales, weights, threshold) evaluated with numpy (no pickle, no torch). The
 packaged default
 (``verifier.json`` next to this module) is trained on synthetic micrographs with distractors
-by ``scripts/train_detect_verifier.py`` (five networks, logits averaged, stored as one; its
+by ``scripts/train_detect_verifier.py`` (fifteen networks, logits averaged, stored as one; its
 scores shifted down on micrographs whose share of liposomes among the candidates is below
 the training share: ``prior_shift``); ``lipoclass detect-train`` trains one from a lab's
 own annotated micrographs (annotated particles are positives, the other candidates negatives,
@@ -186,10 +186,14 @@ class Verifier:
         if len(self.layers) == 1:  # one hidden layer: zeroing feature k shifts its input
             w, b = self.layers[0]
             pre = xs @ w + b
+            h = np.empty_like(pre)  # reused: 15 networks make pre (N, 480)
             for k in range(xs.shape[1]):
-                h = np.maximum(pre - xs[:, k : k + 1] * w[k], 0.0)
-                t = np.clip(h @ self.coef + self.intercept, -50, 50)
-                gain[:, k] = 1.0 / (1.0 + np.exp(-t)) - base
+                np.multiply(xs[:, k : k + 1], w[k], out=h)
+                np.subtract(pre, h, out=h)
+                np.maximum(h, 0.0, out=h)
+                gain[:, k] = h @ self.coef
+            t = np.clip(gain + self.intercept, -50, 50)
+            gain = 1.0 / (1.0 + np.exp(-t)) - base[:, None]
         else:
             for k in range(xs.shape[1]):
                 alt = xs.copy()
