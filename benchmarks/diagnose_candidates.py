@@ -91,17 +91,7 @@ def _sig_stack(z: np.ndarray, f: int, radii: list[float]) -> np.ndarray:
 def ring_bank(z: np.ndarray, rmin: float, rmax: float, check: bool = False) -> list[dict]:
     """``D._ring_candidates``' octaves, each with its per-radius maps and local maxima."""
     octs = []
-    r_lo = rmin
-    while r_lo < rmax:
-        f = max(1, int(r_lo // D._RING_MIN_R))
-        r_hi = min(rmax * 1.0001, 2.0 * r_lo)
-        if z.shape[0] // f < 4 or z.shape[1] // f < 4:
-            break
-        radii = []
-        r = r_lo
-        while r < r_hi:
-            radii.append(r)
-            r *= 1.05
+    for r_lo, f, radii in D._ring_octaves(z.shape, rmin, rmax):
         st = _sig_stack(z, f, radii)
         best = st.max(axis=0)
         if check and not np.allclose(best, D._ring_octave(z, f, radii, 1)[0], atol=1e-3):
@@ -110,7 +100,6 @@ def ring_bank(z: np.ndarray, rmin: float, rmax: float, check: bool = False) -> l
         best_r = np.asarray(radii, np.float32)[st.argmax(axis=0)]
         octs.append({"f": f, "radii": np.asarray(radii), "stack": st, "best": best,
                      "best_r": best_r, "peak": peak})  # fmt: skip
-        r_lo = r_hi
     return octs
 
 

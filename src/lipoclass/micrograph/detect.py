@@ -55,7 +55,7 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -385,6 +385,27 @@ def _edge_correct(sig: np.ndarray, r: float) -> None:
     sig[k : h - k, w - k :] *= factor(ly[k : h - k], lx[w - k :])
 
 
+def _ring_octaves(
+    shape: tuple[int, ...], rmin: float, rmax: float
+) -> Iterator[tuple[float, int, list[float]]]:
+    """The ring filter's octaves for a map of ``shape``: (smallest radius, block-averaging
+    factor f, radii in px of the map in 5 % steps), f such that the octave's smallest radius
+    is >= ``_RING_MIN_R`` px on the averaged map; stops where that map would be under 4 px."""
+    r_lo = rmin
+    while r_lo < rmax:
+        f = max(1, int(r_lo // _RING_MIN_R))
+        r_hi = min(rmax * 1.0001, 2.0 * r_lo)
+        if shape[0] // f < 4 or shape[1] // f < 4:
+            return
+        radii = []
+        r = r_lo
+        while r < r_hi:
+            radii.append(r)
+            r *= 1.05
+        yield r_lo, f, radii
+        r_lo = r_hi
+
+
 def _ring_candidates(
     z: np.ndarray, rmin: float, rmax: float, threshold: float, threads: int = 1
 ) -> list[tuple[float, float, float, float]]:
@@ -393,26 +414,14 @@ def _ring_candidates(
     the octave's smallest radius is >= ``_RING_MIN_R`` px there."""
     from scipy import ndimage as ndi
 
-    h, w = z.shape
     out: list[tuple[float, float, float, float]] = []
-    r_lo = rmin
-    while r_lo < rmax:
-        f = max(1, int(r_lo // _RING_MIN_R))
-        r_hi = min(rmax * 1.0001, 2.0 * r_lo)
-        if h // f < 4 or w // f < 4:
-            break
-        radii = []
-        r = r_lo
-        while r < r_hi:
-            radii.append(r)
-            r *= 1.05
+    for r_lo, f, radii in _ring_octaves(z.shape, rmin, rmax):
         best, best_r = _ring_octave(z, f, radii, threads)
         peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
         for y, x in np.argwhere(peak & (best > threshold)):
             out.append(
                 (float(best[y, x]), (y + 0.5) * f - 0.5, (x + 0.5) * f - 0.5, float(best_r[y, x]))
             )
-        r_lo = r_hi
     return out
 
 
