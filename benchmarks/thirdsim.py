@@ -283,8 +283,11 @@ def _place(rng: np.random.Generator, cfg: ThirdConfig, st: dict) -> list[tuple]:
     return out
 
 
-def _vesicles(rng: np.random.Generator, cfg: ThirdConfig, st: dict) -> tuple:
-    """Projected potential (V nm, supersampled per pixel), labels, liposome records."""
+def _vesicles(rng: np.random.Generator, cfg: ThirdConfig, st: dict, parts: list | None = None):
+    """Projected potential (V nm, supersampled per pixel), labels, liposome records. With a
+    list ``parts``, each potential patch added is appended to it as (label of the liposome it
+    belongs to, its window's slices, the float32 patch): a liposome's own profile, its rod and
+    its nested vesicle (benchmarks/ideal_observer_thirdsim.py); no draw or output changes."""
     n, p = cfg.size, cfg.pixel_nm
     pot = np.zeros((n, n), np.float32)
     labels = np.zeros((n, n), np.int32)
@@ -293,10 +296,11 @@ def _vesicles(rng: np.random.Generator, cfg: ThirdConfig, st: dict) -> tuple:
            "st": rng.uniform(0.6, 0.9), "at": rng.uniform(0.5, 0.9),
            "repeat": rng.uniform(6.0, 6.8)}  # fmt: skip
     info = []
-    todo = [(y, x, r, True) for y, x, r in _place(rng, cfg, st)]
+    todo = [(y, x, r, True, 0) for y, x, r in _place(rng, cfg, st)]
     k = 0
     while todo:
-        y, x, r, real = todo.pop(0)
+        y, x, r, real, owner = todo.pop(0)
+        owner = k + 1 if real else owner
         prof, nlam, content, inner = _profile(rng, r, mem, cfg)
         a, ph = _outline(rng, cfg.deform)
         ext = r * (1 + np.abs(a).sum()) + p
@@ -307,16 +311,21 @@ def _vesicles(rng: np.random.Generator, cfg: ThirdConfig, st: dict) -> tuple:
         py = (np.arange(y0, y1)[:, None] + 0.5) * p - y
         px = (np.arange(x0, x1)[None, :] + 0.5) * p - x
         q = np.hypot(py, px) / _rel(py, px, a, ph)  # distance scaled to the round outline
-        pot[y0:y1, x0:x1] += np.interp(q, np.arange(len(prof)) * 0.1, prof, right=0.0)
+        patch = np.interp(q, np.arange(len(prof)) * 0.1, prof, right=0.0)
+        pot[y0:y1, x0:x1] += patch
+        if parts is not None:
+            parts.append((owner, np.s_[y0:y1, x0:x1], patch.astype(np.float32)))
         if content == "" and inner > 20 and rng.random() < cfg.dense / 2:
             content = "rod"  # drug-crystal bundle across the lumen (Doxil-like)
-            _rod(rng, pot, p, y, x, inner)
+            sl, rod = _rod(rng, pot, p, y, x, inner)
+            if parts is not None:
+                parts.append((owner, sl, rod))
         if content == "" and inner > 30 and real and rng.random() < cfg.nested:
             content = "nested"  # an off-centre vesicle inside (drawn, not labelled)
             ri = rng.uniform(0.3, 0.6) * inner
             off = rng.uniform(0, inner - ri - 4)
             ang = rng.uniform(0, 2 * math.pi)
-            todo.append((y + off * math.sin(ang), x + off * math.cos(ang), ri, False))
+            todo.append((y + off * math.sin(ang), x + off * math.cos(ang), ri, False, owner))
         if not real:
             continue
         k += 1
@@ -330,7 +339,8 @@ def _vesicles(rng: np.random.Generator, cfg: ThirdConfig, st: dict) -> tuple:
 
 
 def _rod(rng: np.random.Generator, pot: np.ndarray, p: float, y: float, x: float, inner: float):
-    """A crystal rod (cylinder 8-25 nm wide, +2 V) across the lumen, through its centre."""
+    """A crystal rod (cylinder 8-25 nm wide, +2 V) across the lumen, through its centre, added
+    to ``pot``; its window's slices and potential."""
     wid, ln = rng.uniform(8, 25) / 2, rng.uniform(0.6, 0.9) * inner
     ang = rng.uniform(0, math.pi)
     half = ln + wid + 2 * p
@@ -340,7 +350,9 @@ def _rod(rng: np.random.Generator, pot: np.ndarray, p: float, y: float, x: float
     dx = (np.arange(x0, x1)[None, :] + 0.5) * p - x
     along = np.clip(dx * math.cos(ang) + dy * math.sin(ang), -ln, ln)
     d = np.hypot(dx - along * math.cos(ang), dy - along * math.sin(ang))
-    pot[y0:y1, x0:x1] += (2.0 * 2 * np.sqrt(np.maximum(wid * wid - d * d, 0))).astype(np.float32)
+    rod = (2.0 * 2 * np.sqrt(np.maximum(wid * wid - d * d, 0))).astype(np.float32)
+    pot[y0:y1, x0:x1] += rod
+    return np.s_[y0:y1, x0:x1], rod
 
 
 def _ctf(rng: np.random.Generator, cfg: ThirdConfig, n: int) -> tuple:
@@ -363,8 +375,11 @@ def _ctf(rng: np.random.Generator, cfg: ThirdConfig, n: int) -> tuple:
     return -np.sin(chi + math.asin(0.07)) * env, env, df / 1e3
 
 
-def _detect(rng: np.random.Generator, cfg: ThirdConfig, inten: np.ndarray) -> np.ndarray:
-    """Counts from unit-mean intensity: drift blur, then the camera (class docstring)."""
+def _detect(
+    rng: np.random.Generator, cfg: ThirdConfig, inten: np.ndarray, trace: dict | None = None
+) -> np.ndarray:
+    """Counts from unit-mean intensity: drift blur, then the camera (class docstring). With a
+    dict ``trace``: the linear transfer, gain and noise-free mean output recorded in it."""
     n, p = cfg.size, cfg.pixel_nm
     fy, fx = fft.fftfreq(n)[:, None], fft.rfftfreq(n)[None, :]  # cycles / px
     dr = rng.uniform(0, cfg.drift_nm) / p
@@ -374,25 +389,39 @@ def _detect(rng: np.random.Generator, cfg: ThirdConfig, inten: np.ndarray) -> np
     if cfg.detector == "counting":
         mtf = np.sinc(fy) * np.sinc(fx)  # sinc(pi w / 2), w = f / Nyquist
         sig = fft.irfft2(fft.rfft2(inten) * tr * mtf, s=(n, n))
-        img = rng.poisson(np.maximum(sig, 0) * n_e * 0.8).astype(np.float32)
+        mean = np.maximum(sig, 0) * n_e * 0.8
+        img = rng.poisson(mean).astype(np.float32)
         img *= (1 + 0.02 * rng.standard_normal((n, n))).astype(np.float32)  # gain ref error
         hot = rng.random((n, n)) < 2e-5
         img[hot] += rng.uniform(3, 10, int(hot.sum())) * n_e * 0.8
+        if trace is not None:
+            trace.update(transfer=tr * mtf, gain=n_e * 0.8, mean=mean, hot=hot)
         return img
     sig = fft.irfft2(fft.rfft2(inten) * tr, s=(n, n))
     elec = rng.poisson(np.maximum(sig, 0) * n_e * 0.6).astype(np.float32)
     psf = 1 / (1 + (np.hypot(fy, fx) / 0.2) ** 2)  # scintillator, MTF 0.14 at Nyquist
     img = fft.irfft2(fft.rfft2(elec) * psf, s=(n, n)) * 10.0
+    if trace is not None:
+        e_mean = np.maximum(sig, 0) * n_e * 0.6
+        mean = fft.irfft2(fft.rfft2(e_mean) * psf, s=(n, n)) * 10.0
+        trace.update(transfer=tr, gain=n_e * 0.6, psf=psf, electrons=e_mean, mean=mean,
+                     hot=np.zeros((n, n), bool))  # fmt: skip
     return (img + rng.normal(0, 4.0, (n, n))).astype(np.float32)
 
 
-def render(cfg: ThirdConfig, seed: int) -> ThirdMicrograph:
-    """One micrograph from ``seed``."""
+def render(cfg: ThirdConfig, seed: int, trace: dict | None = None) -> ThirdMicrograph:
+    """One micrograph from ``seed``. With a dict ``trace`` (benchmarks/ideal_observer_
+    thirdsim.py) the image formation's linear steps are recorded in it: each liposome's
+    potential patches (``_vesicles``), sigma, the CTF and envelope with ``through``, the
+    absorbers' transmission, the elastic share ``keep``, the inelastic blur, the detector's
+    transfer, gain and noise-free mean (``_detect``), the 8-bit stretch; the same draws and
+    the same image as without it."""
     rng = np.random.default_rng([seed, 3])
     n, p = cfg.size, cfg.pixel_nm
     sigma = _optics(cfg.kv)[1]
     st = _stage(rng, cfg)
-    pot, labels, info = _vesicles(rng, cfg, st)
+    parts: list | None = [] if trace is not None else None
+    pot, labels, info = _vesicles(rng, cfg, st, parts)
     # atomic grain of the carbon (random C atoms, S(0) ~ 0.3) and of the ice (water, S(0) ~
     # 0.06): per-pixel std of the projected potential 0.107 sqrt(30 t / A), 0.136 sqrt(2 t / A)
     grain = np.sqrt(30 * st["carbon_t"]) * 0.107 + np.sqrt(2 * st["ice"]) * 0.136
@@ -408,15 +437,23 @@ def render(cfg: ThirdConfig, seed: int) -> ThirdMicrograph:
         big = np.pad(img, ((pad, size - n - pad),) * 2, mode="reflect")
         return fft.irfft2(fft.rfft2(big) * h, s=(size, size))[pad : pad + n, pad : pad + n]
 
-    inten = (1 + 2 * through(phi, ctf)) * through(np.exp(-st["depth"]), env)
+    wave = 1 + 2 * through(phi, ctf)
+    trans = through(np.exp(-st["depth"]), env)
+    inten = wave * trans
     lam_in = LAMBDA_IN_ICE[cfg.kv]
     t_eq = st["ice"] + st["carbon_t"] * lam_in / 160.0  # carbon's inelastic path ~ 160 nm
     keep = np.exp(-t_eq / lam_in)  # elastic share; the rest arrives chromatically blurred
-    blur = ndimage.gaussian_filter(inten, rng.uniform(3, 6) / p, mode="reflect")
+    blur_px = rng.uniform(3, 6) / p
+    blur = ndimage.gaussian_filter(inten, blur_px, mode="reflect")
     inten = (keep * inten + (1 - keep) * blur).astype(np.float32)
-    img = _detect(rng, cfg, inten)
+    img = _detect(rng, cfg, inten, trace)
+    if trace is not None:
+        trace.update(parts=parts, sigma=sigma, ctf=ctf, through=through, trans=trans,
+                     keep=keep, blur_px=blur_px)  # fmt: skip
     if cfg.eight_bit:
         lo, hi = np.percentile(img, [0.2, 99.8])
+        if trace is not None:
+            trace.update(stretch=(float(lo), float(hi)))
         img = np.clip(np.rint((img - lo) / max(hi - lo, 1e-9) * 255), 0, 255).astype(np.float32)
     return ThirdMicrograph(img, labels, p, info, st["absorbers"], st["carbon"], df,
                            {"ice_mean_nm": float(st["ice"].mean())})  # fmt: skip
