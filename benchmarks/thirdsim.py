@@ -412,7 +412,7 @@ def _detect(
 def render(cfg: ThirdConfig, seed: int, trace: dict | None = None) -> ThirdMicrograph:
     """One micrograph from ``seed``. With a dict ``trace`` (benchmarks/ideal_observer_
     thirdsim.py) the image formation's linear steps are recorded in it: each liposome's
-    potential patches (``_vesicles``), sigma, the CTF and envelope with ``through``, the
+    potential patches (``_vesicles``), the grain's std, sigma, the CTF with ``through``, the
     absorbers' transmission, the elastic share ``keep``, the inelastic blur, the detector's
     transfer, gain and noise-free mean (``_detect``), the 8-bit stretch; the same draws and
     the same image as without it."""
@@ -426,6 +426,8 @@ def render(cfg: ThirdConfig, seed: int, trace: dict | None = None) -> ThirdMicro
     # 0.06): per-pixel std of the projected potential 0.107 sqrt(30 t / A), 0.136 sqrt(2 t / A)
     grain = np.sqrt(30 * st["carbon_t"]) * 0.107 + np.sqrt(2 * st["ice"]) * 0.136
     pot += grain / p * rng.standard_normal((n, n)).astype(np.float32)
+    if trace is not None:
+        trace.update(grain=grain / p)  # the grain's per-pixel std (V nm)
     pot += (V_CARBON - V_ICE) * st["carbon_t"]
     strong = 1.2 * np.tanh(sigma * st["phase"] / 1.2)  # strong absorbers' phase, saturated
     phi = sigma * pot + strong
