@@ -5,7 +5,10 @@ candidate recall alone and together, candidates a micrograph and, with ``--final
 detection (``detect_candidates(..., DetectConfig(), px)``, packaged verifier unchanged:
 pooled precision, recall, F1 at mask IoU 0.5). Variants:
 
-- ``main``: ``detect._suppress`` as shipped;
+- ``main``: ``detect._suppress``'s greedy pass alone (main before this round);
+- ``shipped``: ``detect._suppress`` with the ring map (greedy pass, then ``_arc_replace``:
+  the rule of ``pairs:0.6,0.5,2,0``);
+- ``pairs:K,B,D[,N]``: ``arc_pairs`` (below);
 - ``arc:S,T,W[,X]``: ``arc_suppress`` (below) with share S, own significance T, annulus
   half-width W x radius (+ 1 px); X = 0 keeps the conflicting stronger ring (no symmetric
   removal), 1 (default) removes it when it fails the same test against the rescued ring.
@@ -252,16 +255,20 @@ def suppress_for(variant: str, zmap: np.ndarray):  # noqa: ANN201
     """The suppression function of ``variant`` (rings -> kept rings)."""
     kind, _, val = variant.partition(":")
     if kind == "main":
-        return MAIN_SUPPRESS
+        return lambda rings, *_: MAIN_SUPPRESS(rings)
+    if kind == "shipped":
+        return lambda rings, *_: MAIN_SUPPRESS(rings, zmap)
     p = [float(v) for v in val.split(",")]
     sym = len(p) < 4 or p[3] != 0
     m = p[4] if len(p) > 4 else 0.0
     if kind == "pairs":
-        return lambda rings: arc_pairs(rings, zmap, p[0], p[1], p[2], int(p[3]) if len(p) > 3 else 1)
+        return lambda rings, *_: arc_pairs(
+            rings, zmap, p[0], p[1], p[2], int(p[3]) if len(p) > 3 else 1
+        )
     if kind == "replace":
-        return lambda rings: arc_replace(rings, zmap, *p)
+        return lambda rings, *_: arc_replace(rings, zmap, *p)
     fn = arc_rescue if kind == "rescue" else arc_suppress
-    return lambda rings: fn(rings, zmap, p[0], p[1], p[2], sym, m)
+    return lambda rings, *_: fn(rings, zmap, p[0], p[1], p[2], sym, m)
 
 
 def candidates(c: Any, variant: str) -> dict[str, np.ndarray]:
@@ -298,7 +305,8 @@ def final(c: Any, variant: str) -> Any:
     rings = [tuple(map(float, row)) for row in c["rings"]]
     old = D._ring_candidates, D._suppress
     D._ring_candidates = lambda *a, **k: rings
-    D._suppress = suppress_for(variant, c["zr"])
+    if variant != "shipped":  # shipped: detect.py's own suppression, unpatched
+        D._suppress = suppress_for(variant, c["zr"])
     try:
         det = D.detect_candidates(c["image"], D.DetectConfig(), float(c["px"]))
     finally:

@@ -433,10 +433,31 @@ _CONCENTRIC_RATIO = 0.9
 _CONCENTRIC_SIG = 0.7
 
 
+#: sixteenth round (docs/micrographs.md): after the greedy pass, a dropped ring T whose mean
+#: membrane darkness (ring map z on its 48 rays, clipped at 0) is at least ``_ARC_DARK``
+#: replaces every kept ring B in conflict with it when at least ``_ARC_KEEP`` of T's evidence
+#: lies off B's membrane and at most ``_ARC_BORROW`` of B's lies off T's (B borrows T's arc:
+#: a ring formed from part of T's membrane and a neighbour's, or a small ring on T's
+#: membrane) and T is at least as dark as B; chosen on the tuning, altsim check and
+#: thirdsim exploratory micrographs
+_ARC_DARK = 2.0
+_ARC_KEEP = 0.6
+_ARC_BORROW = 0.5
+
+
+def _conflict(a: Any, b: Any) -> bool:
+    """Whether circles ``a`` and ``b`` (significance, cy, cx, r) overlap by more than
+    touching and overlapping vesicles do, or one lies inside the other."""
+    d = math.hypot(a[1] - b[1], a[2] - b[2])
+    r, r2 = a[3], b[3]
+    return d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r
+
+
 def _suppress(
-    cands: list[tuple[float, float, float, float]],
+    cands: list[tuple[float, float, float, float]], zmap: np.ndarray | None = None
 ) -> list[tuple[float, float, float, float]]:
-    """Greedy non-maximum suppression of circles (see step 3 of the module docstring)."""
+    """Greedy non-maximum suppression of circles (see step 3 of the module docstring); with
+    the ring map ``zmap``, then ``_arc_replace``."""
     from scipy.spatial import cKDTree
 
     if not cands:
@@ -447,29 +468,73 @@ def _suppress(
     # every candidate's neighbours in one query; only the already kept ones are checked
     near = cKDTree(arr[:, 1:3]).query_ball_point(arr[:, 1:3], arr[:, 3] + rmax)
     taken = [False] * len(order)
-    hypot = math.hypot
     for i, c in enumerate(order):
         s, y, x, r = c
         ok = True
         inner: list[int] = []
         for j in near[i]:
-            if not taken[j]:
+            if not taken[j] or not _conflict(c, order[j]):
                 continue
             s2, y2, x2, r2 = order[j]
-            d = hypot(y - y2, x - x2)
-            if d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r:
-                # a ring around a kept one, nearly concentric: the outer membrane of a
-                # multilamellar liposome (or of a vesicle in a vesicle) is the particle's outline
-                if r2 <= _CONCENTRIC_RATIO * r and d <= 0.25 * r and s >= _CONCENTRIC_SIG * s2:
-                    inner.append(j)
-                    continue
-                ok = False
-                break
+            # a ring around a kept one, nearly concentric: the outer membrane of a
+            # multilamellar liposome (or of a vesicle in a vesicle) is the particle's outline
+            if (
+                r2 <= _CONCENTRIC_RATIO * r
+                and math.hypot(y - y2, x - x2) <= 0.25 * r
+                and s >= _CONCENTRIC_SIG * s2
+            ):
+                inner.append(j)
+                continue
+            ok = False
+            break
         if ok:
             for j in inner:
                 taken[j] = False
             taken[i] = True
+    if zmap is not None:
+        _arc_replace(arr, near, taken, zmap)
     return [order[i] for i in range(len(order)) if taken[i]]
+
+
+def _ring_evidence(zmap: np.ndarray, arr: np.ndarray) -> np.ndarray:
+    """Membrane darkness of each ring (N, 4: significance, cy, cx, r) on its 48 rays: the
+    best of ``zmap`` at 0.95, 1 and 1.05 r, clipped at 0; (N, 48)."""
+    rad = arr[:, 3, None, None] * np.array([0.95, 1.0, 1.05])[None, None, :]
+    v = _sample(zmap, arr[:, 1], arr[:, 2], rad * np.ones((1, _N_RAYS, 1)))
+    return np.maximum(v.max(axis=2), 0.0)
+
+
+def _off_share(arr: np.ndarray, ev: np.ndarray, i: int, j: int) -> float:
+    """Share of ring ``i``'s evidence ``ev`` on the rays whose circle point is off ring
+    ``j``'s membrane (farther than 0.1 r_j + 1 px from its circle)."""
+    tot = float(ev[i].sum())
+    if tot <= 0:
+        return 0.0
+    th = _theta()
+    _s, y, x, r = arr[i]
+    dist = np.hypot(y + r * np.sin(th) - arr[j, 1], x + r * np.cos(th) - arr[j, 2])
+    off = np.abs(dist - arr[j, 3]) > 0.1 * arr[j, 3] + 1.0
+    return float(ev[i][off].sum()) / tot
+
+
+def _arc_replace(arr: np.ndarray, near: list[Any], taken: list[bool], zmap: np.ndarray) -> None:
+    """The greedy pass's dropped rings (``arr`` (N, 4) by falling significance, ``near``
+    their neighbours, ``taken`` the kept ones, updated in place), by falling significance:
+    one dark enough replaces every kept ring in conflict with it when each borrows its arc
+    and it keeps its own arc off theirs (``_ARC_DARK``, ``_ARC_KEEP``, ``_ARC_BORROW``)."""
+    ev = _ring_evidence(zmap, arr)
+    dark = ev.mean(axis=1)
+    for i in np.flatnonzero((dark >= _ARC_DARK) & ~np.asarray(taken, dtype=bool)):
+        block = [j for j in near[i] if taken[j] and _conflict(arr[i], arr[j])]
+        if all(
+            dark[i] >= dark[j]
+            and _off_share(arr, ev, i, j) >= _ARC_KEEP
+            and _off_share(arr, ev, j, i) <= _ARC_BORROW
+            for j in block
+        ):
+            for j in block:
+                taken[j] = False
+            taken[i] = True
 
 
 def _theta() -> np.ndarray:
@@ -752,7 +817,7 @@ def detect_candidates(
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
     zr = _ring_map(image, work, z, factor)
     rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
-    seeds = _suppress(rings)
+    seeds = _suppress(rings, zr)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
     inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
     inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
