@@ -52,7 +52,8 @@ def main() -> None:
             truth = np.asarray([[t["k"], t["cy"], t["cx"], t["r"]] for t in tl], np.float64)
             tmp = out.with_name(f".{out.stem}.tmp.npz")
             np.savez(tmp, image=img, labels=np.asarray(labels, np.int32), px=np.float64(px),
-                     truth=truth.reshape(-1, 4), name=np.str_(name), seed=np.str_(seed), **st)  # fmt: skip
+                     truth=truth.reshape(-1, 4), name=np.str_(name), seed=np.str_(seed),
+                     **st)  # fmt: skip
             tmp.replace(out)
             print(sim, k, name, seed, len(st["rings"]), flush=True)
 

@@ -8,10 +8,15 @@ pooled precision, recall, F1 at mask IoU 0.5). Variants:
 - ``main``: ``detect._suppress``'s greedy pass alone (main before this round);
 - ``shipped``: ``detect._suppress`` with the ring map (greedy pass, then ``_arc_replace``:
   the rule of ``pairs:0.6,0.5,2,0``);
-- ``pairs:K,B,D[,N]``: ``arc_pairs`` (below);
-- ``arc:S,T,W[,X]``: ``arc_suppress`` (below) with share S, own significance T, annulus
-  half-width W x radius (+ 1 px); X = 0 keeps the conflicting stronger ring (no symmetric
-  removal), 1 (default) removes it when it fails the same test against the rescued ring.
+- ``pairs:K,B,D[,N]``: ``arc_pairs`` (pairwise arc evidence; keep share K, borrow share B,
+  darkness D, nesting N: 0 never both kept, 1 (default) either nested, 2 T inside, 3 B inside);
+- ``arc:S,T,W[,X[,A]]``: ``arc_suppress`` (one greedy pass; share S of its evidence off every
+  kept neighbour's membrane, own significance T, annulus half-width W x radius + 1 px; X = 0
+  keeps the conflicting stronger ring, 1 (default) drops it when it fails the same test; A:
+  only neighbours running along the circle, |cos| of the normals' angle >= A);
+- ``rescue:S,T,W[,X[,A]]``: ``arc_rescue``, the same test after the greedy pass;
+- ``replace:S,T,W[,M[,A]]``: ``arc_replace``, a dropped ring passing it replaces its
+  conflicting kept rings when its own evidence beats theirs by M.
 
     PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/arc_variants.py DIR main arc:0.5,4,0.1
         [--final] [--sims ours,altsim,thirdsim]
@@ -74,7 +79,8 @@ def own_share(
 
 
 def arc_suppress(rings: list[Ring], zmap: np.ndarray, share: float = 0.5, own: float = 4.0,
-                 width: float = 0.1, symmetric: bool = True, tangent: float = 0.0) -> list[Ring]:  # fmt: skip
+                 width: float = 0.1, symmetric: bool = True, tangent: float = 0.0,
+) -> list[Ring]:  # fmt: skip
     """``D._suppress``, except that a ring in conflict with stronger kept ones is kept when
     its own evidence, off every kept neighbour's membrane, is at least ``share`` of its
     evidence and its significance times that share at least ``own``; then (``symmetric``)
@@ -119,7 +125,8 @@ def arc_suppress(rings: list[Ring], zmap: np.ndarray, share: float = 0.5, own: f
 
 
 def arc_rescue(rings: list[Ring], zmap: np.ndarray, share: float = 0.5, own: float = 4.0,
-               width: float = 0.1, symmetric: bool = True, tangent: float = 0.0) -> list[Ring]:  # fmt: skip
+               width: float = 0.1, symmetric: bool = True, tangent: float = 0.0,
+) -> list[Ring]:  # fmt: skip
     """Two passes: ``D._suppress``'s greedy result, then each dropped ring (by falling
     significance) is added when its own evidence off every kept neighbour's membrane passes
     the test of ``arc_suppress``; then (``symmetric``) a kept ring in conflict with an added
@@ -145,7 +152,7 @@ def arc_rescue(rings: list[Ring], zmap: np.ndarray, share: float = 0.5, own: flo
             added.append(i)
             STATS["rescued"] += 1
     for i in added if symmetric else []:
-        s, y, x, r = order[i]
+        _s, y, x, r = order[i]
         for j in near[i]:
             if not taken[j] or j == i or j in added:
                 continue
@@ -170,7 +177,8 @@ def _conflict(a: Ring, b: Ring) -> bool:
 
 
 def arc_replace(rings: list[Ring], zmap: np.ndarray, share: float = 0.5, own: float = 4.0,
-                width: float = 0.1, margin: float = 1.0, tangent: float = 0.0) -> list[Ring]:  # fmt: skip
+                width: float = 0.1, margin: float = 1.0, tangent: float = 0.0,
+) -> list[Ring]:  # fmt: skip
     """Two passes: ``D._suppress``'s greedy result, then each dropped ring (by falling
     significance) whose own evidence (``own_share`` against its kept neighbours, times its
     significance) is at least ``own``, its share at least ``share``, and more than
@@ -228,7 +236,7 @@ def arc_pairs(rings: list[Ring], zmap: np.ndarray, keep_share: float = 0.75,
     ev = ring_evidence(zmap, arr)
     dark_of = ev.mean(axis=1)
     for i in np.flatnonzero((dark_of >= dark) & ~np.array(taken)):
-        s, y, x, r = order[i]
+        _s, y, x, r = order[i]
         drop, ok = [], True
         for j in (j for j in near[i] if taken[j] and _conflict(order[i], order[j])):
             _s2, y2, x2, r2 = order[j]
@@ -251,7 +259,7 @@ def arc_pairs(rings: list[Ring], zmap: np.ndarray, keep_share: float = 0.75,
     return [order[i] for i in range(len(order)) if taken[i]]
 
 
-def suppress_for(variant: str, zmap: np.ndarray):  # noqa: ANN201
+def suppress_for(variant: str, zmap: np.ndarray) -> Any:
     """The suppression function of ``variant`` (rings -> kept rings)."""
     kind, _, val = variant.partition(":")
     if kind == "main":
@@ -338,11 +346,15 @@ def main() -> None:
                 if args.final:
                     ms.append(final(c, v)[0])
             line = (f"{sim} {v}: {len(files)} micrographs, {n} liposomes, alone {alone / n:.3f}, "
-                    f"together {together / n:.3f}, {cands / len(files):.1f} candidates")  # fmt: skip
+                    f"together {together / n:.3f}, {cands / len(files):.1f} "
+                    "candidates")  # fmt: skip
             if ms:
                 m = pool_matches(ms)
-                line += f"; final P {m.precision:.4f} R {m.recall:.4f} F1 {m.f1:.4f} ({len(m.pairs)} of {m.n_found})"
-            line += f"; {STATS['rescued'] / len(files):.1f} rescued, {STATS['removed'] / len(files):.1f} removed a micrograph"
+                line += (f"; final P {m.precision:.4f} R {m.recall:.4f} F1 {m.f1:.4f} "
+                         f"({len(m.pairs)} of {m.n_found})")  # fmt: skip
+            k = len(files)
+            line += (f"; {STATS['rescued'] / k:.1f} rescued, {STATS['removed'] / k:.1f} "
+                     "removed a micrograph")  # fmt: skip
             print(line + f" ({time.time() - t0:.0f} s)", flush=True)
 
 

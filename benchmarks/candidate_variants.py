@@ -4,7 +4,8 @@ docs/micrographs.md, "Where candidates are lost"): the candidate stage of
 together and the candidates a micrograph, on the same micrographs (tuning 3000+, altsim check
 7000+, thirdsim exploratory 9000+). Variants:
 
-- ``main``: as shipped;
+- ``main``: as shipped (since the sixteenth round with the arc step of the suppression;
+  ``enclose:X`` keeps the greedy pass alone);
 - ``threshold:T``: ring threshold T instead of 4;
 - ``null:N``: a per-micrograph threshold, the one that leaves N maxima per million working px
   of the ring filter bank run on a phase-randomised copy of the ring map (the micrograph's
@@ -134,7 +135,7 @@ def candidate_stage(image: np.ndarray, px: float, variant: str) -> dict[str, Any
     if kind == "enclose":
         order, taken, why = _suppress_enclose(rings, float(val))
     else:
-        order, taken, why = suppress_trace(rings)
+        order, taken, why = suppress_trace(rings, zr)
     cand = np.asarray([c for c, t in zip(order, taken) if t], np.float64).reshape(-1, 4)
     ok = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
     cand = cand[ok & (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)]

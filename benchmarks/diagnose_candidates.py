@@ -103,9 +103,12 @@ def ring_bank(z: np.ndarray, rmin: float, rmax: float, check: bool = False) -> l
     return octs
 
 
-def suppress_trace(rings: list[Ring]) -> tuple[list[Ring], list[bool], list[str]]:
+def suppress_trace(
+    rings: list[Ring], zmap: np.ndarray | None = None
+) -> tuple[list[Ring], list[bool], list[str]]:
     """``D._suppress`` with its reasons: the rings by falling significance, whether each is
-    kept, and why each dropped one was dropped."""
+    kept, and why each dropped one was dropped (with the ring map ``zmap``, the arc step
+    ``D._arc_replace`` after the greedy pass, as ``detect_candidates`` runs it)."""
     from scipy.spatial import cKDTree
 
     if not rings:
@@ -137,6 +140,12 @@ def suppress_trace(rings: list[Ring]) -> tuple[list[Ring], list[bool], list[str]
             for j in inner:
                 taken[j], why[j] = False, "replaced by an outer concentric ring"
             taken[i] = True
+    if zmap is not None:
+        before = list(taken)
+        D._arc_replace(arr, near, taken, zmap)
+        for i, (a, b) in enumerate(zip(before, taken)):
+            if a != b:
+                why[i] = "" if b else "replaced by a weaker ring whose arc it borrows"
     return order, taken, why
 
 
@@ -148,14 +157,15 @@ def candidate_stage(image: np.ndarray, px: float, check: bool = False) -> dict[s
     work = D._working(image, factor, cfg.invert)
     z, _low = D._bandpass(work, D._sigma(cfg, px, factor))
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    octs = ring_bank(D._ring_map(image, work, z, factor), rmin, rmax, check)
+    zr = D._ring_map(image, work, z, factor)
+    octs = ring_bank(zr, rmin, rmax, check)
     rings = [
         (float(o["best"][y, x]), (y + 0.5) * o["f"] - 0.5, (x + 0.5) * o["f"] - 0.5,
          float(o["best_r"][y, x]))
         for o in octs
         for y, x in np.argwhere(o["peak"] & (o["best"] > cfg.threshold))
     ]  # fmt: skip
-    order, taken, why = suppress_trace(rings)
+    order, taken, why = suppress_trace(rings, zr)
     cand = np.asarray([c for c, t in zip(order, taken) if t], np.float64).reshape(-1, 4)
     ok = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
     cand = cand[ok & (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)]

@@ -425,6 +425,35 @@ def test_suppression_keeps_the_outer_of_concentric_rings() -> None:
     assert _suppress([inner, apart]) == [inner, apart]
 
 
+def _ring_map(*rings: tuple[float, float, float]) -> np.ndarray:
+    """A 200 x 200 px ring map with a dark membrane (peak 3 z, sigma 1.2 px) on each circle
+    (cy, cx, r)."""
+    yy, xx = np.mgrid[0:200, 0:200].astype(np.float32)
+    return sum(
+        3.0 * np.exp(-0.5 * ((np.hypot(yy - cy, xx - cx) - r) / 1.2) ** 2) for cy, cx, r in rings
+    )
+
+
+def test_suppression_by_arc_evidence() -> None:
+    """Sixteenth round: a weaker ring replaces a stronger one that borrows its arc (here a
+    small ring on its membrane, beside a touching neighbour), and not the other way round."""
+    from lipoclass.micrograph.detect import _suppress
+
+    left, right = (15.0, 100.0, 60.0, 20.0), (8.0, 100.0, 100.0, 20.0)  # two touching rings
+    spurious = (12.0, 100.0, 86.0, 6.0)  # inside the right one, on its membrane at the contact
+    z = _ring_map((100.0, 60.0, 20.0), (100.0, 100.0, 20.0))
+    assert _suppress([left, right, spurious]) == [left, spurious]  # greedy: right one lost
+    assert _suppress([left, right, spurious], z) == [left, right]
+    # a weaker ring borrowing a true ring's arc stays dropped; the true one is kept
+    true, borrower = (10.0, 100.0, 100.0, 20.0), (6.0, 100.0, 112.0, 14.0)
+    z = _ring_map((100.0, 100.0, 20.0))
+    assert _suppress([true, borrower], z) == [true]
+    # a dark ring inside a stronger one with its own membrane (not borrowed): greedy as before
+    outer, inner = (10.0, 100.0, 100.0, 40.0), (6.0, 100.0, 110.0, 12.0)
+    z = _ring_map((100.0, 100.0, 40.0), (100.0, 110.0, 12.0))
+    assert _suppress([outer, inner], z) == [outer]
+
+
 def test_features_are_taken_at_the_scale_of_the_pixel_size(monkeypatch: pytest.MonkeyPatch) -> None:
     """Thirteenth round: a 1024 px micrograph at 0.5 nm/px is searched at 1 nm per working
     pixel (the 512 px floor) but its candidates are described at 2 nm, as on a 2048 px

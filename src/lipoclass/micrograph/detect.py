@@ -27,6 +27,11 @@ background, 1..K) and a table of every candidate with its liposome score.
    inside it (inner shells of multilamellar vesicles, vesicles inside vesicles); a nearly
    concentric ring around an accepted one with at least 0.7 of its significance replaces it
    (the outer membrane is the particle's outline, even where an inner lamella rings stronger).
+   Then the conflicts are weighed by the membrane evidence along the arcs (``_arc_replace``):
+   a dropped ring, dark enough on its circle, replaces the stronger rings that dropped it
+   when each draws most of its evidence from the dropped ring's membrane while the dropped
+   ring keeps its own (a ring formed from part of a liposome's membrane and a neighbour's,
+   or a small ring on its membrane, no longer wins on whole-ring significance).
 4. **Local segmentation.** Each candidate's radius is refined per direction: along 48 rays
    the darkest point (membrane) within +-15 % of the radius is taken, the 48 radii are median
    filtered around the circle and the outline is put half a bilayer (2.3 nm) outside the
@@ -445,14 +450,6 @@ _ARC_KEEP = 0.6
 _ARC_BORROW = 0.5
 
 
-def _conflict(a: Any, b: Any) -> bool:
-    """Whether circles ``a`` and ``b`` (significance, cy, cx, r) overlap by more than
-    touching and overlapping vesicles do, or one lies inside the other."""
-    d = math.hypot(a[1] - b[1], a[2] - b[2])
-    r, r2 = a[3], b[3]
-    return d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r
-
-
 def _suppress(
     cands: list[tuple[float, float, float, float]], zmap: np.ndarray | None = None
 ) -> list[tuple[float, float, float, float]]:
@@ -468,25 +465,24 @@ def _suppress(
     # every candidate's neighbours in one query; only the already kept ones are checked
     near = cKDTree(arr[:, 1:3]).query_ball_point(arr[:, 1:3], arr[:, 3] + rmax)
     taken = [False] * len(order)
+    hypot = math.hypot
     for i, c in enumerate(order):
         s, y, x, r = c
         ok = True
         inner: list[int] = []
         for j in near[i]:
-            if not taken[j] or not _conflict(c, order[j]):
+            if not taken[j]:
                 continue
             s2, y2, x2, r2 = order[j]
-            # a ring around a kept one, nearly concentric: the outer membrane of a
-            # multilamellar liposome (or of a vesicle in a vesicle) is the particle's outline
-            if (
-                r2 <= _CONCENTRIC_RATIO * r
-                and math.hypot(y - y2, x - x2) <= 0.25 * r
-                and s >= _CONCENTRIC_SIG * s2
-            ):
-                inner.append(j)
-                continue
-            ok = False
-            break
+            d = hypot(y - y2, x - x2)
+            if d < 0.6 * (r + r2) or d + r <= 1.1 * r2 or d + r2 <= 1.1 * r:
+                # a ring around a kept one, nearly concentric: the outer membrane of a
+                # multilamellar liposome (or of a vesicle in a vesicle) is the particle's outline
+                if r2 <= _CONCENTRIC_RATIO * r and d <= 0.25 * r and s >= _CONCENTRIC_SIG * s2:
+                    inner.append(j)
+                    continue
+                ok = False
+                break
         if ok:
             for j in inner:
                 taken[j] = False
@@ -520,21 +516,27 @@ def _off_share(arr: np.ndarray, ev: np.ndarray, i: int, j: int) -> float:
 def _arc_replace(arr: np.ndarray, near: list[Any], taken: list[bool], zmap: np.ndarray) -> None:
     """The greedy pass's dropped rings (``arr`` (N, 4) by falling significance, ``near``
     their neighbours, ``taken`` the kept ones, updated in place), by falling significance:
-    one dark enough replaces every kept ring in conflict with it when each borrows its arc
-    and it keeps its own arc off theirs (``_ARC_DARK``, ``_ARC_KEEP``, ``_ARC_BORROW``)."""
+    one dark enough replaces every kept ring in conflict with it (as in the greedy pass)
+    when each borrows its arc and it keeps its own arc off theirs (``_ARC_DARK``,
+    ``_ARC_KEEP``, ``_ARC_BORROW``)."""
     ev = _ring_evidence(zmap, arr)
     dark = ev.mean(axis=1)
-    for i in np.flatnonzero((dark >= _ARC_DARK) & ~np.asarray(taken, dtype=bool)):
-        block = [j for j in near[i] if taken[j] and _conflict(arr[i], arr[j])]
+    kept = np.asarray(taken, dtype=bool)
+    for i in np.flatnonzero((dark >= _ARC_DARK) & ~kept).tolist():
+        nb = np.asarray(near[i], dtype=np.int64)
+        nb = nb[kept[nb]]
+        d = np.hypot(arr[nb, 1] - arr[i, 1], arr[nb, 2] - arr[i, 2])
+        r, r2 = arr[i, 3], arr[nb, 3]
+        block = nb[(d < 0.6 * (r + r2)) | (d + r <= 1.1 * r2) | (d + r2 <= 1.1 * r)].tolist()
         if all(
             dark[i] >= dark[j]
             and _off_share(arr, ev, i, j) >= _ARC_KEEP
             and _off_share(arr, ev, j, i) <= _ARC_BORROW
             for j in block
         ):
-            for j in block:
-                taken[j] = False
-            taken[i] = True
+            kept[block] = False
+            kept[i] = True
+    taken[:] = kept.tolist()
 
 
 def _theta() -> np.ndarray:
