@@ -20,8 +20,9 @@ interval below it is short beyond the spread of its micrographs.
 
 Speed: one 4096 x 4096 micrograph (1 nm/px, density 0.2): detection with the verifier, then
 detection + classification (in-memory crops, CNN), then ``lipoclass predict`` from the file
-to the report, timed by wall clock (and ``time.process_time``: CPU of this process, all
-threads), with the load average beside each figure.
+to the report, timed by wall clock (median and fastest of ``--reps`` runs; and
+``time.process_time``: CPU of this process, all threads), with the load average beside each
+figure.
 
     PYTHONPATH=src .venv/bin/python benchmarks/bench_detect.py [--count 12] [--no-speed]
 """
@@ -124,11 +125,17 @@ def _loadavg() -> str:
         return " ".join(fh.read().split()[:3])
 
 
-def speed(model: str | None) -> None:
+def _summary(what: str, walls: list[float]) -> None:
+    print(f"  {what}: median {float(np.median(walls)):.2f} s, fastest {min(walls):.2f} s wall "
+          f"over {len(walls)} runs")  # fmt: skip
+
+
+def speed(model: str | None, reps: int = 5) -> None:
     """Time one 4096 x 4096 micrograph: detection alone, detection + classification (crops
     prepared in memory, the CNN's calibrated probabilities) and ``lipoclass predict`` from
     the micrograph file to the report folder (overlay, label image, shares with bootstrap
-    intervals, index.html)."""
+    intervals, index.html). Each is run ``reps`` times (the last one twice); the median and
+    the fastest are printed, as a shared VM's times vary by a second between runs."""
     import shutil
     import sys
     import tempfile
@@ -149,14 +156,17 @@ def speed(model: str | None) -> None:
     det_cfg = DetectConfig()
     detect_candidates(image[:512, :512], det_cfg, 1.0)  # imports, verifier load
     print(f"speed, 4096 x 4096 at 1 nm/px, {len(mic.particles)} liposomes; load {_loadavg()}")
-    for _rep in range(2):
+    walls = []
+    for _rep in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
         det = detect_candidates(image, det_cfg, 1.0)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        walls.append(wall)
         m = match_instances(mic.labels.astype(np.int64), det.labels)
         print(f"  detect: {len(det)} candidates, {int(det.accepted.sum())} accepted; "
               f"{wall:.2f} s wall, {cpu:.2f} s CPU; precision {m.precision:.3f}, recall "
               f"{m.recall:.3f}; load {_loadavg()}")  # fmt: skip
+    _summary("detect", walls)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if model is None:
@@ -172,14 +182,17 @@ def speed(model: str | None) -> None:
         tifffile.imwrite(path, image)
         pred = _predictor(model_dir, PredictConfig())
         micro = Micrograph(path, image, 1.0)
-        for _rep in range(2):
+        walls = []
+        for _rep in range(reps):
             t0, c0 = time.perf_counter(), time.process_time()
             anns = DetectSource(det_cfg).particles(micro)
             x, meta, _keep, _skipped = prepare_particles(micro, anns, pred.prep, 10)
             probs = pred.proba_meta(x, meta)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            walls.append(wall)
             print(f"  detect + classify ({model_dir.name}): {len(probs)} particles; "
                   f"{wall:.2f} s wall, {cpu:.2f} s CPU; load {_loadavg()}")  # fmt: skip
+        _summary("detect + classify", walls)
         from lipoclass.cli import main as cli
 
         for rep in range(2):
@@ -199,6 +212,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=12, help="micrographs per condition")
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--reps", type=int, default=5, help="timed runs of each speed step")
     ap.add_argument("--model", default=None,
                     help="CNN model folder for the classification timing (default: train a "
                     "tiny one, as benchmarks/bench_micrographs.py)")  # fmt: skip
@@ -208,7 +222,7 @@ def main() -> None:
     if not args.no_accuracy:
         accuracy(args.count)
     if not args.no_speed:
-        speed(args.model)
+        speed(args.model, args.reps)
     with open("/proc/loadavg") as fh:
         print("load average at end:", fh.read().strip())
 

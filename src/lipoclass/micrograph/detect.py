@@ -61,6 +61,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -272,10 +273,18 @@ def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -
     map's weight grows with its share of pixels above 3 z (``_TEXTURE_TAIL``), so where it
     holds no structure (noise only, or a membrane drawn as one wide dark band) it adds no
     noise. float32 (H, W)."""
+    return _mix_texture(z, _texture_map(image, work, factor))
+
+
+def _texture_map(
+    image: np.ndarray, work: np.ndarray, factor: int
+) -> tuple[float, np.ndarray] | None:
+    """(weight, texture map (H, W) float32) of ``_ring_map``, or None where it adds nothing.
+    It does not need step 1's band-pass, so ``detect_candidates`` runs it beside that."""
     if factor < 2 or _TEXTURE_WEIGHT <= 0:
-        return z
+        return None
     img = np.asarray(image, dtype=np.float32)
-    hh, ww = z.shape
+    hh, ww = work.shape
     b = img[: hh * factor, : ww * factor].reshape(hh * factor, ww, factor)
     var = np.einsum("ijk,ijk->ij", b, b).reshape(hh, factor, ww).sum(axis=1)
     var *= np.float32(1.0 / (factor * factor))
@@ -285,8 +294,14 @@ def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -
     lo, hi = _TEXTURE_TAIL
     tail = float(np.count_nonzero(tex[::2, ::2] > 3.0)) / tex[::2, ::2].size
     a = _TEXTURE_WEIGHT * min(max((tail - lo) / (hi - lo), 0.0), 1.0)
-    if a <= 0:
+    return (a, tex) if a > 0 else None
+
+
+def _mix_texture(z: np.ndarray, texture: tuple[float, np.ndarray] | None) -> np.ndarray:
+    """The ring map: ``z`` mixed with ``_texture_map``'s weighted texture map."""
+    if texture is None:
         return z
+    a, tex = texture
     return (1.0 - a) * z + a * tex
 
 
@@ -308,8 +323,6 @@ def _ring_octave(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best significance over ``radii`` (px of ``z``) and the radius giving it, on ``z``
     block-averaged by ``f``: (hh, ww) float32 each."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from scipy import fft as sfft
     from scipy import special
 
@@ -554,6 +567,18 @@ def _sample(img: np.ndarray, cy: np.ndarray, cx: np.ndarray, rad: np.ndarray) ->
     return v.reshape(rad.shape).astype(np.float32)
 
 
+def _sample_all(
+    jobs: list[tuple[np.ndarray, np.ndarray]], cy: np.ndarray, cx: np.ndarray
+) -> list[np.ndarray]:
+    """``_sample`` of each (map, rad) in ``jobs``, on ``_threads()`` threads
+    (map_coordinates frees the GIL)."""
+    threads = min(_threads(), len(jobs))
+    if threads < 2:
+        return [_sample(img, cy, cx, rad) for img, rad in jobs]
+    with ThreadPoolExecutor(threads) as ex:
+        return list(ex.map(lambda job: _sample(job[0], cy, cx, job[1]), jobs))
+
+
 def _refine(z: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray) -> tuple[Any, Any, Any]:
     """(raw per-ray membrane radii (N, 48), median-filtered radii (N, 48), membrane darkness
     per ray (N, 48)): the darkest point within +-15 % of ``r`` along each ray."""
@@ -655,11 +680,14 @@ def _features(
     th = _theta()
     inner_rad = rm[:, None, None] * np.linspace(0.0, 0.6, 5)[None, None, :] * np.ones((1, 48, 1))
     outer_rad = rm[:, None, None] * np.linspace(1.25, 1.5, 3)[None, None, :] * np.ones((1, 48, 1))
-    zi = _sample(z, cy, cx, inner_rad)
-    zo = _sample(z, cy, cx, outer_rad)
-    li = _sample(low, cy, cx, inner_rad).mean(axis=(1, 2))
-    lo_ray = _sample(low, cy, cx, outer_rad).mean(axis=2)  # (N, 48)
-    lr = _sample(low, cy, cx, radii[:, :, None]).mean(axis=(1, 2))
+    # radial profiles along each ray's own outline radius: prof (N, 48, Q)
+    prof_rad = radii[:, :, None] * np.asarray(_PROFILE)[None, None, :]
+    far_rad = radii[:, :, None] * np.array([1.6, 1.8, 2.0])[None, None, :]
+    zi, zo, li, lo_ray, lr, prof, far = _sample_all(
+        [(z, inner_rad), (z, outer_rad), (low, inner_rad), (low, outer_rad),
+         (low, radii[:, :, None]), (low, prof_rad), (low, far_rad)], cy, cx
+    )  # fmt: skip
+    li, lr, lo_ray = li.mean(axis=(1, 2)), lr.mean(axis=(1, 2)), lo_ray.mean(axis=2)
     lo = lo_ray.mean(axis=1)
     rim_z = rim.mean(axis=1)
     e1 = np.exp(1j * th)
@@ -669,9 +697,6 @@ def _features(
     outer_step = np.abs(((lo_ray - lo[:, None]) * e1).mean(axis=1))
     jitter = raw.std(axis=1) / rm
     ell = np.abs((radii * np.exp(2j * th)).mean(axis=1)) / rm
-    # radial profiles along each ray's own outline radius: (N, 48, Q)
-    prof = _sample(low, cy, cx, radii[:, :, None] * np.asarray(_PROFILE)[None, None, :])
-    far = _sample(low, cy, cx, radii[:, :, None] * np.array([1.6, 1.8, 2.0])[None, None, :])
     far_m = far.mean(axis=(1, 2))
     unit = np.maximum(np.abs(lr - far_m), 0.5)
     profile = (prof.mean(axis=1) - far_m[:, None]) / unit[:, None]  # (N, Q)
@@ -815,9 +840,11 @@ def detect_candidates(
     factor = _work_factor(dmin, (h, w))
     work = _working(image, factor, cfg.invert)
     sigma = _sigma(cfg, pixel_size_nm, factor)
-    z, low = _bandpass(work, sigma)
+    with ThreadPoolExecutor(1) as ex:  # the texture map beside step 1 (ndimage frees the GIL)
+        texture = ex.submit(_texture_map, image, work, factor)
+        z, low = _bandpass(work, sigma)
+        zr = _mix_texture(z, texture.result())
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    zr = _ring_map(image, work, z, factor)
     rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
     seeds = _suppress(rings, zr)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
