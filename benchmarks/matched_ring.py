@@ -22,6 +22,9 @@ down to significance 2.5 once, and the threshold is raised until its candidates 
 - ``fine``: with ``profile`` / ``disk``, the second pass's radii in 2.5 % steps;
 - combinations joined by "+", e.g. ``hp+profile``, ``hp+wide``.
 
+``--arc``: every variant's suppression with the sixteenth round's arc step (on its own ring
+map), as ``detect_candidates`` now runs it; without it, the greedy suppression alone.
+
 Micrographs: our tuning (3000 + 100 k), altsim check (7000 + 1000 k + i), thirdsim
 exploratory (9000 + 50 k + i); never a report seed.
 
@@ -143,9 +146,12 @@ def rings(
     return out
 
 
-def candidates(rs: list[tuple], thr: float, z: np.ndarray, factor: int, px: float) -> dict:
-    """The suppression and refined outlines of the rings above ``thr`` (full resolution)."""
-    order, taken, _ = suppress_trace([r for r in rs if r[0] > thr])
+def candidates(
+    rs: list[tuple], thr: float, z: np.ndarray, factor: int, px: float, zr: Any = None
+) -> dict:
+    """The suppression and refined outlines of the rings above ``thr`` (full resolution);
+    with the ring map ``zr``, the suppression's arc step too (sixteenth round)."""
+    order, taken, _ = suppress_trace([r for r in rs if r[0] > thr], zr)
     cand = np.asarray([c for c, t in zip(order, taken) if t], np.float64).reshape(-1, 4)
     ok = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
     cand = cand[ok & (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)]
@@ -177,8 +183,9 @@ def profile(zr: np.ndarray, st: dict, disk: bool = False) -> tuple | None:
     return "abs", OFFSETS, p / max(float(np.abs(p).max()), 1e-9)
 
 
-def stage(image: np.ndarray, px: float, variant: str) -> tuple[list, np.ndarray, int, Any]:
-    """All ring maxima above FLOOR of ``variant``, the refine map, factor and the profile."""
+def stage(image: np.ndarray, px: float, variant: str) -> tuple[list, np.ndarray, int, Any, Any]:
+    """All ring maxima above FLOOR of ``variant``, the refine map, factor, the profile and
+    the ring map."""
     cfg = D.DetectConfig(verifier="none")
     dmin, dmax = cfg.diameters_px(px)
     factor = D._work_factor(dmin, image.shape)
@@ -197,7 +204,7 @@ def stage(image: np.ndarray, px: float, variant: str) -> tuple[list, np.ndarray,
         prof = profile(zr, first, "disk" in tokens)
         if prof is not None:
             rs = rings(zr, rmin, rmax, prof, fine="fine" in tokens)
-    return rs, z0, factor, prof
+    return rs, z0, factor, prof, zr
 
 
 def recall(st: dict, labels: np.ndarray, truth: list[dict]) -> int:
@@ -218,7 +225,7 @@ def recall(st: dict, labels: np.ndarray, truth: list[dict]) -> int:
     return found
 
 
-def run(sim: str, per: int, variants: list[str]) -> None:
+def run(sim: str, per: int, variants: list[str], arc: bool = False) -> None:
     """Each variant's recall alone and candidates a micrograph at threshold 4 and at main's
     candidate count (thresholds on a 0.05 grid from ``FLOOR``)."""
     if "main" not in variants:
@@ -229,8 +236,8 @@ def run(sim: str, per: int, variants: list[str]) -> None:
         img = np.asarray(image, np.float32)
         per_v = {}
         for v in variants:
-            rs, z0, factor, prof = stage(img, px, v)
-            per_v[v] = (rs, z0, factor, prof is not None)
+            rs, z0, factor, prof, zr = stage(img, px, v)
+            per_v[v] = (rs, z0, factor, prof is not None, zr if arc else None)
         n = sum(1 for t in tl if (labels == t["k"]).any())
         mics.append((labels, tl, px, n, per_v, name))
         print(f"{sim} {name} {seed}: {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
@@ -240,7 +247,7 @@ def run(sim: str, per: int, variants: list[str]) -> None:
         tot = 0
         for m in mics:
             rs, z0 = m[4][v][0], m[4][v][1]
-            order, taken, _ = suppress_trace([r for r in rs if r[0] > thr])
+            order, taken, _ = suppress_trace([r for r in rs if r[0] > thr], m[4][v][4])
             c = np.asarray([q for q, t in zip(order, taken) if t]).reshape(-1, 4)
             tot += int(np.sum((c[:, 1] >= 0) & (c[:, 1] <= z0.shape[0] - 1)
                               & (c[:, 2] >= 0) & (c[:, 2] <= z0.shape[1] - 1)))  # fmt: skip
@@ -251,8 +258,8 @@ def run(sim: str, per: int, variants: list[str]) -> None:
     def score(v: str, thr: float) -> tuple[float, float]:
         found = cands = 0
         for labels, tl, px, n, per_v, name in mics:
-            rs, z0, factor, _ = per_v[v]
-            st = candidates(rs, thr, z0, factor, px)
+            rs, z0, factor, _, zr = per_v[v]
+            st = candidates(rs, thr, z0, factor, px, zr)
             k = recall(st, labels, tl)
             found += k
             cands += len(st["cy"])
@@ -297,9 +304,10 @@ def main() -> None:
     ap.add_argument("--per", type=int, default=3, help="micrographs a condition")
     ap.add_argument("--sims", default="ours,altsim,thirdsim", help="comma-separated")
     ap.add_argument("--variants", default="main,hp,profile,hp+profile", help="comma-separated")
+    ap.add_argument("--arc", action="store_true", help="the suppression's arc step as well")
     a = ap.parse_args()
     for sim in a.sims.split(","):
-        run(sim, a.per, a.variants.split(","))
+        run(sim, a.per, a.variants.split(","), a.arc)
 
 
 if __name__ == "__main__":
