@@ -26,6 +26,7 @@ __all__ = [
     "PRECISIONS",
     "RECIPES",
     "REVIEW_QUEUES",
+    "RING_PROFILES",
     "RING_THRESHOLD",
     "SCHEDULES",
     "SEED_MAX",
@@ -94,3 +95,7 @@ DETECT_TRAIN_BLANKS = 128
 #: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
 #: the verifier rejects the extra false candidates a low threshold lets in
 RING_THRESHOLD = 4.0
+#: cross-section of the detector's ring filter (DetectConfig.ring_profile): "gaussian" a thin
+#: ring of Gaussian cross-section (sigma 0.8 px); "measured" a second pass with the mean
+#: membrane cross-section measured on the micrograph's own strong candidates
+RING_PROFILES: tuple[str, ...] = ("gaussian", "measured")

@@ -20,7 +20,9 @@ background, 1..K) and a table of every candidate with its liposome score.
    block-averaged map (radius >= 8 px there). Each radius' response is turned into a
    significance by its own robust noise level, so radii and octaves compare; a circle
    integrates the evidence along its whole circumference, which makes noisy, faint or broken
-   membranes detectable.
+   membranes detectable. With ``ring_profile="measured"`` (not the default; seventeenth
+   round), a second pass uses rings whose cross-section is the ring map's mean profile across
+   the membranes of the first pass's strong candidates (``_measured_rings``).
 3. **Candidates.** Local maxima of the best significance over radii above ``threshold``;
    taken in order of significance, a candidate is dropped when it overlaps an accepted one by
    more than touching and overlapping vesicles do (centre distance < 0.6 x radii sum) or lies
@@ -68,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import RING_THRESHOLD
+from lipoclass.choices import RING_PROFILES, RING_THRESHOLD
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
@@ -115,7 +117,8 @@ class DetectConfig:
     of a ring to become a candidate; ``verifier``: folder or JSON file of a verifier
     (``lipoclass detect-train``), ``"default"`` for the packaged one or ``"none"`` to accept
     every candidate; ``min_score``: liposome score below which a candidate is rejected (None:
-    the verifier's own threshold)."""
+    the verifier's own threshold); ``ring_profile``: the ring filter's cross-section
+    (``RING_PROFILES``; "measured": ``_measured_rings``)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
@@ -125,8 +128,13 @@ class DetectConfig:
     invert: bool = False
     verifier: str = "default"
     min_score: float | None = None
+    ring_profile: str = "gaussian"
 
     def __post_init__(self) -> None:
+        if self.ring_profile not in RING_PROFILES:
+            raise ValueError(
+                f"ring_profile must be one of {', '.join(RING_PROFILES)}, got {self.ring_profile!r}"
+            )
         if self.unit not in DIAMETER_UNITS:
             raise ValueError(f"unit must be one of {', '.join(DIAMETER_UNITS)}, got {self.unit!r}")
         if not 0 < self.min_diameter < self.max_diameter:
@@ -318,18 +326,47 @@ def _threads() -> int:
     return max(1, min(4, n))
 
 
+def _ring_kernel(kgrid: np.ndarray, f: int, profile: np.ndarray | None) -> Any:
+    """Function of a radius ro (px of an octave's map, block-averaged by ``f``) giving the
+    ring's radial Fourier transform on ``kgrid`` (cycles / px), float32: the thin ring
+    (Gaussian cross-section of sigma 0.8 px), or with ``profile`` (values at
+    ``_PROFILE_OFFSETS`` working px from the membrane) rings of that cross-section,
+    box-averaged by ``f``, on a half-px grid of the octave, each weighted by its
+    circumference and smoothed by a Gaussian of 0.5 px."""
+    from scipy import ndimage as ndi
+    from scipy import special
+
+    if profile is None:
+        width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kgrid * kgrid)  # ring profile sigma 0.8 px
+        return lambda ro: (special.j0(2.0 * np.pi * kgrid * ro) * width).astype(np.float32)
+    u = _PROFILE_OFFSETS
+    us = np.arange(u[0] / f, u[-1] / f + 1e-9, 0.5)
+    box = ndi.uniform_filter1d(profile, max(1, round(2 * f)), mode="nearest") if f > 1 else profile
+    ws = np.interp(us * f, u, box)
+    gauss = np.exp(-2.0 * np.pi**2 * 0.5**2 * kgrid * kgrid)
+
+    def kern(ro: float) -> np.ndarray:
+        ok = ro + us > 0.5
+        rho = ro + us[ok]
+        k1 = special.j0(2.0 * np.pi * kgrid[None, :] * rho[:, None])
+        return (((ws[ok] * rho / ro) @ k1) * gauss).astype(np.float32)
+
+    return kern
+
+
 def _ring_octave(
-    z: np.ndarray, f: int, radii: list[float], threads: int
+    z: np.ndarray, f: int, radii: list[float], threads: int, profile: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best significance over ``radii`` (px of ``z``) and the radius giving it, on ``z``
-    block-averaged by ``f``: (hh, ww) float32 each."""
+    block-averaged by ``f``: (hh, ww) float32 each (``profile``: ``_ring_kernel``)."""
     from scipy import fft as sfft
-    from scipy import special
 
     h, w = z.shape
     hh, ww = h // f, w // f
     zd = z[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))  # (hh, ww)
     pad = int(max(radii) / f) + 4  # zero padding against wrap-around
+    if profile is not None:
+        pad += int(_PROFILE_OFFSETS[-1] / f) + 1
     fh = sfft.next_fast_len(hh + pad, real=True)
     fw = sfft.next_fast_len(ww + pad, real=True)
     spec = sfft.rfft2(zd, s=(fh, fw), workers=threads)  # (fh, nw) complex64
@@ -340,14 +377,14 @@ def _ring_octave(
     ky, kx = np.arange(n1, dtype=np.float32) / fh, np.arange(nw, dtype=np.float32) / fw
     idx = np.rint(np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) / dk).astype(np.int32)
     kgrid = np.arange(int(idx.max()) + 1) * dk
-    width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kgrid * kgrid)  # ring profile sigma 0.8 px
+    kernel = _ring_kernel(kgrid, f, profile)
 
     def run(part: list[float]) -> tuple[np.ndarray, np.ndarray]:
         prod = np.empty_like(spec)
         best = np.full((hh, ww), -np.inf, dtype=np.float32)
         best_r = np.zeros((hh, ww), dtype=np.float32)
         for r in part:
-            kern = (special.j0(2.0 * np.pi * kgrid * (r / f)) * width).astype(np.float32)[idx]
+            kern = kernel(r / f)[idx]
             np.multiply(spec[:n1], kern, out=prod[:n1])  # FT of a thin ring
             np.multiply(spec[n1:], kern[fh - n1 : 0 : -1], out=prod[n1:])
             resp = sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]  # float32
@@ -424,23 +461,104 @@ def _ring_octaves(
         r_lo = r_hi
 
 
-def _ring_candidates(
-    z: np.ndarray, rmin: float, rmax: float, threshold: float, threads: int = 1
-) -> list[tuple[float, float, float, float]]:
-    """(significance, cy, cx, radius) of ring-filter maxima, all in px of ``z``: radii from
-    ``rmin`` to ``rmax`` in 5 % steps, one octave at a time on ``z`` block-averaged so that
-    the octave's smallest radius is >= ``_RING_MIN_R`` px there."""
+Ring = tuple[float, float, float, float]
+
+
+def _octave_maxima(
+    z: np.ndarray,
+    octave: tuple[float, int, list[float]],
+    threshold: float,
+    threads: int,
+    profile: np.ndarray | None = None,
+) -> list[Ring]:
+    """(significance, cy, cx, radius) of one octave's ring-filter maxima above ``threshold``
+    (``_ring_octaves``' (smallest radius, factor, radii)), in px of ``z``."""
     from scipy import ndimage as ndi
 
-    out: list[tuple[float, float, float, float]] = []
-    for r_lo, f, radii in _ring_octaves(z.shape, rmin, rmax):
-        best, best_r = _ring_octave(z, f, radii, threads)
-        peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
-        for y, x in np.argwhere(peak & (best > threshold)):
-            out.append(
-                (float(best[y, x]), (y + 0.5) * f - 0.5, (x + 0.5) * f - 0.5, float(best_r[y, x]))
-            )
+    r_lo, f, radii = octave
+    best, best_r = _ring_octave(z, f, radii, threads, profile)
+    peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
+    return [
+        (float(best[y, x]), (y + 0.5) * f - 0.5, (x + 0.5) * f - 0.5, float(best_r[y, x]))
+        for y, x in np.argwhere(peak & (best > threshold))
+    ]
+
+
+def _ring_candidates(
+    z: np.ndarray,
+    rmin: float,
+    rmax: float,
+    threshold: float,
+    threads: int = 1,
+    profile: np.ndarray | None = None,
+) -> list[Ring]:
+    """(significance, cy, cx, radius) of ring-filter maxima, all in px of ``z``: radii from
+    ``rmin`` to ``rmax`` in 5 % steps, one octave at a time on ``z`` block-averaged so that
+    the octave's smallest radius is >= ``_RING_MIN_R`` px there (``profile``: the measured
+    cross-section, ``_ring_kernel``)."""
+    out: list[Ring] = []
+    for octave in _ring_octaves(z.shape, rmin, rmax):
+        out += _octave_maxima(z, octave, threshold, threads, profile)
     return out
+
+
+#: seventeenth round (docs/micrographs.md), ``ring_profile="measured"``: the first pass's
+#: candidates of significance >= ``_PROFILE_STRONG`` (at least ``_PROFILE_MIN``, else the
+#: first pass stands; it stops at ``_PROFILE_ENOUGH``) give the ring map's mean
+#: cross-section across their membranes at ``_PROFILE_OFFSETS`` working px (negative:
+#: inside); the second pass keeps the rings above
+#: ``threshold - _PROFILE_SHIFT`` (the measured rings' significance runs lower; chosen at
+#: the first pass's candidate count on the tuning and altsim check micrographs)
+_PROFILE_STRONG = 7.0
+_PROFILE_MIN = 3
+_PROFILE_ENOUGH = 20
+_PROFILE_OFFSETS = np.arange(-6.0, 6.01, 0.5)
+_PROFILE_SHIFT = 0.75
+
+
+def _strong_rings(z: np.ndarray, rings: list[Ring]) -> np.ndarray:
+    """The candidates of significance >= ``_PROFILE_STRONG`` among ``rings`` after the greedy
+    suppression, centres inside ``z``: (N, 4). Only rings that can change a strong ring's
+    fate there (>= ``_CONCENTRIC_SIG`` x ``_PROFILE_STRONG``) enter it."""
+    top = [r for r in rings if r[0] >= _CONCENTRIC_SIG * _PROFILE_STRONG]
+    c = np.asarray([r for r in _suppress(top) if r[0] >= _PROFILE_STRONG], np.float64)
+    c = c.reshape(-1, 4)
+    ok = (c[:, 1] >= 0) & (c[:, 1] <= z.shape[0] - 1) & (c[:, 2] >= 0)
+    return c[ok & (c[:, 2] <= z.shape[1] - 1)]
+
+
+def _membrane_profile(z: np.ndarray, zr: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Mean signed cross-section of the ring map ``zr`` across the membranes of the rings
+    ``strong`` (N, 4; radii refined on ``z``) at ``_PROFILE_OFFSETS``, against its level at
+    the offsets' ends, scaled to a peak of 1."""
+    _raw, radii, _rim = _refine(z, strong[:, 1], strong[:, 2], strong[:, 3])
+    rad = np.maximum(radii[:, :, None] + _PROFILE_OFFSETS[None, None, :], 0.0)
+    p = _sample(zr, strong[:, 1], strong[:, 2], rad).mean(axis=(0, 1)).astype(np.float64)
+    p -= 0.5 * (p[0] + p[-1])
+    return p / max(float(np.abs(p).max()), 1e-9)
+
+
+def _measured_rings(
+    z: np.ndarray, zr: np.ndarray, rmin: float, rmax: float, threshold: float, threads: int
+) -> tuple[list[Ring], np.ndarray | None]:
+    """Step 2 with ``ring_profile="measured"``: (ring maxima, the measured profile or None).
+    The first pass (the thin ring) runs octave by octave from the coarsest (the cheapest)
+    until its strong candidates (``_strong_rings``) number ``_PROFILE_ENOUGH``, on the
+    finest octave (the costliest) only while they are fewer than ``_PROFILE_MIN``; with at
+    least ``_PROFILE_MIN`` of them, the second pass runs on every octave with their measured
+    profile at ``threshold - _PROFILE_SHIFT``, else the first pass's maxima stand."""
+    octaves = list(_ring_octaves(zr.shape, rmin, rmax))
+    first: list[Ring] = []
+    strong = np.zeros((0, 4))
+    for k in range(len(octaves) - 1, -1, -1):
+        if len(strong) >= (_PROFILE_ENOUGH if k else _PROFILE_MIN):
+            break
+        first += _octave_maxima(zr, octaves[k], threshold, threads)
+        strong = _strong_rings(z, first)
+    if len(strong) < _PROFILE_MIN:
+        return first, None
+    profile = _membrane_profile(z, zr, strong)
+    return _ring_candidates(zr, rmin, rmax, threshold - _PROFILE_SHIFT, threads, profile), profile
 
 
 #: concentric rings in the suppression: a ring enclosing a kept one (radius ratio <=
@@ -845,7 +963,12 @@ def detect_candidates(
         z, low = _bandpass(work, sigma)
         zr = _mix_texture(z, texture.result())
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads()) if np.any(z) else []
+    if not np.any(z):
+        rings: list[Ring] = []
+    elif cfg.ring_profile == "measured":
+        rings = _measured_rings(z, zr, rmin, rmax, cfg.threshold, _threads())[0]
+    else:
+        rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads())
     seeds = _suppress(rings, zr)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
     inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
