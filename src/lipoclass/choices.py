@@ -15,6 +15,7 @@ __all__ = [
     "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
     "DETECT_TRAIN_PRIOR_SHIFT",
+    "DETECT_TRAIN_THRESHOLDS",
     "DEVICES",
     "EXECUTORS",
     "EXPORT_FORMATS",
@@ -91,6 +92,12 @@ DETECT_TRAIN_PRIOR_SHIFT = False
 #: blank micrographs with a detection from 84 / 83 of 96 to 0 / 1 for a lab's verifier (8 / 24
 #: altsim micrographs, docs/micrographs.md, "A lab's own verifier")
 DETECT_TRAIN_BLANKS = 128
+#: candidate thresholds (ring significance) that detect-train --threshold auto chooses from,
+#: by the out-of-fold detection F1 on the lab's own annotations (the first wins a tie); not
+#: detect-train's default: on two simulated 8-micrograph labs it chose 3.5 and lost check F1
+#: against 4 (docs/micrographs.md, "Choosing the candidate threshold from the lab's
+#: annotations")
+DETECT_TRAIN_THRESHOLDS: tuple[float, ...] = (4.0, 3.5, 3.0)
 
 #: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
 #: the verifier rejects the extra false candidates a low threshold lets in

@@ -10,6 +10,7 @@ from lipoclass.choices import (
     DETECT_TRAIN_BLANKS,
     DETECT_TRAIN_ENSEMBLE,
     DETECT_TRAIN_PRIOR_SHIFT,
+    DETECT_TRAIN_THRESHOLDS,
     VERIFIER_MODELS,
 )
 from lipoclass.cli._common import (
@@ -75,22 +76,38 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
         mics = mics or source.micrographs
     if not mics:
         raise LipoclassError("no micrographs given")
-    cfg = detect_config(args)
+    auto = args.threshold == "auto"
+    cfg = detect_config(args, DETECT_TRAIN_THRESHOLDS[0] if auto else None)
     ver, stats = train_detect_verifier(
         mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
         negatives=Path(args.negatives) if args.negatives else None, model=args.model,
         ensemble=args.ensemble, prior=args.prior_shift, blanks=args.blanks,
+        thresholds=DETECT_TRAIN_THRESHOLDS if auto else None,
     )  # fmt: skip
+    _print_training(args, ver, stats, len(mics))
+    return 0
+
+
+def _print_training(args: argparse.Namespace, ver: Any, stats: dict[str, float], n: int) -> None:
+    """detect-train's summary: the verifier, its examples, its out-of-fold figures (per
+    candidate threshold with --threshold auto) and how to use it."""
+    for thr, f in ver.info.get("candidate_thresholds", {}).items():
+        print(f"candidate threshold {thr}: {f['candidates']} candidates, "
+              f"{f['with_candidate']} of {f['annotated']} annotated liposomes among them; "
+              f"out-of-fold precision {f['precision']:.3f}, recall {f['recall']:.3f}, "
+              f"F1 {f['f1']:.3f}")  # fmt: skip
+    if "candidate_thresholds" in ver.info:
+        print(f"candidate threshold {stats['candidate_threshold']:g} chosen (best F1)")
     k = int(ver.info.get("ensemble", 1))
     print(f"{ver.model}" + (f", {k} networks (logits averaged)" if k > 1 else "")
           + (", per-micrograph prior shift" if ver.prior else ", no prior shift"))  # fmt: skip
     print(f"{int(stats['positives'])} annotated liposome(s) and {int(stats['negatives'])} other "
-          f"candidate(s) on {len(mics)} micrograph(s)"
+          f"candidate(s) on {n} micrograph(s)"
           + (f" and {args.blanks} blank one(s)" if args.blanks else ""))  # fmt: skip
-    print(f"threshold {ver.threshold:.2f}: out-of-fold precision {stats['oof_precision']:.3f}, "
-          f"recall {stats['oof_recall']:.3f} (of the candidates)")  # fmt: skip
+    print(f"liposome-score threshold {ver.threshold:.2f}: out-of-fold precision "
+          f"{stats['oof_precision']:.3f}, recall {stats['oof_recall']:.3f} (of the candidates), "
+          f"{stats['detection_recall']:.3f} (of the annotated liposomes)")  # fmt: skip
     print(f"verifier -> {args.out} (use: lipoclass detect ... --verifier {args.out})")
-    return 0
 
 
 def _register_crop(add: AddCommand) -> None:

@@ -30,6 +30,7 @@ from lipoclass.choices import (
     DETECT_TRAIN_BLANKS,
     DETECT_TRAIN_ENSEMBLE,
     DETECT_TRAIN_PRIOR_SHIFT,
+    DETECT_TRAIN_THRESHOLDS,
     VERIFIER_MODELS,
 )
 from lipoclass.errors import LipoclassError
@@ -39,6 +40,7 @@ __all__ = [
     "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
     "DETECT_TRAIN_PRIOR_SHIFT",
+    "DETECT_TRAIN_THRESHOLDS",
     "NEGATIVE_COLUMNS",
     "PRIOR_SHIFT",
     "REASONS",
@@ -46,6 +48,7 @@ __all__ = [
     "TrainingSet",
     "Verifier",
     "blank_micrographs",
+    "candidate_threshold",
     "candidate_truth",
     "check_ensemble",
     "collect_training_set",
@@ -401,6 +404,15 @@ def load_verifier(spec: str) -> Verifier | None:
     return _load_cached(str(q), q.stat().st_mtime)
 
 
+def candidate_threshold(spec: str) -> float | None:
+    """The candidate threshold (ring significance) the verifier ``spec`` (as
+    ``load_verifier``) was trained with: its info's ``candidate_threshold`` (``detect-train``
+    records it), None for "none" or a verifier that records none."""
+    ver = load_verifier(spec)
+    value = ver.info.get("candidate_threshold") if ver is not None else None
+    return float(value) if value is not None else None
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -705,6 +717,8 @@ def fit_verifier(
         "threshold": thr,
         "oof_precision": tp / max(float(pred.sum()), 1.0),
         "oof_recall": tp / max(float(npos), 1.0),
+        "oof_accepted": float(pred.sum()),
+        "oof_true_positives": tp,
     }
     meta = dict(info or {})
     if prior is not None:
@@ -793,6 +807,57 @@ def _add_blanks(
         truths.append(np.zeros(img.shape, np.int64))
 
 
+def _detection_figures(stats: dict[str, float], n_truth: int) -> dict[str, float]:
+    """Out-of-fold detection precision, recall and F1 of ``fit_verifier``'s ``stats``: the
+    recall of all ``n_truth`` annotated liposomes (those without a candidate are misses), the
+    blanks' accepted candidates false detections."""
+    tp, acc = stats["oof_true_positives"], stats["oof_accepted"]
+    return {
+        "candidates": stats["positives"] + stats["negatives"],
+        "detection_precision": tp / max(acc, 1.0),
+        "detection_recall": tp / max(float(n_truth), 1.0),
+        "detection_f1": 2.0 * tp / max(acc + n_truth, 1.0),
+    }
+
+
+def _fit_thresholds(
+    mics: Sequence[Any],
+    truths: Sequence[np.ndarray],
+    cfg: Any,
+    neg: dict[str, list[tuple[float, float, float]]] | None,
+    thresholds: Sequence[float] | None,
+    fit: Callable[[TrainingSet, float], tuple[Verifier, dict[str, float]]],
+) -> tuple[Verifier, dict[str, float], TrainingSet]:
+    """``fit`` (training set, candidate threshold) -> (verifier, stats) on the candidates of
+    ``cfg`` at each of ``thresholds`` (None: ``cfg.threshold``); the verifier of the best
+    out-of-fold detection F1 (``_detection_figures``; the first of equals), its stats with
+    the detection figures and ``candidate_threshold``, and its training set. With several
+    thresholds the figures of each go to the info's ``candidate_thresholds``."""
+    from dataclasses import replace
+
+    n_truth = sum(int(np.count_nonzero(np.unique(t))) for t in truths)
+    table: dict[str, dict[str, float]] = {}
+    best: tuple[Verifier, dict[str, float], TrainingSet] | None = None
+    for thr in [cfg.threshold] if thresholds is None else thresholds:
+        ts = collect_training_set(mics, truths, replace(cfg, threshold=float(thr)), neg)
+        ver, stats = fit(ts, float(thr))
+        stats.update(_detection_figures(stats, n_truth), candidate_threshold=float(thr))
+        table[f"{float(thr):g}"] = {"candidates": int(stats["candidates"]),
+                                    "with_candidate": int(stats["positives"]),
+                                    "annotated": n_truth,
+                                    "score_threshold": round(stats["threshold"], 4),
+                                    **{k.split("_")[1]: round(stats[k], 4) for k in
+                                       ("detection_precision", "detection_recall",
+                                        "detection_f1")}}  # fmt: skip
+        if best is None or stats["detection_f1"] > best[1]["detection_f1"]:
+            best = (ver, stats, ts)
+    if best is None:
+        raise ValueError("thresholds: at least one candidate threshold is needed")
+    if thresholds is not None:
+        best[0].info["candidate_thresholds"] = table
+    return best
+
+
 def train_detect_verifier(
     micrographs: Sequence[str | os.PathLike[str]],
     source: Any,
@@ -806,6 +871,7 @@ def train_detect_verifier(
     ensemble: int | None = None,
     prior: bool = DETECT_TRAIN_PRIOR_SHIFT,
     blanks: int = DETECT_TRAIN_BLANKS,
+    thresholds: Sequence[float] | None = None,
 ) -> tuple[Verifier, dict[str, float]]:
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
@@ -815,7 +881,12 @@ def train_detect_verifier(
     shifted per micrograph by ``PRIOR_SHIFT``, the threshold chosen on the out-of-fold
     scores shifted the same way; ``blanks`` noise-only micrographs, ``blank_micrographs``
     seeded 1900 + ``seed`` at the micrographs' pixel sizes, add negatives) and write
-    ``out/verifier.json`` and ``out/training.csv`` (staging folder renamed at the end)."""
+    ``out/verifier.json`` and ``out/training.csv`` (staging folder renamed at the end).
+    ``thresholds`` (e.g. ``DETECT_TRAIN_THRESHOLDS``; None: ``cfg.threshold`` alone): the
+    candidate thresholds tried, one verifier each, the one of the best out-of-fold detection
+    F1 kept (``_fit_thresholds``; its figures per threshold in the info's
+    ``candidate_thresholds``). The stats hold the out-of-fold detection figures
+    (``detection_precision``, ``_recall``, ``_f1``: recall of all annotated liposomes)."""
     import shutil
     import uuid
 
@@ -845,11 +916,15 @@ def train_detect_verifier(
         truths.append(_truth_image(mic, source.particles(mic)))
         mics.append(mic)
     _add_blanks(mics, truths, blanks, 1900 + seed, [pxs[p] for p in paths])
-    ts = collect_training_set(mics, truths, cfg, neg)
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
-            "candidate_threshold": cfg.threshold, "blanks": blanks}  # fmt: skip
-    ver, stats = fit_verifier(ts, seed=seed, info=info, model=model, ensemble=ensemble,
-                              prior=PRIOR_SHIFT if prior else None)  # fmt: skip
+            "blanks": blanks}  # fmt: skip
+
+    def fit(ts: TrainingSet, thr: float) -> tuple[Verifier, dict[str, float]]:
+        return fit_verifier(ts, seed=seed, info={**info, "candidate_threshold": thr},
+                            model=model, ensemble=ensemble,
+                            prior=PRIOR_SHIFT if prior else None)  # fmt: skip
+
+    ver, stats, ts = _fit_thresholds(mics, truths, cfg, neg, thresholds, fit)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
