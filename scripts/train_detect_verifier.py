@@ -26,7 +26,9 @@ by micrograph) out-of-fold scores instead, as ``lipoclass detect-train`` does. T
 out-of-fold precision and recall at the threshold are printed and stored. 128 blank
 micrographs (noise only, seed 1900, ``verify.blank_micrographs``) add negatives.
 ``--drop`` leaves features out (fifteenth round: ``CONTEXT_FEATURES``, not shipped),
-``--seed`` sets the network seed and ``--no-oof`` skips the out-of-fold fits.
+``--seed`` sets the network seed, ``--no-oof`` skips the out-of-fold fits and
+``--labels-rule`` labels the candidates "painted" (default, the packaged verifier's) or
+"alone" (``verify.candidate_truth``; eighteenth round, not shipped).
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -38,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipoclass.choices import VERIFIER_MODELS
+from lipoclass.choices import VERIFIER_LABELS, VERIFIER_MODELS
 from lipoclass.micrograph.detect import FEATURES, DetectConfig
 from lipoclass.micrograph.io import Micrograph
 from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier's prior shift
@@ -142,6 +144,9 @@ def main() -> None:
     ap.add_argument("--drop", default=",".join(DEFAULT_DROP),
                     help="features the verifier leaves out, comma-separated (default "
                     f"{','.join(DEFAULT_DROP) or 'none'}; '' keeps all)")  # fmt: skip
+    ap.add_argument("--labels-rule", choices=VERIFIER_LABELS, default="painted",
+                    help="how training candidates are labelled (verify.candidate_truth; "
+                    "default painted; alone: eighteenth round, not shipped)")  # fmt: skip
     ap.add_argument("--no-prior-shift", action="store_true",
                     help="no per-micrograph prior shift of the scores")  # fmt: skip
     ap.add_argument(
@@ -174,11 +179,13 @@ def main() -> None:
     for name, img, truth, px in alt_micrographs(10000, args.alt):
         mics.append(Micrograph(Path(f"{name}.tif"), img, px))
         truths.append(truth)
-    ts = collect_training_set(mics, truths, cfg)
+    ts = collect_training_set(mics, truths, cfg, rule=args.labels_rule)
     info = {"trained_on": f"{args.count} synthetic micrographs, seeds 1000-{999 + args.count}, "
             f"{args.blank} blank ones, seed 1900, and {args.alt} of benchmarks/altsim.py, seeds "
             f"10000-{9999 + args.alt} (scripts/train_detect_verifier.py)",
             "candidate_threshold": cfg.threshold}  # fmt: skip
+    if args.labels_rule != "painted":
+        info["labels_rule"] = args.labels_rule
     if not args.no_prior_shift:
         info["prior_shift"] = PRIOR_SHIFT
     ensemble = args.ensemble if args.model == "mlp" else 1

@@ -17,6 +17,7 @@ from lipoclass.micrograph import match_instances, read_label_image
 from lipoclass.micrograph.detect import DetectConfig, detect_candidates
 from lipoclass.micrograph.verify import (
     DETECT_TRAIN_ENSEMBLE,
+    DETECT_TRAIN_LABELS,
     PRIOR_SHIFT,
     Verifier,
     check_ensemble,
@@ -107,6 +108,7 @@ def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, cap
     # two networks stored as one of 2 x 32 hidden units, with the default verifier's shift
     assert len(ver.layers) == 1 and ver.layers[0][0].shape[1] == 2 * 32
     assert doc["info"]["ensemble"] == 2 and doc["info"]["prior_shift"] == PRIOR_SHIFT
+    assert doc["info"]["labels_rule"] == DETECT_TRAIN_LABELS
     assert ver.prior is not None and ver.prior["pi_train"] == doc["info"]["positive_share"]
     det = tmp_path / "det"
     assert main(["detect", mics[0], "--verifier", str(out), "--out", str(det)]) == 0
@@ -116,20 +118,21 @@ def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, cap
 def test_detect_train_without_prior_shift_and_bad_ensembles(
     messy: Path, tmp_path: Path, capsys
 ) -> None:
-    """--no-prior-shift stores no shift; the logistic regression defaults to one model; a bad
-    --ensemble is one error line before any work, and no output folder."""
+    """--no-prior-shift stores no shift; the logistic regression defaults to one model;
+    --labels-rule painted is recorded; a bad --ensemble is one error line before any work, and
+    no output folder."""
     mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
     base = ["detect-train", *mics, "--labels", str(messy / "labels")]
     out = tmp_path / "ver"
     rc = main([*base, "--model", "logistic", "--no-prior-shift", "--blanks", "2",
-               "--out", str(out)])  # fmt: skip
+               "--labels-rule", "painted", "--out", str(out)])  # fmt: skip
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "no prior shift" in cap.out and "2 blank" in cap.out
     ver = load_verifier(str(out))
     assert ver is not None and ver.model == "logistic" and ver.prior is None
     info = json.loads((out / "verifier.json").read_text())["info"]
-    assert "prior_shift" not in info and info["blanks"] == 2
+    assert "prior_shift" not in info and info["blanks"] == 2 and info["labels_rule"] == "painted"
     # the blanks' candidates are extra negative rows of the training table
     with (out / "training.csv").open() as f:
         rows = list(csv.DictReader(f))
@@ -148,6 +151,9 @@ def test_detect_train_without_prior_shift_and_bad_ensembles(
         assert rc == 2 and err.startswith("lipoclass: error:") and what in err
         assert bad[0] in err and len(err.strip().splitlines()) == 1
         assert not bad_out.exists()
+    with pytest.raises(SystemExit):
+        main([*base, "--labels-rule", "together", "--out", str(tmp_path / "bad")])
+    assert "--labels-rule: invalid choice" in capsys.readouterr().err
 
 
 def test_bad_verifier_is_one_error(messy: Path, tmp_path: Path, capsys) -> None:

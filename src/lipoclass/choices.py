@@ -14,6 +14,7 @@ __all__ = [
     "DEFAULT_RECIPE",
     "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
+    "DETECT_TRAIN_LABELS",
     "DETECT_TRAIN_PRIOR_SHIFT",
     "DETECT_TRAIN_THRESHOLDS",
     "DEVICES",
@@ -32,6 +33,7 @@ __all__ = [
     "SCHEDULES",
     "SEED_MAX",
     "VAL_METRICS",
+    "VERIFIER_LABELS",
     "VERIFIER_MODELS",
 ]
 
@@ -78,6 +80,17 @@ SEED_MAX = 2**32 - 1
 
 #: models of the detector's liposome verifier (lipoclass detect-train --model)
 VERIFIER_MODELS: tuple[str, ...] = ("mlp", "logistic")
+#: how a verifier's training candidates are labelled against the annotated liposomes
+#: (``verify.candidate_truth``): "painted" all candidates' outlines painted together, a
+#: candidate positive where its painted region matches an annotated liposome at mask IoU >=
+#: 0.5 (a true one loses pixels to an overlapping candidate and may become negative);
+#: "alone" each candidate's outline on its own, per annotated liposome only the best
+#: matching candidate (IoU >= 0.5) positive (near-duplicate rings negative)
+VERIFIER_LABELS: tuple[str, ...] = ("painted", "alone")
+#: labelling rule of detect-train (--labels-rule; ``VERIFIER_LABELS``): "alone", as it raised
+#: the check F1 of 8-micrograph labs' verifiers (altsim 0.8340 -> 0.8596, thirdsim 0.6099 ->
+#: 0.6330, mean of network seeds 0-2; docs/micrographs.md, "Eighteenth round")
+DETECT_TRAIN_LABELS = "alone"
 #: networks of a verifier fitted by lipoclass detect-train (--ensemble; logits averaged, stored
 #: as one network; at least 1, more only with the mlp: ``verify.check_ensemble``): 5 networks
 #: beat 1 at detection level on altsim micrographs as a lab's (8 and 24 annotated ones, three

@@ -9,8 +9,10 @@ from typing import Any
 from lipoclass.choices import (
     DETECT_TRAIN_BLANKS,
     DETECT_TRAIN_ENSEMBLE,
+    DETECT_TRAIN_LABELS,
     DETECT_TRAIN_PRIOR_SHIFT,
     DETECT_TRAIN_THRESHOLDS,
+    VERIFIER_LABELS,
     VERIFIER_MODELS,
 )
 from lipoclass.cli._common import (
@@ -82,7 +84,7 @@ def _cmd_detect_train(args: argparse.Namespace) -> int:
         mics, source, cfg, Path(args.out), pixel_size_nm=args.pixel_size,
         negatives=Path(args.negatives) if args.negatives else None, model=args.model,
         ensemble=args.ensemble, prior=args.prior_shift, blanks=args.blanks,
-        thresholds=DETECT_TRAIN_THRESHOLDS if auto else None,
+        thresholds=DETECT_TRAIN_THRESHOLDS if auto else None, labels=args.labels_rule,
     )  # fmt: skip
     _print_training(args, ver, stats, len(mics))
     return 0
@@ -219,6 +221,14 @@ def _register_detect_train(add: AddCommand) -> None:
                    help="noise-only micrographs (no liposome) added as negatives, at the "
                    "pixel sizes of the micrographs, so that the verifier rejects empty "
                    "ones; 0: none (default: %(default)s)")  # fmt: skip
+    p.add_argument("--labels-rule", choices=VERIFIER_LABELS, default=DETECT_TRAIN_LABELS,
+                   help="which candidates count as liposomes in training: 'painted' judges "
+                   "each candidate's outline as left over after all candidates' outlines are "
+                   "drawn together (a true liposome overlapped by a spurious ring may be "
+                   "taught as a non-liposome); 'alone' judges each outline on its own and "
+                   "takes, per annotated liposome, only its best-fitting candidate (a "
+                   "near-duplicate ring of the same liposome is a non-liposome; it gave the "
+                   "better detectors on simulated labs) (default: %(default)s)")  # fmt: skip
     p.add_argument("--pixel-size", type=positive_float, default=None, metavar="NM",
                    help="pixel size in nm (default: from the MRC/TIFF header)")  # fmt: skip
     add_detect_options(p, verifier=False)

@@ -712,39 +712,89 @@ def _refine(z: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray) -> tup
     return raw, smooth, rim
 
 
+def _outline_window(
+    shape: tuple[int, int], c_y: float, c_x: float, fp: np.ndarray, th: np.ndarray
+) -> tuple[slice, slice, np.ndarray] | None:
+    """(rows, columns, relative radius (h', w')) of the window around one star-shaped outline
+    (closed radii ``fp`` at angles ``th``): each pixel's distance from the centre over the
+    outline radius at its angle (<= 1 inside); None where the window is off the image."""
+    h, w = shape
+    ext = float(fp.max()) + 2
+    y0, y1 = max(0, int(c_y - ext)), min(h, math.ceil(c_y + ext) + 1)
+    x0, x1 = max(0, int(c_x - ext)), min(w, math.ceil(c_x + ext) + 1)
+    if y1 <= y0 or x1 <= x0:
+        return None
+    yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(c_y)
+    xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(c_x)
+    rho = np.sqrt(yy * yy + xx * xx)  # (h', w')
+    ang = np.mod(np.arctan2(yy, xx), 2 * np.pi)
+    return slice(y0, y1), slice(x0, x1), rho / np.interp(ang, th, fp)
+
+
+def _closed_outlines(radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(angles (49,), closed outline radii (N, 49)) of star-shaped outlines ``radii`` (N, 48)."""
+    th = np.concatenate((_theta(), [2 * np.pi]))
+    return th, np.concatenate((radii, radii[:, :1]), axis=1)
+
+
 def paint_outlines(
     shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radii: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance labels (H, W) int32 from star-shaped outlines (candidate i -> label i + 1;
     a pixel inside several goes to the one it is relatively deepest in) and each outline's
     own area in px (N,) before that sharing."""
-    h, w = shape
-    labels = np.zeros((h, w), dtype=np.int32)
-    best = np.full((h, w), np.inf, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.int32)
+    best = np.full(shape, np.inf, dtype=np.float32)
     own = np.zeros(len(cy), dtype=np.int64)
     if len(cy) == 0:
         return labels, own
-    th = np.concatenate((_theta(), [2 * np.pi]))
-    ext_all = radii.max(axis=1) + 2
-    fp_all = np.concatenate((radii, radii[:, :1]), axis=1)  # closed outlines (N, 49)
+    th, fp_all = _closed_outlines(radii)
     for i in range(len(cy)):
-        ext, c_y, c_x = float(ext_all[i]), cy[i], cx[i]
-        y0, y1 = max(0, int(c_y - ext)), min(h, math.ceil(c_y + ext) + 1)
-        x0, x1 = max(0, int(c_x - ext)), min(w, math.ceil(c_x + ext) + 1)
-        if y1 <= y0 or x1 <= x0:
+        win = _outline_window(shape, cy[i], cx[i], fp_all[i], th)
+        if win is None:
             continue
-        yy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(c_y)
-        xx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(c_x)
-        rho = np.sqrt(yy * yy + xx * xx)  # (h', w')
-        ang = np.mod(np.arctan2(yy, xx), 2 * np.pi)
-        rel = rho / np.interp(ang, th, fp_all[i])  # over the outline radius at that angle
+        rows, cols, rel = win
         inside = rel <= 1.0
         own[i] = np.count_nonzero(inside)
-        bv = best[y0:y1, x0:x1]  # views: assignments write through
+        bv = best[rows, cols]  # views: assignments write through
         take = inside & (rel < bv)
-        labels[y0:y1, x0:x1][take] = i + 1
+        labels[rows, cols][take] = i + 1
         bv[take] = rel[take]
     return labels, own
+
+
+def alone_overlaps(
+    truth: np.ndarray, cy: np.ndarray, cx: np.ndarray, radii: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask IoU of each star-shaped outline, painted alone, with the truth instances of
+    ``truth`` (H, W) it overlaps: (K, 3) int rows (candidate index, truth label, intersection
+    px) and the IoU (K,). Only candidates whose window holds truth pixels are measured."""
+    t = truth.astype(np.int64, copy=False)
+    area_t = np.bincount(t.ravel())
+    if len(area_t) < 2:
+        return np.zeros((0, 3), np.int64), np.zeros(0)
+    rows_out: list[np.ndarray] = []
+    th, fp_all = _closed_outlines(radii)
+    own = np.zeros(len(cy), dtype=np.int64)
+    for i in range(len(cy)):
+        win = _outline_window(t.shape, cy[i], cx[i], fp_all[i], th)
+        if win is None:
+            continue
+        rows, cols, rel = win
+        tw = t[rows, cols]
+        inside = rel <= 1.0
+        own[i] = np.count_nonzero(inside)
+        hit = tw[inside]
+        hit = hit[hit > 0]
+        if not hit.size:
+            continue
+        labs, inter = np.unique(hit, return_counts=True)
+        rows_out.append(np.stack((np.full_like(labs, i), labs, inter), axis=1))
+    if not rows_out:
+        return np.zeros((0, 3), np.int64), np.zeros(0)
+    arr = np.concatenate(rows_out)
+    union = own[arr[:, 0]] + area_t[arr[:, 1]] - arr[:, 2]
+    return arr, arr[:, 2] / np.maximum(union, 1)
 
 
 def _membrane_line(

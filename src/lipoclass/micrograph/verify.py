@@ -29,8 +29,10 @@ import numpy as np
 from lipoclass.choices import (
     DETECT_TRAIN_BLANKS,
     DETECT_TRAIN_ENSEMBLE,
+    DETECT_TRAIN_LABELS,
     DETECT_TRAIN_PRIOR_SHIFT,
     DETECT_TRAIN_THRESHOLDS,
+    VERIFIER_LABELS,
     VERIFIER_MODELS,
 )
 from lipoclass.errors import LipoclassError
@@ -39,11 +41,13 @@ __all__ = [
     "DEFAULT_VERIFIER",
     "DETECT_TRAIN_BLANKS",
     "DETECT_TRAIN_ENSEMBLE",
+    "DETECT_TRAIN_LABELS",
     "DETECT_TRAIN_PRIOR_SHIFT",
     "DETECT_TRAIN_THRESHOLDS",
     "NEGATIVE_COLUMNS",
     "PRIOR_SHIFT",
     "REASONS",
+    "VERIFIER_LABELS",
     "VERIFIER_MODELS",
     "TrainingSet",
     "Verifier",
@@ -51,6 +55,7 @@ __all__ = [
     "candidate_threshold",
     "candidate_truth",
     "check_ensemble",
+    "check_labels_rule",
     "collect_training_set",
     "combine_networks",
     "fit_verifier",
@@ -426,17 +431,41 @@ class TrainingSet:
     micrograph: list[str]
 
 
-def candidate_truth(det: Any, truth: np.ndarray, min_iou: float = 0.5) -> np.ndarray:
-    """1 for each candidate of ``det`` (``detect.Detections``) whose outline (all candidates
-    painted together) matches a truth instance of ``truth`` (H, W) at mask IoU >= ``min_iou``,
-    else 0: (N,) int."""
-    from lipoclass.micrograph.detect import paint_outlines
+def check_labels_rule(rule: str) -> str:
+    """``rule`` if it is one of ``VERIFIER_LABELS``, else ValueError."""
+    if rule not in VERIFIER_LABELS:
+        raise ValueError(f"labels rule must be one of {VERIFIER_LABELS}, got {rule!r}")
+    return rule
+
+
+def candidate_truth(
+    det: Any, truth: np.ndarray, min_iou: float = 0.5, rule: str = "painted"
+) -> np.ndarray:
+    """1 for each candidate of ``det`` (``detect.Detections``) that matches a truth instance
+    of ``truth`` (H, W) at mask IoU >= ``min_iou``, else 0: (N,) int. ``rule``
+    (``VERIFIER_LABELS``): "painted" all candidates' outlines painted together, then matched
+    one-to-one; "alone" each outline on its own, then one-to-one greedily by IoU (per truth
+    instance only its best candidate is 1)."""
+    from lipoclass.micrograph.detect import alone_overlaps, paint_outlines
     from lipoclass.micrograph.match import match_instances
 
-    lab, _ = paint_outlines(truth.shape, det.cy, det.cx, det.radii)
-    m = match_instances(truth, lab, min_iou)
+    check_labels_rule(rule)
     y = np.zeros(len(det), dtype=np.int64)
-    y[m.pairs[:, 1] - 1] = 1
+    if rule == "painted":
+        lab, _ = paint_outlines(truth.shape, det.cy, det.cx, det.radii)
+        m = match_instances(truth, lab, min_iou)
+        y[m.pairs[:, 1] - 1] = 1
+        return y
+    pairs, iou = alone_overlaps(truth, det.cy, det.cx, det.radii)
+    keep = iou >= min_iou
+    pairs, iou = pairs[keep], iou[keep]
+    used_t: set[int] = set()
+    for k in np.argsort(-iou, kind="stable"):
+        c, t = int(pairs[k, 0]), int(pairs[k, 1])
+        if t in used_t or y[c]:
+            continue
+        used_t.add(t)
+        y[c] = 1
     return y
 
 
@@ -479,15 +508,17 @@ def collect_training_set(
     truths: Sequence[np.ndarray],
     cfg: Any,
     negatives: dict[str, list[tuple[float, float, float]]] | None = None,
+    rule: str = "painted",
 ) -> TrainingSet:
     """Candidates (without verification) of each micrograph (``io.Micrograph``), labelled by
-    the truth label image of the same index and the extra negatives."""
+    the truth label image of the same index (``candidate_truth``'s ``rule``) and the extra
+    negatives."""
     from lipoclass.micrograph.detect import detect_candidates
 
     xs, ys, names = [], [], []
     for mic, truth in zip(micrographs, truths):
         det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(mic.path), verifier=False)
-        y = candidate_truth(det, truth)
+        y = candidate_truth(det, truth, rule=rule)
         if negatives and mic.name in negatives:
             _apply_negatives(det, y, negatives[mic.name])
         xs.append(det.features)
@@ -827,6 +858,7 @@ def _fit_thresholds(
     neg: dict[str, list[tuple[float, float, float]]] | None,
     thresholds: Sequence[float] | None,
     fit: Callable[[TrainingSet, float], tuple[Verifier, dict[str, float]]],
+    rule: str = "painted",
 ) -> tuple[Verifier, dict[str, float], TrainingSet]:
     """``fit`` (training set, candidate threshold) -> (verifier, stats) on the candidates of
     ``cfg`` at each of ``thresholds`` (None: ``cfg.threshold``); the verifier of the best
@@ -839,7 +871,7 @@ def _fit_thresholds(
     table: dict[str, dict[str, float]] = {}
     best: tuple[Verifier, dict[str, float], TrainingSet] | None = None
     for thr in [cfg.threshold] if thresholds is None else thresholds:
-        ts = collect_training_set(mics, truths, replace(cfg, threshold=float(thr)), neg)
+        ts = collect_training_set(mics, truths, replace(cfg, threshold=float(thr)), neg, rule)
         ver, stats = fit(ts, float(thr))
         stats.update(_detection_figures(stats, n_truth), candidate_threshold=float(thr))
         table[f"{float(thr):g}"] = {"candidates": int(stats["candidates"]),
@@ -858,6 +890,23 @@ def _fit_thresholds(
     return best
 
 
+def _train_options(ensemble: int | None, model: str, blanks: int, labels: str) -> tuple[int, int]:
+    """detect-train's (networks, blanks), checked with its labels rule; a LipoclassError
+    naming the option otherwise."""
+    checks: tuple[tuple[str, Callable[[], Any]], ...] = (
+        ("--ensemble", lambda: check_ensemble(ensemble, model)),
+        ("--blanks", lambda: check_blanks(blanks)),
+        ("--labels-rule", lambda: check_labels_rule(labels)),
+    )
+    done = []
+    for option, check in checks:
+        try:
+            done.append(check())
+        except ValueError as exc:
+            raise LipoclassError(f"detect-train: {exc} ({option})") from None
+    return int(done[0]), int(done[1])
+
+
 def train_detect_verifier(
     micrographs: Sequence[str | os.PathLike[str]],
     source: Any,
@@ -872,6 +921,7 @@ def train_detect_verifier(
     prior: bool = DETECT_TRAIN_PRIOR_SHIFT,
     blanks: int = DETECT_TRAIN_BLANKS,
     thresholds: Sequence[float] | None = None,
+    labels: str = DETECT_TRAIN_LABELS,
 ) -> tuple[Verifier, dict[str, float]]:
     """``lipoclass detect-train``: candidates of ``micrographs`` labelled by the annotations
     of ``source`` (an ``AnnotationSource``: annotated particles are positives, the other
@@ -885,22 +935,17 @@ def train_detect_verifier(
     ``thresholds`` (e.g. ``DETECT_TRAIN_THRESHOLDS``; None: ``cfg.threshold`` alone): the
     candidate thresholds tried, one verifier each, the one of the best out-of-fold detection
     F1 kept (``_fit_thresholds``; its figures per threshold in the info's
-    ``candidate_thresholds``). The stats hold the out-of-fold detection figures
-    (``detection_precision``, ``_recall``, ``_f1``: recall of all annotated liposomes)."""
+    ``candidate_thresholds``). ``labels``: how candidates are labelled (``VERIFIER_LABELS``,
+    ``candidate_truth``'s rule; recorded in the info as ``labels_rule``). The stats hold the
+    out-of-fold detection figures (``detection_precision``, ``_recall``, ``_f1``: recall of
+    all annotated liposomes)."""
     import shutil
     import uuid
 
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import check_micrographs, read_micrograph
 
-    try:
-        ensemble = check_ensemble(ensemble, model)
-    except ValueError as exc:
-        raise LipoclassError(f"detect-train: {exc} (--ensemble)") from None
-    try:
-        blanks = check_blanks(blanks)
-    except ValueError as exc:
-        raise LipoclassError(f"detect-train: {exc} (--blanks)") from None
+    ensemble, blanks = _train_options(ensemble, model, blanks, labels)
     out = Path(out)
     if out.exists():
         raise LipoclassError(f"{out}: already exists (choose another --out)")
@@ -917,14 +962,14 @@ def train_detect_verifier(
         mics.append(mic)
     _add_blanks(mics, truths, blanks, 1900 + seed, [pxs[p] for p in paths])
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
-            "blanks": blanks}  # fmt: skip
+            "blanks": blanks, "labels_rule": labels}  # fmt: skip
 
     def fit(ts: TrainingSet, thr: float) -> tuple[Verifier, dict[str, float]]:
         return fit_verifier(ts, seed=seed, info={**info, "candidate_threshold": thr},
                             model=model, ensemble=ensemble,
                             prior=PRIOR_SHIFT if prior else None)  # fmt: skip
 
-    ver, stats, ts = _fit_thresholds(mics, truths, cfg, neg, thresholds, fit)
+    ver, stats, ts = _fit_thresholds(mics, truths, cfg, neg, thresholds, fit, labels)
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         staging.mkdir(parents=True)
