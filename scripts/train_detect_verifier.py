@@ -19,16 +19,17 @@ labelled by mask IoU >= 0.5 with the truth; the verifier (default: the small neu
 ``--ensemble`` 15 of them with seeds 0, 1000, ..., logits averaged, stored as one network)
 is fitted on all candidates, and its scores are shifted per micrograph to the micrograph's
 own share of liposomes among its candidates (``PRIOR_SHIFT``; ``--no-prior-shift``).
-Its liposome-score threshold is ``--threshold`` (default 0.3,
-chosen at detection level on the tuning micrographs, seeds 3000+, where it balanced precision
-and recall; docs/micrographs.md); ``--threshold oof`` maximises the F1 of the 5-fold (grouped
-by micrograph) out-of-fold scores instead, as ``lipoclass detect-train`` does. The
+Its liposome-score threshold is ``--threshold``: by default ``oof``, the best F1 of the
+5-fold (grouped by micrograph) out-of-fold scores, shifted per micrograph as at detection, as
+``lipoclass detect-train`` chooses it (0.38 for the packaged verifier since the eighteenth
+round), or a number (0.3 until then, chosen on the tuning micrographs for "painted" labels). The
 out-of-fold precision and recall at the threshold are printed and stored. 128 blank
 micrographs (noise only, seed 1900, ``verify.blank_micrographs``) add negatives.
 ``--drop`` leaves features out (fifteenth round: ``CONTEXT_FEATURES``, not shipped),
 ``--seed`` sets the network seed, ``--no-oof`` skips the out-of-fold fits and
-``--labels-rule`` labels the candidates "painted" (default, the packaged verifier's) or
-"alone" (``verify.candidate_truth``; eighteenth round, not shipped).
+``--labels-rule`` labels the candidates "alone" (default since the eighteenth round: each
+candidate's outline alone, one-to-one by IoU) or "painted" (all outlines painted together,
+the packaged verifier's until then; ``verify.candidate_truth``).
 
     PYTHONPATH=src .venv/bin/python scripts/train_detect_verifier.py [--out PATH]
 """
@@ -52,12 +53,12 @@ from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier'
 )
 from lipoclass.synth import MicrographConfig, render_micrograph
 
-#: liposome-score threshold of the packaged verifier: chosen at detection level (precision and
-#: recall at mask IoU >= 0.5) on the tuning micrographs, seeds 3000+, and the validation ones,
-#: 2000-2019, together with the 128 blank micrographs (docs/micrographs.md); the out-of-fold F1
-#: optimum of the candidates (0.4-0.6 between network seeds) rejected too many true liposomes
-#: in touching clusters
-DEFAULT_THRESHOLD = 0.3
+#: liposome-score threshold of the packaged verifier: the out-of-fold F1 optimum since the
+#: eighteenth round ("alone" labels: 0.38). Until then 0.3, chosen at detection level on the
+#: tuning and validation micrographs for "painted" labels, where the out-of-fold optimum
+#: rejected true liposomes in touching clusters (their candidates were labelled negative
+#: where a neighbour's outline took their pixels; docs/micrographs.md)
+DEFAULT_THRESHOLD = "oof"
 #: networks of the packaged verifier (seeds 0, 1000, ..., logits averaged, stored as one
 #: network with 15 x 32 hidden units): 5 since the eleventh round; 15 since the fifteenth,
 #: where they cut the seed's say out of domain (thirdsim precision spread between network
@@ -144,16 +145,16 @@ def main() -> None:
     ap.add_argument("--drop", default=",".join(DEFAULT_DROP),
                     help="features the verifier leaves out, comma-separated (default "
                     f"{','.join(DEFAULT_DROP) or 'none'}; '' keeps all)")  # fmt: skip
-    ap.add_argument("--labels-rule", choices=VERIFIER_LABELS, default="painted",
+    ap.add_argument("--labels-rule", choices=VERIFIER_LABELS, default="alone",
                     help="how training candidates are labelled (verify.candidate_truth; "
-                    "default painted; alone: eighteenth round, not shipped)")  # fmt: skip
+                    "default alone, since the eighteenth round; painted: before)")  # fmt: skip
     ap.add_argument("--no-prior-shift", action="store_true",
                     help="no per-micrograph prior shift of the scores")  # fmt: skip
     ap.add_argument(
         "--threshold",
-        default=str(DEFAULT_THRESHOLD),
-        help=f"liposome-score threshold stored in the verifier (default {DEFAULT_THRESHOLD}, "
-        "chosen on the tuning micrographs) or 'oof' for the best out-of-fold F1",
+        default=DEFAULT_THRESHOLD,
+        help="liposome-score threshold stored in the verifier: 'oof' (default) for the best "
+        "out-of-fold F1, or a number between 0 and 1",
     )
     args = ap.parse_args()
     drop = [f for f in args.drop.split(",") if f]
