@@ -187,11 +187,12 @@ def main() -> None:
             "candidate_threshold": cfg.threshold}  # fmt: skip
     if args.labels_rule != "painted":
         info["labels_rule"] = args.labels_rule
-    if not args.no_prior_shift:
-        info["prior_shift"] = PRIOR_SHIFT
     ensemble = args.ensemble if args.model == "mlp" else 1
+    # the prior shift is stored in the info and, with --threshold oof, shifts the out-of-fold
+    # scores per micrograph before the threshold is chosen (as detect-train does)
+    prior = None if args.no_prior_shift else PRIOR_SHIFT
     ver, stats = fit_verifier(ts, seed=args.seed, info=info, model=args.model, threshold=thr,
-                              ensemble=ensemble, oof=not args.no_oof,
+                              ensemble=ensemble, oof=not args.no_oof, prior=prior,
                               features=tuple(f for f in FEATURES if f not in drop))  # fmt: skip
     ver.save(args.out)
     print({k: round(v, 4) for k, v in stats.items()}, "->", args.out)
