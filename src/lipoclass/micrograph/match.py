@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "InstanceMatch",
+    "greedy_one_to_one",
     "match_instances",
     "pool_matches",
     "pooled_interval",
@@ -82,6 +83,22 @@ def pooled_interval(
     return out
 
 
+def greedy_one_to_one(pairs: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """Indices of ``pairs`` (K, 2: left id, right id) kept one-to-one, greedily by ``iou``
+    (K,) descending (ties in the given order): each id on either side at most once."""
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    keep: list[int] = []
+    for k in np.argsort(-np.asarray(iou), kind="stable"):
+        a, b = int(pairs[k, 0]), int(pairs[k, 1])
+        if a in used_a or b in used_b:
+            continue
+        used_a.add(a)
+        used_b.add(b)
+        keep.append(int(k))
+    return np.asarray(keep, dtype=np.int64)
+
+
 def match_instances(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) -> InstanceMatch:
     """Match the instances of two label images (H, W) (0 background) by mask IoU. At
     ``min_iou`` >= 0.5 a match is unique on both sides; below it each truth instance takes its
@@ -99,17 +116,8 @@ def match_instances(truth: np.ndarray, found: np.ndarray, min_iou: float = 0.5) 
     iou[0, :] = 0
     iou[:, 0] = 0
     cand = np.argwhere(iou >= min_iou)  # (K, 2)
-    order = np.argsort(-iou[cand[:, 0], cand[:, 1]], kind="stable")
-    used_t: set[int] = set()
-    used_f: set[int] = set()
-    pairs: list[tuple[int, int]] = []
-    for a, b in cand[order]:
-        if int(a) in used_t or int(b) in used_f:
-            continue
-        used_t.add(int(a))
-        used_f.add(int(b))
-        pairs.append((int(a), int(b)))
-    arr = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    arr = cand[greedy_one_to_one(cand, iou[cand[:, 0], cand[:, 1]])].astype(np.int64)
+    arr = arr.reshape(-1, 2)
     ious = iou[arr[:, 0], arr[:, 1]] if len(arr) else np.zeros(0)
     n_truth = int(np.count_nonzero(area_t[1:]))
     n_found = int(np.count_nonzero(area_f[1:]))

@@ -447,7 +447,7 @@ def candidate_truth(
     one-to-one; "alone" each outline on its own, then one-to-one greedily by IoU (per truth
     instance only its best candidate is 1)."""
     from lipoclass.micrograph.detect import alone_overlaps, paint_outlines
-    from lipoclass.micrograph.match import match_instances
+    from lipoclass.micrograph.match import greedy_one_to_one, match_instances
 
     check_labels_rule(rule)
     y = np.zeros(len(det), dtype=np.int64)
@@ -459,13 +459,7 @@ def candidate_truth(
     pairs, iou = alone_overlaps(truth, det.cy, det.cx, det.radii)
     keep = iou >= min_iou
     pairs, iou = pairs[keep], iou[keep]
-    used_t: set[int] = set()
-    for k in np.argsort(-iou, kind="stable"):
-        c, t = int(pairs[k, 0]), int(pairs[k, 1])
-        if t in used_t or y[c]:
-            continue
-        used_t.add(t)
-        y[c] = 1
+    y[pairs[greedy_one_to_one(pairs, iou), 0]] = 1
     return y
 
 
