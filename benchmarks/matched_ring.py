@@ -161,12 +161,23 @@ def candidates(
             "radii": radii * factor + HALF_BILAYER_NM / px}  # fmt: skip
 
 
-def profile(zr: np.ndarray, st: dict, disk: bool = False) -> tuple | None:
+#: ``oracle`` variants (diagnostic only): the truth labels of the micrograph in hand, so the
+#: profile is measured on the candidates that match a liposome instead of the strong ones
+ORACLE: dict[str, Any] = {}
+
+
+def _oracle_strong(st: dict) -> np.ndarray:
+    """Candidates of ``st`` whose outline, painted alone, matches a truth liposome (IoU >= 0.5)."""
+    pairs, iou = D.alone_overlaps(ORACLE["labels"], st["cy"], st["cx"], st["radii"])
+    return np.unique(pairs[iou >= 0.5, 0])
+
+
+def profile(zr: np.ndarray, st: dict, disk: bool = False, oracle: bool = False) -> tuple | None:
     """Mean signed cross-section of ``zr`` across the membranes of the strong candidates of
     ``st`` (significance >= ``STRONG``, their median-filtered ray radii), or None (< 3):
     ("abs", offsets px, values), or with ``disk`` the whole radial profile ("rel", fractions
     of the membrane radius, values) against the level at 1.35-1.5 r."""
-    strong = np.flatnonzero(st["cand"][:, 0] >= STRONG)
+    strong = _oracle_strong(st) if oracle else np.flatnonzero(st["cand"][:, 0] >= STRONG)
     if len(strong) < 3:
         return None
     c, rr = st["cand"][strong], st["wr"][strong]
@@ -201,7 +212,7 @@ def stage(image: np.ndarray, px: float, variant: str) -> tuple[list, np.ndarray,
     prof = None
     if "profile" in tokens or "disk" in tokens:
         first = candidates(rs, cfg.threshold, z0, factor, px)
-        prof = profile(zr, first, "disk" in tokens)
+        prof = profile(zr, first, "disk" in tokens, "oracle" in tokens)
         if prof is not None:
             rs = rings(zr, rmin, rmax, prof, fine="fine" in tokens)
     return rs, z0, factor, prof, zr
@@ -235,6 +246,7 @@ def run(sim: str, per: int, variants: list[str], arc: bool = False) -> None:
         t0 = time.time()
         img = np.asarray(image, np.float32)
         per_v = {}
+        ORACLE["labels"] = np.asarray(labels)
         for v in variants:
             rs, z0, factor, prof, zr = stage(img, px, v)
             per_v[v] = (rs, z0, factor, prof is not None, zr if arc else None)

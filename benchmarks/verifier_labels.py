@@ -32,8 +32,12 @@ from lipoclass.micrograph.match import match_instances, pool_matches
 from lipoclass.micrograph.verify import load_verifier
 
 
-def cache_candidates(files: list[Path], out: Path) -> None:
-    """Candidates of each cached micrograph without a verifier, to ``out``."""
+def cache_candidates(files: list[Path], out: Path, threshold: float | None = None) -> None:
+    """Candidates of each cached micrograph without a verifier, to ``out`` (``threshold``:
+    the ring threshold, None: ``DetectConfig``'s)."""
+    cfg = D.DetectConfig(verifier="none")
+    if threshold is not None:
+        cfg = D.DetectConfig(verifier="none", threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
     for fn in files:
         dst = out / fn.name
@@ -41,8 +45,7 @@ def cache_candidates(files: list[Path], out: Path) -> None:
             continue
         c = np.load(fn)
         t0 = time.time()
-        det = D.detect_candidates(c["image"], D.DetectConfig(verifier="none"), float(c["px"]),
-                                  "", False)  # fmt: skip
+        det = D.detect_candidates(c["image"], cfg, float(c["px"]), "", False)  # fmt: skip
         tmp = dst.with_name(f".{dst.stem}.tmp.npz")
         np.savez(tmp, cy=det.cy, cx=det.cx, radii=det.radii, features=det.features,
                  labels=c["labels"])  # fmt: skip
@@ -82,11 +85,17 @@ def main() -> None:
     ap.add_argument("--score", type=Path, help="score the verifiers on this candidate cache")
     ap.add_argument("--verifiers", default="packaged=default")
     ap.add_argument("--sims", default="ours,altsim,thirdsim")
+    ap.add_argument(
+        "--ring-threshold",
+        type=float,
+        default=None,
+        help="with --cands: the ring threshold (default DetectConfig's)",
+    )
     args = ap.parse_args()
     for sim in args.sims.split(","):
         files = sorted(args.dir.glob(f"{sim}-*.npz"))
         if args.cands:
-            cache_candidates(files, args.cands)
+            cache_candidates(files, args.cands, args.ring_threshold)
         if not args.score:
             continue
         vers = dict(v.split("=", 1) for v in args.verifiers.split(","))

@@ -156,6 +156,9 @@ def main() -> None:
         help="liposome-score threshold stored in the verifier: 'oof' (default) for the best "
         "out-of-fold F1, or a number between 0 and 1",
     )
+    ap.add_argument("--ring-threshold", type=float, default=None,
+                    help="candidate (ring) threshold of the training candidates, stored in "
+                    "the verifier (default: DetectConfig's)")  # fmt: skip
     args = ap.parse_args()
     drop = [f for f in args.drop.split(",") if f]
     if any(f not in FEATURES for f in drop):
@@ -169,6 +172,8 @@ def main() -> None:
     if args.no_oof and thr is None:
         ap.error("--no-oof needs a numeric --threshold")
     cfg = DetectConfig(verifier="none")
+    if args.ring_threshold is not None:
+        cfg = DetectConfig(verifier="none", threshold=args.ring_threshold)
     mics, truths = [], []
     for c in conditions(1000, args.count):
         m = render_micrograph(MicrographConfig(**c), 0)  # type: ignore[arg-type]

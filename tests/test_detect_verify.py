@@ -368,7 +368,7 @@ def test_features_tell_membrane_from_blob_and_film_edge() -> None:
     rng = np.random.default_rng(0)
 
     def best(image: np.ndarray) -> dict[str, float]:
-        img = ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.05, image.shape)
+        img = ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.2, image.shape)
         det = detect_candidates(100.0 - img, DetectConfig(min_diameter=40, max_diameter=120,
                                 unit="px", verifier="none"))  # fmt: skip
         i = int(np.argmin(np.hypot(det.cy - 80, det.cx - 80)))
@@ -398,7 +398,7 @@ def test_fullres_profile_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = DetectConfig(min_diameter=40, max_diameter=120, unit="px", verifier="none")
 
     def both(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        img = 100.0 - (ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.05, image.shape))
+        img = 100.0 - (ndi.gaussian_filter(image, 1.0) + rng.normal(0, 0.2, image.shape))
         off = detect_candidates(img, cfg, verifier=False)
         monkeypatch.setattr(D, "_FULLRES", True)
         on = detect_candidates(img, cfg, verifier=False)
