@@ -222,9 +222,11 @@ class Stages:
         band = dog(np.asarray(work, np.float64), self.sigma)
         med = float(np.median(band[::2, ::2]))
         self.mad = float(np.median(np.abs(band[::2, ::2] - med))) * 1.4826
-        zr = D._ring_map(image, work, z, self.factor)
-        one = D._ring_map(image, work, np.ones_like(z), self.factor)
-        zero = D._ring_map(image, work, np.zeros_like(z), self.factor)
+        # no clip (nineteenth round): the budget's stages are linear up to the ring filter,
+        # as the detector was when it was measured
+        zr = D._ring_map(image, work, z, self.factor, None)
+        one = D._ring_map(image, work, np.ones_like(z), self.factor, None)
+        zero = D._ring_map(image, work, np.zeros_like(z), self.factor, None)
         self.keep = float(np.mean(one - zero))  # 1 - texture weight
         self.zr = np.asarray(zr, np.float64)
         self.rmin, self.rmax = max(dmin / 2 / self.factor, 4.0), max(dmax / 2 / self.factor, 5.0)
@@ -479,9 +481,6 @@ def main() -> None:
     if a.count > 8:
         raise SystemExit("exploratory seeds 9000 + 50 k + i, i < 50 only; keep --count small")
     if a.csv:
-        # the budget's stages are linear up to the ring filter: it measures the detector as
-        # it was before the ring map's clip (nineteenth round), which it would break
-        D._RING_CLIP = None
         only = [int(c) for c in a.cond.split(",")] if a.cond else None
         measure(a.count, a.csv, only)
     if a.table:

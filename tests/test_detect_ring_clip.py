@@ -3,10 +3,13 @@ very dark clutter (gold, ice) no longer dominates the ring responses around it."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
+from lipoclass.choices import RING_CLIP
 from lipoclass.micrograph import detect as D
 from lipoclass.micrograph.detect import DetectConfig, detect_candidates
 
@@ -39,22 +42,26 @@ def test_ring_map_is_clipped_and_z_left_alone() -> None:
     assert z[1, 1] == 12.0
     mixed = D._mix_texture(z, (0.5, np.full_like(z, -20.0)))  # 0.5 z + 0.5 (-20)
     np.testing.assert_array_equal(mixed, [[-4.0, -4.0], [-4.0, -4.0]])
+    assert D._mix_texture(z, None, None) is z
 
 
-def test_clip_removes_clutter_rings_and_keeps_the_membranes(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.parametrize("bad", [0.5, 1000.0, float("nan")])
+def test_ring_clip_is_validated(bad: float) -> None:
+    with pytest.raises(ValueError, match="ring_clip"):
+        DetectConfig(ring_clip=bad)
+
+
+def test_clip_removes_clutter_rings_and_keeps_the_membranes() -> None:
     cfg = DetectConfig(min_diameter=40, max_diameter=120, unit="px", verifier="none")
+    off = replace(cfg, ring_clip=None)
+    assert cfg.ring_clip == RING_CLIP == 4.0
     image = _micrograph(gold=6)
     clipped = detect_candidates(image, cfg, verifier=False)
-    monkeypatch.setattr(D, "_RING_CLIP", None)
-    raw = detect_candidates(image, cfg, verifier=False)
+    raw = detect_candidates(image, off, verifier=False)
     assert _found(clipped) == _found(raw) == len(RINGS)
     assert len(clipped) * 2 <= len(raw)  # the rings the gold disks made are gone
     # without clutter the clip changes nothing here
     clean = _micrograph(gold=0)
-    monkeypatch.setattr(D, "_RING_CLIP", 4.0)
     a = detect_candidates(clean, cfg, verifier=False)
-    monkeypatch.setattr(D, "_RING_CLIP", None)
-    b = detect_candidates(clean, cfg, verifier=False)
+    b = detect_candidates(clean, off, verifier=False)
     assert _found(a) == _found(b) == len(RINGS) and abs(len(a) - len(b)) <= 1

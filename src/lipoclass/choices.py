@@ -115,6 +115,12 @@ DETECT_TRAIN_THRESHOLDS: tuple[float, ...] = (4.0, 3.5, 3.0)
 #: default ring significance (robust z) of a detector candidate (lipoclass detect --threshold);
 #: the verifier rejects the extra false candidates a low threshold lets in
 RING_THRESHOLD = 4.0
+#: robust z at which the ring map is clipped before the ring filter bank (DetectConfig.ring_clip;
+#: nineteenth round, docs/micrographs.md): a gold particle, ice crystal or film edge is tens
+#: of z deep and, unclipped, dominates every ring response near it and the per-radius noise
+#: scale (the MAD) with it, so true rings elsewhere fall under the threshold and the clutter's
+#: own rings win the suppression. A membrane is a few z; noise exceeds 4 z in 6e-5 of pixels.
+RING_CLIP = 4.0
 #: cross-section of the detector's ring filter (DetectConfig.ring_profile): "gaussian" a thin
 #: ring of Gaussian cross-section (sigma 0.8 px); "measured" a second pass with the mean
 #: membrane cross-section measured on the micrograph's own strong candidates

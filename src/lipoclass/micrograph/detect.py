@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import RING_PROFILES, RING_THRESHOLD
+from lipoclass.choices import RING_CLIP, RING_PROFILES, RING_THRESHOLD
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
@@ -118,7 +118,8 @@ class DetectConfig:
     (``lipoclass detect-train``), ``"default"`` for the packaged one or ``"none"`` to accept
     every candidate; ``min_score``: liposome score below which a candidate is rejected (None:
     the verifier's own threshold); ``ring_profile``: the ring filter's cross-section
-    (``RING_PROFILES``; "measured": ``_measured_rings``)."""
+    (``RING_PROFILES``; "measured": ``_measured_rings``); ``ring_clip``: robust z at which
+    the ring map is clipped before the ring filter bank (None: no clip; nineteenth round)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
@@ -129,6 +130,7 @@ class DetectConfig:
     verifier: str = "default"
     min_score: float | None = None
     ring_profile: str = "gaussian"
+    ring_clip: float | None = RING_CLIP
 
     def __post_init__(self) -> None:
         if self.ring_profile not in RING_PROFILES:
@@ -148,6 +150,8 @@ class DetectConfig:
             raise ValueError(f"threshold must be 1..100, got {self.threshold}")
         if self.min_score is not None and not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be 0..1, got {self.min_score}")
+        if self.ring_clip is not None and not 1.0 <= self.ring_clip <= 100:
+            raise ValueError(f"ring_clip must be 1..100 robust z or None, got {self.ring_clip}")
 
     def diameters_px(self, pixel_size_nm: float | None, where: str = "") -> tuple[float, float]:
         """(min, max) diameter in px for a micrograph of ``pixel_size_nm``."""
@@ -270,7 +274,13 @@ _TEXTURE_WEIGHT = 0.5
 _TEXTURE_TAIL = (0.005, 0.02)
 
 
-def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -> np.ndarray:
+def _ring_map(
+    image: np.ndarray,
+    work: np.ndarray,
+    z: np.ndarray,
+    factor: int,
+    clip: float | None = RING_CLIP,
+) -> np.ndarray:
     """The map the ring filter bank correlates (step 2): the darkness z-score ``z`` (H, W) of
     the working scale (block means ``work``, sign as in ``_working``), mixed, where the
     working scale block-averages (``factor`` >= 2), with the membrane texture map: the
@@ -280,8 +290,8 @@ def _ring_map(image: np.ndarray, work: np.ndarray, z: np.ndarray, factor: int) -
     average and the band-pass cancel; their spread within a block survives. The texture
     map's weight grows with its share of pixels above 3 z (``_TEXTURE_TAIL``), so where it
     holds no structure (noise only, or a membrane drawn as one wide dark band) it adds no
-    noise. float32 (H, W)."""
-    return _mix_texture(z, _texture_map(image, work, factor))
+    noise. Clipped to +-``clip`` robust z (``RING_CLIP``). float32 (H, W)."""
+    return _mix_texture(z, _texture_map(image, work, factor), clip)
 
 
 def _texture_map(
@@ -305,21 +315,15 @@ def _texture_map(
     return (a, tex) if a > 0 else None
 
 
-#: the ring map is clipped to +-``_RING_CLIP`` (robust z units) before the ring filter bank
-#: (nineteenth round, docs/micrographs.md): a gold particle, ice crystal or film edge is tens
-#: of z deep and, unclipped, dominates every ring response around it and the per-radius noise
-#: scale (the MAD) with it, so true rings elsewhere fall under the threshold. A membrane is
-#: a few z; noise exceeds 4 z in 6e-5 of pixels. None: no clip.
-_RING_CLIP: float | None = 4.0
-
-
-def _mix_texture(z: np.ndarray, texture: tuple[float, np.ndarray] | None) -> np.ndarray:
+def _mix_texture(
+    z: np.ndarray, texture: tuple[float, np.ndarray] | None, clip: float | None = RING_CLIP
+) -> np.ndarray:
     """The ring map: ``z`` mixed with ``_texture_map``'s weighted texture map, clipped to
-    +-``_RING_CLIP`` (a new array: ``z`` itself is left as it is)."""
+    +-``clip`` robust z (``RING_CLIP``; a new array: ``z`` itself is left as it is)."""
     zr = z if texture is None else (1.0 - texture[0]) * z + texture[0] * texture[1]
-    if _RING_CLIP is None:
+    if clip is None:
         return zr
-    return np.clip(zr, -_RING_CLIP, _RING_CLIP, dtype=np.float32)
+    return np.clip(zr, -clip, clip, dtype=np.float32)
 
 
 def _threads() -> int:
@@ -1020,7 +1024,7 @@ def detect_candidates(
     with ThreadPoolExecutor(1) as ex:  # the texture map beside step 1 (ndimage frees the GIL)
         texture = ex.submit(_texture_map, image, work, factor)
         z, low = _bandpass(work, sigma)
-        zr = _mix_texture(z, texture.result())
+        zr = _mix_texture(z, texture.result(), cfg.ring_clip)
     rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
     if not np.any(z):
         rings: list[Ring] = []
