@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipoclass.choices import RING_CLIP
 from lipoclass.cli import main
 from lipoclass.micrograph import DetectConfig, LabelImageSource, read_label_image
 from lipoclass.micrograph.detect import detect_candidates
@@ -85,6 +86,7 @@ def test_detect_train_auto_chooses_by_detection_f1(messy: Path, tmp_path: Path, 
     assert list(table) == [f"{t:g}" for t in DETECT_TRAIN_THRESHOLDS]
     best = max(table, key=lambda k: table[k]["f1"])  # max keeps the first of equals
     assert info["candidate_threshold"] == float(best) and f"threshold {best} chosen" in text
+    assert info["training_ring_clip"] == RING_CLIP  # the candidates it learnt from
     assert table["3"]["candidates"] > table["4"]["candidates"]
     n_truth = sum(int(read_label_image(messy / "labels" / Path(m).name).max()) for m in mics)
     for f in table.values():  # recall of all annotated liposomes, not of the candidates

@@ -956,7 +956,8 @@ def train_detect_verifier(
         mics.append(mic)
     _add_blanks(mics, truths, blanks, 1900 + seed, [pxs[p] for p in paths])
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
-            "blanks": blanks, "labels_rule": labels}  # fmt: skip
+            "blanks": blanks, "labels_rule": labels,
+            "training_ring_clip": cfg.ring_clip}  # fmt: skip
 
     def fit(ts: TrainingSet, thr: float) -> tuple[Verifier, dict[str, float]]:
         return fit_verifier(ts, seed=seed, info={**info, "candidate_threshold": thr},
