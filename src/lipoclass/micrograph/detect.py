@@ -14,7 +14,8 @@ background, 1..K) and a table of every candidate with its liposome score.
 2. **Ring filter bank (a circular Hough transform by convolution).** The z-score map (where
    the working scale block-averages, mixed with a membrane texture map: the spread of the
    full-resolution pixels within each working pixel, band-passed, weighted by how much
-   structure it holds; ``_ring_map``) is correlated with thin rings of every radius in the
+   structure it holds; then clipped at +-4 robust z, so that gold, ice and film edges do
+   not dominate the responses; ``_ring_map``) is correlated with thin rings of every radius in the
    diameter range (5 % steps), computed in Fourier space (the transform of a ring of radius
    r is J0(2 pi k r), times a Gaussian for its width), one octave of radii at a time on a
    block-averaged map (radius >= 8 px there). Each radius' response is turned into a
