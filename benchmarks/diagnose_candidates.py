@@ -52,11 +52,14 @@ HALF_BILAYER_NM = 2.3
 Ring = tuple[float, float, float, float]
 
 
-def _sig_stack(z: np.ndarray, f: int, radii: list[float]) -> np.ndarray:
-    """Every radius' significance map (R, h // f, w // f), computed as ``D._ring_octave``
-    does (one thread), which keeps only the best over radii."""
+def radius_responses(
+    z: np.ndarray, f: int, radii: list[float], kernel_of: Any
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, radius, raw ring response (h // f, w // f)) for each of ``radii`` (px of
+    ``z``) on ``z`` block-averaged by ``f``, as ``D._ring_octave`` computes them before its
+    standardisation; ``kernel_of(kgrid)`` gives the function of the octave radius whose
+    values on ``kgrid`` are the ring's transform (``D._ring_kernel``'s form)."""
     from scipy import fft as sfft
-    from scipy import special
 
     h, w = z.shape
     hh, ww = h // f, w // f
@@ -70,14 +73,26 @@ def _sig_stack(z: np.ndarray, f: int, radii: list[float]) -> np.ndarray:
     ky, kx = np.arange(n1, dtype=np.float32) / fh, np.arange(nw, dtype=np.float32) / fw
     idx = np.rint(np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) / dk).astype(np.int32)
     kgrid = np.arange(int(idx.max()) + 1) * dk
-    width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kgrid * kgrid)
-    out = np.full((len(radii), hh, ww), -np.inf, np.float32)
+    kernel = kernel_of(kgrid)
     prod = np.empty_like(spec)
     for i, r in enumerate(radii):
-        kern = (special.j0(2.0 * np.pi * kgrid * (r / f)) * width).astype(np.float32)[idx]
+        kern = kernel(r / f)[idx]
         np.multiply(spec[:n1], kern, out=prod[:n1])
         np.multiply(spec[n1:], kern[fh - n1 : 0 : -1], out=prod[n1:])
-        resp = sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]
+        yield i, r, sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]
+
+
+def _sig_stack(z: np.ndarray, f: int, radii: list[float]) -> np.ndarray:
+    """Every radius' significance map (R, h // f, w // f), computed as ``D._ring_octave``
+    does (one thread), which keeps only the best over radii."""
+    from scipy import special
+
+    def thin_ring(kgrid: np.ndarray) -> Any:
+        width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kgrid * kgrid)
+        return lambda ro: (special.j0(2.0 * np.pi * kgrid * ro) * width).astype(np.float32)
+
+    out = np.full((len(radii), z.shape[0] // f, z.shape[1] // f), -np.inf, np.float32)
+    for i, r, resp in radius_responses(z, f, radii, thin_ring):
         sub = resp[::3, ::3].copy()
         med = float(np.median(sub))
         mad = float(np.median(np.abs(sub - med))) * 1.4826

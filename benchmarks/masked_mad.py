@@ -14,42 +14,28 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import fft as sfft
 from scipy import ndimage as ndi
 
+from diagnose_candidates import radius_responses
 from lipoclass.micrograph import detect as D
 
 MODE = {"on": False, "frac": 0.2}
 
 
 def _ring_octave(z, f, radii, threads, profile=None):
-    h, w = z.shape
-    hh, ww = h // f, w // f
-    zd = z[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))
+    hh, ww = z.shape[0] // f, z.shape[1] // f
     dist = None
     if MODE["on"]:
+        zd = z[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))
         sat = np.abs(zd) >= 3.9
         if MODE.get("solid"):  # only solid saturated regions: thin lines (membranes) open away
             sat = ndi.binary_opening(sat, structure=np.ones((5, 5), bool))
         dist = ndi.distance_transform_edt(~sat)
-    pad = int(max(radii) / f) + 4
-    fh = sfft.next_fast_len(hh + pad, real=True)
-    fw = sfft.next_fast_len(ww + pad, real=True)
-    spec = sfft.rfft2(zd, s=(fh, fw))
-    n1, nw = fh // 2 + 1, fw // 2 + 1
-    dk = 0.25 / max(fh, fw)
-    ky, kx = np.arange(n1, dtype=np.float32) / fh, np.arange(nw, dtype=np.float32) / fw
-    idx = np.rint(np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2) / dk).astype(np.int32)
-    kgrid = np.arange(int(idx.max()) + 1) * dk
-    kernel = D._ring_kernel(kgrid, f, profile)
-    prod = np.empty_like(spec)
     best = np.full((hh, ww), -np.inf, dtype=np.float32)
     best_r = np.zeros((hh, ww), dtype=np.float32)
-    for r in radii:
-        kern = kernel(r / f)[idx]
-        np.multiply(spec[:n1], kern, out=prod[:n1])
-        np.multiply(spec[n1:], kern[fh - n1 : 0 : -1], out=prod[n1:])
-        resp = sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]
+    for _i, r, resp in radius_responses(
+        z, f, radii, lambda kgrid: D._ring_kernel(kgrid, f, profile)
+    ):
         sub = resp[::3, ::3]
         if dist is not None:
             clean = dist[::3, ::3] > r / f + 2
