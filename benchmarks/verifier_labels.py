@@ -22,22 +22,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lipoclass.choices import RING_NOISE
 from lipoclass.micrograph import detect as D
 from lipoclass.micrograph.match import match_instances, pool_matches
 from lipoclass.micrograph.verify import load_verifier
 
 
-def cache_candidates(files: list[Path], out: Path, threshold: float | None = None) -> None:
+def cache_candidates(
+    files: list[Path], out: Path, threshold: float | None = None, noise: str = "all"
+) -> None:
     """Candidates of each cached micrograph without a verifier, to ``out`` (``threshold``:
-    the ring threshold, None: ``DetectConfig``'s)."""
-    cfg = D.DetectConfig(verifier="none")
+    the ring threshold, None: ``DetectConfig``'s; ``noise``: ``DetectConfig.ring_noise``)."""
+    cfg = D.DetectConfig(verifier="none", ring_noise=noise)
     if threshold is not None:
-        cfg = D.DetectConfig(verifier="none", threshold=threshold)
+        cfg = replace(cfg, threshold=threshold)
     out.mkdir(parents=True, exist_ok=True)
     for fn in files:
         dst = out / fn.name
@@ -91,11 +95,13 @@ def main() -> None:
         default=None,
         help="with --cands: the ring threshold (default DetectConfig's)",
     )
+    ap.add_argument("--ring-noise", choices=RING_NOISE, default="all",
+                    help="with --cands: DetectConfig.ring_noise (default all)")  # fmt: skip
     args = ap.parse_args()
     for sim in args.sims.split(","):
         files = sorted(args.dir.glob(f"{sim}-*.npz"))
         if args.cands:
-            cache_candidates(files, args.cands, args.ring_threshold)
+            cache_candidates(files, args.cands, args.ring_threshold, args.ring_noise)
         if not args.score:
             continue
         vers = dict(v.split("=", 1) for v in args.verifiers.split(","))

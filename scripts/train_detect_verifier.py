@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lipoclass.choices import VERIFIER_LABELS, VERIFIER_MODELS
+from lipoclass.choices import RING_NOISE, VERIFIER_LABELS, VERIFIER_MODELS
 from lipoclass.micrograph.detect import FEATURES, DetectConfig
 from lipoclass.micrograph.io import Micrograph
 from lipoclass.micrograph.verify import (  # PRIOR_SHIFT: the packaged verifier's prior shift
@@ -164,6 +164,9 @@ def main() -> None:
                     "(default: the packaged verifier was trained on unclipped candidates and "
                     "beat one trained on clipped ones on the unseen simulator; nineteenth "
                     "round)")  # fmt: skip
+    ap.add_argument("--ring-noise", choices=RING_NOISE, default="all",
+                    help="where the training candidates' ring responses get their noise "
+                    "scale (DetectConfig.ring_noise; default all; needs --ring-clip)")  # fmt: skip
     args = ap.parse_args()
     drop = [f for f in args.drop.split(",") if f]
     if any(f not in FEATURES for f in drop):
@@ -178,7 +181,7 @@ def main() -> None:
         ap.error("--no-oof needs a numeric --threshold")
     try:
         clip = None if args.ring_clip == "none" else float(args.ring_clip)
-        cfg = DetectConfig(verifier="none", ring_clip=clip)
+        cfg = DetectConfig(verifier="none", ring_clip=clip, ring_noise=args.ring_noise)
         if args.ring_threshold is not None:
             cfg = replace(cfg, threshold=args.ring_threshold)
     except ValueError as exc:
@@ -203,6 +206,8 @@ def main() -> None:
         info["labels_rule"] = args.labels_rule
     if cfg.ring_clip is not None:
         info["training_ring_clip"] = cfg.ring_clip
+    if cfg.ring_noise != "all":
+        info["training_ring_noise"] = cfg.ring_noise
     ensemble = args.ensemble if args.model == "mlp" else 1
     # the prior shift is stored in the info and, with --threshold oof, shifts the out-of-fold
     # scores per micrograph before the threshold is chosen (as detect-train does)

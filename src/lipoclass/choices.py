@@ -28,6 +28,7 @@ __all__ = [
     "PRECISIONS",
     "RECIPES",
     "REVIEW_QUEUES",
+    "RING_NOISE",
     "RING_PROFILES",
     "RING_THRESHOLD",
     "SCHEDULES",
@@ -121,6 +122,12 @@ RING_THRESHOLD = 4.0
 #: scale (the MAD) with it, so true rings elsewhere fall under the threshold and the clutter's
 #: own rings win the suppression. A membrane is a few z; noise exceeds 4 z in 6e-5 of pixels.
 RING_CLIP = 4.0
+#: where each ring radius' response gets its noise scale (median / MAD; DetectConfig.ring_noise,
+#: twenty-first round): "all" the whole micrograph; "unsaturated" only the positions whose
+#: ring stays clear of every pixel the clip saturated; "solid" clear of solid saturated
+#: regions only (gold, ice, a film's edge zone: the saturated pixels opened by a 5 x 5
+#: square, so thin saturated lines, membranes, do not count)
+RING_NOISE: tuple[str, ...] = ("all", "unsaturated", "solid")
 #: cross-section of the detector's ring filter (DetectConfig.ring_profile): "gaussian" a thin
 #: ring of Gaussian cross-section (sigma 0.8 px); "measured" a second pass with the mean
 #: membrane cross-section measured on the micrograph's own strong candidates

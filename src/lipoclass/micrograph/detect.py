@@ -71,7 +71,7 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import RING_CLIP, RING_PROFILES, RING_THRESHOLD
+from lipoclass.choices import RING_CLIP, RING_NOISE, RING_PROFILES, RING_THRESHOLD
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
@@ -95,6 +95,17 @@ __all__ = [
 DIAMETER_UNITS = ("nm", "px")
 _N_RAYS = 48
 _WORK_MIN_D = 10.0  # px: smallest liposome diameter at the working scale
+#: the ring responses' noise rule (``DetectConfig.noise``): (``RING_NOISE`` value, clip)
+Noise = tuple[str, "float | None"]
+#: twenty-first round (``ring_noise``): a position of the block-averaged ring map is
+#: saturated at ``_SATURATED`` x the clip; a radius' noise sample keeps the positions whose
+#: ring stays more than ``_CLEAR_PX`` px (averaged map) from those, when they are at least
+#: ``_CLEAR_MIN`` of the map (else the whole map); "solid" opens the saturated positions by a
+#: ``_SOLID_PX`` square first (chosen on thirdsim exploratory candidates; docs)
+_SATURATED = 0.975
+_CLEAR_PX = 2.0
+_CLEAR_MIN = 0.2
+_SOLID_PX = 5
 _RING_MIN_R = 5.0  # px: smallest ring radius on an octave's block-averaged map
 _WORK_MIN_SIDE = 512  # px: the working image keeps at least this many px a side (0: no limit)
 #: features at the working scale without that floor (thirteenth round; False: at the floor's)
@@ -120,7 +131,9 @@ class DetectConfig:
     every candidate; ``min_score``: liposome score below which a candidate is rejected (None:
     the verifier's own threshold); ``ring_profile``: the ring filter's cross-section
     (``RING_PROFILES``; "measured": ``_measured_rings``); ``ring_clip``: robust z at which
-    the ring map is clipped before the ring filter bank (None: no clip; nineteenth round)."""
+    the ring map is clipped before the ring filter bank (None: no clip; nineteenth round);
+    ``ring_noise``: where each radius' response gets its noise scale (``RING_NOISE``;
+    other than "all" needs the clip; twenty-first round)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
@@ -132,6 +145,7 @@ class DetectConfig:
     min_score: float | None = None
     ring_profile: str = "gaussian"
     ring_clip: float | None = RING_CLIP
+    ring_noise: str = "all"
 
     def __post_init__(self) -> None:
         if self.ring_profile not in RING_PROFILES:
@@ -153,6 +167,17 @@ class DetectConfig:
             raise ValueError(f"min_score must be 0..1, got {self.min_score}")
         if self.ring_clip is not None and not 1.0 <= self.ring_clip <= 100:
             raise ValueError(f"ring_clip must be 1..100 robust z or None, got {self.ring_clip}")
+        if self.ring_noise not in RING_NOISE:
+            raise ValueError(
+                f"ring_noise must be one of {', '.join(RING_NOISE)}, got {self.ring_noise!r}"
+            )
+        if self.ring_noise != "all" and self.ring_clip is None:
+            raise ValueError(f"ring_noise {self.ring_noise!r} needs ring_clip (saturation)")
+
+    @property
+    def noise(self) -> Noise:
+        """The ring responses' noise rule: (``ring_noise``, the clip) (``_noise_sample``)."""
+        return (self.ring_noise, self.ring_clip)
 
     def diameters_px(self, pixel_size_nm: float | None, where: str = "") -> tuple[float, float]:
         """(min, max) diameter in px for a micrograph of ``pixel_size_nm``."""
@@ -368,16 +393,52 @@ def _ring_kernel(kgrid: np.ndarray, f: int, profile: np.ndarray | None) -> Any:
     return kern
 
 
+def _clear_distance(zd: np.ndarray, noise: Noise) -> np.ndarray | None:
+    """Distance (px of ``zd``, subsampled by 3 as the noise sample) of each position from the
+    saturated positions of the block-averaged ring map ``zd`` by the rule ``noise``; None
+    for "all" or where nothing is saturated."""
+    mode, clip = noise
+    if mode == "all" or clip is None:
+        return None
+    from scipy import ndimage as ndi
+
+    sat = np.abs(zd) >= _SATURATED * clip
+    if mode == "solid":
+        sat = ndi.binary_opening(sat, structure=np.ones((_SOLID_PX, _SOLID_PX), bool))
+    if not sat.any():
+        return None
+    return ndi.distance_transform_edt(~sat)[::3, ::3]
+
+
+def _noise_sample(resp: np.ndarray, dist: np.ndarray | None, r: float) -> np.ndarray:
+    """The positions of the response ``resp`` (radius ``r`` px of the averaged map) whose
+    median / MAD is its noise scale: every third row and column, those clear of saturation
+    (``_clear_distance``) when there are enough of them. A new float32 array."""
+    sub = resp[::3, ::3]
+    if dist is not None:
+        clear = dist > r + _CLEAR_PX
+        if clear.mean() >= _CLEAR_MIN:
+            return sub[clear]
+    return sub.copy()
+
+
 def _ring_octave(
-    z: np.ndarray, f: int, radii: list[float], threads: int, profile: np.ndarray | None = None
+    z: np.ndarray,
+    f: int,
+    radii: list[float],
+    threads: int,
+    profile: np.ndarray | None = None,
+    noise: Noise = ("all", None),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best significance over ``radii`` (px of ``z``) and the radius giving it, on ``z``
-    block-averaged by ``f``: (hh, ww) float32 each (``profile``: ``_ring_kernel``)."""
+    block-averaged by ``f``: (hh, ww) float32 each (``profile``: ``_ring_kernel``; ``noise``:
+    where each radius' noise scale is measured, ``DetectConfig.noise``)."""
     from scipy import fft as sfft
 
     h, w = z.shape
     hh, ww = h // f, w // f
     zd = z[: hh * f, : ww * f].reshape(hh, f, ww, f).mean(axis=(1, 3))  # (hh, ww)
+    dist = _clear_distance(zd, noise)
     pad = int(max(radii) / f) + 4  # zero padding against wrap-around
     if profile is not None:
         pad += int(_PROFILE_OFFSETS[-1] / f) + 1
@@ -402,7 +463,7 @@ def _ring_octave(
             np.multiply(spec[:n1], kern, out=prod[:n1])  # FT of a thin ring
             np.multiply(spec[n1:], kern[fh - n1 : 0 : -1], out=prod[n1:])
             resp = sfft.irfft2(prod, s=(fh, fw))[:hh, :ww]  # float32
-            sub = resp[::3, ::3].copy()
+            sub = _noise_sample(resp, dist, r / f)
             med = float(np.median(sub, overwrite_input=True))
             np.abs(np.subtract(sub, med, out=sub), out=sub)
             mad = float(np.median(sub, overwrite_input=True)) * 1.4826
@@ -484,13 +545,14 @@ def _octave_maxima(
     threshold: float,
     threads: int,
     profile: np.ndarray | None = None,
+    noise: Noise = ("all", None),
 ) -> list[Ring]:
     """(significance, cy, cx, radius) of one octave's ring-filter maxima above ``threshold``
     (``_ring_octaves``' (smallest radius, factor, radii)), in px of ``z``."""
     from scipy import ndimage as ndi
 
     r_lo, f, radii = octave
-    best, best_r = _ring_octave(z, f, radii, threads, profile)
+    best, best_r = _ring_octave(z, f, radii, threads, profile, noise)
     peak = best == ndi.maximum_filter(best, size=max(3, int(0.5 * r_lo / f)))
     return [
         (float(best[y, x]), (y + 0.5) * f - 0.5, (x + 0.5) * f - 0.5, float(best_r[y, x]))
@@ -505,6 +567,7 @@ def _ring_candidates(
     threshold: float,
     threads: int = 1,
     profile: np.ndarray | None = None,
+    noise: Noise = ("all", None),
 ) -> list[Ring]:
     """(significance, cy, cx, radius) of ring-filter maxima, all in px of ``z``: radii from
     ``rmin`` to ``rmax`` in 5 % steps, one octave at a time on ``z`` block-averaged so that
@@ -512,7 +575,7 @@ def _ring_candidates(
     cross-section, ``_ring_kernel``)."""
     out: list[Ring] = []
     for octave in _ring_octaves(z.shape, rmin, rmax):
-        out += _octave_maxima(z, octave, threshold, threads, profile)
+        out += _octave_maxima(z, octave, threshold, threads, profile, noise)
     return out
 
 
@@ -553,7 +616,13 @@ def _membrane_profile(z: np.ndarray, zr: np.ndarray, strong: np.ndarray) -> np.n
 
 
 def _measured_rings(
-    z: np.ndarray, zr: np.ndarray, rmin: float, rmax: float, threshold: float, threads: int
+    z: np.ndarray,
+    zr: np.ndarray,
+    rmin: float,
+    rmax: float,
+    threshold: float,
+    threads: int,
+    noise: Noise = ("all", None),
 ) -> tuple[list[Ring], np.ndarray | None]:
     """Step 2 with ``ring_profile="measured"``: (ring maxima, the measured profile or None).
     The first pass (the thin ring) runs octave by octave from the coarsest (the cheapest)
@@ -567,12 +636,13 @@ def _measured_rings(
     for k in range(len(octaves) - 1, -1, -1):
         if len(strong) >= (_PROFILE_ENOUGH if k else _PROFILE_MIN):
             break
-        first += _octave_maxima(zr, octaves[k], threshold, threads)
+        first += _octave_maxima(zr, octaves[k], threshold, threads, None, noise)
         strong = _strong_rings(z, first)
     if len(strong) < _PROFILE_MIN:
         return first, None
     profile = _membrane_profile(z, zr, strong)
-    return _ring_candidates(zr, rmin, rmax, threshold - _PROFILE_SHIFT, threads, profile), profile
+    shifted = threshold - _PROFILE_SHIFT
+    return _ring_candidates(zr, rmin, rmax, shifted, threads, profile, noise), profile
 
 
 #: concentric rings in the suppression: a ring enclosing a kept one (radius ratio <=
@@ -1030,9 +1100,9 @@ def detect_candidates(
     if not np.any(z):
         rings: list[Ring] = []
     elif cfg.ring_profile == "measured":
-        rings = _measured_rings(z, zr, rmin, rmax, cfg.threshold, _threads())[0]
+        rings = _measured_rings(z, zr, rmin, rmax, cfg.threshold, _threads(), cfg.noise)[0]
     else:
-        rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads())
+        rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads(), None, cfg.noise)
     seeds = _suppress(rings, zr)
     cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
     inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)

@@ -957,7 +957,8 @@ def train_detect_verifier(
     _add_blanks(mics, truths, blanks, 1900 + seed, [pxs[p] for p in paths])
     info = {"trained_on": f"{len(paths)} annotated micrograph(s) (lipoclass detect-train)",
             "blanks": blanks, "labels_rule": labels,
-            "training_ring_clip": cfg.ring_clip}  # fmt: skip
+            "training_ring_clip": cfg.ring_clip,
+            "training_ring_noise": cfg.ring_noise}  # fmt: skip
 
     def fit(ts: TrainingSet, thr: float) -> tuple[Verifier, dict[str, float]]:
         return fit_verifier(ts, seed=seed, info={**info, "candidate_threshold": thr},
