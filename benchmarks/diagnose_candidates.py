@@ -35,6 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +86,10 @@ def radius_responses(
 def _sig_stack(z: np.ndarray, f: int, radii: list[float]) -> np.ndarray:
     """Every radius' significance map (R, h // f, w // f), computed as ``D._ring_octave``
     does (one thread), which keeps only the best over radii."""
-    from scipy import special
-
-    def thin_ring(kgrid: np.ndarray) -> Any:
-        width = np.exp(-2.0 * np.pi**2 * 0.8**2 * kgrid * kgrid)
-        return lambda ro: (special.j0(2.0 * np.pi * kgrid * ro) * width).astype(np.float32)
-
     out = np.full((len(radii), z.shape[0] // f, z.shape[1] // f), -np.inf, np.float32)
+    thin_ring = partial(D._ring_kernel, f=f, profile=None)  # the shipped thin ring
     for i, r, resp in radius_responses(z, f, radii, thin_ring):
-        sub = resp[::3, ::3].copy()
+        sub = D._noise_sample(resp, None, r / f)
         med = float(np.median(sub))
         mad = float(np.median(np.abs(sub - med))) * 1.4826
         if mad > 0:
