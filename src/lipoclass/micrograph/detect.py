@@ -96,7 +96,7 @@ DIAMETER_UNITS = ("nm", "px")
 _N_RAYS = 48
 _WORK_MIN_D = 10.0  # px: smallest liposome diameter at the working scale
 #: the ring responses' noise rule (``DetectConfig.noise``): (``RING_NOISE`` value, clip)
-Noise = tuple[str, "float | None"]
+Noise = tuple[str, float | None]
 #: twenty-first round (``ring_noise``): a position of the block-averaged ring map is
 #: saturated at ``_SATURATED`` x the clip; a radius' noise sample keeps the positions whose
 #: ring stays more than ``_CLEAR_PX`` px (averaged map) from those, when they are at least
