@@ -35,6 +35,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.micrograph import DetectConfig, match_instances
 from lipoclass.micrograph.detect import detect_candidates, paint_outlines
 from lipoclass.micrograph.match import pool_matches, pooled_interval
@@ -78,8 +79,8 @@ def _score(truth: np.ndarray, det, keep: np.ndarray):
     return match_instances(truth, lab)
 
 
-def accuracy(count: int) -> None:
-    det_cfg = DetectConfig()
+def accuracy(count: int, finder: str = "ring") -> None:
+    det_cfg = DetectConfig(finder=finder)
     print(f"{count} micrograph(s) of 1024 px per row")
     print("| condition | truth | P cand. | R cand. | P sig>=7 | R sig>=7 | P verifier | "
           "R verifier | F1 verifier | mean IoU | P 95 % interval | R 95 % interval |")  # fmt: skip
@@ -130,12 +131,13 @@ def _summary(what: str, walls: list[float]) -> None:
           f"over {len(walls)} runs")  # fmt: skip
 
 
-def speed(model: str | None, reps: int = 5) -> None:
+def speed(model: str | None, reps: int = 5, finder: str = "ring") -> None:
     """Time one 4096 x 4096 micrograph: detection alone, detection + classification (crops
     prepared in memory, the CNN's calibrated probabilities) and ``lipoclass predict`` from
     the micrograph file to the report folder (overlay, label image, shares with bootstrap
     intervals, index.html). Each is run ``reps`` times (the last one twice); the median and
-    the fastest are printed, as a shared VM's times vary by a second between runs."""
+    the fastest are printed, as a shared VM's times vary by a second between runs.
+    ``finder``: ``DetectConfig.finder`` (twenty-second round: "ring+learned")."""
     import shutil
     import sys
     import tempfile
@@ -153,9 +155,10 @@ def speed(model: str | None, reps: int = 5) -> None:
                            dose_per_area=True)  # fmt: skip
     mic = render_micrograph(cfg, 0)
     image = mic.image.astype(np.float32)
-    det_cfg = DetectConfig()
-    detect_candidates(image[:512, :512], det_cfg, 1.0)  # imports, verifier load
-    print(f"speed, 4096 x 4096 at 1 nm/px, {len(mic.particles)} liposomes; load {_loadavg()}")
+    det_cfg = DetectConfig(finder=finder)
+    detect_candidates(image[:512, :512], det_cfg, 1.0)  # imports, verifier (finder) load
+    print(f"speed, 4096 x 4096 at 1 nm/px, {len(mic.particles)} liposomes, finder {finder}; "
+          f"load {_loadavg()}")  # fmt: skip
     walls = []
     for _rep in range(reps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -216,13 +219,15 @@ def main() -> None:
     ap.add_argument("--model", default=None,
                     help="CNN model folder for the classification timing (default: train a "
                     "tiny one, as benchmarks/bench_micrographs.py)")  # fmt: skip
+    ap.add_argument("--finder", choices=CANDIDATE_FINDERS, default="ring",
+                    help="DetectConfig.finder of the detector (default: ring)")  # fmt: skip
     args = ap.parse_args()
     with open("/proc/loadavg") as fh:
         print("load average at start:", fh.read().strip())
     if not args.no_accuracy:
-        accuracy(args.count)
+        accuracy(args.count, args.finder)
     if not args.no_speed:
-        speed(args.model, args.reps)
+        speed(args.model, args.reps, args.finder)
     with open("/proc/loadavg") as fh:
         print("load average at end:", fh.read().strip())
 

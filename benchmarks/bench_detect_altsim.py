@@ -33,6 +33,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from altsim import AltConfig, AltMicrograph, render, write_mrc
 from bench_detect import _mark, _score
+from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.micrograph import DetectConfig, match_instances
 from lipoclass.micrograph.detect import detect_candidates, paint_outlines
 from lipoclass.micrograph.match import pool_matches
@@ -209,8 +210,8 @@ def _montage(path: Path, crops: list) -> None:
     )
 
 
-def accuracy(count: int, diag: Path | None, seed: int = SEED) -> None:
-    det_cfg = DetectConfig()
+def accuracy(count: int, diag: Path | None, seed: int = SEED, finder: str = "ring") -> None:
+    det_cfg = DetectConfig(finder=finder)
     print(f"{count} micrograph(s) of 1024 px per row (altsim seeds {seed} + 1000 k + i)")
     print("| condition | truth | P cand. | R cand. | P verifier | R verifier | F1 verifier | "
           "mean IoU |")  # fmt: skip
@@ -282,13 +283,15 @@ def main() -> None:
     ap.add_argument("--diagnose", default=None, help="folder for crops of failures")
     ap.add_argument("--cli", action="store_true", help="also run lipoclass detect on an MRC")
     ap.add_argument("--seed", type=int, default=SEED, help="first seed (report: 50000)")
+    ap.add_argument("--finder", choices=CANDIDATE_FINDERS, default="ring",
+                    help="DetectConfig.finder of the default detector (default: ring)")  # fmt: skip
     args = ap.parse_args()
     with open("/proc/loadavg") as fh:
         print("load average at start:", fh.read().strip())
     diag = Path(args.diagnose) if args.diagnose else None
     if diag is not None:
         diag.mkdir(parents=True, exist_ok=True)
-    accuracy(args.count, diag, args.seed)
+    accuracy(args.count, diag, args.seed, args.finder)
     if args.cli:
         cli_check()
     with open("/proc/loadavg") as fh:

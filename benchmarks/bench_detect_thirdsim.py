@@ -38,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_detect import _interval, _score
+from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.micrograph import DetectConfig, match_instances
 from lipoclass.micrograph.detect import detect_candidates
 from lipoclass.micrograph.match import pool_matches, pooled_interval
@@ -120,12 +121,17 @@ def _crop_png(path: Path, m: ThirdMicrograph, found: np.ndarray) -> None:
     path.write_bytes(imagecodecs.png_encode((rgb * 255).astype(np.uint8)))
 
 
-def accuracy(count: int, seed: int, labs: dict[str, str], crops: Path | None) -> None:
+def accuracy(
+    count: int, seed: int, labs: dict[str, str], crops: Path | None, finder: str = "ring"
+) -> None:
     """The table: default verifier (and each lab verifier) per condition and pooled."""
     from lipoclass.micrograph.verify import load_verifier
 
     names = ["default", *labs]
-    cfgs = {"default": DetectConfig(), **{k: DetectConfig(verifier=v) for k, v in labs.items()}}
+    cfgs = {
+        "default": DetectConfig(finder=finder),
+        **{k: DetectConfig(verifier=v) for k, v in labs.items()},
+    }
     vers = {k: load_verifier(c.verifier) for k, c in cfgs.items()}
     allm: dict[str, list] = {k: [] for k in names}
     rows: dict[str, list[str]] = {k: [] for k in names}
@@ -252,6 +258,8 @@ def main() -> None:
                     help="a further verifier file scored on the same micrographs")  # fmt: skip
     ap.add_argument("--diagnose", action="store_true",
                     help="only classify failures (seeds SEED + 50 k + i; use 9000)")  # fmt: skip
+    ap.add_argument("--finder", choices=CANDIDATE_FINDERS, default="ring",
+                    help="DetectConfig.finder of the default detector (default: ring)")  # fmt: skip
     args = ap.parse_args()
     if args.diagnose:
         diagnose(args.count, args.seed)
@@ -272,7 +280,7 @@ def main() -> None:
             if not sep or not name or name == "default" or not Path(path).is_file():
                 ap.error(f"--verifier must be NAME=PATH of a verifier file, got {spec!r}")
             labs[name] = path
-        accuracy(args.count, args.seed, labs, crops)
+        accuracy(args.count, args.seed, labs, crops, args.finder)
     with open("/proc/loadavg") as fh:
         print("load average at end:", fh.read().strip(), time.strftime("%H:%M UTC", time.gmtime()))
 

@@ -10,6 +10,7 @@ __all__ = [
     "AUGMENTS",
     "BALANCES_CNN",
     "BALANCES_SVM",
+    "CANDIDATE_FINDERS",
     "COMPUTED_FEATURE_SETS",
     "DEFAULT_RECIPE",
     "DETECT_TRAIN_BLANKS",
@@ -128,6 +129,11 @@ RING_CLIP = 4.0
 #: regions only (gold, ice, a film's edge zone: the saturated pixels opened by a 5 x 5
 #: square, so thin saturated lines, membranes, do not count)
 RING_NOISE: tuple[str, ...] = ("all", "unsaturated", "solid")
+#: candidate finders of the detector (DetectConfig.finder): "ring" the ring filter bank and
+#: the verifier; "ring+learned" also the learned finder's confident detections that no
+#: accepted ring detection covers (twenty-second round: more liposomes found on an unseen
+#: simulator, fewer of its detections right; docs/micrographs.md)
+CANDIDATE_FINDERS: tuple[str, ...] = ("ring", "ring+learned")
 #: cross-section of the detector's ring filter (DetectConfig.ring_profile): "gaussian" a thin
 #: ring of Gaussian cross-section (sigma 0.8 px); "measured" a second pass with the mean
 #: membrane cross-section measured on the micrograph's own strong candidates

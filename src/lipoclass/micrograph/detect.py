@@ -71,7 +71,13 @@ from typing import Any
 
 import numpy as np
 
-from lipoclass.choices import RING_CLIP, RING_NOISE, RING_PROFILES, RING_THRESHOLD
+from lipoclass.choices import (
+    CANDIDATE_FINDERS,
+    RING_CLIP,
+    RING_NOISE,
+    RING_PROFILES,
+    RING_THRESHOLD,
+)
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
@@ -133,7 +139,10 @@ class DetectConfig:
     (``RING_PROFILES``; "measured": ``_measured_rings``); ``ring_clip``: robust z at which
     the ring map is clipped before the ring filter bank (None: no clip; nineteenth round);
     ``ring_noise``: where each radius' response gets its noise scale (``RING_NOISE``;
-    other than "all" needs the clip; twenty-first round)."""
+    other than "all" needs the clip; twenty-first round); ``finder``: "ring" (the ring
+    filter's candidates and the verifier) or "ring+learned" (also the learned finder's
+    detections with heat >= ``finder_threshold`` that no accepted ring detection covers;
+    ``CANDIDATE_FINDERS``; None threshold: the finder's own; twenty-second round)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
@@ -146,6 +155,8 @@ class DetectConfig:
     ring_profile: str = "gaussian"
     ring_clip: float | None = RING_CLIP
     ring_noise: str = "all"
+    finder: str = "ring"
+    finder_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.ring_profile not in RING_PROFILES:
@@ -173,6 +184,12 @@ class DetectConfig:
             )
         if self.ring_noise != "all" and self.ring_clip is None:
             raise ValueError(f"ring_noise {self.ring_noise!r} needs ring_clip (saturation)")
+        if self.finder not in CANDIDATE_FINDERS:
+            raise ValueError(
+                f"finder must be one of {', '.join(CANDIDATE_FINDERS)}, got {self.finder!r}"
+            )
+        if self.finder_threshold is not None and not 0.0 < self.finder_threshold < 1.0:
+            raise ValueError(f"finder_threshold must be in (0, 1), got {self.finder_threshold}")
 
     @property
     def noise(self) -> Noise:
@@ -249,7 +266,9 @@ class Detections:
     towards +y), ring ``significance`` (N,), ``features`` (N, F) (``FEATURES``), liposome
     ``score`` (N,) (NaN without a verifier), ``accepted`` (N,) bool, ``reason`` (N,) why a
     candidate was rejected ("" when accepted), ``instance`` (N,) its id in ``labels`` (0 when
-    rejected or when it lost all its pixels) and ``labels`` (H, W) int32 of the accepted."""
+    rejected or when it lost all its pixels), ``labels`` (H, W) int32 of the accepted and
+    ``found_by`` (N,) "ring" or "learned" (the learned finder's: significance and features
+    NaN, score its heat)."""
 
     cy: np.ndarray
     cx: np.ndarray
@@ -261,6 +280,7 @@ class Detections:
     reason: list[str]
     instance: np.ndarray
     labels: np.ndarray
+    found_by: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.cy)
@@ -1124,25 +1144,22 @@ def detect_candidates(
         from lipoclass.micrograph.verify import load_verifier
 
         verifier = load_verifier(cfg.verifier)
-    if verifier is None or verifier is False or len(cand) == 0:
-        score = np.full(len(cand), np.nan)
-        accepted = np.ones(len(cand), dtype=bool)
-        reason = [""] * len(cand)
-    else:
-        if hasattr(verifier, "micrograph_scores"):
-            score, raw = (np.asarray(a, np.float64) for a in verifier.micrograph_scores(feats))
-        else:
-            score = raw = np.asarray(verifier.score(feats), dtype=np.float64)
-        thr = cfg.min_score if cfg.min_score is not None else verifier.threshold
-        accepted = score >= thr
-        reason = [""] * len(cand)
-        rejected = np.flatnonzero(~accepted)
-        why = verifier.reasons(feats[rejected]) if len(rejected) else []
-        for i, r in zip(rejected, why):
-            reason[i] = r if raw[i] < thr else (
-                f"low liposome score: lowered from {raw[i]:.2f} for the micrograph's low share "
-                "of liposomes among its candidates"
-            )  # fmt: skip
+    score, accepted, reason = _verdicts(verifier, cfg, feats)
+    found_by = ["ring"] * len(cand)
+    sig = cand[:, 0]
+    if cfg.finder != "ring" and verifier is not False:
+        ly, lx, lr, heat = _learned_detections(work, z, factor, (pixel_size_nm, dmax, h, w),
+                                               cfg, (cy, cx, full_radii, accepted))  # fmt: skip
+        n = len(heat)
+        cy, cx = np.concatenate([cy, ly]), np.concatenate([cx, lx])
+        full_radii = np.concatenate([full_radii, lr])
+        sig = np.concatenate([sig, np.full(n, np.nan)])
+        feats = np.concatenate([feats, np.full((n, feats.shape[1]), np.nan)])
+        score, accepted = (
+            np.concatenate([score, heat]),
+            np.concatenate([accepted, np.ones(n, bool)]),
+        )
+        reason, found_by = reason + [""] * n, found_by + ["learned"] * n
     idx = np.flatnonzero(accepted)
     lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
     present = np.zeros(len(idx) + 1, dtype=bool)
@@ -1150,11 +1167,69 @@ def detect_candidates(
     present[0] = False
     lut = np.zeros(len(idx) + 1, dtype=np.int32)
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
-    instance = np.zeros(len(cand), dtype=np.int64)
+    instance = np.zeros(len(cy), dtype=np.int64)
     instance[idx] = lut[1:]
     return Detections(
-        cy, cx, full_radii, cand[:, 0], feats, score, accepted, reason, instance, lut[lab]
+        cy, cx, full_radii, sig, feats, score, accepted, reason, instance, lut[lab], found_by
     )
+
+
+def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any, Any, list[str]]:
+    """(liposome score, accepted, reason) of each candidate: every one accepted without a
+    verifier (None or False), else the verifier's (per-micrograph) score at its threshold."""
+    n = len(feats)
+    if verifier is None or verifier is False or n == 0:
+        return np.full(n, np.nan), np.ones(n, dtype=bool), [""] * n
+    if hasattr(verifier, "micrograph_scores"):
+        score, raw = (np.asarray(a, np.float64) for a in verifier.micrograph_scores(feats))
+    else:
+        score = raw = np.asarray(verifier.score(feats), dtype=np.float64)
+    thr = cfg.min_score if cfg.min_score is not None else verifier.threshold
+    accepted = score >= thr
+    reason = [""] * n
+    rejected = np.flatnonzero(~accepted)
+    why = verifier.reasons(feats[rejected]) if len(rejected) else []
+    for i, r in zip(rejected, why):
+        reason[i] = r if raw[i] < thr else (
+            f"low liposome score: lowered from {raw[i]:.2f} for the micrograph's low share "
+            "of liposomes among its candidates"
+        )  # fmt: skip
+    return score, accepted, reason
+
+
+def _learned_detections(
+    work: np.ndarray,
+    z: np.ndarray,
+    factor: int,
+    scale: tuple[float | None, float, int, int],
+    cfg: DetectConfig,
+    ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The learned finder's detections (full-resolution cy, cx, outline radii (N, 48), heat)
+    with heat >= the threshold that no accepted ring detection covers: its centre within 0.5
+    x that detection's mean radius and the mean radii within x 1.6 (twenty-second round).
+    ``scale``: (pixel size nm or None, largest diameter px, micrograph height and width);
+    ``ring``: (cy, cx, radii, accepted) of the ring filter's candidates."""
+    from lipoclass.micrograph.finder import load_finder
+
+    finder = load_finder()
+    px, dmax, h, w = scale
+    t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
+    c = finder.find(work, max(dmax / 2 / factor, 5.0), float(t))
+    c = c[(c[:, 1] >= 0) & (c[:, 1] <= h / factor - 1) & (c[:, 2] >= 0)
+          & (c[:, 2] <= w / factor - 1)]  # fmt: skip
+    _raw, radii, _rim = _refine(z, c[:, 1], c[:, 2], c[:, 3])
+    cy = (c[:, 1] + 0.5) * factor - 0.5
+    cx = (c[:, 2] + 0.5) * factor - 0.5
+    full = radii * factor + (2.3 / px if px is not None else 1.5)
+    rcy, rcx, rradii, acc = ring
+    keep = np.ones(len(c), bool)
+    if acc.any() and len(c):
+        r_mean = rradii[acc].mean(axis=1)
+        d = np.hypot(cy[:, None] - rcy[acc][None, :], cx[:, None] - rcx[acc][None, :])
+        ratio = full.mean(axis=1)[:, None] / r_mean[None, :]
+        keep = ~np.any((d < 0.5 * r_mean[None, :]) & (ratio > 1 / 1.6) & (ratio < 1.6), axis=1)
+    return cy[keep], cx[keep], full[keep], c[keep, 0]
 
 
 def detect_particles(
@@ -1174,7 +1249,7 @@ def detect_micrograph(mic: Micrograph, cfg: DetectConfig) -> np.ndarray:
 
 DETECTION_COLUMNS = (
     "micrograph", "candidate", "instance", "status", "score", "reason", "x", "y",
-    "diameter_px", "diameter_nm", "significance", "filled_px",
+    "diameter_px", "diameter_nm", "significance", "filled_px", "found_by",
 )  # fmt: skip
 #: the ``all`` row's ``*_low``/``*_high``: 95 % bootstrap interval over the micrographs
 #: (``match.pooled_interval``; empty for a single micrograph and on the other rows)
@@ -1211,7 +1286,9 @@ def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
              "score": "" if np.isnan(det.score[i]) else round(float(det.score[i]), 4),
              "reason": det.reason[i], "x": round(x, 1), "y": round(y, 1),
              "diameter_px": round(d, 1), "diameter_nm": round(d * px, 1) if px else "",
-             "significance": round(float(det.significance[i]), 2), "filled_px": filled}
+             "significance": "" if np.isnan(det.significance[i])
+             else round(float(det.significance[i]), 2), "filled_px": filled,
+             "found_by": det.found_by[i] if det.found_by else "ring"}
         )  # fmt: skip
     return rows
 

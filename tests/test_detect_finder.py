@@ -1,0 +1,112 @@
+"""The learned candidate finder (``DetectConfig(finder="ring+learned")``, twenty-second
+round): the packaged network finds liposomes on its own, adds only detections the ring
+filter's accepted ones do not cover, marks them in detections.csv, and bad settings or files
+get clear errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lipoclass.choices import CANDIDATE_FINDERS
+from lipoclass.cli import main
+from lipoclass.errors import LipoclassError
+from lipoclass.micrograph import match_instances
+from lipoclass.micrograph.detect import DetectConfig, detect_candidates
+from lipoclass.micrograph.finder import load_finder, suppress_circles
+from lipoclass.synth import MicrographConfig, render_micrograph
+
+PX = 1.2
+
+
+@pytest.fixture(scope="module")
+def mic():
+    """A small micrograph with distractors (a seed no finder or verifier was trained on)."""
+    cfg = MicrographConfig(size=384, density=0.2, seed=4343, pixel_size_nm=PX, ice=8.0,
+                           debris=10.0, touching=0.4)  # fmt: skip
+    return render_micrograph(cfg, 0)
+
+
+def test_config_validates_the_finder() -> None:
+    assert DetectConfig().finder == "ring" == CANDIDATE_FINDERS[0]
+    with pytest.raises(ValueError, match="finder must be one of"):
+        DetectConfig(finder="yolo")
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(ValueError, match="finder_threshold"):
+            DetectConfig(finder="ring+learned", finder_threshold=bad)
+
+
+def test_packaged_finder_loads_and_bad_files_are_named(tmp_path: Path) -> None:
+    f = load_finder()
+    assert 0 < f.info["threshold"] < 1 and "1000-1159" in f.info["training_micrographs"]
+    bad = tmp_path / "finder.npz"
+    bad.write_bytes(b"not a finder")
+    with pytest.raises(LipoclassError, match=r"finder\.npz: not a candidate finder"):
+        load_finder(bad)
+    with pytest.raises(LipoclassError, match="not found"):
+        load_finder(tmp_path / "missing.npz")
+
+
+def test_suppression_keeps_the_better_of_overlapping_circles() -> None:
+    c = np.array([[0.5, 10, 10, 8], [0.9, 11, 10, 9], [0.7, 40, 40, 8], [0.6, 12, 10, 30]])
+    kept = suppress_circles(c)
+    # the weaker circle at nearly the same place and size goes; another size stays
+    np.testing.assert_array_equal(kept[:, 0], [0.9, 0.7, 0.6])
+
+
+def test_finder_alone_finds_the_liposomes(mic) -> None:
+    f = load_finder()
+    cfg = DetectConfig()
+    _dmin, dmax = cfg.diameters_px(PX)
+    c = f.find(mic.image.astype(np.float32), dmax / 2, 0.45)  # working factor 1 at 1.2 nm/px
+    truth = mic.labels.astype(np.int64)
+    n = int(truth.max())
+    hit = {int(truth[round(y), round(x)]) for _h, y, x, _r in c if truth[round(y), round(x)]}
+    assert n >= 8 and len(hit) >= 0.8 * n  # most liposomes have a confident centre inside
+    assert len(c) <= 1.5 * n  # and the confident ones are mostly liposomes
+
+
+def test_learned_detections_are_added_and_marked(mic) -> None:
+    ring = detect_candidates(mic.image, DetectConfig(), PX)
+    both = detect_candidates(mic.image, DetectConfig(finder="ring+learned"), PX)
+    n = len(ring)
+    np.testing.assert_array_equal(both.cy[:n], ring.cy)  # the ring path is unchanged
+    np.testing.assert_array_equal(both.accepted[:n], ring.accepted)
+    assert both.found_by == ["ring"] * n + ["learned"] * (len(both) - n)
+    extra = slice(n, None)
+    assert np.isnan(both.significance[extra]).all() and both.accepted[extra].all()
+    assert (both.score[extra] >= load_finder().info["threshold"]).all()
+    acc = ring.accepted
+    r_ring = ring.radii[acc].mean(axis=1)
+    for y, x, rr in zip(both.cy[extra], both.cx[extra], both.radii[extra]):
+        d = np.hypot(ring.cy[acc] - y, ring.cx[acc] - x)  # none covered by an accepted one
+        ratio = rr.mean() / r_ring
+        assert not np.any((d < 0.5 * r_ring) & (ratio > 1 / 1.6) & (ratio < 1.6))
+    # with a ring threshold nothing passes, the finder alone still finds the liposomes
+    only = detect_candidates(mic.image, DetectConfig(threshold=100.0, finder="ring+learned"), PX)
+    assert set(only.found_by) == {"learned"}
+    m = match_instances(mic.labels.astype(np.int64), only.labels)
+    assert m.recall >= 0.7 and m.precision >= 0.7
+
+
+def test_cli_finder_option(mic, tmp_path: Path, capsys) -> None:
+    import tifffile
+
+    path = tmp_path / "m.tif"
+    tifffile.imwrite(path, mic.image.astype(np.float32))
+    out = tmp_path / "det"
+    rc = main(["detect", str(path), "--pixel-size", str(PX), "--finder", "ring+learned",
+               "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    with (out / "detections.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    kinds = {r["found_by"] for r in rows}
+    assert kinds <= {"ring", "learned"} and "ring" in kinds
+    assert all(r["significance"] == "" for r in rows if r["found_by"] == "learned")
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", str(path), "--finder", "magic", "--out", str(tmp_path / "x")])
+    assert exc.value.code != 0
+    assert "--finder" in capsys.readouterr().err
