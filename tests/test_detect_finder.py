@@ -6,6 +6,7 @@ get clear errors."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,9 @@ def test_cli_finder_option(mic, tmp_path: Path, capsys) -> None:
     kinds = {r["found_by"] for r in rows}
     assert kinds <= {"ring", "learned"} and "ring" in kinds
     assert all(r["significance"] == "" for r in rows if r["found_by"] == "learned")
+    run = json.loads((out / "detect.json").read_text())
+    assert run["config"]["finder"] == "ring+learned" and "torch" in run["versions"]
+    assert run["finder"]["threshold"] == load_finder().info["threshold"]
     with pytest.raises(SystemExit) as exc:
         main(["detect", str(path), "--finder", "magic", "--out", str(tmp_path / "x")])
     assert exc.value.code != 0

@@ -58,6 +58,7 @@ lighter background (TEM bright field); ``invert=True`` for the opposite.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import shutil
@@ -1371,8 +1372,9 @@ def detect_to_folder(
     ``<stem>.tif`` label images of the accepted particles, ``detections.csv`` (every
     candidate, ``DETECTION_COLUMNS``), ``overlays/<stem>.png`` and, with ``truth`` (label
     image or folder, as ``crop --labels``), ``detection_scores.csv`` (``SCORE_COLUMNS``,
-    per micrograph and ``all``). Paths, pixel sizes, the truth files and the verifier are
-    checked before the first detection."""
+    per micrograph and ``all``) and ``detect.json`` (the settings, software versions and,
+    with the learned finder, its training record). Paths, pixel sizes, the truth files and
+    the verifier are checked before the first detection."""
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import (
         check_micrographs,
@@ -1397,6 +1399,7 @@ def detect_to_folder(
     result = DetectResult(out, {}, {}, {})
     try:
         (staging / "overlays").mkdir(parents=True)
+        (staging / "detect.json").write_text(json.dumps(_run_record(cfg), indent=1))
         rows: list[dict[str, object]] = []
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
@@ -1425,6 +1428,21 @@ def detect_to_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _run_record(cfg: DetectConfig) -> dict[str, Any]:
+    """``detect.json``: the resolved settings, software versions and the learned finder's
+    training record when it is used (loaded before the first detection)."""
+    from dataclasses import asdict
+
+    from lipoclass.provenance import versions
+
+    rec: dict[str, Any] = {"config": asdict(cfg), "versions": versions()}
+    if cfg.finder != "ring":
+        from lipoclass.micrograph.finder import load_finder
+
+        rec["finder"] = load_finder().info
+    return rec
 
 
 def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:
