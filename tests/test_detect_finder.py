@@ -9,6 +9,7 @@ import csv
 import json
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 
@@ -16,8 +17,9 @@ from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances
-from lipoclass.micrograph.detect import DetectConfig, detect_candidates
+from lipoclass.micrograph.detect import DetectConfig, detect_candidates, overlay_png
 from lipoclass.micrograph.finder import load_finder, suppress_circles
+from lipoclass.micrograph.io import Micrograph
 from lipoclass.synth import MicrographConfig, render_micrograph
 
 PX = 1.2
@@ -86,6 +88,11 @@ def test_learned_detections_are_added_and_marked(mic) -> None:
         d = np.hypot(ring.cy[acc] - y, ring.cx[acc] - x)  # none covered by an accepted one
         ratio = rr.mean() / r_ring
         assert not np.any((d < 0.5 * r_ring) & (ratio > 1 / 1.6) & (ratio < 1.6))
+    # the overlay draws the learned finder's detections in their own colour (orange)
+    rgb = imagecodecs.png_decode(overlay_png(Micrograph(Path("m.tif"), mic.image, PX), both))
+    assert np.all(rgb.reshape(-1, 3) == (230, 159, 0), axis=1).any()
+    ring_rgb = imagecodecs.png_decode(overlay_png(Micrograph(Path("m.tif"), mic.image, PX), ring))
+    assert not np.all(ring_rgb.reshape(-1, 3) == (230, 159, 0), axis=1).any()
     # with a ring threshold nothing passes, the finder alone still finds the liposomes
     only = detect_candidates(mic.image, DetectConfig(threshold=100.0, finder="ring+learned"), PX)
     assert set(only.found_by) == {"learned"}

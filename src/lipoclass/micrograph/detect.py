@@ -1296,7 +1296,8 @@ def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
 
 def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
     """The micrograph (block-averaged to at most ``max_px`` a side, contrast-stretched) with
-    accepted outlines in blue and rejected candidates in light grey, as PNG bytes."""
+    accepted outlines in blue (the learned finder's in orange) and rejected candidates in
+    light grey, as PNG bytes."""
     import imagecodecs
     from skimage.draw import polygon_perimeter
 
@@ -1317,6 +1318,8 @@ def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
         py, pxx = polygon_perimeter(ys, xs, shape=(hh, ww), clip=False)
         ok = (py >= 0) & (py < hh) & (pxx >= 0) & (pxx < ww)
         colour = (0, 114, 178) if det.accepted[i] else (200, 200, 200)
+        if det.found_by and det.found_by[i] == "learned":
+            colour = (230, 159, 0)
         if not det.accepted[i]:
             ok &= (np.arange(py.size) // 3) % 2 == 0  # dashed
         rgb[py[ok], pxx[ok]] = colour
