@@ -47,6 +47,7 @@ from lipoclass.micrograph.finder import (
     CLIP,
     R0,
     LearnedFinder,
+    covered,
     finder_network,
     load_finder,
     octave_maps,
@@ -367,16 +368,6 @@ def detection_grid(lcands: Path, ring: Path, sims: list[str]) -> None:
 UNION_HEAT = 0.20  # finder candidates joining the ring filter's (step 2c, chosen on altsim)
 
 
-def _covered(c: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-    """Finder candidates (N, 4) whose centre lies within 0.5 x a ring seed's radius of it,
-    radii within x 1.6 (working px)."""
-    if len(seeds) == 0 or len(c) == 0:
-        return np.zeros(len(c), bool)
-    d = np.hypot(c[:, None, 1] - seeds[None, :, 1], c[:, None, 2] - seeds[None, :, 2])
-    ratio = c[:, None, 3] / seeds[None, :, 3]
-    return np.any((d < 0.5 * seeds[None, :, 3]) & (ratio > 1 / 1.6) & (ratio < 1.6), axis=1)
-
-
 def _with_extras(orig: Any, state: dict[str, Any], gate: bool) -> Any:
     """``D._suppress`` followed by the finder's candidates in ``state["extra"]`` that no ring
     seed covers, each with its ring significance measured on the ring bank (at least 1, or 4
@@ -386,7 +377,7 @@ def _with_extras(orig: Any, state: dict[str, Any], gate: bool) -> Any:
     def patched(rings: list[Any], zmap: np.ndarray | None = None) -> list[Any]:
         seeds = np.asarray(orig(rings, zmap), np.float64).reshape(-1, 4)
         extra = state["extra"]
-        extra = extra[~_covered(extra, seeds)]
+        extra = extra[~covered(extra, seeds)]
         bank = {"octs": ring_bank(zmap, state["rmin"], state["rmax"])}
         add = []
         for c in extra:
@@ -465,7 +456,7 @@ def either_grid(lcands: Path, ring: Path, sims: list[str]) -> None:
             seeds = np.column_stack([np.zeros(len(k)), rc["cy"][k], rc["cx"][k],
                                      rc["radii"][k].mean(axis=1)])  # fmt: skip
             mine = np.column_stack([d["heat"], d["cy"], d["cx"], d["radii"].mean(axis=1)])
-            free = ~_covered(mine, seeds)
+            free = ~covered(mine, seeds)
             for t in grid:
                 j = np.flatnonzero(free & (d["heat"] >= t))
                 cy = np.concatenate([rc["cy"][k], d["cy"][j]])

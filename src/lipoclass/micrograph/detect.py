@@ -281,7 +281,7 @@ class Detections:
     reason: list[str]
     instance: np.ndarray
     labels: np.ndarray
-    found_by: list[str] = field(default_factory=list)
+    found_by: list[str]
 
     def __len__(self) -> int:
         return len(self.cy)
@@ -1149,8 +1149,8 @@ def detect_candidates(
     found_by = ["ring"] * len(cand)
     sig = cand[:, 0]
     if cfg.finder != "ring" and verifier is not False:
-        ly, lx, lr, heat = _learned_detections(work, z, factor, (pixel_size_nm, dmax, h, w),
-                                               cfg, (cy, cx, full_radii, accepted))  # fmt: skip
+        ly, lx, lr, heat = _learned_detections(work, z, factor, (rmax, offset, h, w), cfg,
+                                               (cy, cx, full_radii, accepted))  # fmt: skip
         n = len(heat)
         cy, cx = np.concatenate([cy, ly]), np.concatenate([cx, lx])
         full_radii = np.concatenate([full_radii, lr])
@@ -1202,34 +1202,31 @@ def _learned_detections(
     work: np.ndarray,
     z: np.ndarray,
     factor: int,
-    scale: tuple[float | None, float, int, int],
+    scale: tuple[float, float, int, int],
     cfg: DetectConfig,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The learned finder's detections (full-resolution cy, cx, outline radii (N, 48), heat)
-    with heat >= the threshold that no accepted ring detection covers: its centre within 0.5
-    x that detection's mean radius and the mean radii within x 1.6 (twenty-second round).
-    ``scale``: (pixel size nm or None, largest diameter px, micrograph height and width);
-    ``ring``: (cy, cx, radii, accepted) of the ring filter's candidates."""
-    from lipoclass.micrograph.finder import load_finder
+    with heat >= the threshold that no accepted ring detection covers (``finder.covered``,
+    on mean radii; twenty-second round). ``scale``: (largest radius in working px, outline
+    offset px, micrograph height and width), as ``detect_candidates``; ``ring``: (cy, cx,
+    radii, accepted) of the ring filter's candidates."""
+    from lipoclass.micrograph.finder import covered, load_finder
 
     finder = load_finder()
-    px, dmax, h, w = scale
+    rmax, offset, h, w = scale
     t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
-    c = finder.find(work, max(dmax / 2 / factor, 5.0), float(t))
+    c = finder.find(work, rmax, float(t))
     c = c[(c[:, 1] >= 0) & (c[:, 1] <= h / factor - 1) & (c[:, 2] >= 0)
           & (c[:, 2] <= w / factor - 1)]  # fmt: skip
     _raw, radii, _rim = _refine(z, c[:, 1], c[:, 2], c[:, 3])
     cy = (c[:, 1] + 0.5) * factor - 0.5
     cx = (c[:, 2] + 0.5) * factor - 0.5
-    full = radii * factor + (2.3 / px if px is not None else 1.5)
+    full = radii * factor + offset
     rcy, rcx, rradii, acc = ring
-    keep = np.ones(len(c), bool)
-    if acc.any() and len(c):
-        r_mean = rradii[acc].mean(axis=1)
-        d = np.hypot(cy[:, None] - rcy[acc][None, :], cx[:, None] - rcx[acc][None, :])
-        ratio = full.mean(axis=1)[:, None] / r_mean[None, :]
-        keep = ~np.any((d < 0.5 * r_mean[None, :]) & (ratio > 1 / 1.6) & (ratio < 1.6), axis=1)
+    mine = np.column_stack([c[:, 0], cy, cx, full.mean(axis=1)])
+    by = np.column_stack([np.zeros(int(acc.sum())), rcy[acc], rcx[acc], rradii[acc].mean(axis=1)])
+    keep = ~covered(mine, by)
     return cy[keep], cx[keep], full[keep], c[keep, 0]
 
 
@@ -1289,7 +1286,7 @@ def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
              "diameter_px": round(d, 1), "diameter_nm": round(d * px, 1) if px else "",
              "significance": "" if np.isnan(det.significance[i])
              else round(float(det.significance[i]), 2), "filled_px": filled,
-             "found_by": det.found_by[i] if det.found_by else "ring"}
+             "found_by": det.found_by[i]}
         )  # fmt: skip
     return rows
 
@@ -1318,7 +1315,7 @@ def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
         py, pxx = polygon_perimeter(ys, xs, shape=(hh, ww), clip=False)
         ok = (py >= 0) & (py < hh) & (pxx >= 0) & (pxx < ww)
         colour = (0, 114, 178) if det.accepted[i] else (200, 200, 200)
-        if det.found_by and det.found_by[i] == "learned":
+        if det.found_by[i] == "learned":
             colour = (230, 159, 0)
         if not det.accepted[i]:
             ok &= (np.arange(py.size) // 3) % 2 == 0  # dashed

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_FINDER",
     "R0",
     "LearnedFinder",
+    "covered",
     "finder_network",
     "load_finder",
     "octave_maps",
@@ -76,6 +77,17 @@ def finder_network() -> Any:
         *cbr(16, 32), *cbr(32, 32, 2), *cbr(32, 32, 4), *cbr(32, 32, 2),
         nn.Conv2d(32, 2, 1), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
     )  # fmt: skip
+
+
+def covered(c: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """Which circles of ``c`` (N, 4: score, cy, cx, r) another of ``by`` (M, 4) already
+    holds: a centre within 0.5 x its radius and radii within x 1.6 (bool (N,); the rule of
+    ``suppress_circles``)."""
+    if len(c) == 0 or len(by) == 0:
+        return np.zeros(len(c), bool)
+    d = np.hypot(c[:, None, 1] - by[None, :, 1], c[:, None, 2] - by[None, :, 2])
+    ratio = c[:, None, 3] / by[None, :, 3]
+    return np.any((d < 0.5 * by[None, :, 3]) & (ratio > 1 / 1.6) & (ratio < 1.6), axis=1)
 
 
 def suppress_circles(c: np.ndarray, max_overlap: float = 0.5) -> np.ndarray:
