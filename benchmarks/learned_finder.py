@@ -152,10 +152,16 @@ def _alt_one(k: int) -> tuple[str, np.ndarray, np.ndarray, float]:
     return f"a{10000 + k}", m.image.astype(np.float32), m.labels.astype(np.int64), float(m.pixel_nm)
 
 
-def _patches(maps: list[list[tuple[np.ndarray, ...]]], rng: np.random.Generator,
-             n: int, strong: bool = False) -> tuple[np.ndarray, ...]:  # fmt: skip
+def _patches(
+    maps: list[list[tuple[np.ndarray, ...]]],
+    rng: np.random.Generator,
+    n: int,
+    strong: bool = False,
+    solids: bool = False,
+) -> tuple[np.ndarray, ...]:
     """``n`` training patches (x, heat, weight, radius), half centred near a liposome;
-    ``maps``: per micrograph, per octave (x, heat, weight, radius, positive positions)."""
+    ``maps``: per micrograph, per octave (x, heat, weight, radius, positive positions);
+    ``solids`` (finder v3): solid particles pasted as negatives (``_paste_solids``)."""
     out = np.zeros((4, n, PATCH, PATCH), np.float32)
     for k in range(n):
         mic = maps[rng.integers(len(maps))]
@@ -174,8 +180,31 @@ def _patches(maps: list[list[tuple[np.ndarray, ...]]], rng: np.random.Generator,
         for j in range(4):
             p = np.rot90(out[j, k], rot)
             out[j, k] = p[:, ::-1] if flip else p
+        if solids and rng.random() < 0.6:
+            _paste_solids(out[0, k], out[1, k], rng)
         out[0, k] = _augment(out[0, k], rng, strong)
     return tuple(out)
+
+
+def _paste_solids(x: np.ndarray, heat: np.ndarray, rng: np.random.Generator) -> None:
+    """1 + Poisson(1) solid particles (no membrane: ice, protein aggregates, gold, debris)
+    added to the octave-map patch ``x`` in place, as negatives: radius log-uniform 2.5-20 px,
+    profile (1 - (r / R)^2)^p with p 0.3-1.2 (flat disc to peaked), axis ratio 0.75-1,
+    amplitude 1-6 robust z, dark with chance 0.8; never where ``heat`` within R + 2 px
+    exceeds 0.1 (no liposome centre covered)."""
+    yy, xx = np.mgrid[: x.shape[0], : x.shape[1]].astype(np.float32)
+    for _ in range(1 + int(rng.poisson(1.0))):
+        r = float(np.exp(rng.uniform(np.log(2.5), np.log(20.0))))
+        cy, cx = rng.uniform(0, x.shape[0]), rng.uniform(0, x.shape[1])
+        e, ang = rng.uniform(0.75, 1.0), rng.uniform(0, np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = (dy * np.cos(ang) + dx * np.sin(ang)) / e
+        v = -dy * np.sin(ang) + dx * np.cos(ang)
+        rr = (u * u + v * v) / (r * r)
+        if np.any(heat[(dy * dy + dx * dx) <= (r + 2) ** 2] > 0.1):
+            continue
+        amp = rng.uniform(1.0, 6.0) * (-1.0 if rng.random() < 0.8 else 1.0)
+        x += (amp * np.clip(1.0 - rr, 0.0, None) ** rng.uniform(0.3, 1.2)).astype(np.float32)
 
 
 def _augment(xb: np.ndarray, rng: np.random.Generator, strong: bool) -> np.ndarray:
@@ -205,7 +234,8 @@ def focal(logit: Any, heat: Any, weight: Any) -> Any:
     return ((lp + ln) * weight).sum() / pos.sum().clamp(min=1.0)
 
 
-def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool = False) -> None:
+def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool = False,
+          solids: bool = False) -> None:  # fmt: skip
     """Fit the finder on the built training maps (Adam, cosine schedule)."""
     import torch
 
@@ -227,7 +257,7 @@ def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool
     for step in range(steps):
         x, h, w, r = (
             torch.from_numpy(np.ascontiguousarray(a))[:, None]
-            for a in _patches(maps, rng, batch, strong)
+            for a in _patches(maps, rng, batch, strong, solids)
         )
         y = net(x)
         lh = focal(y[:, :1], h, w)
@@ -242,8 +272,9 @@ def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool
             print(f"step {step} heat {lh.item():.3f} radius {lr_.item():.3f} "
                   f"{time.time() - t0:.0f} s", flush=True)  # fmt: skip
     net.eval()
+    aug = "solids" if solids else "strong" if strong else "plain"
     info = {"trained_by": f"benchmarks/learned_finder.py --train --steps {steps} --aug "
-            f"{'strong' if strong else 'plain'} (seed {seed}, batch {batch})",
+            f"{aug} (seed {seed}, batch {batch})",
             "training_micrographs": f"{len(maps)} in {data}", "torch": torch.__version__,
             "R0": R0, "BG_SIGMA": BG_SIGMA, "CLIP": CLIP, "threshold": 0.45}  # fmt: skip
     LearnedFinder(net, info).save(out)
@@ -564,7 +595,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--aug", choices=("plain", "strong"), default="plain")
+    ap.add_argument(
+        "--aug",
+        choices=("plain", "strong", "solids"),
+        default="plain",
+        help="solids: strong plus pasted solid particles as negatives (v3)",
+    )
     ap.add_argument("--model", type=Path)
     ap.add_argument("--score", type=Path, help="arc_cache.py's folder")
     ap.add_argument("--ring-cands", type=Path, help="verifier_labels.py --cands folder")
@@ -584,7 +620,8 @@ def main() -> None:
     if args.build:
         build(args.build, args.ours, args.alt)
     if args.train:
-        train(args.build, args.train, args.steps, args.batch, args.seed, args.aug == "strong")
+        train(args.build, args.train, args.steps, args.batch, args.seed,
+              args.aug in ("strong", "solids"), args.aug == "solids")  # fmt: skip
     if args.extras:
         scored_extras(
             args.model, args.score, args.ring_cands, args.extras, args.sims.split(","), args.gate

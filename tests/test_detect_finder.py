@@ -17,8 +17,13 @@ from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances
-from lipoclass.micrograph.detect import DetectConfig, detect_candidates, overlay_png
-from lipoclass.micrograph.finder import load_finder, suppress_circles
+from lipoclass.micrograph.detect import FEATURES, DetectConfig, detect_candidates, overlay_png
+from lipoclass.micrograph.finder import (
+    LearnedFinder,
+    load_finder,
+    solid_particles,
+    suppress_circles,
+)
 from lipoclass.micrograph.io import Micrograph
 from lipoclass.synth import MicrographConfig, render_micrograph
 
@@ -80,7 +85,9 @@ def test_learned_detections_are_added_and_marked(mic) -> None:
     np.testing.assert_array_equal(both.accepted[:n], ring.accepted)
     assert both.found_by == ["ring"] * n + ["learned"] * (len(both) - n)
     extra = slice(n, None)
-    assert np.isnan(both.significance[extra]).all() and both.accepted[extra].all()
+    assert np.isnan(both.significance[extra]).all()
+    np.testing.assert_array_equal(both.accepted[extra], [r == "" for r in both.reason[n:]])
+    assert np.isfinite(both.features[extra, FEATURES.index("inner_rim_ratio")]).all()
     assert (both.score[extra] >= load_finder().info["threshold"]).all()
     acc = ring.accepted
     r_ring = ring.radii[acc].mean(axis=1)
@@ -98,6 +105,41 @@ def test_learned_detections_are_added_and_marked(mic) -> None:
     assert set(only.found_by) == {"learned"}
     m = match_instances(mic.labels.astype(np.int64), only.labels)
     assert m.recall >= 0.7 and m.precision >= 0.7
+
+
+def test_solid_gate_names_the_feature_over_its_limit() -> None:
+    gate = {"inner_rim_ratio": 3.0, "rim_side_balance": 6.0}
+    f = LearnedFinder(None, {"solid_gate": gate})
+    feats = np.zeros((4, len(FEATURES)))
+    feats[1, FEATURES.index("inner_rim_ratio")] = 3.5
+    feats[2, FEATURES.index("rim_side_balance")] = 9.0
+    feats[3, FEATURES.index("inner_rim_ratio")] = np.nan  # not measurable: not rejected
+    why = solid_particles(f, feats, FEATURES)
+    assert why[0] == "" and why[3] == ""
+    assert "solid particle" in why[1] and "inner_rim_ratio 3.50 > 3.00" in why[1]
+    assert "rim_side_balance 9.00 > 6.00" in why[2] and "inner_rim_ratio" not in why[2]
+    assert solid_particles(LearnedFinder(None, {}), feats, FEATURES) == [""] * 4  # no gate
+    assert solid_particles(f, np.zeros((0, len(FEATURES))), FEATURES) == []
+    assert set(load_finder().info["solid_gate"]) <= set(FEATURES)  # the packaged one has one
+
+
+def test_solid_particles_found_by_the_finder_are_listed_as_rejected(mic) -> None:
+    """Dark solid particles without a membrane (peaked blobs, as ice or aggregates) that the
+    finder marks are kept in the detections as rejected, with the gate's reason."""
+    img = mic.image.astype(np.float64).copy()
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    blobs = [(60, 60, 14), (320, 320, 18)]  # where the micrograph holds no liposome
+    for cy, cx, r in blobs:
+        assert not mic.labels[cy - r : cy + r, cx - r : cx + r].any()
+        img -= 80.0 * np.exp(-2.0 * ((yy - cy) ** 2 + (xx - cx) ** 2) / r**2)
+    det = detect_candidates(img, DetectConfig(finder="ring+learned", finder_threshold=0.3), PX)
+    on_blob = [
+        i
+        for i, f in enumerate(det.found_by)
+        if f == "learned" and any(np.hypot(det.cy[i] - y, det.cx[i] - x) < r for y, x, r in blobs)
+    ]
+    assert on_blob and not det.accepted[on_blob].any()
+    assert all(det.reason[i].startswith("solid particle") for i in on_blob)
 
 
 def test_cli_finder_option(mic, tmp_path: Path, capsys) -> None:

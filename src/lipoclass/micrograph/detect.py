@@ -142,8 +142,9 @@ class DetectConfig:
     ``ring_noise``: where each radius' response gets its noise scale (``RING_NOISE``;
     other than "all" needs the clip; twenty-first round); ``finder``: "ring" (the ring
     filter's candidates and the verifier) or "ring+learned" (also the learned finder's
-    detections with heat >= ``finder_threshold`` that no accepted ring detection covers;
-    ``CANDIDATE_FINDERS``; None threshold: the finder's own; twenty-second round)."""
+    detections with heat >= ``finder_threshold`` that no accepted ring detection covers and
+    that its solid-particle gate passes; ``CANDIDATE_FINDERS``; None threshold: the finder's
+    own; twenty-second and twenty-third rounds)."""
 
     min_diameter: float = 20.0
     max_diameter: float = 300.0
@@ -268,8 +269,9 @@ class Detections:
     ``score`` (N,) (NaN without a verifier), ``accepted`` (N,) bool, ``reason`` (N,) why a
     candidate was rejected ("" when accepted), ``instance`` (N,) its id in ``labels`` (0 when
     rejected or when it lost all its pixels), ``labels`` (H, W) int32 of the accepted and
-    ``found_by`` (N,) "ring" or "learned" (the learned finder's: significance and features
-    NaN, score its heat)."""
+    ``found_by`` (N,) "ring" or "learned" (the learned finder's: significance NaN, score its
+    heat, features measured on its outline as for a ring candidate, rejected by its
+    solid-particle gate)."""
 
     cy: np.ndarray
     cx: np.ndarray
@@ -1149,18 +1151,21 @@ def detect_candidates(
     found_by = ["ring"] * len(cand)
     sig = cand[:, 0]
     if cfg.finder != "ring" and verifier is not False:
-        ly, lx, lr, heat = _learned_detections(work, z, factor, (rmax, offset, h, w), cfg,
-                                               (cy, cx, full_radii, accepted))  # fmt: skip
+        ly, lx, lr, heat, lfeats, lreason = _learned_detections(
+            (image, work, z, low), factor, (rmax, offset, pixel_size_nm, dmin, sigma), cfg,
+            (cy, cx, full_radii, accepted),
+        )  # fmt: skip
         n = len(heat)
         cy, cx = np.concatenate([cy, ly]), np.concatenate([cx, lx])
         full_radii = np.concatenate([full_radii, lr])
         sig = np.concatenate([sig, np.full(n, np.nan)])
-        feats = np.concatenate([feats, np.full((n, feats.shape[1]), np.nan)])
-        score, accepted = (
-            np.concatenate([score, heat]),
-            np.concatenate([accepted, np.ones(n, bool)]),
-        )
-        reason, found_by = reason + [""] * n, found_by + ["learned"] * n
+        if lfeats.shape[1] < feats.shape[1]:  # the twelfth round's full-resolution columns
+            pad = np.full((n, feats.shape[1] - lfeats.shape[1]), np.nan)
+            lfeats = np.column_stack([lfeats, pad])
+        feats = np.concatenate([feats, lfeats])
+        score = np.concatenate([score, heat])
+        accepted = np.concatenate([accepted, np.array([r == "" for r in lreason], bool)])
+        reason, found_by = reason + lreason, found_by + ["learned"] * n
     idx = np.flatnonzero(accepted)
     lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
     present = np.zeros(len(idx) + 1, dtype=bool)
@@ -1199,35 +1204,45 @@ def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any,
 
 
 def _learned_detections(
-    work: np.ndarray,
-    z: np.ndarray,
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     factor: int,
-    scale: tuple[float, float, int, int],
+    scale: tuple[float, float, float | None, float, float],
     cfg: DetectConfig,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The learned finder's detections (full-resolution cy, cx, outline radii (N, 48), heat)
-    with heat >= the threshold that no accepted ring detection covers (``finder.covered``,
-    on mean radii; twenty-second round). ``scale``: (largest radius in working px, outline
-    offset px, micrograph height and width), as ``detect_candidates``; ``ring``: (cy, cx,
-    radii, accepted) of the ring filter's candidates."""
-    from lipoclass.micrograph.finder import covered, load_finder
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The learned finder's detections with heat >= the threshold that no accepted ring
+    detection covers (``finder.covered``, on mean radii; twenty-second round): full-resolution
+    cy, cx, outline radii (N, 48), heat, their ``FEATURES`` and a reason each ("" accepted;
+    the finder's solid-particle gate, ``finder.solid_particles``, rejects the others;
+    twenty-third round). ``maps``: (micrograph, working image, band-pass map, low-pass map);
+    ``scale``: (largest radius in working px, outline offset px, nm/px, smallest diameter px,
+    band-pass sigma), as ``detect_candidates``; ``ring``: (cy, cx, radii, accepted) of the
+    ring filter's candidates."""
+    from lipoclass.micrograph.finder import covered, load_finder, solid_particles
 
+    image, work, z, low = maps
     finder = load_finder()
-    rmax, offset, h, w = scale
+    rmax, offset, px, dmin, sigma = scale
+    h, w = image.shape
     t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
     c = finder.find(work, rmax, float(t))
     c = c[(c[:, 1] >= 0) & (c[:, 1] <= h / factor - 1) & (c[:, 2] >= 0)
           & (c[:, 2] <= w / factor - 1)]  # fmt: skip
-    _raw, radii, _rim = _refine(z, c[:, 1], c[:, 2], c[:, 3])
+    raw, radii, rim = _refine(z, c[:, 1], c[:, 2], c[:, 3])
     cy = (c[:, 1] + 0.5) * factor - 0.5
     cx = (c[:, 2] + 0.5) * factor - 0.5
     full = radii * factor + offset
     rcy, rcx, rradii, acc = ring
     mine = np.column_stack([c[:, 0], cy, cx, full.mean(axis=1)])
     by = np.column_stack([np.zeros(int(acc.sum())), rcy[acc], rcx[acc], rradii[acc].mean(axis=1)])
-    keep = ~covered(mine, by)
-    return cy[keep], cx[keep], full[keep], c[keep, 0]
+    keep = np.flatnonzero(~covered(mine, by))
+    found = (c, raw, radii, rim)  # described among all its peaks, then the covered ones go
+    if len(keep) == 0:
+        feats = np.zeros((0, len(FEATURES)))
+    else:
+        feats = _scaled_features(image, cfg, px, dmin, factor, (z, low, sigma), found)[keep]
+    reason = solid_particles(finder, feats, FEATURES)
+    return cy[keep], cx[keep], full[keep], c[keep, 0], feats, reason
 
 
 def detect_particles(
@@ -1315,7 +1330,7 @@ def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
         py, pxx = polygon_perimeter(ys, xs, shape=(hh, ww), clip=False)
         ok = (py >= 0) & (py < hh) & (pxx >= 0) & (pxx < ww)
         colour = (0, 114, 178) if det.accepted[i] else (200, 200, 200)
-        if det.found_by[i] == "learned":
+        if det.found_by[i] == "learned" and det.accepted[i]:
             colour = (230, 159, 0)
         if not det.accepted[i]:
             ok &= (np.arange(py.size) // 3) % 2 == 0  # dashed
