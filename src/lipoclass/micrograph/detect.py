@@ -1115,23 +1115,14 @@ def detect_candidates(
     factor = _work_factor(dmin, (h, w))
     work = _working(image, factor, cfg.invert)
     sigma = _sigma(cfg, pixel_size_nm, factor)
-    with ThreadPoolExecutor(1) as ex:  # the texture map beside step 1 (ndimage frees the GIL)
+    rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
+    with ThreadPoolExecutor(2) as ex:  # texture map and learned finder beside the ring filter
+        peaks = _finder_peaks(ex, work, rmax, cfg) if verifier is not False else None
         texture = ex.submit(_texture_map, image, work, factor)
         z, low = _bandpass(work, sigma)
         zr = _mix_texture(z, texture.result(), cfg.ring_clip)
-    rmin, rmax = max(dmin / 2 / factor, 4.0), max(dmax / 2 / factor, 5.0)
-    if not np.any(z):
-        rings: list[Ring] = []
-    elif cfg.ring_profile == "measured":
-        rings = _measured_rings(z, zr, rmin, rmax, cfg.threshold, _threads(), cfg.noise)[0]
-    else:
-        rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads(), None, cfg.noise)
-    seeds = _suppress(rings, zr)
-    cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
-    inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
-    inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
-    cand = cand[inside]
-    raw, radii, rim = _refine(z, cand[:, 1], cand[:, 2], cand[:, 3])
+        cand, raw, radii, rim = _ring_stage(z, zr, rmin, rmax, cfg)
+        learned = peaks.result() if peaks is not None else None
     feats = _scaled_features(image, cfg, pixel_size_nm, dmin, factor, (z, low, sigma),
                              (cand, raw, radii, rim))  # fmt: skip
     # to full resolution: centre of working pixel j is full-resolution (j + 0.5) f - 0.5
@@ -1150,9 +1141,9 @@ def detect_candidates(
     score, accepted, reason = _verdicts(verifier, cfg, feats)
     found_by = ["ring"] * len(cand)
     sig = cand[:, 0]
-    if cfg.finder != "ring" and verifier is not False:
+    if learned is not None:
         ly, lx, lr, heat, lfeats, lreason = _learned_detections(
-            (image, work, z, low), factor, (rmax, offset, pixel_size_nm, dmin, sigma), cfg,
+            learned, (image, z, low), factor, (offset, pixel_size_nm, dmin, sigma), cfg,
             (cy, cx, full_radii, accepted),
         )  # fmt: skip
         n = len(heat)
@@ -1180,6 +1171,38 @@ def detect_candidates(
     )
 
 
+def _ring_stage(
+    z: np.ndarray, zr: np.ndarray, rmin: float, rmax: float, cfg: DetectConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ring filter's candidates (N, 4: significance, cy, cx, r in working px) after the
+    suppression, inside the map, with their refined outlines (raw, radii, rim)."""
+    if not np.any(z):
+        rings: list[Ring] = []
+    elif cfg.ring_profile == "measured":
+        rings = _measured_rings(z, zr, rmin, rmax, cfg.threshold, _threads(), cfg.noise)[0]
+    else:
+        rings = _ring_candidates(zr, rmin, rmax, cfg.threshold, _threads(), None, cfg.noise)
+    seeds = _suppress(rings, zr)
+    cand = np.asarray(seeds, dtype=np.float64).reshape(-1, 4)
+    inside = (cand[:, 1] >= 0) & (cand[:, 1] <= z.shape[0] - 1)
+    inside &= (cand[:, 2] >= 0) & (cand[:, 2] <= z.shape[1] - 1)
+    cand = cand[inside]
+    raw, radii, rim = _refine(z, cand[:, 1], cand[:, 2], cand[:, 3])
+    return cand, raw, radii, rim
+
+
+def _finder_peaks(ex: Any, work: np.ndarray, rmax: float, cfg: DetectConfig) -> Any:
+    """The learned finder's peaks with heat >= its threshold (a future on ``ex``, run beside
+    the ring filter; torch frees the GIL), or None with ``finder="ring"``."""
+    if cfg.finder == "ring":
+        return None
+    from lipoclass.micrograph.finder import load_finder
+
+    finder = load_finder()
+    t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
+    return ex.submit(finder.find, work, rmax, float(t))
+
+
 def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any, Any, list[str]]:
     """(liposome score, accepted, reason) of each candidate: every one accepted without a
     verifier (None or False), else the verifier's (per-micrograph) score at its threshold."""
@@ -1204,28 +1227,26 @@ def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any,
 
 
 def _learned_detections(
-    maps: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    c: np.ndarray,
+    maps: tuple[np.ndarray, np.ndarray, np.ndarray],
     factor: int,
-    scale: tuple[float, float, float | None, float, float],
+    scale: tuple[float, float | None, float, float],
     cfg: DetectConfig,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The learned finder's detections with heat >= the threshold that no accepted ring
-    detection covers (``finder.covered``, on mean radii; twenty-second round): full-resolution
-    cy, cx, outline radii (N, 48), heat, their ``FEATURES`` and a reason each ("" accepted;
-    the finder's solid-particle gate, ``finder.solid_particles``, rejects the others;
-    twenty-third round). ``maps``: (micrograph, working image, band-pass map, low-pass map);
-    ``scale``: (largest radius in working px, outline offset px, nm/px, smallest diameter px,
-    band-pass sigma), as ``detect_candidates``; ``ring``: (cy, cx, radii, accepted) of the
-    ring filter's candidates."""
+    """The learned finder's detections among its peaks ``c`` (N, 4: heat, cy, cx, r in
+    working px; ``_finder_peaks``) that no accepted ring detection covers
+    (``finder.covered``, on mean radii; twenty-second round): full-resolution cy, cx, outline
+    radii (N, 48), heat, their ``FEATURES`` and a reason each ("" accepted; the finder's
+    solid-particle gate, ``finder.solid_particles``, rejects the others; twenty-third round).
+    ``maps``: (micrograph, band-pass map, low-pass map); ``scale``: (outline offset px, nm/px,
+    smallest diameter px, band-pass sigma), as ``detect_candidates``; ``ring``: (cy, cx,
+    radii, accepted) of the ring filter's candidates."""
     from lipoclass.micrograph.finder import covered, load_finder, solid_particles
 
-    image, work, z, low = maps
-    finder = load_finder()
-    rmax, offset, px, dmin, sigma = scale
+    image, z, low = maps
+    offset, px, dmin, sigma = scale
     h, w = image.shape
-    t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
-    c = finder.find(work, rmax, float(t))
     c = c[(c[:, 1] >= 0) & (c[:, 1] <= h / factor - 1) & (c[:, 2] >= 0)
           & (c[:, 2] <= w / factor - 1)]  # fmt: skip
     raw, radii, rim = _refine(z, c[:, 1], c[:, 2], c[:, 3])
@@ -1241,7 +1262,7 @@ def _learned_detections(
         feats = np.zeros((0, len(FEATURES)))
     else:
         feats = _scaled_features(image, cfg, px, dmin, factor, (z, low, sigma), found)[keep]
-    reason = solid_particles(finder, feats, FEATURES)
+    reason = solid_particles(load_finder(), feats, FEATURES)
     return cy[keep], cx[keep], full[keep], c[keep, 0], feats, reason
 
 

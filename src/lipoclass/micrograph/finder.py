@@ -48,13 +48,12 @@ DEFAULT_FINDER = Path(__file__).with_name("finder.npz")
 def octave_maps(work: np.ndarray, rmax: float) -> list[np.ndarray]:
     """The normalised octave maps of a working image up to the octave holding ``rmax``
     (working px): octave o is the block mean by 2^o."""
-    from scipy import ndimage as ndi
 
     m = np.asarray(work, np.float32)
     maps = []
     o = 0
     while True:
-        hp = m - ndi.gaussian_filter(m, BG_SIGMA, mode="reflect")
+        hp = m - _background(m)
         med = float(np.median(hp))
         mad = float(np.median(np.abs(hp - med))) * 1.4826 or 1.0
         maps.append(np.clip((hp - med) / mad, -CLIP, CLIP).astype(np.float32))
@@ -63,6 +62,24 @@ def octave_maps(work: np.ndarray, rmax: float) -> list[np.ndarray]:
         h, w = (m.shape[0] // 2) * 2, (m.shape[1] // 2) * 2
         m = m[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
         o += 1
+
+
+def _background(m: np.ndarray) -> np.ndarray:
+    """``ndimage.gaussian_filter(m, BG_SIGMA, mode="reflect")`` (its 4-sigma kernel, float32
+    result within one float32 step) by FFT along each axis: 2.3x faster on a 2048 px map
+    (twenty-third round); small maps take the direct filter."""
+    from scipy import ndimage as ndi
+    from scipy.signal import fftconvolve
+
+    r = int(4.0 * BG_SIGMA + 0.5)
+    if min(m.shape) <= r:
+        return np.asarray(ndi.gaussian_filter(m, BG_SIGMA, mode="reflect"))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / BG_SIGMA) ** 2)
+    k /= k.sum()
+    p = np.pad(np.asarray(m, np.float64), r, mode="symmetric")  # ndimage's "reflect"
+    p = fftconvolve(p, k[:, None], mode="valid", axes=0)
+    return np.asarray(fftconvolve(p, k[None, :], mode="valid", axes=1), dtype=m.dtype)
 
 
 def finder_network() -> Any:
@@ -154,7 +171,8 @@ class LearnedFinder:
             for o, mp in enumerate(octave_maps(work, rmax)):
                 h, w = mp.shape
                 x = np.pad(mp, ((0, (-h) % 2), (0, (-w) % 2)), mode="reflect")
-                y = self.net(torch.from_numpy(x)[None, None])[0, :, :h, :w].numpy()
+                t = torch.from_numpy(x)[None, None].to(memory_format=torch.channels_last)
+                y = np.ascontiguousarray(self.net(t)[0, :, :h, :w].numpy())
                 heat = 1 / (1 + np.exp(-y[0]))
                 peak = (heat == ndi.maximum_filter(heat, 3)) & (heat >= min_heat)
                 iy, ix = np.nonzero(peak)
@@ -186,6 +204,9 @@ def _load_cached(path: str, mtime: float) -> LearnedFinder:
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise LipoclassError(f"{path}: not a candidate finder ({exc})") from exc
     net.eval()
+    # channels-last convolutions: the same float32 arithmetic (logits within 2e-6), 1.6x
+    # faster on the 2-core VM (twenty-third round)
+    net = net.to(memory_format=torch.channels_last)
     return LearnedFinder(net, info)
 
 
