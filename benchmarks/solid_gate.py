@@ -52,9 +52,10 @@ def _micrographs(sim: str, fresh: Path | None) -> Iterator[tuple[np.ndarray, np.
         yield np.asarray(image, np.float32), np.asarray(labels).astype(np.int32), px
 
 
-def collect(out: Path, sims: list[str], fresh: Path | None) -> None:
-    """Detections of the packaged finder without its gate, heat >= 0.30, one .npz each."""
-    packaged = F.load_finder()
+def collect(out: Path, sims: list[str], fresh: Path | None, model: Path | None = None) -> None:
+    """Detections of the packaged finder (``model``: another finder file) without its gate,
+    heat >= 0.30, one .npz each."""
+    packaged = F.load_finder(model)
     bare = F.LearnedFinder(packaged.net, {k: v for k, v in packaged.info.items()
                                           if k != "solid_gate"})  # fmt: skip
     orig = F.load_finder
@@ -138,11 +139,14 @@ def main() -> None:
     ap.add_argument("--fresh", type=Path, help="learned_finder.py --fresh's folder")
     ap.add_argument("--gate", action="store_true", help="limits and figures from the cache")
     ap.add_argument("--write", action="store_true", help="store the limits in finder.npz")
+    ap.add_argument("--model", type=Path, help="another finder file (default: the packaged)")
     args = ap.parse_args()
+    if args.write and args.model is not None:
+        ap.error("--write stores the limits in the packaged finder only; leave out --model")
     todo = [s for s in args.sims.split(",") if not any(args.collect.glob(f"{s}_*.npz"))]
     if args.fresh is not None and not any(args.collect.glob("fresh_*.npz")):
         todo.append("fresh")
-    collect(args.collect, todo, args.fresh)
+    collect(args.collect, todo, args.fresh, args.model)
     if args.gate:
         gate_report(args.collect, args.write)
 
