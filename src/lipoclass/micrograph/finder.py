@@ -4,7 +4,9 @@ image, beside the ring filter. On an unseen simulator it finds far more liposome
 same number of candidates than the ring filter (thirdsim 0.82 against 0.60), but its own
 score is less precise there than the packaged verifier, so ``DetectConfig(finder=
 "ring+learned")`` only adds its confident detections that no accepted ring detection already
-covers (an option; the default stays "ring").
+covers and that are not solid particles (``solid_particles``: most of its false detections on
+an unseen simulator are dark solid particles with no membrane; twenty-third round); an
+option, the default stays "ring".
 
 One network serves every octave (block means by 2^o of the working image): on octave o it
 answers for outline radii ``R0``-2 ``R0`` px there, so the finder is scale-free like the ring
