@@ -286,10 +286,11 @@ def add_detect_options(p: argparse.ArgumentParser, *, verifier: bool = True) -> 
     g.add_argument("--finder", choices=CANDIDATE_FINDERS, default="ring",
                    help="how liposomes are found: 'ring' (a ring filter, then the verifier) "
                    "or 'ring+learned' (also a small neural network's confident finds that "
-                   "the ring filter missed: on micrographs of a simulator it never saw it "
-                   "found more liposomes (recall 0.56 -> 0.67) but more of its finds were "
-                   "not liposomes (precision 0.95 -> 0.83), and detection takes about three "
-                   "times as long (8 s instead of 2.7 s for 4096 x 4096 px on 2 cores); "
+                   "the ring filter missed, less solid particles such as ice: on "
+                   "micrographs of a simulator it never saw it found more liposomes (recall "
+                   "0.54 -> 0.65) at about the same precision (0.95 -> 0.94), on our own "
+                   "simulator's it was less precise, and detection takes about twice as "
+                   "long (4.8 s instead of 2.4 s for 4096 x 4096 px on 2 cores); "
                    "check it on your own annotated micrographs with --truth; default: "
                    "%(default)s)")  # fmt: skip
 
