@@ -1122,7 +1122,7 @@ def detect_candidates(
         z, low = _bandpass(work, sigma)
         zr = _mix_texture(z, texture.result(), cfg.ring_clip)
         cand, raw, radii, rim = _ring_stage(z, zr, rmin, rmax, cfg)
-        learned = peaks.result() if peaks is not None else None
+        learned = (peaks[0], peaks[1].result()) if peaks is not None else None
     feats = _scaled_features(image, cfg, pixel_size_nm, dmin, factor, (z, low, sigma),
                              (cand, raw, radii, rim))  # fmt: skip
     # to full resolution: centre of working pixel j is full-resolution (j + 0.5) f - 0.5
@@ -1192,15 +1192,15 @@ def _ring_stage(
 
 
 def _finder_peaks(ex: Any, work: np.ndarray, rmax: float, cfg: DetectConfig) -> Any:
-    """The learned finder's peaks with heat >= its threshold (a future on ``ex``, run beside
-    the ring filter; torch frees the GIL), or None with ``finder="ring"``."""
+    """The learned finder and its peaks with heat >= its threshold (a future on ``ex``, run
+    beside the ring filter; torch frees the GIL), or None with ``finder="ring"``."""
     if cfg.finder == "ring":
         return None
     from lipoclass.micrograph.finder import load_finder
 
     finder = load_finder()
     t = cfg.finder_threshold if cfg.finder_threshold is not None else finder.info["threshold"]
-    return ex.submit(finder.find, work, rmax, float(t))
+    return finder, ex.submit(finder.find, work, rmax, float(t))
 
 
 def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any, Any, list[str]]:
@@ -1227,23 +1227,24 @@ def _verdicts(verifier: Any, cfg: DetectConfig, feats: np.ndarray) -> tuple[Any,
 
 
 def _learned_detections(
-    c: np.ndarray,
+    learned: tuple[Any, np.ndarray],
     maps: tuple[np.ndarray, np.ndarray, np.ndarray],
     factor: int,
     scale: tuple[float, float | None, float, float],
     cfg: DetectConfig,
     ring: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The learned finder's detections among its peaks ``c`` (N, 4: heat, cy, cx, r in
-    working px; ``_finder_peaks``) that no accepted ring detection covers
+    """The learned finder's detections among its peaks ``learned`` ((finder, peaks (N, 4:
+    heat, cy, cx, r in working px)); ``_finder_peaks``) that no accepted ring detection covers
     (``finder.covered``, on mean radii; twenty-second round): full-resolution cy, cx, outline
     radii (N, 48), heat, their ``FEATURES`` and a reason each ("" accepted; the finder's
     solid-particle gate, ``finder.solid_particles``, rejects the others; twenty-third round).
     ``maps``: (micrograph, band-pass map, low-pass map); ``scale``: (outline offset px, nm/px,
     smallest diameter px, band-pass sigma), as ``detect_candidates``; ``ring``: (cy, cx,
     radii, accepted) of the ring filter's candidates."""
-    from lipoclass.micrograph.finder import covered, load_finder, solid_particles
+    from lipoclass.micrograph.finder import covered, solid_particles
 
+    finder, c = learned
     image, z, low = maps
     offset, px, dmin, sigma = scale
     h, w = image.shape
@@ -1257,12 +1258,12 @@ def _learned_detections(
     mine = np.column_stack([c[:, 0], cy, cx, full.mean(axis=1)])
     by = np.column_stack([np.zeros(int(acc.sum())), rcy[acc], rcx[acc], rradii[acc].mean(axis=1)])
     keep = np.flatnonzero(~covered(mine, by))
-    found = (c, raw, radii, rim)  # described among all its peaks, then the covered ones go
     if len(keep) == 0:
         feats = np.zeros((0, len(FEATURES)))
-    else:
-        feats = _scaled_features(image, cfg, px, dmin, factor, (z, low, sigma), found)[keep]
-    reason = solid_particles(load_finder(), feats, FEATURES)
+    else:  # only the detections it keeps are described (kept_fraction among them)
+        found = (c[keep], raw[keep], radii[keep], rim[keep])
+        feats = _scaled_features(image, cfg, px, dmin, factor, (z, low, sigma), found)
+    reason = solid_particles(finder, feats, FEATURES)
     return cy[keep], cx[keep], full[keep], c[keep, 0], feats, reason
 
 
