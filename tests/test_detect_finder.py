@@ -20,7 +20,9 @@ from lipoclass.micrograph import match_instances
 from lipoclass.micrograph.detect import FEATURES, DetectConfig, detect_candidates, overlay_png
 from lipoclass.micrograph.finder import (
     LearnedFinder,
+    fused_network,
     load_finder,
+    octave_maps,
     solid_particles,
     suppress_circles,
 )
@@ -56,6 +58,24 @@ def test_packaged_finder_loads_and_bad_files_are_named(tmp_path: Path) -> None:
         load_finder(bad)
     with pytest.raises(LipoclassError, match="not found"):
         load_finder(tmp_path / "missing.npz")
+
+
+def test_fused_inference_network_computes_what_the_trained_one_does(mic) -> None:
+    import torch
+
+    f = load_finder()
+    assert f.fast is not None and not any(
+        isinstance(m, torch.nn.BatchNorm2d) for m in f.fast.modules()
+    )  # the batch norms are folded into the convolutions
+    x = torch.from_numpy(octave_maps(np.asarray(mic.image, np.float32), 40.0)[0])[None, None]
+    with torch.no_grad():
+        a, b = f.net(x), fused_network(f.net)(x)
+    assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
+    assert not f.net[1].training and isinstance(f.net[1], torch.nn.BatchNorm2d)  # net untouched
+    np.testing.assert_array_equal(  # the finder without its fused copy finds the same
+        LearnedFinder(f.net, f.info).find(x[0, 0].numpy(), 40.0)[:, 1:3],
+        f.find(x[0, 0].numpy(), 40.0)[:, 1:3],
+    )
 
 
 def test_suppression_keeps_the_better_of_overlapping_circles() -> None:

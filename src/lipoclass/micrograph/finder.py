@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "LearnedFinder",
     "covered",
     "finder_network",
+    "fused_network",
     "load_finder",
     "octave_maps",
     "solid_particles",
@@ -160,6 +161,7 @@ class LearnedFinder:
 
     net: Any
     info: dict[str, Any]
+    fast: Any = field(default=None, compare=False, repr=False)  # ``fused_network(net)``
 
     def find(self, work: np.ndarray, rmax: float, min_heat: float = 0.05) -> np.ndarray:
         """Candidates (N, 4): heat 0-1, centre y, x and radius in working px, with heat >=
@@ -168,13 +170,14 @@ class LearnedFinder:
         import torch
         from scipy import ndimage as ndi
 
+        net = self.net if self.fast is None else self.fast
         rows = []
         with torch.no_grad():
             for o, mp in enumerate(octave_maps(work, rmax)):
                 h, w = mp.shape
                 x = np.pad(mp, ((0, (-h) % 2), (0, (-w) % 2)), mode="reflect")
                 t = torch.from_numpy(x)[None, None].to(memory_format=torch.channels_last)
-                y = np.ascontiguousarray(self.net(t)[0, :, :h, :w].numpy())
+                y = np.ascontiguousarray(net(t)[0, :, :h, :w].numpy())
                 heat = 1 / (1 + np.exp(-y[0]))
                 peak = (heat == ndi.maximum_filter(heat, 3)) & (heat >= min_heat)
                 iy, ix = np.nonzero(peak)
@@ -209,7 +212,30 @@ def _load_cached(path: str, mtime: float) -> LearnedFinder:
     # channels-last convolutions: the same float32 arithmetic (logits within 2e-6), 1.6x
     # faster on the 2-core VM (twenty-third round)
     net = net.to(memory_format=torch.channels_last)
-    return LearnedFinder(net, info)
+    return LearnedFinder(net, info, fused_network(net))
+
+
+def fused_network(net: Any) -> Any:
+    """An inference copy of the eval-mode finder ``net``: each batch norm folded into its
+    convolution and the ReLUs in place, channels-last (the same function within float
+    rounding, logits within 3e-6; octave 0 of a 2048 px working image 1.5 -> 0.85 s on the
+    2-core VM, twenty-fourth round). ``net`` itself stays trainable and savable."""
+    import copy
+
+    import torch
+    import torch.nn as nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    mods: list[Any] = list(copy.deepcopy(net))
+    out: list[Any] = []
+    while mods:
+        m = mods.pop(0)
+        if isinstance(m, nn.Conv2d) and mods and isinstance(mods[0], nn.BatchNorm2d):
+            out.append(fuse_conv_bn_eval(m, mods.pop(0)))
+        else:
+            out.append(nn.ReLU(inplace=True) if isinstance(m, nn.ReLU) else m)
+    fused: Any = nn.Sequential(*out).eval()
+    return fused.to(memory_format=torch.channels_last)
 
 
 def load_finder(path: Path | None = None) -> LearnedFinder:
