@@ -20,6 +20,7 @@ from lipoclass.micrograph import match_instances
 from lipoclass.micrograph.detect import FEATURES, DetectConfig, detect_candidates, overlay_png
 from lipoclass.micrograph.finder import (
     LearnedFinder,
+    OnnxFinder,
     fused_network,
     load_finder,
     octave_maps,
@@ -60,21 +61,24 @@ def test_packaged_finder_loads_and_bad_files_are_named(tmp_path: Path) -> None:
         load_finder(tmp_path / "missing.npz")
 
 
-def test_fused_inference_network_computes_what_the_trained_one_does(mic) -> None:
+def test_inference_path_computes_what_the_trained_network_does(mic) -> None:
     import torch
 
     f = load_finder()
-    assert f.fast is not None and not any(
-        isinstance(m, torch.nn.BatchNorm2d) for m in f.fast.modules()
-    )  # the batch norms are folded into the convolutions
-    x = torch.from_numpy(octave_maps(np.asarray(mic.image, np.float32), 40.0)[0])[None, None]
+    assert isinstance(f.fast, OnnxFinder)  # the packaged finder runs through onnxruntime
+    fused = fused_network(f.net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = octave_maps(np.asarray(mic.image, np.float32), 40.0)[0]
     with torch.no_grad():
-        a, b = f.net(x), fused_network(f.net)(x)
-    assert float((a - b).abs().max()) < 1e-4 * float(a.abs().max())
-    assert not f.net[1].training and isinstance(f.net[1], torch.nn.BatchNorm2d)  # net untouched
-    np.testing.assert_array_equal(  # the finder without its fused copy finds the same
-        LearnedFinder(f.net, f.info).find(x[0, 0].numpy(), 40.0)[:, 1:3],
-        f.find(x[0, 0].numpy(), 40.0)[:, 1:3],
+        a = f.net(torch.from_numpy(x)[None, None])[0].numpy()
+        b = fused(torch.from_numpy(x)[None, None])[0].numpy()
+    c = f.fast(x)
+    assert c.shape == a.shape == (2, *x.shape)
+    for other in (b, c):  # the same function within float rounding
+        assert float(np.abs(other - a).max()) < 1e-4 * float(np.abs(a).max())
+    assert isinstance(f.net[1], torch.nn.BatchNorm2d) and not f.net[1].training  # net untouched
+    np.testing.assert_allclose(  # without its inference path the finder finds the same
+        LearnedFinder(f.net, f.info).find(x, 40.0), f.find(x, 40.0), rtol=1e-4, atol=1e-4
     )
 
 
