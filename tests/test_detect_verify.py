@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances, read_label_image
@@ -87,6 +88,16 @@ def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, caps
     n_lab = sum(int(read_label_image(out / f"mic000{k}.tif").max()) for k in (1, 2, 3))
     assert len([r for r in accepted if r["instance"]]) == n_lab
     assert all((out / "overlays" / f"mic000{k}.png").is_file() for k in (1, 2, 3))
+    # the other candidate finder scored on the same annotated micrographs, beside this run
+    comp = {r["finder"]: r for r in _rows(out / "finder_comparison.csv")}
+    assert set(comp) == set(CANDIDATE_FINDERS) and comp["ring"]["used"] == "yes"
+    assert comp["ring+learned"]["used"] == "no"
+    assert comp["ring"]["f1"] == scores[-1]["f1"] and comp["ring"]["truth"] == scores[-1]["truth"]
+    other = comp["ring+learned"]
+    line = next(t for t in text.splitlines() if "--finder ring+learned: precision" in t)
+    assert float(line.split("precision ")[1][:5]) == pytest.approx(float(other["precision"]),
+                                                                abs=1e-3)  # fmt: skip
+    assert int(other["detected"]) >= int(comp["ring"]["detected"])  # it only adds detections
 
 
 def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, capsys) -> None:

@@ -171,7 +171,9 @@ def _register_detect(add: AddCommand) -> None:
                    help="true instance label image (one micrograph) or folder of them named "
                    "like the micrographs: prints precision, recall, F1 (mask IoU >= 0.5) "
                    "and mean IoU per micrograph and overall (with a 95 %% interval over "
-                   "the micrographs), and writes detection_scores.csv")  # fmt: skip
+                   "the micrographs), and writes detection_scores.csv; also scores the "
+                   "other --finder on the same micrographs and says which has the higher "
+                   "F1 (finder_comparison.csv)")  # fmt: skip
     add_detect_options(p)
 
 

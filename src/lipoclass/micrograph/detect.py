@@ -86,6 +86,7 @@ __all__ = [
     "DETECTION_COLUMNS",
     "DIAMETER_UNITS",
     "FEATURES",
+    "FINDER_COMPARISON_COLUMNS",
     "SCORE_COLUMNS",
     "DetectConfig",
     "DetectResult",
@@ -1288,6 +1289,10 @@ DETECTION_COLUMNS = (
 )  # fmt: skip
 #: the ``all`` row's ``*_low``/``*_high``: 95 % bootstrap interval over the micrographs
 #: (``match.pooled_interval``; empty for a single micrograph and on the other rows)
+#: ``finder_comparison.csv`` (``detect --truth``): each candidate finder on the annotated
+#: micrographs, pooled; ``used`` marks this run's
+FINDER_COMPARISON_COLUMNS = ("finder", "used", "truth", "detected", "matched", "precision",
+                             "recall", "f1", "mean_iou")  # fmt: skip
 SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
                  "mean_iou", "precision_low", "precision_high", "recall_low",
                  "recall_high")  # fmt: skip
@@ -1376,6 +1381,9 @@ class DetectResult:
     rejected: dict[str, int]
     scores: dict[str, Any]
     interval: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: pooled ``InstanceMatch`` of each other candidate finder (``CANDIDATE_FINDERS``) on the
+    #: annotated micrographs, so a lab sees which suits its micrographs
+    other_finders: dict[str, Any] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"{name}: {n} particle(s), {self.rejected[name]} candidate(s) rejected"
@@ -1393,8 +1401,27 @@ class DetectResult:
                 lines.append(f"all: 95 % interval over the {len(self.scores) - 1} micrographs "
                              f"(bootstrap): precision {pl:.3f}-{ph:.3f}, recall "
                              f"{rl:.3f}-{rh:.3f}")  # fmt: skip
+            lines += _finder_lines(self.scores["all"], self.other_finders)
         lines.append(f"label images, detections.csv and overlays/ -> {self.out}")
         return "\n".join(lines)
+
+
+def _finder_lines(mine: Any, others: dict[str, Any]) -> list[str]:
+    """The other candidate finders' pooled scores beside this run's, and which F1 is best."""
+    if not others:
+        return []
+    lines = ["the same annotated micrographs with the other candidate finder(s):"]
+    for name, m in others.items():
+        lines.append(f"  --finder {name}: precision {m.precision:.3f}, recall {m.recall:.3f}, "
+                     f"F1 {m.f1:.3f} (this run: {mine.precision:.3f}, {mine.recall:.3f}, "
+                     f"{mine.f1:.3f})")  # fmt: skip
+    best = max(others, key=lambda k: others[k].f1)
+    if others[best].f1 > mine.f1:
+        lines.append(f"  --finder {best} has the higher F1 on your annotated micrographs: "
+                     "consider it for the rest of this data (compare the overlays)")  # fmt: skip
+    else:
+        lines.append("  this run's finder has the higher F1 on your annotated micrographs")
+    return lines
 
 
 def detect_to_folder(
@@ -1409,9 +1436,10 @@ def detect_to_folder(
     ``<stem>.tif`` label images of the accepted particles, ``detections.csv`` (every
     candidate, ``DETECTION_COLUMNS``), ``overlays/<stem>.png`` and, with ``truth`` (label
     image or folder, as ``crop --labels``), ``detection_scores.csv`` (``SCORE_COLUMNS``,
-    per micrograph and ``all``) and ``detect.json`` (the settings, software versions and,
-    with the learned finder, its training record). Paths, pixel sizes, the truth files and
-    the verifier are checked before the first detection."""
+    per micrograph and ``all``) and ``finder_comparison.csv`` (every candidate finder on the
+    annotated micrographs, ``FINDER_COMPARISON_COLUMNS``), and ``detect.json`` (the
+    settings, software versions and, with the learned finder, its training record). Paths,
+    pixel sizes, the truth files and the verifier are checked before the first detection."""
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import (
         check_micrographs,
@@ -1438,6 +1466,7 @@ def detect_to_folder(
         (staging / "overlays").mkdir(parents=True)
         (staging / "detect.json").write_text(json.dumps(_run_record(cfg), indent=1))
         rows: list[dict[str, object]] = []
+        others: dict[str, list[Any]] = {}
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
             det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
@@ -1452,19 +1481,44 @@ def detect_to_folder(
             if p in truth_files:
                 t = read_label_image(truth_files[p], mic.shape, p.name)
                 result.scores[mic.name] = match_instances(t, det.labels)
+                _other_finders(mic, cfg, verifier, t, others)
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
             per_mic = list(result.scores.values())
             result.scores["all"] = pool_matches(per_mic)
+            result.other_finders = {k: pool_matches(v) for k, v in others.items()}
             result.interval = pooled_interval(per_mic) if len(per_mic) > 1 else {}
             _write_csv(staging / "detection_scores.csv", SCORE_COLUMNS,
                        [_score_row(k, m, result.interval if k == "all" else {})
                         for k, m in result.scores.items()])  # fmt: skip
+            if result.other_finders:
+                both = {cfg.finder: result.scores["all"], **result.other_finders}
+                comparison = [_comparison_row(k, m, k == cfg.finder) for k, m in both.items()]
+                _write_csv(staging / "finder_comparison.csv", FINDER_COMPARISON_COLUMNS, comparison)
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _other_finders(
+    mic: Micrograph, cfg: DetectConfig, verifier: Any, truth: np.ndarray, out: dict[str, list[Any]]
+) -> None:
+    """Append to ``out[finder]`` the match against ``truth`` of the detections of each
+    candidate finder other than ``cfg.finder`` on an annotated micrograph (none without a
+    verifier: the learned finder only adds to a verified ring filter)."""
+    from dataclasses import replace
+
+    from lipoclass.micrograph.match import match_instances
+
+    if verifier is False:
+        return
+    for name in CANDIDATE_FINDERS:
+        if name != cfg.finder:
+            det = detect_candidates(mic.image, replace(cfg, finder=name), mic.pixel_size_nm,
+                                    str(mic.path), verifier)  # fmt: skip
+            out.setdefault(name, []).append(match_instances(truth, det.labels))
 
 
 def _run_record(cfg: DetectConfig) -> dict[str, Any]:
@@ -1480,6 +1534,13 @@ def _run_record(cfg: DetectConfig) -> dict[str, Any]:
 
         rec["finder"] = load_finder().info
     return rec
+
+
+def _comparison_row(finder: str, m: Any, used: bool) -> dict[str, object]:
+    return {"finder": finder, "used": "yes" if used else "no", "truth": m.n_truth,
+            "detected": m.n_found, "matched": len(m.pairs), "precision": round(m.precision, 4),
+            "recall": round(m.recall, 4), "f1": round(m.f1, 4),
+            "mean_iou": "" if math.isnan(m.mean_iou) else round(m.mean_iou, 4)}  # fmt: skip
 
 
 def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:
