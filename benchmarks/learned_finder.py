@@ -158,10 +158,12 @@ def _patches(
     n: int,
     strong: bool = False,
     solids: bool = False,
+    ctf: bool = False,
 ) -> tuple[np.ndarray, ...]:
     """``n`` training patches (x, heat, weight, radius), half centred near a liposome;
     ``maps``: per micrograph, per octave (x, heat, weight, radius, positive positions);
-    ``solids`` (finder v3): solid particles pasted as negatives (``_paste_solids``)."""
+    ``solids`` (finder v3): solid particles pasted as negatives (``_paste_solids``);
+    ``ctf`` (twenty-fourth round): a random transfer function first (``_transfer``)."""
     out = np.zeros((4, n, PATCH, PATCH), np.float32)
     for k in range(n):
         mic = maps[rng.integers(len(maps))]
@@ -182,8 +184,23 @@ def _patches(
             out[j, k] = p[:, ::-1] if flip else p
         if solids and rng.random() < 0.6:
             _paste_solids(out[0, k], out[1, k], rng)
+        if ctf and rng.random() < 0.5:
+            out[0, k] = _transfer(out[0, k], rng)
         out[0, k] = _augment(out[0, k], rng, strong)
     return tuple(out)
+
+
+def _transfer(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The patch through a random radial transfer function 1 - a + a cos(2 pi (k / k0)^2 +
+    phi) (a 0-0.7, k0 0.1-0.5 cycles / px, phi 0-2 pi): a CTF-like change of which spatial
+    frequencies are passed and with which sign, so that fringes and membrane profiles of
+    another microscope's defocus look as familiar as the training simulators' own."""
+    ky = np.fft.fftfreq(x.shape[0])[:, None]
+    kx = np.fft.rfftfreq(x.shape[1])[None, :]
+    k2 = (ky * ky + kx * kx) / rng.uniform(0.1, 0.5) ** 2
+    a = rng.uniform(0.0, 0.7)
+    t = 1.0 - a + a * np.cos(2 * np.pi * k2 + rng.uniform(0, 2 * np.pi))
+    return np.fft.irfft2(np.fft.rfft2(x) * t, s=x.shape).astype(np.float32)
 
 
 def _paste_solids(x: np.ndarray, heat: np.ndarray, rng: np.random.Generator) -> None:
@@ -235,7 +252,7 @@ def focal(logit: Any, heat: Any, weight: Any) -> Any:
 
 
 def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool = False,
-          solids: bool = False) -> None:  # fmt: skip
+          solids: bool = False, ctf: bool = False) -> None:  # fmt: skip
     """Fit the finder on the built training maps (Adam, cosine schedule)."""
     import torch
 
@@ -257,7 +274,7 @@ def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool
     for step in range(steps):
         x, h, w, r = (
             torch.from_numpy(np.ascontiguousarray(a))[:, None]
-            for a in _patches(maps, rng, batch, strong, solids)
+            for a in _patches(maps, rng, batch, strong, solids, ctf)
         )
         y = net(x)
         lh = focal(y[:, :1], h, w)
@@ -272,7 +289,7 @@ def train(data: Path, out: Path, steps: int, batch: int, seed: int, strong: bool
             print(f"step {step} heat {lh.item():.3f} radius {lr_.item():.3f} "
                   f"{time.time() - t0:.0f} s", flush=True)  # fmt: skip
     net.eval()
-    aug = "solids" if solids else "strong" if strong else "plain"
+    aug = "ctf" if ctf else "solids" if solids else "strong" if strong else "plain"
     info = {"trained_by": f"benchmarks/learned_finder.py --train --steps {steps} --aug "
             f"{aug} (seed {seed}, batch {batch})",
             "training_micrographs": f"{len(maps)} in {data}", "torch": torch.__version__,
@@ -597,9 +614,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--aug",
-        choices=("plain", "strong", "solids"),
+        choices=("plain", "strong", "solids", "ctf"),
         default="plain",
-        help="solids: strong plus pasted solid particles as negatives (v3)",
+        help="solids: strong plus pasted solid particles as negatives (v3); ctf: strong "
+        "plus a random transfer function (twenty-fourth round)",
     )
     ap.add_argument("--model", type=Path)
     ap.add_argument("--score", type=Path, help="arc_cache.py's folder")
@@ -621,7 +639,8 @@ def main() -> None:
         build(args.build, args.ours, args.alt)
     if args.train:
         train(args.build, args.train, args.steps, args.batch, args.seed,
-              args.aug in ("strong", "solids"), args.aug == "solids")  # fmt: skip
+              args.aug in ("strong", "solids", "ctf"), args.aug == "solids",
+              args.aug == "ctf")  # fmt: skip
     if args.extras:
         scored_extras(
             args.model, args.score, args.ring_cands, args.extras, args.sims.split(","), args.gate
