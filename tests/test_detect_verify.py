@@ -98,6 +98,35 @@ def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, caps
     assert float(line.split("precision ")[1][:5]) == pytest.approx(float(other["precision"]),
                                                                 abs=1e-3)  # fmt: skip
     assert int(other["detected"]) >= int(comp["ring"]["detected"])  # it only adds detections
+    diff = float(other["f1"]) - float(comp["ring"]["f1"])
+    assert float(other["f1_difference"]) == pytest.approx(diff, abs=2e-4)
+    assert float(other["f1_difference_low"]) <= float(other["f1_difference_high"])
+    assert "3 annotated micrograph(s): too few to choose between finders" in text
+
+
+def test_finder_recommendation_needs_a_clear_gain_on_enough_micrographs(tmp_path: Path) -> None:
+    from lipoclass.micrograph.detect import DetectResult
+    from lipoclass.micrograph.match import InstanceMatch
+
+    def m(matched: int, truth: int, found: int) -> InstanceMatch:
+        pairs = np.stack([np.arange(1, matched + 1)] * 2, axis=1).astype(np.int64)
+        return InstanceMatch(pairs, np.full(matched, 0.8), truth, found)
+
+    scores = {f"m{k}": m(6, 10, 7) for k in range(6)}
+    scores["all"] = m(36, 60, 42)
+    other = m(48, 60, 52)
+
+    def text(ci: tuple[float, float], n: int = 6) -> str:
+        sc = {**{f"m{k}": scores[f"m{k}"] for k in range(n)}, "all": scores["all"]}
+        res = DetectResult(tmp_path, {}, {}, sc, other_finders={"ring+learned": (other, ci)})
+        return res.text()
+
+    assert "clearly higher F1" in text((0.05, 0.2)) and "use --finder ring+learned" in text(
+        (0.05, 0.2)
+    )
+    assert "no clear difference" in text((-0.02, 0.1))
+    assert "clearly lower F1" in text((-0.2, -0.05))
+    assert "too few to choose" in text((0.05, 0.2), n=4)  # a clear gain, but 4 micrographs
 
 
 def test_detect_train_from_labels_and_negatives(messy: Path, tmp_path: Path, capsys) -> None:

@@ -292,7 +292,7 @@ def add_detect_options(p: argparse.ArgumentParser, *, verifier: bool = True) -> 
                    "simulator's it was less precise, and detection takes about a third "
                    "longer (3.2 s instead of 2.4 s for 4096 x 4096 px on 2 cores); "
                    "'detect --truth' scores both on your own annotated micrographs and says "
-                   "which suits them; default: %(default)s)")  # fmt: skip
+                   "whether one is clearly better there; default: %(default)s)")  # fmt: skip
 
 
 def length(text: str) -> tuple[float, str]:

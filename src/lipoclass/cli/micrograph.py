@@ -172,8 +172,9 @@ def _register_detect(add: AddCommand) -> None:
                    "like the micrographs: prints precision, recall, F1 (mask IoU >= 0.5) "
                    "and mean IoU per micrograph and overall (with a 95 %% interval over "
                    "the micrographs), and writes detection_scores.csv; also scores the "
-                   "other --finder on the same micrographs and says which has the higher "
-                   "F1 (finder_comparison.csv)")  # fmt: skip
+                   "other --finder on the same micrographs and, with 5 or more of them, "
+                   "says whether its F1 is clearly higher or lower "
+                   "(finder_comparison.csv)")  # fmt: skip
     add_detect_options(p)
 
 

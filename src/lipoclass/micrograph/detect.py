@@ -1290,9 +1290,11 @@ DETECTION_COLUMNS = (
 #: the ``all`` row's ``*_low``/``*_high``: 95 % bootstrap interval over the micrographs
 #: (``match.pooled_interval``; empty for a single micrograph and on the other rows)
 #: ``finder_comparison.csv`` (``detect --truth``): each candidate finder on the annotated
-#: micrographs, pooled; ``used`` marks this run's
+#: micrographs, pooled; ``used`` marks this run's; ``f1_difference`` is its F1 minus this
+#: run's, with a 95 % bootstrap interval paired over the micrographs (2+ micrographs)
 FINDER_COMPARISON_COLUMNS = ("finder", "used", "truth", "detected", "matched", "precision",
-                             "recall", "f1", "mean_iou")  # fmt: skip
+                             "recall", "f1", "mean_iou", "f1_difference", "f1_difference_low",
+                             "f1_difference_high")  # fmt: skip
 SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
                  "mean_iou", "precision_low", "precision_high", "recall_low",
                  "recall_high")  # fmt: skip
@@ -1381,9 +1383,10 @@ class DetectResult:
     rejected: dict[str, int]
     scores: dict[str, Any]
     interval: dict[str, tuple[float, float]] = field(default_factory=dict)
-    #: pooled ``InstanceMatch`` of each other candidate finder (``CANDIDATE_FINDERS``) on the
-    #: annotated micrographs, so a lab sees which suits its micrographs
-    other_finders: dict[str, Any] = field(default_factory=dict)
+    #: each other candidate finder (``CANDIDATE_FINDERS``) on the annotated micrographs:
+    #: (pooled ``InstanceMatch``, 95 % interval of its pooled F1 minus this run's, paired
+    #: over the micrographs, or None for one micrograph), so a lab sees which suits its data
+    other_finders: dict[str, tuple[Any, tuple[float, float] | None]] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"{name}: {n} particle(s), {self.rejected[name]} candidate(s) rejected"
@@ -1401,26 +1404,43 @@ class DetectResult:
                 lines.append(f"all: 95 % interval over the {len(self.scores) - 1} micrographs "
                              f"(bootstrap): precision {pl:.3f}-{ph:.3f}, recall "
                              f"{rl:.3f}-{rh:.3f}")  # fmt: skip
-            lines += _finder_lines(self.scores["all"], self.other_finders)
+            lines += _finder_lines(self.scores["all"], self.other_finders, len(self.scores) - 1)
         lines.append(f"label images, detections.csv and overlays/ -> {self.out}")
         return "\n".join(lines)
 
 
-def _finder_lines(mine: Any, others: dict[str, Any]) -> list[str]:
-    """The other candidate finders' pooled scores beside this run's, and which F1 is best."""
+#: annotated micrographs below which ``detect --truth`` does not recommend a finder (a
+#: bootstrap over fewer micrographs has too few distinct resamples to be trusted)
+_MIN_TO_CHOOSE = 5
+
+
+def _finder_lines(
+    mine: Any, others: dict[str, tuple[Any, tuple[float, float] | None]], n_mics: int
+) -> list[str]:
+    """The other candidate finders' pooled scores beside this run's, and whether one has a
+    clearly higher F1 (its paired interval over the micrographs above 0, with at least
+    ``_MIN_TO_CHOOSE`` annotated micrographs)."""
     if not others:
         return []
     lines = ["the same annotated micrographs with the other candidate finder(s):"]
-    for name, m in others.items():
+    for name, (m, ci) in others.items():
         lines.append(f"  --finder {name}: precision {m.precision:.3f}, recall {m.recall:.3f}, "
                      f"F1 {m.f1:.3f} (this run: {mine.precision:.3f}, {mine.recall:.3f}, "
                      f"{mine.f1:.3f})")  # fmt: skip
-    best = max(others, key=lambda k: others[k].f1)
-    if others[best].f1 > mine.f1:
-        lines.append(f"  --finder {best} has the higher F1 on your annotated micrographs: "
-                     "consider it for the rest of this data (compare the overlays)")  # fmt: skip
-    else:
-        lines.append("  this run's finder has the higher F1 on your annotated micrographs")
+        if ci is None or n_mics < _MIN_TO_CHOOSE:
+            lines.append(f"    {n_mics} annotated micrograph(s): too few to choose between "
+                         f"finders (annotate {_MIN_TO_CHOOSE} or more)")  # fmt: skip
+            continue
+        gain = f"F1 {m.f1 - mine.f1:+.3f}, 95 % interval {ci[0]:+.3f} to {ci[1]:+.3f}"
+        if ci[0] > 0:
+            lines.append(f"    clearly higher F1 on your annotated micrographs ({gain} over "
+                         f"them): use --finder {name} for the rest of this data")  # fmt: skip
+        elif ci[1] < 0:
+            lines.append(f"    clearly lower F1 on your annotated micrographs ({gain}): keep "
+                         "this run's finder")  # fmt: skip
+        else:
+            lines.append(f"    no clear difference ({gain}): keep this run's finder, or "
+                         "annotate more micrographs to decide")  # fmt: skip
     return lines
 
 
@@ -1447,7 +1467,7 @@ def detect_to_folder(
         read_micrograph,
         write_label_image,
     )
-    from lipoclass.micrograph.match import match_instances, pool_matches, pooled_interval
+    from lipoclass.micrograph.match import match_instances
     from lipoclass.micrograph.verify import load_verifier
 
     out = Path(out)
@@ -1484,22 +1504,36 @@ def detect_to_folder(
                 _other_finders(mic, cfg, verifier, t, others)
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
-            per_mic = list(result.scores.values())
-            result.scores["all"] = pool_matches(per_mic)
-            result.other_finders = {k: pool_matches(v) for k, v in others.items()}
-            result.interval = pooled_interval(per_mic) if len(per_mic) > 1 else {}
-            _write_csv(staging / "detection_scores.csv", SCORE_COLUMNS,
-                       [_score_row(k, m, result.interval if k == "all" else {})
-                        for k, m in result.scores.items()])  # fmt: skip
-            if result.other_finders:
-                both = {cfg.finder: result.scores["all"], **result.other_finders}
-                comparison = [_comparison_row(k, m, k == cfg.finder) for k, m in both.items()]
-                _write_csv(staging / "finder_comparison.csv", FINDER_COMPARISON_COLUMNS, comparison)
+            _score_folder(staging, result, others, cfg.finder)
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _score_folder(
+    staging: Path, result: DetectResult, others: dict[str, list[Any]], finder: str
+) -> None:
+    """Pool the per-micrograph scores of ``result`` (and of the other finders, ``others``)
+    into it and write ``detection_scores.csv`` and ``finder_comparison.csv``."""
+    from lipoclass.micrograph.match import paired_f1_interval, pool_matches, pooled_interval
+
+    per_mic = list(result.scores.values())
+    result.scores["all"] = mine = pool_matches(per_mic)
+    result.other_finders = {
+        k: (pool_matches(v), paired_f1_interval(per_mic, v) if len(v) > 1 else None)
+        for k, v in others.items()
+    }
+    result.interval = pooled_interval(per_mic) if len(per_mic) > 1 else {}
+    _write_csv(staging / "detection_scores.csv", SCORE_COLUMNS,
+               [_score_row(k, m, result.interval if k == "all" else {})
+                for k, m in result.scores.items()])  # fmt: skip
+    if result.other_finders:
+        both = {finder: (mine, None), **result.other_finders}
+        _write_csv(staging / "finder_comparison.csv", FINDER_COMPARISON_COLUMNS,
+                   [_comparison_row(k, m, ci, mine, k == finder)
+                    for k, (m, ci) in both.items()])  # fmt: skip
 
 
 def _other_finders(
@@ -1536,11 +1570,18 @@ def _run_record(cfg: DetectConfig) -> dict[str, Any]:
     return rec
 
 
-def _comparison_row(finder: str, m: Any, used: bool) -> dict[str, object]:
+def _comparison_row(
+    finder: str, m: Any, ci: tuple[float, float] | None, mine: Any, used: bool
+) -> dict[str, object]:
+    def r(v: float) -> object:
+        return "" if math.isnan(v) else round(v, 4)
+
     return {"finder": finder, "used": "yes" if used else "no", "truth": m.n_truth,
-            "detected": m.n_found, "matched": len(m.pairs), "precision": round(m.precision, 4),
-            "recall": round(m.recall, 4), "f1": round(m.f1, 4),
-            "mean_iou": "" if math.isnan(m.mean_iou) else round(m.mean_iou, 4)}  # fmt: skip
+            "detected": m.n_found, "matched": len(m.pairs), "precision": r(m.precision),
+            "recall": r(m.recall), "f1": r(m.f1), "mean_iou": r(m.mean_iou),
+            "f1_difference": "" if used else r(m.f1 - mine.f1),
+            "f1_difference_low": "" if ci is None else r(ci[0]),
+            "f1_difference_high": "" if ci is None else r(ci[1])}  # fmt: skip
 
 
 def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:

@@ -13,6 +13,7 @@ __all__ = [
     "InstanceMatch",
     "greedy_one_to_one",
     "match_instances",
+    "paired_f1_interval",
     "pool_matches",
     "pooled_interval",
     "transfer_labels",
@@ -81,6 +82,40 @@ def pooled_interval(
         lo, hi = np.quantile(v, [tail, 1.0 - tail]) if len(v) else (np.nan, np.nan)
         out[name] = (float(lo), float(hi))
     return out
+
+
+def paired_f1_interval(
+    a: list[InstanceMatch],
+    b: list[InstanceMatch],
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (``level``) of pooled F1 of ``b`` minus pooled F1 of
+    ``a``, two detectors on the same micrographs (``a[i]``, ``b[i]`` one micrograph), the
+    micrographs resampled together for both (paired), so a difference that one micrograph
+    makes is not taken for a better detector; ``seed`` seeds a local generator."""
+    if len(a) != len(b):
+        raise ValueError(f"need the same micrographs for both, got {len(a)} and {len(b)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if len(a) < 2 or n_boot < 1:
+        raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {len(a)}, {n_boot}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), (n_boot, len(a)))
+
+    def f1(ms: list[InstanceMatch]) -> np.ndarray:
+        c = np.array([(len(m.pairs), m.n_truth + m.n_found) for m in ms], np.float64)[idx]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 2.0 * c[..., 0].sum(axis=1) / c[..., 1].sum(axis=1)
+
+    d = f1(b) - f1(a)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return (float("nan"), float("nan"))
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(d, [tail, 1.0 - tail])
+    return (float(lo), float(hi))
 
 
 def greedy_one_to_one(pairs: np.ndarray, iou: np.ndarray) -> np.ndarray:
