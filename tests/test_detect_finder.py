@@ -182,6 +182,7 @@ def test_cli_finder_option(mic, tmp_path: Path, capsys) -> None:
     assert all(r["significance"] == "" for r in rows if r["found_by"] == "learned")
     run = json.loads((out / "detect.json").read_text())
     assert run["config"]["finder"] == "ring+learned" and "torch" in run["versions"]
+    assert "onnxruntime" in run["versions"]  # the finder's inference path
     assert run["finder"]["threshold"] == load_finder().info["threshold"]
     with pytest.raises(SystemExit) as exc:
         main(["detect", str(path), "--finder", "magic", "--out", str(tmp_path / "x")])

@@ -1557,8 +1557,10 @@ def _other_finders(
 
 def _run_record(cfg: DetectConfig) -> dict[str, Any]:
     """``detect.json``: the resolved settings, software versions and the learned finder's
-    training record when it is used (loaded before the first detection)."""
+    training record when it is used (loaded before the first detection; it runs through
+    onnxruntime, whose version is added)."""
     from dataclasses import asdict
+    from importlib import metadata
 
     from lipoclass.provenance import versions
 
@@ -1567,6 +1569,7 @@ def _run_record(cfg: DetectConfig) -> dict[str, Any]:
         from lipoclass.micrograph.finder import load_finder
 
         rec["finder"] = load_finder().info
+        rec["versions"]["onnxruntime"] = metadata.version("onnxruntime")
     return rec
 
 
