@@ -188,3 +188,18 @@ def test_cli_finder_option(mic, tmp_path: Path, capsys) -> None:
         main(["detect", str(path), "--finder", "magic", "--out", str(tmp_path / "x")])
     assert exc.value.code != 0
     assert "--finder" in capsys.readouterr().err
+
+
+def test_detect_shows_progress_over_the_micrographs(mic, tmp_path: Path, capsys) -> None:
+    import tifffile
+
+    from lipoclass.micrograph.detect import detect_to_folder
+
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"m{k}.tif")
+        tifffile.imwrite(paths[-1], mic.image.astype(np.float32))
+    res = detect_to_folder(paths, tmp_path / "det", DetectConfig(), pixel_size_nm=PX,
+                           progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "detect" in err and "2/2" in err and sorted(res.accepted) == ["m0", "m1"]

@@ -96,6 +96,7 @@ __all__ = [
     "detect_particles",
     "detect_to_folder",
     "detection_rows",
+    "micrograph_bar",
     "overlay_png",
     "paint_outlines",
 ]
@@ -1444,6 +1445,18 @@ def _finder_lines(
     return lines
 
 
+def micrograph_bar(n: int, progress: bool | None, desc: str) -> Any:
+    """A tqdm bar over ``n`` micrographs on stderr, or None (``progress`` None: when stderr
+    is a terminal)."""
+    import sys
+
+    if not (sys.stderr.isatty() if progress is None else progress):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=n, desc=desc, unit="micrograph", file=sys.stderr)
+
+
 def detect_to_folder(
     micrographs: Sequence[str | os.PathLike[str]],
     out: Path,
@@ -1451,6 +1464,7 @@ def detect_to_folder(
     *,
     pixel_size_nm: float | None = None,
     truth: Path | None = None,
+    progress: bool | None = None,
 ) -> DetectResult:
     """Detect on every micrograph; write into ``out`` (a staging folder renamed at the end)
     ``<stem>.tif`` label images of the accepted particles, ``detections.csv`` (every
@@ -1459,7 +1473,8 @@ def detect_to_folder(
     per micrograph and ``all``) and ``finder_comparison.csv`` (every candidate finder on the
     annotated micrographs, ``FINDER_COMPARISON_COLUMNS``), and ``detect.json`` (the
     settings, software versions and, with the learned finder, its training record). Paths,
-    pixel sizes, the truth files and the verifier are checked before the first detection."""
+    pixel sizes, the truth files and the verifier are checked before the first detection.
+    ``progress``: a bar over the micrographs (default: when stderr is a terminal)."""
     from lipoclass.data import publish_folder
     from lipoclass.micrograph.io import (
         check_micrographs,
@@ -1487,6 +1502,7 @@ def detect_to_folder(
         (staging / "detect.json").write_text(json.dumps(_run_record(cfg), indent=1))
         rows: list[dict[str, object]] = []
         others: dict[str, list[Any]] = {}
+        bar = micrograph_bar(len(paths), progress, "detect")
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
             det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
@@ -1502,6 +1518,10 @@ def detect_to_folder(
                 t = read_label_image(truth_files[p], mic.shape, p.name)
                 result.scores[mic.name] = match_instances(t, det.labels)
                 _other_finders(mic, cfg, verifier, t, others)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
             _score_folder(staging, result, others, cfg.finder)

@@ -20,7 +20,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 import warnings
@@ -36,6 +35,7 @@ from lipoclass.data.prepare import no_pixel_size_error, prepare_arrays
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.annotations import AnnotationSource, ParticleAnnotation
 from lipoclass.micrograph.crop import _as_output, crop_particle
+from lipoclass.micrograph.detect import micrograph_bar
 from lipoclass.micrograph.io import (
     Micrograph,
     MicrographWarning,
@@ -724,15 +724,6 @@ def _check_scale(loaded: Any, paths: Sequence[Path], pxs: dict[Path, float | Non
         raise no_pixel_size_error(str(missing[0]), nm)
 
 
-def _progress_bar(n: int, progress: bool | None) -> Any:
-    """A tqdm bar over ``n`` micrographs, or None (default: when stderr is a terminal)."""
-    if not (sys.stderr.isatty() if progress is None else progress):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=n, desc="predict micrographs", unit="micrograph")
-
-
 def _process_all(
     tasks: list[tuple[_Task]],
     runner: TaskRunner | None,
@@ -808,7 +799,7 @@ def predict_micrographs(
     surround = mcfg.surround if mcfg.surround is not None else loaded.surround_px()
     tasks = [(_Task(Path(model_dir), p, pxs[p], samples[p.stem] if samples else p.stem,
                     source, cfg, mcfg, surround),) for p in paths]  # fmt: skip
-    bar = _progress_bar(len(tasks), progress)
+    bar = micrograph_bar(len(tasks), progress, "predict micrographs")
     total = 0
 
     def done(i: int, r: _MicResult) -> None:
