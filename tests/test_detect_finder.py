@@ -203,3 +203,9 @@ def test_detect_shows_progress_over_the_micrographs(mic, tmp_path: Path, capsys)
                            progress=True)  # fmt: skip
     err = capsys.readouterr().err
     assert "detect" in err and "2/2" in err and sorted(res.accepted) == ["m0", "m1"]
+    from lipoclass.micrograph import LabelImageSource, crop_micrographs
+
+    crop_micrographs(paths, tmp_path / "crops", LabelImageSource(tmp_path / "det", paths),
+                     pixel_size_nm=PX, progress=True)  # fmt: skip
+    err = capsys.readouterr().err
+    assert "crop" in err and "2/2" in err

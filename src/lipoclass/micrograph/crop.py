@@ -166,10 +166,14 @@ def crop_micrographs(
     pixel_size_nm: float | None = None,
     samples: dict[str, str] | None = None,
     require_pixel_size: bool = True,
+    progress: bool | None = None,
 ) -> CropResult:
     """Crop every annotated particle of ``micrographs`` into the new dataset ``out``.
     Inputs and the output location are checked before any pixel is read; any error leaves
-    nothing behind (``DatasetWriter``'s staging folder)."""
+    nothing behind (``DatasetWriter``'s staging folder). ``progress``: a bar over the
+    micrographs (default: when stderr is a terminal)."""
+    from lipoclass.micrograph.detect import micrograph_bar
+
     cfg = cfg or CropConfig()
     out = Path(out)
     if out.exists():
@@ -187,15 +191,20 @@ def crop_micrographs(
         extra={"surround_px": cfg.surround},
     ) as writer:
         prov: list[dict[str, object]] = []
+        bar = micrograph_bar(len(paths), progress, "crop")
         for p in paths:
             mic: Micrograph = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
             n = _crop_micrograph(writer, mic, source, cfg, samples, result, prov)
             result.per_micrograph[mic.name] = n
+            if bar is not None:
+                bar.update(1)
             if n == 0:
                 warnings.warn(
                     MicrographWarning(f"{mic.path}: no particle cropped from this micrograph"),
                     stacklevel=2,
                 )
+        if bar is not None:
+            bar.close()
         if not writer.rows:
             raise LipoclassError("no particle crops written (no annotated particle found)")
         with (writer.staging / "crops.csv").open("w", newline="") as fh:
