@@ -289,8 +289,8 @@ def add_detect_options(p: argparse.ArgumentParser, *, verifier: bool = True) -> 
                    "the ring filter missed, less solid particles such as ice: on "
                    "micrographs of a simulator it never saw it found more liposomes (recall "
                    "0.54 -> 0.65) at about the same precision (0.95 -> 0.94), on our own "
-                   "simulator's it was less precise, and detection takes about a third "
-                   "longer (3.2 s instead of 2.4 s for 4096 x 4096 px on 2 cores); "
+                   "simulator's it was less precise, and detection takes about a quarter "
+                   "longer (3.4 s instead of 2.7 s for 4096 x 4096 px on 2 cores); "
                    "'detect --truth' scores both on your own annotated micrographs and says "
                    "whether one is clearly better there; default: %(default)s)")  # fmt: skip
 
