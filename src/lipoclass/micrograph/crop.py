@@ -196,15 +196,13 @@ def crop_micrographs(
             mic: Micrograph = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
             n = _crop_micrograph(writer, mic, source, cfg, samples, result, prov)
             result.per_micrograph[mic.name] = n
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
             if n == 0:
                 warnings.warn(
                     MicrographWarning(f"{mic.path}: no particle cropped from this micrograph"),
                     stacklevel=2,
                 )
-        if bar is not None:
-            bar.close()
+        bar.close()
         if not writer.rows:
             raise LipoclassError("no particle crops written (no annotated particle found)")
         with (writer.staging / "crops.csv").open("w", newline="") as fh:

@@ -1290,15 +1290,15 @@ DETECTION_COLUMNS = (
 )  # fmt: skip
 #: the ``all`` row's ``*_low``/``*_high``: 95 % bootstrap interval over the micrographs
 #: (``match.pooled_interval``; empty for a single micrograph and on the other rows)
+SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
+                 "mean_iou", "precision_low", "precision_high", "recall_low",
+                 "recall_high")  # fmt: skip
 #: ``finder_comparison.csv`` (``detect --truth``): each candidate finder on the annotated
 #: micrographs, pooled; ``used`` marks this run's; ``f1_difference`` is its F1 minus this
 #: run's, with a 95 % bootstrap interval paired over the micrographs (2+ micrographs)
 FINDER_COMPARISON_COLUMNS = ("finder", "used", "truth", "detected", "matched", "precision",
                              "recall", "f1", "mean_iou", "f1_difference", "f1_difference_low",
                              "f1_difference_high")  # fmt: skip
-SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "recall", "f1",
-                 "mean_iou", "precision_low", "precision_high", "recall_low",
-                 "recall_high")  # fmt: skip
 
 
 def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
@@ -1446,15 +1446,14 @@ def _finder_lines(
 
 
 def micrograph_bar(n: int, progress: bool | None, desc: str) -> Any:
-    """A tqdm bar over ``n`` micrographs on stderr, or None (``progress`` None: when stderr
-    is a terminal)."""
+    """A tqdm bar over ``n`` micrographs on stderr, shown when ``progress`` (None: when
+    stderr is a terminal); hidden, its ``update`` and ``close`` do nothing."""
     import sys
 
-    if not (sys.stderr.isatty() if progress is None else progress):
-        return None
     from tqdm import tqdm
 
-    return tqdm(total=n, desc=desc, unit="micrograph", file=sys.stderr)
+    show = sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=n, desc=desc, unit="micrograph", file=sys.stderr, disable=not show)
 
 
 def detect_to_folder(
@@ -1518,10 +1517,8 @@ def detect_to_folder(
                 t = read_label_image(truth_files[p], mic.shape, p.name)
                 result.scores[mic.name] = match_instances(t, det.labels)
                 _other_finders(mic, cfg, verifier, t, others)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            bar.update(1)
+        bar.close()
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
             _score_folder(staging, result, others, cfg.finder)
@@ -1593,31 +1590,32 @@ def _run_record(cfg: DetectConfig) -> dict[str, Any]:
     return rec
 
 
+def _rounded(v: float) -> object:
+    """A figure as written to the score CSVs: 4 decimals, empty for NaN."""
+    return "" if math.isnan(v) else round(v, 4)
+
+
+def _match_fields(m: Any) -> dict[str, object]:
+    """The columns ``SCORE_COLUMNS`` and ``FINDER_COMPARISON_COLUMNS`` share, of a match."""
+    return {"truth": m.n_truth, "detected": m.n_found, "matched": len(m.pairs),
+            "precision": _rounded(m.precision), "recall": _rounded(m.recall),
+            "f1": _rounded(m.f1), "mean_iou": _rounded(m.mean_iou)}  # fmt: skip
+
+
 def _comparison_row(
     finder: str, m: Any, ci: tuple[float, float] | None, mine: Any, used: bool
 ) -> dict[str, object]:
-    def r(v: float) -> object:
-        return "" if math.isnan(v) else round(v, 4)
-
-    return {"finder": finder, "used": "yes" if used else "no", "truth": m.n_truth,
-            "detected": m.n_found, "matched": len(m.pairs), "precision": r(m.precision),
-            "recall": r(m.recall), "f1": r(m.f1), "mean_iou": r(m.mean_iou),
-            "f1_difference": "" if used else r(m.f1 - mine.f1),
-            "f1_difference_low": "" if ci is None else r(ci[0]),
-            "f1_difference_high": "" if ci is None else r(ci[1])}  # fmt: skip
+    return {"finder": finder, "used": "yes" if used else "no", **_match_fields(m),
+            "f1_difference": "" if used else _rounded(m.f1 - mine.f1),
+            "f1_difference_low": "" if ci is None else _rounded(ci[0]),
+            "f1_difference_high": "" if ci is None else _rounded(ci[1])}  # fmt: skip
 
 
 def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:
-    def r(v: float) -> object:
-        return "" if math.isnan(v) else round(v, 4)
-
-    row: dict[str, object] = {
-        "micrograph": name, "truth": m.n_truth, "detected": m.n_found,
-        "matched": len(m.pairs), "precision": r(m.precision), "recall": r(m.recall),
-        "f1": r(m.f1), "mean_iou": r(m.mean_iou)}  # fmt: skip
+    row: dict[str, object] = {"micrograph": name, **_match_fields(m)}
     for k in ("precision", "recall"):
         lo, hi = ci.get(k, (math.nan, math.nan))
-        row[f"{k}_low"], row[f"{k}_high"] = r(lo), r(hi)
+        row[f"{k}_low"], row[f"{k}_high"] = _rounded(lo), _rounded(hi)
     return row
 
 

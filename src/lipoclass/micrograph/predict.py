@@ -805,22 +805,18 @@ def predict_micrographs(
     def done(i: int, r: _MicResult) -> None:
         nonlocal total
         total += len(r.rows)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(particles=total)
+        bar.update(1)
+        bar.set_postfix(particles=total)
 
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         results = _process_all(tasks, runner, staging, done)
-        if bar is not None:
-            bar.close()
-            bar = None
+        bar.close()
         res = _collect(results, classes, loaded, cfg, out, audit)
         _write_outputs(staging, res, results, str(model_dir), cfg, mcfg, surround)
         publish_folder(staging, out)
     except BaseException:
-        if bar is not None:
-            bar.close()
+        bar.close()  # a second close does nothing
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for name in res.empty:
