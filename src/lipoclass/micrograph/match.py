@@ -60,16 +60,21 @@ def pool_matches(matches: list[InstanceMatch]) -> InstanceMatch:
     return InstanceMatch(np.concatenate(pairs), np.concatenate(ious), n_truth, n_found)
 
 
+def _check_bootstrap(n: int, level: float, n_boot: int) -> None:
+    """The arguments of a bootstrap over ``n`` micrographs, or ``ValueError``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n < 2 or n_boot < 1:
+        raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {n}, {n_boot}")
+
+
 def pooled_interval(
     matches: list[InstanceMatch], level: float = 0.95, n_boot: int = 2000, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval (``level``) of the pooled precision and recall,
     resampling whole micrographs (the liposomes of one micrograph share its ice, film and
     dose, so they are not independent); ``seed`` seeds a local generator."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if len(matches) < 2 or n_boot < 1:
-        raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {len(matches)}, {n_boot}")
+    _check_bootstrap(len(matches), level, n_boot)
     counts = np.array([(len(m.pairs), m.n_truth, m.n_found) for m in matches], np.float64)
     rng = np.random.default_rng(seed)
     sums = counts[rng.integers(0, len(counts), (n_boot, len(counts)))].sum(axis=1)  # (B, 3)
@@ -97,10 +102,7 @@ def paired_f1_interval(
     makes is not taken for a better detector; ``seed`` seeds a local generator."""
     if len(a) != len(b):
         raise ValueError(f"need the same micrographs for both, got {len(a)} and {len(b)}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if len(a) < 2 or n_boot < 1:
-        raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {len(a)}, {n_boot}")
+    _check_bootstrap(len(a), level, n_boot)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), (n_boot, len(a)))
 
