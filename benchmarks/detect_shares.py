@@ -1,0 +1,145 @@
+"""How much detection alone moves a lab's class shares (docs/micrographs.md, "Twenty-fifth
+round"), for each candidate finder.
+
+A missed liposome biases the shares when misses are not at random (faint unilamellar empty
+liposomes missed more often than multilamellar ones); a false find adds a particle of no
+class. Per condition (its micrographs pooled, one lab sample) and per property, with the true
+instance masks matched one-to-one at IoU >= 0.5:
+
+- ``true``: the property's share among all truth liposomes;
+- ``found``: its share among the matched ones (what a perfect classifier would report);
+- ``bias`` = found - true (percentage points);
+- ``bound`` = |bias| + 100 (1 - precision): the most a perfect classifier's share can be off
+  when every false find lands in one class.
+
+Properties: on the third simulator (never trained on; ``benchmarks/thirdsim.py``)
+multilamellar (2-3 lamellae) and with content (dense lumen, drug rod or nested vesicle); on
+our simulator (``lipoclass.synth``) each class but the condition's most common one.
+
+    OMP_NUM_THREADS=2 PYTHONPATH=src:benchmarks .venv/bin/python benchmarks/detect_shares.py \\
+        thirdsim --seed 190000 --count 8
+    ... benchmarks/detect_shares.py ours --count 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import numpy as np
+
+from lipoclass.choices import CANDIDATE_FINDERS
+from lipoclass.micrograph import DetectConfig, match_instances
+from lipoclass.micrograph.detect import detect_candidates
+
+Sample = tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]  # image, labels, px, props
+
+
+def thirdsim_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
+    """Condition ``k`` of ``bench_detect_thirdsim.py``, seeds seed + 1000 k + i."""
+    from bench_detect_thirdsim import _cfg
+    from thirdsim import render
+
+    for i in range(count):
+        m = render(_cfg(k), seed + 1000 * k + i)
+        props = {
+            "multilamellar": np.array([v["lamellae"] > 1 for v in m.vesicles]),
+            "with content": np.array([v["content"] != "" for v in m.vesicles]),
+        }
+        yield m.image, m.labels, m.pixel_nm, props
+
+
+def ours_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
+    """Condition ``k`` of ``bench_detect.py`` (its report seeds unless ``seed``)."""
+    from bench_detect import CONDITIONS, REF
+
+    from lipoclass.synth import render_micrograph
+
+    base = REF.seed if seed < 0 else seed
+    cfg = replace(REF, seed=base + 100 * k, **CONDITIONS[k][1])  # type: ignore[arg-type]
+    for i in range(count):
+        m = render_micrograph(cfg, i)
+        names = np.array([str(p["label"]) for p in m.particles])
+        props = {str(c): names == c for c in np.unique(names)}
+        yield m.image, m.labels, m.sample.pixel_size_nm, props
+
+
+def score_condition(
+    samples: Iterator[Sample], finders: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Per finder: precision, recall and each property's true / found share (pooled)."""
+    tot: dict[str, dict[str, float]] = {f: {"tp": 0, "det": 0, "truth": 0} for f in finders}
+    truth_n: dict[str, float] = {}
+    for image, labels, px, props in samples:
+        present = np.unique(labels)[1:] - 1  # liposomes with pixels (none wholly hidden)
+        for name, flags in props.items():
+            truth_n[name] = truth_n.get(name, 0) + float(flags[present].sum())
+        for f in finders:
+            det = detect_candidates(image, DetectConfig(finder=f), px)
+            mt = match_instances(labels, det.labels)
+            found = mt.pairs[:, 0] - 1  # truth instance index of each match
+            t = tot[f]
+            t["tp"] += len(found)
+            t["det"] += mt.n_found
+            t["truth"] += mt.n_truth
+            for name, flags in props.items():
+                t[f"found {name}"] = t.get(f"found {name}", 0) + float(flags[found].sum())
+    out: dict[str, dict[str, float]] = {}
+    for f, t in tot.items():
+        row = {"precision": t["tp"] / max(t["det"], 1), "recall": t["tp"] / max(t["truth"], 1)}
+        for name, n in truth_n.items():
+            row[f"true {name}"] = 100 * n / max(t["truth"], 1)
+            row[f"found {name}"] = 100 * t.get(f"found {name}", 0) / max(t["tp"], 1)
+        out[f] = row
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("simulator", choices=("thirdsim", "ours"))
+    ap.add_argument("--count", type=int, default=8, help="micrographs a condition")
+    ap.add_argument("--seed", type=int, default=-1, help="thirdsim: required; ours: report seeds")
+    args = ap.parse_args()
+    if args.simulator == "thirdsim":
+        from bench_detect_thirdsim import CONDITIONS
+
+        if args.seed < 0:
+            ap.error("thirdsim needs --seed (a range never used, e.g. 190000)")
+        make: Callable[[int, int, int], Iterator[Sample]] = thirdsim_samples
+    else:
+        from bench_detect import CONDITIONS  # type: ignore[no-redef]
+
+        make = ours_samples
+    finders = tuple(CANDIDATE_FINDERS)
+    print("| condition | finder | P | R | property | true % | found % | bias pp | bound pp |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary: dict[str, list[tuple[float, float]]] = {f: [] for f in finders}
+    t0 = time.time()
+    for k, (cname, _change) in enumerate(CONDITIONS):
+        res = score_condition(make(k, args.count, args.seed), finders)
+        majority = max(
+            (n[5:] for n in res[finders[0]] if n.startswith("true ")),
+            key=lambda n: res[finders[0]][f"true {n}"],
+        )
+        for f in finders:
+            r = res[f]
+            for name in (n[5:] for n in r if n.startswith("true ")):
+                if args.simulator == "ours" and name == majority:
+                    continue
+                bias = r[f"found {name}"] - r[f"true {name}"]
+                bound = abs(bias) + 100 * (1 - r["precision"])
+                summary[f].append((abs(bias), bound))
+                print(f"| {cname} | {f} | {r['precision']:.3f} | {r['recall']:.3f} | {name} | "
+                      f"{r[f'true {name}']:.1f} | {r[f'found {name}']:.1f} | {bias:+.1f} | "
+                      f"{bound:.1f} |", flush=True)  # fmt: skip
+    print(f"\n({time.time() - t0:.0f} s) mean over conditions and properties:")
+    for f in finders:
+        a = np.array(summary[f])
+        print(f"{f}: mean |bias| {a[:, 0].mean():.2f} pp, mean bound {a[:, 1].mean():.2f} pp, "
+              f"largest |bias| {a[:, 0].max():.1f} pp ({len(a)} condition-properties)")
+
+
+if __name__ == "__main__":
+    main()
