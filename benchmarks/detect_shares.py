@@ -54,7 +54,6 @@ def thirdsim_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
 def ours_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
     """Condition ``k`` of ``bench_detect.py`` (its report seeds unless ``seed``)."""
     from bench_detect import CONDITIONS, REF
-
     from lipoclass.synth import render_micrograph
 
     base = REF.seed if seed < 0 else seed
@@ -137,8 +136,10 @@ def main() -> None:
     print(f"\n({time.time() - t0:.0f} s) mean over conditions and properties:")
     for f in finders:
         a = np.array(summary[f])
-        print(f"{f}: mean |bias| {a[:, 0].mean():.2f} pp, mean bound {a[:, 1].mean():.2f} pp, "
-              f"largest |bias| {a[:, 0].max():.1f} pp ({len(a)} condition-properties)")
+        print(
+            f"{f}: mean |bias| {a[:, 0].mean():.2f} pp, mean bound {a[:, 1].mean():.2f} pp, "
+            f"largest |bias| {a[:, 0].max():.1f} pp ({len(a)} condition-properties)"
+        )
 
 
 if __name__ == "__main__":
