@@ -64,7 +64,8 @@ def test_verifier_raises_precision_on_distractors() -> None:
 def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "det"
     mics = [str(p) for p in sorted((messy / "micrographs").glob("*.tif"))]
-    rc = main(["detect", *mics, "--truth", str(messy / "labels"), "--out", str(out)])
+    rc = main(["detect", *mics, "--truth", str(messy / "labels"), "--out", str(out),
+               "--classes", str(messy / "annotations.csv")])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0
     assert "precision" in text.lower() or "prec" in text
@@ -102,6 +103,72 @@ def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, caps
     assert float(other["f1_difference"]) == pytest.approx(diff, abs=2e-4)
     assert float(other["f1_difference_low"]) <= float(other["f1_difference_high"])
     assert "3 annotated micrograph(s): too few to choose between finders" in text
+    # the annotated classes' shares among all annotated and among the found liposomes
+    table = {(r["micrograph"], int(r["instance"])): r["label"]
+             for r in _rows(messy / "annotations.csv")}  # fmt: skip
+    by_class = [r for r in _rows(out / "detection_by_class.csv") if r["used"] == "yes"]
+    truth_n: dict[str, int] = {}
+    found_n: dict[str, int] = {}
+    for k in (1, 2, 3):
+        name = f"mic000{k}"
+        truth = read_label_image(messy / "labels" / f"{name}.tif")
+        for inst in np.unique(truth)[1:]:
+            truth_n[table[name, inst]] = truth_n.get(table[name, inst], 0) + 1
+        m = match_instances(truth, read_label_image(out / f"{name}.tif"))
+        for inst in m.pairs[:, 0]:
+            found_n[table[name, inst]] = found_n.get(table[name, inst], 0) + 1
+    assert {r["class"]: int(r["truth"]) for r in by_class} == truth_n
+    assert {r["class"]: int(r["matched"]) for r in by_class if int(r["matched"])} == found_n
+    assert sum(float(r["found_share"]) for r in by_class) == pytest.approx(100, abs=1e-2)
+    for r in by_class:
+        change = float(r["found_share"]) - float(r["true_share"])
+        assert float(r["change"]) == pytest.approx(change, abs=2e-4)
+    assert {r["finder"] for r in _rows(out / "detection_by_class.csv")} == set(CANDIDATE_FINDERS)
+    assert "too few to say whether detection changes the shares" in text
+
+
+def test_class_shares_show_a_detector_that_misses_one_class() -> None:
+    from lipoclass.micrograph.detect import _class_lines
+    from lipoclass.micrograph.match import InstanceMatch, class_shares
+
+    rng = np.random.default_rng(0)
+    classes = [{i: "multi" if i <= 3 else "uni" for i in range(1, 21)} for _ in range(8)]
+
+    def found(keep: list[int]) -> InstanceMatch:
+        pairs = np.stack([keep, keep], axis=1).astype(np.int64)
+        return InstanceMatch(pairs, np.full(len(keep), 0.8), 20, len(keep))
+
+    # half the unilamellar liposomes missed, every multilamellar one found
+    biased = [found([1, 2, 3, *range(4 + k % 2, 21, 2)]) for k in range(8)]
+    shares = {c.label: c for c in class_shares(biased, classes)}
+    assert shares["multi"].true_share == pytest.approx(15.0)
+    assert shares["multi"].recall == 1.0 and shares["uni"].recall == pytest.approx(0.5)
+    assert shares["multi"].change > 10 and shares["multi"].low > 0
+    assert shares["uni"].change == pytest.approx(-shares["multi"].change)
+    text = "\n".join(_class_lines({"ring": list(shares.values())}, 8))
+    assert "detection changes the shares (multi +11.1 pp, uni -11.1 pp)" in text
+    # misses at random: the change's interval holds 0
+    fair = [found(sorted(rng.choice(np.arange(1, 21), 12, replace=False).tolist()))
+            for _ in range(8)]  # fmt: skip
+    shares = {c.label: c for c in class_shares(fair, classes)}
+    assert all(c.low <= 0 <= c.high for c in shares.values())
+    assert "no clear change" in "\n".join(_class_lines({"ring": list(shares.values())}, 8))
+    assert np.isnan(class_shares(fair[:1], classes[:1])[0].low)  # no interval from one
+    with pytest.raises(ValueError, match="a class table per match"):
+        class_shares(fair, classes[:3])
+
+
+def test_detect_classes_bad_input(messy: Path, tmp_path: Path, capsys) -> None:
+    mic = str(messy / "micrographs" / "mic0001.tif")
+    rc = main(["detect", mic, "--out", str(tmp_path / "a"), "--classes", str(tmp_path / "c")])
+    assert rc != 0 and "--classes goes with --truth" in capsys.readouterr().err
+    other = tmp_path / "other.csv"
+    other.write_text("micrograph,instance,label\nmic0099,1,unilamellar\n")
+    rc = main(["detect", mic, "--out", str(tmp_path / "b"), "--truth",
+               str(messy / "labels" / "mic0001.tif"), "--classes", str(other)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc != 0 and "other.csv: no row names one of the micrographs (mic0001.tif)" in err
+    assert not (tmp_path / "b").exists()
 
 
 def test_finder_recommendation_needs_a_clear_gain_on_enough_micrographs(tmp_path: Path) -> None:

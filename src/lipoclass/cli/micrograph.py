@@ -55,10 +55,15 @@ def _cmd_crop(args: argparse.Namespace) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from lipoclass.micrograph.detect import detect_to_folder
 
+    if args.classes and not args.truth:
+        raise LipoclassError("--classes goes with --truth (a class per annotated particle)")
     new_output_folder(args.out)
     cfg = detect_config(args)
-    result = detect_to_folder(args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size,
-                              truth=Path(args.truth) if args.truth else None)  # fmt: skip
+    result = detect_to_folder(
+        args.micrographs, Path(args.out), cfg, pixel_size_nm=args.pixel_size,
+        truth=Path(args.truth) if args.truth else None,
+        truth_classes=Path(args.classes) if args.classes else None,
+    )  # fmt: skip
     print(result.text())
     return 0
 
@@ -175,6 +180,12 @@ def _register_detect(add: AddCommand) -> None:
                    "other --finder on the same micrographs and, with 5 or more of them, "
                    "says whether its F1 is clearly higher or lower "
                    "(finder_comparison.csv)")  # fmt: skip
+    p.add_argument("--classes", metavar="CSV",
+                   help="with --truth: the class of each annotated particle (columns "
+                   "micrograph,instance,label, as for 'crop --classes'): prints each "
+                   "class's share among your annotated particles and among those the "
+                   "detector found, so you see whether detection alone shifts the class "
+                   "shares (detection_by_class.csv)")  # fmt: skip
     add_detect_options(p)
 
 

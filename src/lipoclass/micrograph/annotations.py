@@ -41,6 +41,7 @@ __all__ = [
     "box_mask",
     "decode_rle",
     "encode_rle_string",
+    "instance_classes",
     "instances_from_labels",
     "read_class_table",
     "read_sample_table",
@@ -130,6 +131,29 @@ def read_class_table(path: Path) -> dict[tuple[str | None, int], tuple[str, int]
         if row["label"]:
             table[key] = (row["label"], r)
     return table
+
+
+def instance_classes(
+    table: dict[tuple[str | None, int], tuple[str, int]],
+    micrograph: str,
+    labels: np.ndarray,
+    label_path: Path,
+    table_path: Path | None,
+) -> dict[int, str]:
+    """The rows of a class table (``read_class_table``) for one micrograph's label image:
+    instance -> class; a row naming an instance the image lacks is an error."""
+    present = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
+    present[np.unique(labels)] = True
+    out: dict[int, str] = {}
+    for (m, inst), (lab, row) in table.items():
+        if m is not None and m != micrograph:
+            continue
+        if inst >= present.size or not present[inst]:
+            raise LipoclassError(
+                f"{table_path} row {row}: instance {inst} is not in label image {label_path}"
+            )
+        out[inst] = lab
+    return out
 
 
 def read_sample_table(path: Path) -> dict[str, str]:
@@ -322,18 +346,9 @@ class LabelImageSource:
     def particles(self, mic: Micrograph) -> list[ParticleAnnotation]:
         path = self.files[mic.path]
         labels = read_label_image(path, mic.shape, mic.path.name)
-        present = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
-        present[np.unique(labels)] = True
-        table: dict[int, str] = {}
-        for (m, inst), (lab, row) in self.table.items():
-            if m is not None and m != mic.name:
-                continue
-            if inst >= present.size or not present[inst]:
-                raise LipoclassError(
-                    f"{self.table_path} row {row}: instance {inst} is not in label image {path}"
-                )
-            table[inst] = lab
-        return instances_from_labels(labels, table)
+        return instances_from_labels(
+            labels, instance_classes(self.table, mic.name, labels, path, self.table_path)
+        )
 
 
 class CocoSource:

@@ -83,6 +83,7 @@ from lipoclass.errors import LipoclassError
 from lipoclass.micrograph.io import Micrograph, MicrographWarning
 
 __all__ = [
+    "CLASS_SHARE_COLUMNS",
     "DETECTION_COLUMNS",
     "DIAMETER_UNITS",
     "FEATURES",
@@ -1299,6 +1300,12 @@ SCORE_COLUMNS = ("micrograph", "truth", "detected", "matched", "precision", "rec
 FINDER_COMPARISON_COLUMNS = ("finder", "used", "truth", "detected", "matched", "precision",
                              "recall", "f1", "mean_iou", "f1_difference", "f1_difference_low",
                              "f1_difference_high")  # fmt: skip
+#: ``detection_by_class.csv`` (``detect --truth --classes``): per candidate finder and
+#: annotated class, its annotated and found liposomes, its share (%) among the annotated
+#: and among the found ones, and the change (found - annotated, percentage points) with a
+#: 95 % bootstrap interval over the micrographs (2+ micrographs; ``match.class_shares``)
+CLASS_SHARE_COLUMNS = ("finder", "used", "class", "truth", "matched", "recall", "true_share",
+                       "found_share", "change", "change_low", "change_high")  # fmt: skip
 
 
 def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
@@ -1388,6 +1395,9 @@ class DetectResult:
     #: (pooled ``InstanceMatch``, 95 % interval of its pooled F1 minus this run's, paired
     #: over the micrographs, or None for one micrograph), so a lab sees which suits its data
     other_finders: dict[str, tuple[Any, tuple[float, float] | None]] = field(default_factory=dict)
+    #: with annotated classes: per candidate finder (this run's first), ``match.ClassShare``
+    #: per class, so a lab sees whether detection alone changes its shares
+    class_shares: dict[str, list[Any]] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"{name}: {n} particle(s), {self.rejected[name]} candidate(s) rejected"
@@ -1406,6 +1416,7 @@ class DetectResult:
                              f"(bootstrap): precision {pl:.3f}-{ph:.3f}, recall "
                              f"{rl:.3f}-{rh:.3f}")  # fmt: skip
             lines += _finder_lines(self.scores["all"], self.other_finders, len(self.scores) - 1)
+            lines += _class_lines(self.class_shares, len(self.scores) - 1)
         lines.append(f"label images, detections.csv and overlays/ -> {self.out}")
         return "\n".join(lines)
 
@@ -1445,6 +1456,44 @@ def _finder_lines(
     return lines
 
 
+def _class_lines(shares: dict[str, list[Any]], n_mics: int) -> list[str]:
+    """The annotated classes' shares among the annotated and the found liposomes, and
+    whether detection clearly changes them (an interval away from 0, with at least
+    ``_MIN_TO_CHOOSE`` annotated micrographs); the other finders' largest change beside."""
+    if not shares:
+        return []
+    finder, mine = next(iter(shares.items()))
+    lines = ["class shares: annotated, and among the annotated liposomes found (what a "
+             "perfect classifier would report from these detections):",
+             f"  {'class':<20} {'truth':>6} {'found':>6} {'recall':>6} {'true %':>7} "
+             f"{'found %':>7}  change, pp (95 % interval)"]  # fmt: skip
+    for c in mine:
+        ci = "" if math.isnan(c.low) else f" ({c.low:+.1f} to {c.high:+.1f})"
+        lines.append(f"  {c.label:<20} {c.truth:>6} {c.matched:>6} {c.recall:>6.3f} "
+                     f"{c.true_share:>7.1f} {c.found_share:>7.1f}  "
+                     f"{c.change:+.1f}{ci}")  # fmt: skip
+    for name, other in list(shares.items())[1:]:
+        worst = max(other, key=lambda c: abs(c.change))
+        mine_worst = max(abs(c.change) for c in mine)
+        lines.append(f"  --finder {name}: largest change {worst.label} {worst.change:+.1f} pp "
+                     f"(this run, {finder}: {mine_worst:.1f} pp)")  # fmt: skip
+    if n_mics < _MIN_TO_CHOOSE:
+        lines.append(f"  {n_mics} annotated micrograph(s): too few to say whether detection "
+                     f"changes the shares (annotate {_MIN_TO_CHOOSE} or more)")  # fmt: skip
+        return lines
+    moved = [c for c in mine if c.low > 0 or c.high < 0]
+    if moved:
+        what = ", ".join(f"{c.label} {c.change:+.1f} pp" for c in moved)
+        lines.append(f"  detection changes the shares ({what}): shares measured on these "
+                     "detections carry this bias whatever the classifier; compare the other "
+                     "--finder above, or train a verifier on your annotations "
+                     "(detect-train)")  # fmt: skip
+    else:
+        lines.append("  no clear change of the shares by detection on these micrographs "
+                     "(every interval holds 0)")  # fmt: skip
+    return lines
+
+
 def micrograph_bar(n: int, progress: bool | None, desc: str) -> Any:
     """A tqdm bar over ``n`` micrographs on stderr, shown when ``progress`` (None: when
     stderr is a terminal); hidden, its ``update`` and ``close`` do nothing."""
@@ -1463,6 +1512,7 @@ def detect_to_folder(
     *,
     pixel_size_nm: float | None = None,
     truth: Path | None = None,
+    truth_classes: Path | None = None,
     progress: bool | None = None,
 ) -> DetectResult:
     """Detect on every micrograph; write into ``out`` (a staging folder renamed at the end)
@@ -1470,18 +1520,14 @@ def detect_to_folder(
     candidate, ``DETECTION_COLUMNS``), ``overlays/<stem>.png`` and, with ``truth`` (label
     image or folder, as ``crop --labels``), ``detection_scores.csv`` (``SCORE_COLUMNS``,
     per micrograph and ``all``) and ``finder_comparison.csv`` (every candidate finder on the
-    annotated micrographs, ``FINDER_COMPARISON_COLUMNS``), and ``detect.json`` (the
-    settings, software versions and, with the learned finder, its training record). Paths,
-    pixel sizes, the truth files and the verifier are checked before the first detection.
+    annotated micrographs, ``FINDER_COMPARISON_COLUMNS``), with ``truth_classes`` (a class
+    per truth instance, as ``crop --classes``) ``detection_by_class.csv``
+    (``CLASS_SHARE_COLUMNS``), and ``detect.json`` (the settings, software versions and,
+    with the learned finder, its training record). Paths, pixel sizes, the truth files,
+    the class table and the verifier are checked before the first detection.
     ``progress``: a bar over the micrographs (default: when stderr is a terminal)."""
     from lipoclass.data import publish_folder
-    from lipoclass.micrograph.io import (
-        check_micrographs,
-        read_label_image,
-        read_micrograph,
-        write_label_image,
-    )
-    from lipoclass.micrograph.match import match_instances
+    from lipoclass.micrograph.io import check_micrographs, read_micrograph, write_label_image
     from lipoclass.micrograph.verify import load_verifier
 
     out = Path(out)
@@ -1492,7 +1538,7 @@ def detect_to_folder(
     )
     for p in paths:
         cfg.diameters_px(pxs[p], str(p))  # nm without a pixel size: fail before any work
-    truth_files = _truth_files(Path(truth), paths) if truth is not None else {}
+    annotated = _Truth.read(truth, truth_classes, paths)
     verifier = load_verifier(cfg.verifier) or False
     staging = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     result = DetectResult(out, {}, {}, {})
@@ -1500,7 +1546,6 @@ def detect_to_folder(
         (staging / "overlays").mkdir(parents=True)
         (staging / "detect.json").write_text(json.dumps(_run_record(cfg), indent=1))
         rows: list[dict[str, object]] = []
-        others: dict[str, list[Any]] = {}
         bar = micrograph_bar(len(paths), progress, "detect")
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
@@ -1513,15 +1558,13 @@ def detect_to_folder(
             if n == 0:
                 warnings.warn(MicrographWarning(f"{p}: no particle found"), stacklevel=2)
             rows += detection_rows(mic, det)
-            if p in truth_files:
-                t = read_label_image(truth_files[p], mic.shape, p.name)
-                result.scores[mic.name] = match_instances(t, det.labels)
-                _other_finders(mic, cfg, verifier, t, others)
+            if p in annotated.files:
+                result.scores[mic.name] = annotated.score(mic, det, cfg, verifier)
             bar.update(1)
         bar.close()
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
         if result.scores:
-            _score_folder(staging, result, others, cfg.finder)
+            _score_folder(staging, result, annotated, cfg.finder)
         publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -1529,14 +1572,65 @@ def detect_to_folder(
     return result
 
 
-def _score_folder(
-    staging: Path, result: DetectResult, others: dict[str, list[Any]], finder: str
-) -> None:
-    """Pool the per-micrograph scores of ``result`` (and of the other finders, ``others``)
-    into it and write ``detection_scores.csv`` and ``finder_comparison.csv``."""
-    from lipoclass.micrograph.match import paired_f1_interval, pool_matches, pooled_interval
+@dataclass
+class _Truth:
+    """A lab's annotated micrographs for ``detect --truth``: the label image of each
+    micrograph, the class table (``truth_classes``) and, filled micrograph by micrograph,
+    the class of each truth instance and the other finders' matches."""
+
+    files: dict[Path, Path]
+    table: dict[tuple[str | None, int], tuple[str, int]] | None = None
+    table_path: Path | None = None
+    classes: list[dict[int, str]] = field(default_factory=list)
+    others: dict[str, list[Any]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, truth: Path | None, classes: Path | None, paths: Sequence[Path]) -> _Truth:
+        """Find the truth files and read the class table (before any detection)."""
+        from lipoclass.micrograph.annotations import read_class_table
+
+        if truth is None:
+            if classes is not None:
+                raise LipoclassError(f"{classes}: a class table goes with the truth label "
+                                     "images (--truth)")  # fmt: skip
+            return cls({})
+        out = cls(_truth_files(Path(truth), paths))
+        if classes is not None:
+            out.table, out.table_path = read_class_table(Path(classes)), Path(classes)
+            stems = {p.stem for p in paths} | {None}
+            if not any(m in stems for m, _ in out.table):
+                raise LipoclassError(f"{classes}: no row names one of the micrographs "
+                                     f"({', '.join(sorted(p.name for p in paths))})")  # fmt: skip
+        return out
+
+    def score(self, mic: Micrograph, det: Any, cfg: DetectConfig, verifier: Any) -> Any:
+        """The match of ``det`` against the micrograph's truth; also runs the other finders
+        on it and looks up its instances' classes."""
+        from lipoclass.micrograph.annotations import instance_classes
+        from lipoclass.micrograph.io import read_label_image
+        from lipoclass.micrograph.match import match_instances
+
+        path = self.files[mic.path]
+        t = read_label_image(path, mic.shape, mic.path.name)
+        _other_finders(mic, cfg, verifier, t, self.others)
+        if self.table is not None:
+            self.classes.append(instance_classes(self.table, mic.name, t, path, self.table_path))
+        return match_instances(t, det.labels)
+
+
+def _score_folder(staging: Path, result: DetectResult, truth: _Truth, finder: str) -> None:
+    """Pool the per-micrograph scores of ``result`` (and of the other finders) into it and
+    write ``detection_scores.csv``, ``finder_comparison.csv`` and, with annotated classes,
+    ``detection_by_class.csv``."""
+    from lipoclass.micrograph.match import (
+        class_shares,
+        paired_f1_interval,
+        pool_matches,
+        pooled_interval,
+    )
 
     per_mic = list(result.scores.values())
+    others = truth.others
     result.scores["all"] = mine = pool_matches(per_mic)
     result.other_finders = {
         k: (pool_matches(v), paired_f1_interval(per_mic, v) if len(v) > 1 else None)
@@ -1551,6 +1645,16 @@ def _score_folder(
         _write_csv(staging / "finder_comparison.csv", FINDER_COMPARISON_COLUMNS,
                    [_comparison_row(k, m, ci, mine, k == finder)
                     for k, (m, ci) in both.items()])  # fmt: skip
+    if truth.table is None:
+        return
+    result.class_shares = {k: class_shares(v, truth.classes)
+                           for k, v in {finder: per_mic, **others}.items()}  # fmt: skip
+    if not result.class_shares[finder]:
+        raise LipoclassError(f"{truth.table_path}: no row gives a class to an instance of the "
+                             "annotated micrographs")  # fmt: skip
+    _write_csv(staging / "detection_by_class.csv", CLASS_SHARE_COLUMNS,
+               [{"finder": k, "used": "yes" if k == finder else "no", **_class_row(c)}
+                for k, v in result.class_shares.items() for c in v])  # fmt: skip
 
 
 def _other_finders(
@@ -1609,6 +1713,13 @@ def _comparison_row(
             "f1_difference": "" if used else _rounded(m.f1 - mine.f1),
             "f1_difference_low": "" if ci is None else _rounded(ci[0]),
             "f1_difference_high": "" if ci is None else _rounded(ci[1])}  # fmt: skip
+
+
+def _class_row(c: Any) -> dict[str, object]:
+    return {"class": c.label, "truth": c.truth, "matched": c.matched,
+            "recall": _rounded(c.recall), "true_share": _rounded(c.true_share),
+            "found_share": _rounded(c.found_share), "change": _rounded(c.change),
+            "change_low": _rounded(c.low), "change_high": _rounded(c.high)}  # fmt: skip
 
 
 def _score_row(name: str, m: Any, ci: dict[str, tuple[float, float]]) -> dict[str, object]:

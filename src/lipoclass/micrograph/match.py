@@ -5,12 +5,15 @@ trained on the outlines the detector draws)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
+    "ClassShare",
     "InstanceMatch",
+    "class_shares",
     "greedy_one_to_one",
     "match_instances",
     "paired_f1_interval",
@@ -118,6 +121,80 @@ def paired_f1_interval(
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(d, [tail, 1.0 - tail])
     return (float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class ClassShare:
+    """One annotated class on annotated micrographs: ``truth`` liposomes, ``matched`` of
+    them found, ``true_share`` and ``found_share`` (% of the annotated and of the found
+    annotated liposomes: what a perfect classifier would report from the detections),
+    ``change`` = found - true (percentage points) with its ``low`` / ``high`` bootstrap
+    interval over the micrographs (NaN for one micrograph)."""
+
+    label: str
+    truth: int
+    matched: int
+    true_share: float
+    found_share: float
+    change: float
+    low: float
+    high: float
+
+    @property
+    def recall(self) -> float:
+        return self.matched / self.truth if self.truth else float("nan")
+
+
+def class_shares(
+    matches: Sequence[InstanceMatch],
+    classes: Sequence[Mapping[int, str]],
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[ClassShare]:
+    """How detection alone moves the class shares: per class (sorted by name), its share
+    among the annotated liposomes and among those the detector found (``matches[i]`` and
+    ``classes[i]``, truth instance -> class, one micrograph; instances without a class are
+    left out). Misses that fall on one class more than another bias every share measured
+    on the detections, however good the classifier; the interval resamples whole
+    micrographs (percentile bootstrap, ``seed`` seeds a local generator)."""
+    if len(matches) != len(classes):
+        raise ValueError(f"need a class table per match, got {len(matches)} and {len(classes)}")
+    labels = sorted({c for table in classes for c in table.values()})
+    if not labels:
+        return []
+    col = {c: j for j, c in enumerate(labels)}
+    truth = np.zeros((len(matches), len(labels)))
+    found = np.zeros_like(truth)
+    for i, (m, table) in enumerate(zip(matches, classes)):
+        for c in table.values():
+            truth[i, col[c]] += 1
+        for inst in m.pairs[:, 0].tolist():
+            if inst in table:
+                found[i, col[table[inst]]] += 1
+
+    def change(t: np.ndarray, f: np.ndarray) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 100 * (f / f.sum(-1, keepdims=True) - t / t.sum(-1, keepdims=True))
+
+    t_all, f_all = truth.sum(0), found.sum(0)
+    point = change(t_all, f_all)
+    lows = highs = np.full(len(labels), np.nan)
+    if len(matches) > 1:
+        _check_bootstrap(len(matches), level, n_boot)
+        idx = np.random.default_rng(seed).integers(0, len(matches), (n_boot, len(matches)))
+        d = change(truth[idx].sum(1), found[idx].sum(1))  # (B, classes)
+        d = d[np.isfinite(d).all(1)]
+        if len(d):
+            tail = (1.0 - level) / 2.0
+            lows, highs = np.quantile(d, [tail, 1.0 - tail], axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        true_pct, found_pct = 100 * t_all / t_all.sum(), 100 * f_all / f_all.sum()
+    return [
+        ClassShare(c, int(t_all[j]), int(f_all[j]), float(true_pct[j]), float(found_pct[j]),
+                   float(point[j]), float(lows[j]), float(highs[j]))
+        for j, c in enumerate(labels)
+    ]  # fmt: skip
 
 
 def greedy_one_to_one(pairs: np.ndarray, iou: np.ndarray) -> np.ndarray:
