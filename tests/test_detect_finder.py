@@ -17,7 +17,13 @@ from lipoclass.choices import CANDIDATE_FINDERS
 from lipoclass.cli import main
 from lipoclass.errors import LipoclassError
 from lipoclass.micrograph import match_instances
-from lipoclass.micrograph.detect import FEATURES, DetectConfig, detect_candidates, overlay_png
+from lipoclass.micrograph.detect import (
+    FEATURES,
+    DetectConfig,
+    detect_candidates,
+    overlay_png,
+    ring_detections,
+)
 from lipoclass.micrograph.finder import (
     LearnedFinder,
     OnnxFinder,
@@ -124,6 +130,13 @@ def test_learned_detections_are_added_and_marked(mic) -> None:
     assert np.all(rgb.reshape(-1, 3) == (230, 159, 0), axis=1).any()
     ring_rgb = imagecodecs.png_decode(overlay_png(Micrograph(Path("m.tif"), mic.image, PX), ring))
     assert not np.all(ring_rgb.reshape(-1, 3) == (230, 159, 0), axis=1).any()
+    # the ring filter's own detections recovered from the combined run (detect --truth)
+    alone = ring_detections(both)
+    assert len(both) > n and alone.found_by == ["ring"] * n
+    np.testing.assert_array_equal(alone.labels, ring.labels)
+    np.testing.assert_array_equal(alone.instance, ring.instance)
+    np.testing.assert_array_equal(alone.score, ring.score)
+    assert alone.reason == ring.reason
     # with a ring threshold nothing passes, the finder alone still finds the liposomes
     only = detect_candidates(mic.image, DetectConfig(threshold=100.0, finder="ring+learned"), PX)
     assert set(only.found_by) == {"learned"}

@@ -100,6 +100,7 @@ __all__ = [
     "micrograph_bar",
     "overlay_png",
     "paint_outlines",
+    "ring_detections",
 ]
 
 DIAMETER_UNITS = ("nm", "px")
@@ -1160,8 +1161,19 @@ def detect_candidates(
         score = np.concatenate([score, heat])
         accepted = np.concatenate([accepted, np.array([r == "" for r in lreason], bool)])
         reason, found_by = reason + lreason, found_by + ["learned"] * n
+    instance, labels = _paint_accepted((h, w), cy, cx, full_radii, accepted)
+    return Detections(
+        cy, cx, full_radii, sig, feats, score, accepted, reason, instance, labels, found_by
+    )
+
+
+def _paint_accepted(
+    shape: tuple[int, int], cy: np.ndarray, cx: np.ndarray, radii: np.ndarray, accepted: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """(instance (N,) of each candidate, 0 when rejected or left without pixels; label image
+    (H, W) int32 of the accepted outlines, painted in candidate order, ids 1..K)."""
     idx = np.flatnonzero(accepted)
-    lab, _own = paint_outlines((h, w), cy[idx], cx[idx], full_radii[idx])
+    lab, _own = paint_outlines(shape, cy[idx], cx[idx], radii[idx])
     present = np.zeros(len(idx) + 1, dtype=bool)
     present[lab.ravel()] = True
     present[0] = False
@@ -1169,9 +1181,19 @@ def detect_candidates(
     lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
     instance = np.zeros(len(cy), dtype=np.int64)
     instance[idx] = lut[1:]
-    return Detections(
-        cy, cx, full_radii, sig, feats, score, accepted, reason, instance, lut[lab], found_by
-    )
+    return instance, lut[lab]
+
+
+def ring_detections(det: Detections) -> Detections:
+    """The ring filter's own detections (``finder="ring"``) out of a ``"ring+learned"``
+    run: its ring candidates, verdicts and all, repainted without the learned finder's
+    (which only add to them), so ``detect --truth`` scores both finders from one run."""
+    keep = np.array([f == "ring" for f in det.found_by], dtype=bool)
+    cy, cx, radii, acc = det.cy[keep], det.cx[keep], det.radii[keep], det.accepted[keep]
+    instance, labels = _paint_accepted(det.labels.shape, cy, cx, radii, acc)
+    return Detections(cy, cx, radii, det.significance[keep], det.features[keep],
+                      det.score[keep], acc, [r for r, k in zip(det.reason, keep) if k],
+                      instance, labels, ["ring"] * int(keep.sum()))  # fmt: skip
 
 
 def _ring_stage(
@@ -1549,7 +1571,10 @@ def detect_to_folder(
         bar = micrograph_bar(len(paths), progress, "detect")
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
-            det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
+            if p in annotated.files:  # scored, beside the other finders (one run for all)
+                det = annotated.detect(mic, cfg, verifier, result.scores)
+            else:
+                det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
             write_label_image(staging / f"{mic.name}.tif", det.labels, mic.pixel_size_nm)
             (staging / "overlays" / f"{mic.name}.png").write_bytes(overlay_png(mic, det))
             n = int(det.labels.max(initial=0))
@@ -1558,8 +1583,6 @@ def detect_to_folder(
             if n == 0:
                 warnings.warn(MicrographWarning(f"{p}: no particle found"), stacklevel=2)
             rows += detection_rows(mic, det)
-            if p in annotated.files:
-                result.scores[mic.name] = annotated.score(mic, det, cfg, verifier)
             bar.update(1)
         bar.close()
         _write_csv(staging / "detections.csv", DETECTION_COLUMNS, rows)
@@ -1603,19 +1626,25 @@ class _Truth:
                                      f"({', '.join(sorted(p.name for p in paths))})")  # fmt: skip
         return out
 
-    def score(self, mic: Micrograph, det: Any, cfg: DetectConfig, verifier: Any) -> Any:
-        """The match of ``det`` against the micrograph's truth; also runs the other finders
-        on it and looks up its instances' classes."""
+    def detect(
+        self, mic: Micrograph, cfg: DetectConfig, verifier: Any, scores: dict[str, Any]
+    ) -> Detections:
+        """This run's detections on an annotated micrograph, its match against the truth
+        put in ``scores``; also the other finders' matches and the instances' classes."""
         from lipoclass.micrograph.annotations import instance_classes
         from lipoclass.micrograph.io import read_label_image
         from lipoclass.micrograph.match import match_instances
 
         path = self.files[mic.path]
         t = read_label_image(path, mic.shape, mic.path.name)
-        _other_finders(mic, cfg, verifier, t, self.others)
         if self.table is not None:
             self.classes.append(instance_classes(self.table, mic.name, t, path, self.table_path))
-        return match_instances(t, det.labels)
+        dets = _every_finder(mic, cfg, verifier)
+        for name, det in dets.items():
+            if name != cfg.finder:
+                self.others.setdefault(name, []).append(match_instances(t, det.labels))
+        scores[mic.name] = match_instances(t, dets[cfg.finder].labels)
+        return dets[cfg.finder]
 
 
 def _score_folder(staging: Path, result: DetectResult, truth: _Truth, finder: str) -> None:
@@ -1657,23 +1686,19 @@ def _score_folder(staging: Path, result: DetectResult, truth: _Truth, finder: st
                 for k, v in result.class_shares.items() for c in v])  # fmt: skip
 
 
-def _other_finders(
-    mic: Micrograph, cfg: DetectConfig, verifier: Any, truth: np.ndarray, out: dict[str, list[Any]]
-) -> None:
-    """Append to ``out[finder]`` the match against ``truth`` of the detections of each
-    candidate finder other than ``cfg.finder`` on an annotated micrograph (none without a
-    verifier: the learned finder only adds to a verified ring filter)."""
+def _every_finder(mic: Micrograph, cfg: DetectConfig, verifier: Any) -> dict[str, Detections]:
+    """The detections of every candidate finder (``CANDIDATE_FINDERS``) on a micrograph,
+    from one run: the learned finder only adds to the ring filter's detections, which
+    ``ring_detections`` recovers. Without a verifier only ``cfg.finder``'s (the learned
+    finder only adds to a verified ring filter)."""
     from dataclasses import replace
 
-    from lipoclass.micrograph.match import match_instances
-
     if verifier is False:
-        return
-    for name in CANDIDATE_FINDERS:
-        if name != cfg.finder:
-            det = detect_candidates(mic.image, replace(cfg, finder=name), mic.pixel_size_nm,
-                                    str(mic.path), verifier)  # fmt: skip
-            out.setdefault(name, []).append(match_instances(truth, det.labels))
+        return {cfg.finder: detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(mic.path),
+                                              verifier)}  # fmt: skip
+    both = detect_candidates(mic.image, replace(cfg, finder="ring+learned"), mic.pixel_size_nm,
+                             str(mic.path), verifier)  # fmt: skip
+    return {"ring": ring_detections(both), "ring+learned": both}
 
 
 def _run_record(cfg: DetectConfig) -> dict[str, Any]:
