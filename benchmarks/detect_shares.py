@@ -37,12 +37,12 @@ from lipoclass.micrograph.detect import detect_candidates
 Sample = tuple[np.ndarray, np.ndarray, float, dict[str, np.ndarray]]  # image, labels, px, props
 
 
-def thirdsim_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
+def thirdsim_samples(k: int, count: int, seed: int, first: int = 0) -> Iterator[Sample]:
     """Condition ``k`` of ``bench_detect_thirdsim.py``, seeds seed + 1000 k + i."""
     from bench_detect_thirdsim import _cfg
     from thirdsim import render
 
-    for i in range(count):
+    for i in range(first, first + count):
         m = render(_cfg(k), seed + 1000 * k + i)
         props = {
             "multilamellar": np.array([v["lamellae"] > 1 for v in m.vesicles]),
@@ -51,14 +51,15 @@ def thirdsim_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
         yield m.image, m.labels, m.pixel_nm, props
 
 
-def ours_samples(k: int, count: int, seed: int) -> Iterator[Sample]:
-    """Condition ``k`` of ``bench_detect.py`` (its report seeds unless ``seed``)."""
+def ours_samples(k: int, count: int, seed: int, first: int = 0) -> Iterator[Sample]:
+    """Condition ``k`` of ``bench_detect.py`` (its report seeds unless ``seed``),
+    micrographs ``first`` to ``first + count - 1``."""
     from bench_detect import CONDITIONS, REF
     from lipoclass.synth import render_micrograph
 
     base = REF.seed if seed < 0 else seed
     cfg = replace(REF, seed=base + 100 * k, **CONDITIONS[k][1])  # type: ignore[arg-type]
-    for i in range(count):
+    for i in range(first, first + count):
         m = render_micrograph(cfg, i)
         names = np.array([str(p["label"]) for p in m.particles])
         props = {str(c): names == c for c in np.unique(names)}
@@ -91,8 +92,21 @@ def score_condition(
         for name, n in truth_n.items():
             row[f"true {name}"] = 100 * n / max(t["truth"], 1)
             row[f"found {name}"] = 100 * t.get(f"found {name}", 0) / max(t["tp"], 1)
+            row[f"recall {name}"] = t.get(f"found {name}", 0) / max(n, 1)
+            row[f"recall not {name}"] = (t["tp"] - t.get(f"found {name}", 0)) / max(
+                t["truth"] - n, 1
+            )
         out[f] = row
     return out
+
+
+def corrected(found_pct: float, r_with: float, r_without: float) -> float:
+    """A found share (%) corrected for unequal detection: each class weighted by 1 / its
+    recall (measured on a lab's annotated micrographs); NaN where a recall is 0."""
+    if r_with <= 0 or r_without <= 0:
+        return float("nan")
+    a, b = found_pct / 100 / r_with, (1 - found_pct / 100) / r_without
+    return 100 * a / (a + b) if a + b > 0 else float("nan")
 
 
 def main() -> None:
@@ -100,24 +114,34 @@ def main() -> None:
     ap.add_argument("simulator", choices=("thirdsim", "ours"))
     ap.add_argument("--count", type=int, default=8, help="micrographs a condition")
     ap.add_argument("--seed", type=int, default=-1, help="thirdsim: required; ours: report seeds")
+    ap.add_argument("--lab-seed", type=int, default=None,
+                    help="also correct the found shares by each class's recall on a 'lab' of "
+                    "--count annotated micrographs a condition (thirdsim: seeds LAB_SEED + "
+                    "1000 k + i; ours: the same seeds, the next --count micrographs)")  # fmt: skip
     args = ap.parse_args()
     if args.simulator == "thirdsim":
         from bench_detect_thirdsim import CONDITIONS
 
         if args.seed < 0:
             ap.error("thirdsim needs --seed (a range never used, e.g. 190000)")
-        make: Callable[[int, int, int], Iterator[Sample]] = thirdsim_samples
+        make: Callable[..., Iterator[Sample]] = thirdsim_samples
     else:
         from bench_detect import CONDITIONS  # type: ignore[no-redef]
 
         make = ours_samples
     finders = tuple(CANDIDATE_FINDERS)
-    print("| condition | finder | P | R | property | true % | found % | bias pp | bound pp |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    summary: dict[str, list[tuple[float, float]]] = {f: [] for f in finders}
+    lab = args.lab_seed is not None
+    print("| condition | finder | P | R | property | true % | found % | bias pp | bound pp |"
+          + (" corrected % | corrected bias pp |" if lab else ""))  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if lab else ""))
+    summary: dict[str, list[tuple[float, ...]]] = {f: [] for f in finders}
     t0 = time.time()
     for k, (cname, _change) in enumerate(CONDITIONS):
         res = score_condition(make(k, args.count, args.seed), finders)
+        if lab:  # the lab's annotated micrographs of the same condition
+            third = args.simulator == "thirdsim"
+            ref = score_condition(make(k, args.count, args.lab_seed if third else args.seed,
+                                       0 if third else args.count), finders)  # fmt: skip
         majority = max(
             (n[5:] for n in res[finders[0]] if n.startswith("true ")),
             key=lambda n: res[finders[0]][f"true {n}"],
@@ -127,19 +151,29 @@ def main() -> None:
             for name in (n[5:] for n in r if n.startswith("true ")):
                 if args.simulator == "ours" and name == majority:
                     continue
-                bias = r[f"found {name}"] - r[f"true {name}"]
+                true, found = r[f"true {name}"], r[f"found {name}"]
+                bias = found - true
                 bound = abs(bias) + 100 * (1 - r["precision"])
-                summary[f].append((abs(bias), bound))
+                row: tuple[float, ...] = (abs(bias), bound)
+                cells = ""
+                if lab:
+                    c = found if true == 0 else corrected(
+                        found, ref[f][f"recall {name}"], ref[f][f"recall not {name}"]
+                    )  # fmt: skip
+                    row, cells = (*row, abs(c - true)), f" {c:.1f} | {c - true:+.1f} |"
+                summary[f].append(row)
                 print(f"| {cname} | {f} | {r['precision']:.3f} | {r['recall']:.3f} | {name} | "
-                      f"{r[f'true {name}']:.1f} | {r[f'found {name}']:.1f} | {bias:+.1f} | "
-                      f"{bound:.1f} |", flush=True)  # fmt: skip
+                      f"{true:.1f} | {found:.1f} | {bias:+.1f} | {bound:.1f} |{cells}",
+                      flush=True)  # fmt: skip
     print(f"\n({time.time() - t0:.0f} s) mean over conditions and properties:")
     for f in finders:
         a = np.array(summary[f])
-        print(
-            f"{f}: mean |bias| {a[:, 0].mean():.2f} pp, mean bound {a[:, 1].mean():.2f} pp, "
-            f"largest |bias| {a[:, 0].max():.1f} pp ({len(a)} condition-properties)"
-        )
+        print(f"{f}: mean |bias| {a[:, 0].mean():.2f} pp, mean bound {a[:, 1].mean():.2f} pp, "
+              f"largest |bias| {a[:, 0].max():.1f} pp ({len(a)} condition-properties)")  # fmt: skip
+        if lab:
+            c = a[:, 2][np.isfinite(a[:, 2])]
+            print(f"  corrected by the lab's recall: mean |bias| {c.mean():.2f} pp, largest "
+                  f"{c.max():.1f} pp ({len(c)} of {len(a)} correctable)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -247,6 +247,7 @@ def serve(session: ReviewSession, *, open_browser: bool = True) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", session.cfg.port))
+        sock.listen(128)  # connections queue from now on, before uvicorn has started
     except OSError as exc:
         sock.close()
         raise LipoclassError(
