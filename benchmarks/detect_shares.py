@@ -157,8 +157,9 @@ def main() -> None:
                 row: tuple[float, ...] = (abs(bias), bound)
                 cells = ""
                 if lab:
+                    rl = ref[f]  # a class absent from the lab: not correctable (NaN)
                     c = found if true == 0 else corrected(
-                        found, ref[f][f"recall {name}"], ref[f][f"recall not {name}"]
+                        found, rl.get(f"recall {name}", 0.0), rl.get(f"recall not {name}", 0.0)
                     )  # fmt: skip
                     row, cells = (*row, abs(c - true)), f" {c:.1f} | {c - true:+.1f} |"
                 summary[f].append(row)
