@@ -57,13 +57,14 @@ def ours_samples(k: int, count: int, seed: int, first: int = 0) -> Iterator[Samp
     micrographs ``first`` to ``first + count - 1``."""
     from bench_detect import CONDITIONS, REF
     from lipoclass.synth import render_micrograph
+    from lipoclass.synth.scenes import PROBLEMS
 
     base = REF.seed if seed < 0 else seed
     cfg = replace(REF, seed=base + 100 * k, **CONDITIONS[k][1])  # type: ignore[arg-type]
     for i in range(first, first + count):
         m = render_micrograph(cfg, i)
         names = np.array([str(p["label"]) for p in m.particles])
-        props = {str(c): names == c for c in np.unique(names)}
+        props = {c: names == c for c in PROBLEMS[cfg.problem][0]}  # every class of the problem
         yield m.image, m.labels, m.sample.pixel_size_nm, props
 
 
