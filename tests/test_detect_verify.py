@@ -89,6 +89,14 @@ def test_detect_truth_scores_and_rejected_rows(messy: Path, tmp_path: Path, caps
     n_lab = sum(int(read_label_image(out / f"mic000{k}.tif").max()) for k in (1, 2, 3))
     assert len([r for r in accepted if r["instance"]]) == n_lab
     assert all((out / "overlays" / f"mic000{k}.png").is_file() for k in (1, 2, 3))
+    # the overlays draw the annotated particles that no detection matched in reddish purple
+    import imagecodecs
+
+    for r in scores[:3]:
+        rgb = imagecodecs.png_decode((out / "overlays" / f"{r['micrograph']}.png").read_bytes())
+        drawn = np.all(rgb.reshape(-1, 3) == (204, 121, 167), axis=1).any()
+        assert drawn == (int(r["matched"]) < int(r["truth"]))
+    assert any(int(r["matched"]) < int(r["truth"]) for r in scores[:3])
     # the other candidate finder scored on the same annotated micrographs, beside this run
     comp = {r["finder"]: r for r in _rows(out / "finder_comparison.csv")}
     assert set(comp) == set(CANDIDATE_FINDERS) and comp["ring"]["used"] == "yes"

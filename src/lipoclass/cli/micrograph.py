@@ -165,7 +165,8 @@ def _register_detect(add: AddCommand) -> None:
         "film edges, gaps between liposomes). Writes OUT/<micrograph>.tif label images of "
         "the accepted liposomes (0 background, 1..K), detections.csv (every candidate with "
         "its score, status and the reason of a rejection) and overlays/<micrograph>.png "
-        "(accepted in blue, rejected in grey); 'lipoclass crop --labels OUT' then cuts the "
+        "(accepted in blue, rejected in grey; with --truth the annotated particles it "
+        "missed in reddish purple); 'lipoclass crop --labels OUT' then cuts the "
         "crops.",
     )
     p.add_argument("micrographs", nargs="+", metavar="MICROGRAPH")

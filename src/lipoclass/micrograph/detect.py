@@ -1365,12 +1365,17 @@ def detection_rows(mic: Micrograph, det: Detections) -> list[dict[str, object]]:
     return rows
 
 
-def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
+def overlay_png(
+    mic: Micrograph, det: Detections, max_px: int = 1024, missed: np.ndarray | None = None
+) -> bytes:
     """The micrograph (block-averaged to at most ``max_px`` a side, contrast-stretched) with
     accepted outlines in blue (the learned finder's in orange) and rejected candidates in
-    light grey, as PNG bytes."""
+    light grey, as PNG bytes; ``missed`` (H, W), the annotated particles that no detection
+    matched (``detect --truth``), drawn in reddish purple so a lab sees what the detector
+    misses."""
     import imagecodecs
     from skimage.draw import polygon_perimeter
+    from skimage.segmentation import find_boundaries
 
     h, w = mic.shape
     f = max(1, math.ceil(max(h, w) / max_px))
@@ -1394,6 +1399,9 @@ def overlay_png(mic: Micrograph, det: Detections, max_px: int = 1024) -> bytes:
         if not det.accepted[i]:
             ok &= (np.arange(py.size) // 3) % 2 == 0  # dashed
         rgb[py[ok], pxx[ok]] = colour
+    if missed is not None and missed.any():
+        small = missed[: hh * f : f, : ww * f : f]
+        rgb[find_boundaries(small, mode="inner")] = (204, 121, 167)
     return bytes(imagecodecs.png_encode(rgb))
 
 
@@ -1571,12 +1579,14 @@ def detect_to_folder(
         bar = micrograph_bar(len(paths), progress, "detect")
         for p in paths:
             mic = read_micrograph(p, pixel_size_nm=pxs[p], require_pixel_size=False)
+            missed = None
             if p in annotated.files:  # scored, beside the other finders (one run for all)
-                det = annotated.detect(mic, cfg, verifier, result.scores)
+                det, missed = annotated.detect(mic, cfg, verifier, result.scores)
             else:
                 det = detect_candidates(mic.image, cfg, mic.pixel_size_nm, str(p), verifier)
             write_label_image(staging / f"{mic.name}.tif", det.labels, mic.pixel_size_nm)
-            (staging / "overlays" / f"{mic.name}.png").write_bytes(overlay_png(mic, det))
+            png = overlay_png(mic, det, missed=missed)
+            (staging / "overlays" / f"{mic.name}.png").write_bytes(png)
             n = int(det.labels.max(initial=0))
             result.accepted[mic.name] = n
             result.rejected[mic.name] = int((~det.accepted).sum())
@@ -1628,9 +1638,10 @@ class _Truth:
 
     def detect(
         self, mic: Micrograph, cfg: DetectConfig, verifier: Any, scores: dict[str, Any]
-    ) -> Detections:
-        """This run's detections on an annotated micrograph, its match against the truth
-        put in ``scores``; also the other finders' matches and the instances' classes."""
+    ) -> tuple[Detections, np.ndarray]:
+        """This run's detections on an annotated micrograph and the annotated particles it
+        missed (label image), its match against the truth put in ``scores``; also the other
+        finders' matches and the instances' classes."""
         from lipoclass.micrograph.annotations import instance_classes
         from lipoclass.micrograph.io import read_label_image
         from lipoclass.micrograph.match import match_instances
@@ -1643,8 +1654,9 @@ class _Truth:
         for name, det in dets.items():
             if name != cfg.finder:
                 self.others.setdefault(name, []).append(match_instances(t, det.labels))
-        scores[mic.name] = match_instances(t, dets[cfg.finder].labels)
-        return dets[cfg.finder]
+        m = scores[mic.name] = match_instances(t, dets[cfg.finder].labels)
+        missed = np.where(np.isin(t, m.pairs[:, 0]), 0, t)
+        return dets[cfg.finder], missed
 
 
 def _score_folder(staging: Path, result: DetectResult, truth: _Truth, finder: str) -> None:
