@@ -177,6 +177,16 @@ def test_detect_classes_bad_input(messy: Path, tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc != 0 and "other.csv: no row names one of the micrographs (mic0001.tif)" in err
     assert not (tmp_path / "b").exists()
+    # several micrographs: every row must say which one (instance ids repeat across them)
+    bare = tmp_path / "bare.csv"
+    bare.write_text("instance,label\n1,unilamellar\n")
+    mics = [mic, str(messy / "micrographs" / "mic0002.tif")]
+    for cmd in (["detect", *mics, "--truth", str(messy / "labels")],
+                ["crop", *mics, "--labels", str(messy / "labels")]):  # fmt: skip
+        rc = main([*cmd, "--out", str(tmp_path / "c"), "--classes", str(bare)])
+        err = capsys.readouterr().err
+        assert rc != 0 and "bare.csv row 1: no micrograph given, but there are 2" in err
+        assert not (tmp_path / "c").exists()
 
 
 def test_finder_recommendation_needs_a_clear_gain_on_enough_micrographs(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "LabelImageSource",
     "ParticleAnnotation",
     "box_mask",
+    "check_class_table",
     "decode_rle",
     "encode_rle_string",
     "instance_classes",
@@ -131,6 +132,21 @@ def read_class_table(path: Path) -> dict[tuple[str | None, int], tuple[str, int]
         if row["label"]:
             table[key] = (row["label"], r)
     return table
+
+
+def check_class_table(
+    table: dict[tuple[str | None, int], tuple[str, int]], path: Path, micrographs: Sequence[Path]
+) -> None:
+    """A class table for several micrographs must say which micrograph each row is on
+    (instance ids repeat across label images); otherwise one row would class an instance of
+    every micrograph."""
+    if len(micrographs) > 1:
+        for (m, _inst), (_lab, row) in table.items():
+            if m is None:
+                raise LipoclassError(
+                    f"{path} row {row}: no micrograph given, but there are {len(micrographs)} "
+                    "micrographs (add a 'micrograph' column: instance ids repeat across them)"
+                )
 
 
 def instance_classes(
@@ -341,6 +357,8 @@ class LabelImageSource:
         }
         self.table = read_class_table(class_table) if class_table is not None else {}
         self.table_path = class_table
+        if class_table is not None:
+            check_class_table(self.table, class_table, micrographs)
         self.classes = tuple(sorted({lab for lab, _ in self.table.values()}))
 
     def particles(self, mic: Micrograph) -> list[ParticleAnnotation]:

@@ -1620,7 +1620,7 @@ class _Truth:
     @classmethod
     def read(cls, truth: Path | None, classes: Path | None, paths: Sequence[Path]) -> _Truth:
         """Find the truth files and read the class table (before any detection)."""
-        from lipoclass.micrograph.annotations import read_class_table
+        from lipoclass.micrograph.annotations import check_class_table, read_class_table
 
         if truth is None:
             if classes is not None:
@@ -1630,6 +1630,7 @@ class _Truth:
         out = cls(_truth_files(Path(truth), paths))
         if classes is not None:
             out.table, out.table_path = read_class_table(Path(classes)), Path(classes)
+            check_class_table(out.table, Path(classes), paths)
             stems = {p.stem for p in paths} | {None}
             if not any(m in stems for m, _ in out.table):
                 raise LipoclassError(f"{classes}: no row names one of the micrographs "
