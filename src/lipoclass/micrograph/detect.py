@@ -1516,8 +1516,8 @@ def _class_lines(shares: dict[str, list[Any]], n_mics: int) -> list[str]:
         what = ", ".join(f"{c.label} {c.change:+.1f} pp" for c in moved)
         lines.append(f"  detection changes the shares ({what}): shares measured on these "
                      "detections carry this bias whatever the classifier; compare the other "
-                     "--finder above, or train a verifier on your annotations "
-                     "(detect-train)")  # fmt: skip
+                     "--finder's change above, and state the bias beside the shares you "
+                     "report")  # fmt: skip
     else:
         lines.append("  no clear change of the shares by detection on these micrographs "
                      "(every interval holds 0)")  # fmt: skip
