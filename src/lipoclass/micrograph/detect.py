@@ -1689,11 +1689,10 @@ def _score_folder(staging: Path, result: DetectResult, truth: _Truth, finder: st
                     for k, (m, ci) in both.items()])  # fmt: skip
     if truth.table is None:
         return
+    # every micrograph of a truth run is annotated and ``_Truth.read`` refused a table that
+    # names none of them, so each finder gets a share per class
     result.class_shares = {k: class_shares(v, truth.classes)
                            for k, v in {finder: per_mic, **others}.items()}  # fmt: skip
-    if not result.class_shares[finder]:
-        raise LipoclassError(f"{truth.table_path}: no row gives a class to an instance of the "
-                             "annotated micrographs")  # fmt: skip
     _write_csv(staging / "detection_by_class.csv", CLASS_SHARE_COLUMNS,
                [{"finder": k, "used": "yes" if k == finder else "no", **_class_row(c)}
                 for k, v in result.class_shares.items() for c in v])  # fmt: skip

@@ -63,12 +63,26 @@ def pool_matches(matches: list[InstanceMatch]) -> InstanceMatch:
     return InstanceMatch(np.concatenate(pairs), np.concatenate(ious), n_truth, n_found)
 
 
-def _check_bootstrap(n: int, level: float, n_boot: int) -> None:
-    """The arguments of a bootstrap over ``n`` micrographs, or ``ValueError``."""
+def _resamples(n: int, level: float, n_boot: int, seed: int) -> np.ndarray:
+    """``n_boot`` resamples (n_boot, n) of the indices of ``n`` micrographs, drawn with
+    replacement by a local generator seeded with ``seed``; ``ValueError`` for bad arguments."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n < 2 or n_boot < 1:
         raise ValueError(f"need 2+ micrographs and n_boot >= 1, got {n}, {n_boot}")
+    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+
+def _percentiles(d: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """The percentile interval (``level``) of bootstrap figures ``d`` (B, ...) over their
+    rows with every figure finite; NaN where none is."""
+    d = d[np.isfinite(d).reshape(len(d), -1).all(axis=1)]
+    if len(d) == 0:
+        nan = np.full(d.shape[1:], np.nan)
+        return nan, nan
+    tail = (1.0 - level) / 2.0
+    lo, hi = np.quantile(d, [tail, 1.0 - tail], axis=0)
+    return lo, hi
 
 
 def pooled_interval(
@@ -77,17 +91,14 @@ def pooled_interval(
     """Percentile bootstrap interval (``level``) of the pooled precision and recall,
     resampling whole micrographs (the liposomes of one micrograph share its ice, film and
     dose, so they are not independent); ``seed`` seeds a local generator."""
-    _check_bootstrap(len(matches), level, n_boot)
+    idx = _resamples(len(matches), level, n_boot, seed)
     counts = np.array([(len(m.pairs), m.n_truth, m.n_found) for m in matches], np.float64)
-    rng = np.random.default_rng(seed)
-    sums = counts[rng.integers(0, len(counts), (n_boot, len(counts)))].sum(axis=1)  # (B, 3)
+    sums = counts[idx].sum(axis=1)  # (B, 3)
     with np.errstate(invalid="ignore", divide="ignore"):
         figures = {"precision": sums[:, 0] / sums[:, 2], "recall": sums[:, 0] / sums[:, 1]}
-    tail = (1.0 - level) / 2.0
     out: dict[str, tuple[float, float]] = {}
     for name, v in figures.items():
-        v = v[np.isfinite(v)]
-        lo, hi = np.quantile(v, [tail, 1.0 - tail]) if len(v) else (np.nan, np.nan)
+        lo, hi = _percentiles(v, level)
         out[name] = (float(lo), float(hi))
     return out
 
@@ -105,21 +116,14 @@ def paired_f1_interval(
     makes is not taken for a better detector; ``seed`` seeds a local generator."""
     if len(a) != len(b):
         raise ValueError(f"need the same micrographs for both, got {len(a)} and {len(b)}")
-    _check_bootstrap(len(a), level, n_boot)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), (n_boot, len(a)))
+    idx = _resamples(len(a), level, n_boot, seed)
 
     def f1(ms: list[InstanceMatch]) -> np.ndarray:
         c = np.array([(len(m.pairs), m.n_truth + m.n_found) for m in ms], np.float64)[idx]
         with np.errstate(invalid="ignore", divide="ignore"):
             return 2.0 * c[..., 0].sum(axis=1) / c[..., 1].sum(axis=1)
 
-    d = f1(b) - f1(a)
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return (float("nan"), float("nan"))
-    tail = (1.0 - level) / 2.0
-    lo, hi = np.quantile(d, [tail, 1.0 - tail])
+    lo, hi = _percentiles(f1(b) - f1(a), level)
     return (float(lo), float(hi))
 
 
@@ -181,13 +185,8 @@ def class_shares(
     point = change(t_all, f_all)
     lows = highs = np.full(len(labels), np.nan)
     if len(matches) > 1:
-        _check_bootstrap(len(matches), level, n_boot)
-        idx = np.random.default_rng(seed).integers(0, len(matches), (n_boot, len(matches)))
-        d = change(truth[idx].sum(1), found[idx].sum(1))  # (B, classes)
-        d = d[np.isfinite(d).all(1)]
-        if len(d):
-            tail = (1.0 - level) / 2.0
-            lows, highs = np.quantile(d, [tail, 1.0 - tail], axis=0)
+        idx = _resamples(len(matches), level, n_boot, seed)
+        lows, highs = _percentiles(change(truth[idx].sum(1), found[idx].sum(1)), level)
     with np.errstate(invalid="ignore", divide="ignore"):
         true_pct, found_pct = 100 * t_all / t_all.sum(), 100 * f_all / f_all.sum()
     return [
